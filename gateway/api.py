@@ -1,0 +1,360 @@
+"""The library surface: ``Gateway`` (async) and ``SyncGateway`` (a thin facade over it).
+
+    async with Gateway.from_settings(load_settings()) as gw:
+        job = await gw.generate(VideoRequest(prompt="a red fox in snow"), output="fox.mp4")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gateway.budget import SpendLedger
+from gateway.config import Settings, provider_settings, sandbox_settings
+from gateway.errors import DeadlineExceeded, ProviderError, ReelgateError
+from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.plugins import discover
+from gateway.provider import Provider, VideoResult
+from gateway.request import VideoRequest
+from gateway.routing import Plan, plan_request
+from gateway.routing.circuit import CircuitSettings
+from gateway.routing.health import Health, InProcessHealth
+from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
+from gateway.store.base import JobStore
+from gateway.transport import Phase, make_client, send
+
+log = logging.getLogger("reelgate")
+
+
+class QuoteReport:
+    """Every provider's answer for one request, and which would be chosen."""
+
+    def __init__(self, plan: Plan | None, eligibility: list, error: ReelgateError | None = None) -> None:
+        self.plan = plan
+        self.eligibility = eligibility
+        self.error = error
+
+    @property
+    def chosen(self) -> str | None:
+        return self.plan.chosen.provider if self.plan and self.plan.chosen else None
+
+    def to_dict(self) -> dict[str, Any]:
+        skipped = self.plan.skipped if self.plan else {}
+        return {
+            "chosen": self.chosen,
+            "policy": self.plan.policy.value if self.plan else None,
+            "order": [c.provider for c in self.plan.candidates] if self.plan else [],
+            "providers": [{**e.to_dict(), "skipped": skipped.get(e.provider)} for e in self.eligibility],
+            "error": self.error.to_dict() if self.error else None,
+        }
+
+
+class Gateway:
+    """Plans, submits and tracks video jobs across the configured providers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        providers: Mapping[str, Provider],
+        *,
+        client: httpx.AsyncClient | None = None,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        health: Health | None = None,
+        store: JobStore | None = None,
+        load_failures: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.providers = dict(providers)
+        self.load_failures = dict(load_failures or {})
+        self._own_client = client is None
+        self.client = client or make_client(settings.http_timeout_s)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.health: Health = health or InProcessHealth(clock, CircuitSettings(**settings.circuit.model_dump()))
+        #: where jobs are persisted before any vendor call; None keeps them in this process only
+        self.store = store
+        self.jobs: dict[str, VideoJob] = {}
+        self._tasks: dict[str, asyncio.Task[VideoJob]] = {}
+        self._by_idempotency_key: dict[tuple[str | None, str], str] = {}
+        self._listeners: dict[str, list[OnUpdate]] = {}
+        #: polls waiting on a vendor job, woken early by a verified vendor webhook
+        self._nudges: dict[tuple[str, str], asyncio.Event] = {}
+        self.ledger = SpendLedger(settings.budgets.per_day_usd)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, sandbox_url: str | None = None, env: Mapping[str, str] | None = None, **kw: Any
+    ) -> Gateway:
+        """Build every enabled, installed provider. ``sandbox_url`` points them all at the
+        sandbox's emulators instead of the vendors."""
+        plugins = discover()
+        providers: dict[str, Provider] = {}
+        for name, cls_ in plugins.providers.items():
+            if not settings.provider(name).enabled:
+                continue
+            ps = (sandbox_settings(name, sandbox_url, settings) if sandbox_url
+                  else provider_settings(name, cls_.credential_env, settings, env=env))
+            providers[name] = cls_(ps)
+        return cls(settings, providers, load_failures=plugins.failures, **kw)
+
+    async def __aenter__(self) -> Gateway:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        if self._own_client:
+            await self.client.aclose()
+
+    # -- planning -------------------------------------------------------------------------
+    def plan(self, request: VideoRequest) -> Plan:
+        names = self.providers.keys()
+        return plan_request(
+            request, self.providers, default_policy=self.settings.default_route,
+            fallback_order=self.settings.fallback_order, max_cost_usd=self.settings.budgets.per_request_usd,
+            health=self.health, rng=self._rng,
+            limits={n: self.settings.provider(n).concurrency_limit for n in names},
+            weights={n: self.settings.provider(n).weight for n in names},
+        )
+
+    def quote(self, request: VideoRequest) -> QuoteReport:
+        """What each provider would charge, who is eligible and why not, and the choice."""
+        try:
+            plan = self.plan(request)
+            return QuoteReport(plan, plan.eligibility)
+        except ReelgateError as exc:
+            return QuoteReport(None, [p.quote(request) for p in self.providers.values()], exc)
+
+    # -- jobs -------------------------------------------------------------------------------
+    async def submit(
+        self, request: VideoRequest, *, owner: str | None = None, on_update: OnUpdate | None = None
+    ) -> VideoJob:
+        """Plan, persist and start a job; returns at once with the job queued. Raises before
+        any vendor call when nothing can take the request (Unsupported, BudgetExceeded...).
+        The same idempotency key (per owner) returns the same job, across processes when a
+        store is shared."""
+        # Pacing: let the loop run once per submit, so a caller submitting thousands of jobs
+        # in a loop does not hold it (for seconds) until the last one is planned.
+        await asyncio.sleep(0)
+        key = request.idempotency_key
+        if key is not None:
+            existing = await self._by_key(key, owner)
+            if existing is not None:
+                return existing
+        plan = self.plan(request)
+        job = VideoJob(request=request, owner=owner)
+        self.ledger.reserve(job.id, plan.candidates[0].quote.usd)  # refuses before any vendor call
+        if self.store is not None:
+            stored, created = await self.store.create_or_get(job, owner=owner)
+            if not created:  # another request with this key won the race
+                self.ledger.settle(job.id, job.cost_usd)
+                return self.jobs.get(stored.id, stored)
+        self.jobs[job.id] = job
+        if key is not None:
+            self._by_idempotency_key[(owner, key)] = job.id
+        if on_update is not None:
+            self._listeners.setdefault(job.id, []).append(on_update)
+        # the job keeps its candidates, not every provider's quote (those are for quote reports)
+        lean = Plan(plan.policy, plan.candidates, plan.skipped)
+        self._tasks[job.id] = asyncio.create_task(self._run(job, lean), name=f"reelgate-{job.id}")
+        return job
+
+    async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:
+        job_id = job if isinstance(job, str) else job.id
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        return self.jobs[job_id]
+
+    async def generate(
+        self, request: VideoRequest, *, output: str | Path | None = None, on_update: OnUpdate | None = None
+    ) -> VideoJob:
+        """Submit, wait for a terminal state and, on success, download to ``output``."""
+        job = await self.wait(await self.submit(request, on_update=on_update))
+        if job.status is JobStatus.SUCCEEDED and output is not None:
+            await self.download(job, output)
+        return job
+
+    def get(self, job_id: str) -> VideoJob | None:
+        """A job this process knows (the live object while it runs here)."""
+        return self.jobs.get(job_id)
+
+    async def fetch(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
+        """A job by id: the live one if this process drives it, else the stored one. With
+        ``owner``, None unless the job belongs to that owner."""
+        live = self.jobs.get(job_id)
+        if live is not None:
+            return live if owner is None or live.owner == owner else None
+        return await self.store.get(job_id, owner=owner) if self.store is not None else None
+
+    async def _by_key(self, key: str, owner: str | None) -> VideoJob | None:
+        job_id = self._by_idempotency_key.get((owner, key))
+        if job_id is not None:
+            return self.jobs[job_id]
+        if self.store is not None:
+            return await self.store.get_by_idempotency_key(key, owner)
+        return None
+
+    def nudge(self, provider: str, vendor_id: str) -> bool:
+        """A vendor says its job changed: poll it now. Only a poll's answer changes the job,
+        so a forged, duplicated or out-of-order callback can do no harm. True when this
+        process follows that vendor job."""
+        event = self._nudges.get((provider, vendor_id))
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    async def resume(self) -> list[VideoJob]:
+        """Start following every unfinished job in the store (after a restart): polls what
+        vendors accepted, never resubmits blindly what may have been sent."""
+        if self.store is None:
+            return []
+        resumed = []
+        for job in await self.store.non_terminal():
+            if job.id in self._tasks:
+                continue
+            try:
+                plan: Plan | None = self.plan(job.request)
+            except ReelgateError:
+                plan = None  # nothing new can be tried; the attempt in flight is still followed
+            self.jobs[job.id] = job
+            self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
+            resumed.append(job)
+        return resumed
+
+    async def cancel(self, job: VideoJob | str) -> VideoJob:
+        """Stop the job here and, where the vendor can, at the vendor."""
+        job = self.jobs[job if isinstance(job, str) else job.id]
+        task = self._tasks.get(job.id)
+        if job.status.terminal:
+            return job
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self._cancel_current(job)
+        await self._save(job)
+        return job
+
+    async def download(self, job: VideoJob, path: str | Path) -> Path:
+        """Fetch the finished video (with the vendor's auth where needed) to ``path``."""
+        attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
+        assert job.output is not None and attempt.vendor_job is not None
+        provider = self.providers[attempt.provider]
+        built = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
+        response = await send(self.client, provider.name, built, Phase.DOWNLOAD)
+        if not response.is_success:
+            raise ProviderError(f"download failed with HTTP {response.status_code}", provider=provider.name,
+                                status_code=response.status_code)
+        target = Path(path).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(response.content)
+        job.output.path = str(target.resolve())
+        job.output.size_bytes = len(response.content)
+        job.output.sha256 = hashlib.sha256(response.content).hexdigest()
+        return target
+
+    # -- internals ----------------------------------------------------------------------------
+    async def _run(self, job: VideoJob, plan: Plan | None, *, resume: bool = False) -> VideoJob:
+        try:
+            job = await self._drive(job, plan, resume)
+            await self._save(job)
+            return job
+        finally:  # the reservation becomes what the job really cost (zero if nothing billed)
+            self.ledger.settle(job.id, job.cost_usd)
+
+    async def _save(self, job: VideoJob) -> None:
+        if self.store is not None:
+            await self.store.save(job)
+
+    async def _drive(self, job: VideoJob, plan: Plan | None, resume: bool) -> VideoJob:
+        # one submit gate per gateway (made on first use: it belongs to the running loop)
+        gate = self.__dict__.setdefault("_submit_gate", asyncio.Semaphore(SUBMITS_IN_FLIGHT))
+        runner = JobRunner(self.providers, self.client, self.settings, health=self.health, sleep=self._sleep,
+                           rng=self._rng, on_update=self._emit, checkpoint=self._save,
+                           nudges=self._nudges, submit_gate=gate)
+        try:
+            async with asyncio.timeout(job.request.deadline_s):
+                if resume:
+                    return await runner.resume(job, plan)
+                assert plan is not None
+                return await runner.run(job, plan)
+        except TimeoutError:
+            await self._cancel_current(job, status=None)
+            job.fail(DeadlineExceeded(f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
+        except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
+            self._end_current(job, exc)
+            job.fail(exc)
+        except Exception as exc:  # never leave a job without a terminal state
+            log.exception("job %s failed unexpectedly", job.id)
+            error = ReelgateError(f"internal error: {type(exc).__name__}")
+            self._end_current(job, error)
+            job.fail(error)
+        self._emit(job)
+        return job
+
+    def _end_current(self, job: VideoJob, error: ReelgateError) -> None:
+        if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
+            job.current.finish(AttemptOutcome.REJECTED, error)
+
+    async def _cancel_current(self, job: VideoJob, status: JobStatus | None = JobStatus.CANCELLED) -> None:
+        runner = JobRunner(self.providers, self.client, self.settings)
+        for attempt in job.attempts:  # a hedged job may have two in flight
+            if attempt.outcome is AttemptOutcome.PENDING:
+                await runner.cancel_at_vendor(attempt)
+                attempt.finish(AttemptOutcome.CANCELLED)
+        if status is not None and not job.status.terminal:
+            job.move(status)
+            self._emit(job)
+
+    def _emit(self, job: VideoJob) -> None:
+        for listener in self._listeners.get(job.id, []):
+            listener(job)
+
+
+class SyncGateway:
+    """Blocking facade: one event loop owned by the facade, the async ``Gateway`` inside."""
+
+    def __init__(self, factory: Callable[[], Gateway]) -> None:
+        self._runner = asyncio.Runner()
+
+        async def build() -> Gateway:
+            return factory()
+
+        self._gateway = self._runner.run(build())
+
+    @property
+    def gateway(self) -> Gateway:
+        return self._gateway
+
+    def quote(self, request: VideoRequest) -> QuoteReport:
+        return self._gateway.quote(request)
+
+    def generate(self, request: VideoRequest, **kw: Any) -> VideoJob:
+        return self._runner.run(self._gateway.generate(request, **kw))
+
+    def cancel(self, job: VideoJob | str) -> VideoJob:
+        return self._runner.run(self._gateway.cancel(job))
+
+    def close(self) -> None:
+        self._runner.run(self._gateway.aclose())
+        self._runner.close()
+
+    def __enter__(self) -> SyncGateway:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,122 @@
+"""How the CLI shows jobs, quotes and providers (rich for people, JSON for programs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gateway.api import Gateway, QuoteReport
+from gateway.job import JobStatus, VideoJob
+
+console = Console()
+
+
+class JobProgress:
+    """A live progress bar fed by the gateway's job updates."""
+
+    def __init__(self, target: Console, *, enabled: bool) -> None:
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(), console=target, disable=not enabled, transient=True,
+        )
+        self._task = self._progress.add_task("queued", total=100)
+
+    def __enter__(self) -> JobProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, job: VideoJob) -> None:
+        where = f" at {job.current.provider}" if job.current else ""
+        self._progress.update(self._task, description=f"{job.status.value}{where}",
+                              completed=round((job.progress or 0) * 100))
+
+
+def job_json(job: VideoJob) -> dict[str, Any]:
+    data = job.to_dict()
+    data["output_path"] = job.output.path if job.output else None
+    return data
+
+
+def print_job(job: VideoJob) -> None:
+    if job.status is JobStatus.SUCCEEDED:
+        assert job.output is not None
+        attempt = job.attempts[-1]
+        units = f" ({attempt.vendor_units:g} {attempt.unit_name})" if attempt.vendor_units is not None else ""
+        console.print(f"[green]✓[/] {job.output.path or job.output.url}", highlight=False)
+        console.print(f"  made by [bold]{job.provider}[/] ({attempt.vendor_model}), {job.resolution}, "
+                      f"{job.request.duration_s}s {job.request.aspect_ratio.value}; "
+                      f"cost ${job.cost_usd:.2f}{units}", highlight=False)
+    else:
+        message = (job.error or {}).get("message", job.status.value)
+        console.print(f"[red]✗ job {job.status.value}:[/] {message}", highlight=False)
+    failed = [a for a in job.attempts if a.error]
+    for a in failed:
+        console.print(f"  attempt at {a.provider}: {a.outcome.value} — {a.error['class']}: {a.error['message']}",
+                      highlight=False)
+    for d in job.degradations:
+        console.print(f"  note: {d}", highlight=False)
+
+
+def print_quote(report: QuoteReport) -> None:
+    table = Table(title="Quote", show_lines=False)
+    for col in ("provider", "eligible", "cost (USD)", "vendor units", "why not"):
+        table.add_column(col)
+    skipped = report.plan.skipped if report.plan else {}
+    for e in report.eligibility:
+        q = e.quote
+        units = f"{q.vendor_units:g} {q.unit_name}" if q and q.vendor_units is not None else ""
+        why = "; ".join(e.reasons) or skipped.get(e.provider, "")
+        mark = "[green]yes[/]" if e.eligible and e.provider not in skipped else "[red]no[/]"
+        table.add_row(e.provider, mark, f"{q.usd:.2f}" if q else "—", units, why)
+    console.print(table)
+    if report.chosen:
+        order = " → ".join(c.provider for c in report.plan.candidates)
+        console.print(f"chosen: [bold]{report.chosen}[/] (policy {report.plan.policy.value}; order {order})")
+    elif report.error:
+        console.print(f"[red]no provider would be chosen:[/] {report.error.message}", highlight=False)
+
+
+def providers_json(gateway: Gateway) -> dict[str, Any]:
+    items = []
+    for name, p in gateway.providers.items():
+        models = {}
+        for family, caps in p.capabilities().items():
+            models[family.value] = {
+                "aspect_ratios": sorted(a.value for a in caps.aspect_ratios),
+                "resolutions": sorted((r.value for r in caps.resolutions), key=lambda r: int(r[:-1])),
+                "default_resolution": caps.default_resolution.value,
+                "durations": sorted(caps.durations),
+                "start_image": caps.start_image, "end_image": caps.end_image, "loop": caps.loop,
+                "concepts": len(caps.concepts), "image_inputs": sorted(k.value for k in caps.image_kinds),
+            }
+        items.append({
+            "name": name, "title": type(p).title, "credential_env": type(p).credential_env,
+            "credentials_set": p.configured, "credential_source": p.settings.credential_ref,
+            "base_url": p.base_url, "docs": type(p).docs_url, "models": models,
+        })
+    return {"providers": items, "load_failures": gateway.load_failures}
+
+
+def print_providers(gateway: Gateway) -> None:
+    data = providers_json(gateway)
+    table = Table(title="Providers")
+    for col in ("name", "model", "aspect ratios", "resolutions", "s", "frames", "loop", "concepts", "key"):
+        table.add_column(col)
+    for p in data["providers"]:
+        key = f"[green]{p['credential_env']} set[/]" if p["credentials_set"] else f"[yellow]{p['credential_env']} unset[/]"
+        for family, m in p["models"].items():
+            frames = "+".join(x for x, ok in (("start", m["start_image"]), ("end", m["end_image"])) if ok) or "—"
+            table.add_row(p["name"], family, " ".join(m["aspect_ratios"]), " ".join(m["resolutions"]),
+                          "/".join(map(str, m["durations"])), frames, "yes" if m["loop"] else "no",
+                          str(m["concepts"]), key)
+    console.print(table)
+    for name, why in data["load_failures"].items():
+        console.print(f"[red]plugin {name} failed to load:[/] {why}", highlight=False)
+    if not any(p["credentials_set"] for p in data["providers"]):
+        console.print("No vendor keys set: `reelgate generate` uses the built-in sandbox.")

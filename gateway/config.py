@@ -1,0 +1,222 @@
+"""One settings object, built from one YAML file plus the environment, passed down.
+
+No globals: ``load_settings()`` returns a value; gateways, CLIs and servers are built
+from it, so tests can build many isolated ones.
+
+Secrets: each provider's key is read from its environment variable (``FAL_KEY``,
+``APIFRAME_API_KEY``, ``RAILWAIL_API_KEY`` -- or the one named by ``api_key_env``),
+or from ``api_key`` in the file when the operator chooses so. A key is wrapped in
+:class:`~gateway.provider.Secret` at once and never printed.
+
+Example ``reelgate.yaml``::
+
+    default_route: cheapest          # cheapest | fastest | priority
+    fallback_order: [fal, apiframe, railwail]
+    providers:
+      fal: {}                        # key from FAL_KEY
+      apiframe:
+        options: {usd_per_credit: 0.008}
+      railwail:
+        enabled: false
+    retry: {submit_retries: 2, max_retry_after_s: 30}
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.errors import ConfigError
+from gateway.provider import ProviderSettings, Secret
+from gateway.request import ModelFamily, RoutePolicy
+from gateway.storage import StorageConfig
+
+CONFIG_ENV = "REELGATE_CONFIG"
+DEFAULT_CONFIG_NAMES = ("reelgate.yaml", "reelgate.yml")
+
+
+class ProviderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    base_url: str | None = None
+    #: environment variable to read the key from (default: the adapter's own)
+    api_key_env: str | None = None
+    #: a key written in the file; the environment wins when both are set
+    api_key: str | None = Field(default=None, repr=False)
+    options: dict[str, Any] = Field(default_factory=dict)
+    #: jobs this account may run at once at the vendor; ``fastest`` penalises a full provider
+    concurrency_limit: int | None = Field(default=None, ge=1)
+    #: share of traffic under the ``weighted`` route (A/B tests, quota sharing)
+    weight: float = Field(default=1.0, ge=0)
+
+
+class BudgetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: applies when a request names no ``max_cost_usd`` (and caps one that names more)
+    per_request_usd: float | None = Field(default=None, gt=0)
+    #: estimated + settled spend per UTC day, across all jobs of this gateway
+    per_day_usd: float | None = Field(default=None, gt=0)
+
+
+class CircuitConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    window_s: float = Field(default=60.0, gt=0)
+    min_calls: int = Field(default=10, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    cooldown_growth: float = Field(default=2.0, ge=1)
+    max_cooldown_s: float = Field(default=300.0, gt=0)
+    probe_timeout_s: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cooldowns(self) -> CircuitConfig:
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError("max_cooldown_s must be at least cooldown_s")
+        return self
+
+
+class HedgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: off by default: a hedge may pay for two videos
+    enabled: bool = False
+    #: for ``fastest``: if the chosen vendor has not started running the job after this
+    #: many seconds, submit to the next candidate too and keep whichever finishes first
+    after_s: float = Field(default=30.0, gt=0)
+
+
+class RetryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: extra submit calls to the same vendor when it rejected the call (429, 5xx)
+    submit_retries: int = Field(default=2, ge=0, le=10)
+    #: extra submit calls across all of one job's attempts (a flaky minute costs latency, not hours)
+    request_retry_budget: int = Field(default=6, ge=0, le=50)
+    #: a Retry-After longer than this falls back at once instead of waiting
+    max_retry_after_s: float = Field(default=30.0, ge=0)
+    base_backoff_s: float = Field(default=0.5, ge=0)
+    max_backoff_s: float = Field(default=8.0, ge=0)
+    #: consecutive failed polls before an attempt is given up (the job is not resubmitted blindly)
+    poll_error_budget: int = Field(default=20, ge=1)
+
+
+class PollingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: override every provider's first poll interval / cap (seconds); None keeps the vendor's
+    initial_s: float | None = Field(default=None, gt=0)
+    max_s: float | None = Field(default=None, gt=0)
+
+
+class AliasConfig(BaseModel):
+    """A name apps may pass as ``model`` (e.g. ``fast``) standing for routing choices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelFamily | None = None
+    route: RoutePolicy | None = None
+    providers: list[str] | None = None
+
+
+class ServiceConfig(BaseModel):
+    """``reelgate serve``: where state lives and what callers may send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the job store: ``sqlite:///path`` (default: $REELGATE_HOME/reelgate.db) or ``postgresql://...``
+    store_url: str | None = None
+    #: this service's public base URL, given to vendors for completion webhooks (None: poll only)
+    public_url: str | None = None
+    #: the largest request body or upload accepted
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    #: refuse callers without an API key (off only for a local, single-user service)
+    require_api_key: bool = True
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_route: RoutePolicy = RoutePolicy.CHEAPEST
+    #: the order ``priority`` uses, and the tie-break elsewhere
+    fallback_order: list[str] = Field(default_factory=list)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    polling: PollingConfig = Field(default_factory=PollingConfig)
+    #: after an ambiguous submit at a vendor that cannot deduplicate, may we try another
+    #: vendor even though the first may also bill? Off: the job fails and says why.
+    allow_duplicate_spend: bool = False
+    #: after a vendor's moderation rejects a job, try the next vendor (off: stop there)
+    content_rejection_fallback: bool = False
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    hedging: HedgeConfig = Field(default_factory=HedgeConfig)
+    #: seconds one HTTP call to a vendor may take
+    http_timeout_s: float = Field(default=30.0, gt=0)
+    #: names apps may use as ``model`` for routing choices (OpenAI-compatible clients)
+    aliases: dict[str, AliasConfig] = Field(default_factory=dict)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    #: where finished videos are kept (the service always keeps them; vendor URLs expire)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    def provider(self, name: str) -> ProviderConfig:
+        return self.providers.get(name) or ProviderConfig()
+
+
+def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``path``, else ``$REELGATE_CONFIG``, else ./reelgate.yaml, else defaults."""
+    env = os.environ if env is None else env
+    candidate = path or env.get(CONFIG_ENV)
+    if candidate is None:
+        candidate = next((p for p in DEFAULT_CONFIG_NAMES if Path(p).is_file()), None)
+    if candidate is None:
+        return Settings()
+    file = Path(candidate).expanduser()
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(file)!r} does not exist") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {str(file)!r} cannot be read: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(file)!r} must hold a mapping at the top level")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"config file {str(file)!r}: {where}: {err['msg']}") from None
+
+
+def provider_settings(
+    name: str, credential_env: str, settings: Settings, *, env: Mapping[str, str] | None = None
+) -> ProviderSettings:
+    """What one adapter is built with: its key (env first, then file), URL and options."""
+    env = os.environ if env is None else env
+    conf = settings.provider(name)
+    var = conf.api_key_env or credential_env
+    if env.get(var):
+        key, ref = Secret(env[var]), f"env:{var}"
+    elif conf.api_key:
+        key, ref = Secret(conf.api_key), "config"
+    else:
+        key, ref = None, "none"
+    return ProviderSettings(name=name, api_key=key, credential_ref=ref, base_url=conf.base_url,
+                            options=dict(conf.options))
+
+
+def sandbox_settings(name: str, sandbox_url: str, settings: Settings) -> ProviderSettings:
+    """An adapter pointed at its emulator in the sandbox (never at a paid vendor)."""
+    from gateway.emulation.sandbox import SANDBOX_KEY
+
+    return ProviderSettings(name=name, api_key=Secret(SANDBOX_KEY), credential_ref="sandbox",
+                            base_url=f"{sandbox_url.rstrip('/')}/{name}",
+                            options=dict(settings.provider(name).options), sandbox=True)

@@ -1,0 +1,346 @@
+"""The provider-neutral request: what an app asks for, validated before any vendor is called.
+
+``VideoRequest(...)`` raises :class:`~gateway.errors.InvalidRequest` naming the first bad
+field and the reason, never a pydantic traceback, so every entry point (library, CLI,
+HTTP) reports bad input the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import InvalidRequest
+
+MAX_PROMPT_CHARS = 4000
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+class ModelFamily(StrEnum):
+    """Neutral model families; each provider maps them to its own endpoint or id."""
+
+    RAY_2_FLASH = "ray-2-flash"
+    RAY_2 = "ray-2"
+
+
+class AspectRatio(StrEnum):
+    R16_9 = "16:9"
+    R9_16 = "9:16"
+    R1_1 = "1:1"
+    R4_3 = "4:3"
+    R3_4 = "3:4"
+    R21_9 = "21:9"
+    R9_21 = "9:21"
+
+    @property
+    def ratio(self) -> tuple[int, int]:
+        w, h = self.value.split(":")
+        return int(w), int(h)
+
+
+class Resolution(StrEnum):
+    P540 = "540p"
+    P720 = "720p"
+    P1080 = "1080p"
+
+    @property
+    def lines(self) -> int:
+        return int(self.value[:-1])
+
+
+class Concept(StrEnum):
+    """Luma's camera-motion concepts (the model family's vocabulary, not a vendor's)."""
+
+    TRUCK_LEFT = "truck_left"
+    TRUCK_RIGHT = "truck_right"
+    PAN_LEFT = "pan_left"
+    PAN_RIGHT = "pan_right"
+    PEDESTAL_UP = "pedestal_up"
+    PEDESTAL_DOWN = "pedestal_down"
+    TILT_UP = "tilt_up"
+    TILT_DOWN = "tilt_down"
+    ROLL_LEFT = "roll_left"
+    ROLL_RIGHT = "roll_right"
+    ZOOM_IN = "zoom_in"
+    ZOOM_OUT = "zoom_out"
+    PUSH_IN = "push_in"
+    PULL_OUT = "pull_out"
+    DOLLY_ZOOM = "dolly_zoom"
+    ORBIT_LEFT = "orbit_left"
+    ORBIT_RIGHT = "orbit_right"
+    CRANE_UP = "crane_up"
+    CRANE_DOWN = "crane_down"
+    AERIAL = "aerial"
+    AERIAL_DRONE = "aerial_drone"
+    LOW_ANGLE = "low_angle"
+    HIGH_ANGLE = "high_angle"
+    EYE_LEVEL = "eye_level"
+    GROUND_LEVEL = "ground_level"
+    OVER_THE_SHOULDER = "over_the_shoulder"
+    POV = "pov"
+    SELFIE = "selfie"
+    HANDHELD = "handheld"
+    STATIC = "static"
+    BOLT_CAM = "bolt_cam"
+    OVERHEAD = "overhead"
+    ELEVATOR_DOORS = "elevator_doors"
+    TINY_PLANET = "tiny_planet"
+
+
+class RoutePolicy(StrEnum):
+    CHEAPEST = "cheapest"
+    FASTEST = "fastest"
+    PRIORITY = "priority"
+    WEIGHTED = "weighted"
+
+
+class Degradation(StrEnum):
+    """Changes a caller may explicitly allow; the job records which were applied."""
+
+    HIGHER_RESOLUTION = "higher_resolution"
+
+
+class ImageKind(StrEnum):
+    URL = "url"
+    DATA_URI = "data_uri"
+    PATH = "path"
+
+
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF87a": "image/gif",
+    b"GIF89a": "image/gif",
+}
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The image MIME type from magic bytes, or None when ``data`` is not an image we know."""
+    for magic, mime in _IMAGE_MAGIC.items():
+        if data.startswith(magic):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+class ImageInput(BaseModel):
+    """A start or end frame: an http(s) URL, a ``data:image/...;base64,`` URI, or a local file.
+
+    A local file is checked when the request is built (exists, readable, really an
+    image) so the error names the field rather than surfacing at a vendor.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: ImageKind
+    value: str
+
+    @classmethod
+    def parse(cls, value: str | Path | ImageInput) -> ImageInput:
+        if isinstance(value, ImageInput):
+            return value
+        text = str(value).strip()
+        if not text:
+            raise ValueError("is empty")
+        if text.startswith("data:"):
+            _decode_data_uri(text)
+            return cls(kind=ImageKind.DATA_URI, value=text)
+        scheme = urlsplit(text).scheme.lower()
+        if scheme in ("http", "https"):
+            if not urlsplit(text).netloc:
+                raise ValueError(f"URL {text!r} has no host")
+            return cls(kind=ImageKind.URL, value=text)
+        if scheme and len(scheme) > 1:  # "C:" style drive letters are paths
+            raise ValueError(f"unsupported URL scheme {scheme!r}: use http(s), a data URI or a file path")
+        path = Path(text).expanduser()
+        _read_image_file(path)
+        return cls(kind=ImageKind.PATH, value=str(path.resolve()))
+
+    def as_data_uri(self) -> str:
+        """The image inlined as a data URI (for vendors that accept them)."""
+        if self.kind is ImageKind.DATA_URI:
+            return self.value
+        if self.kind is ImageKind.PATH:
+            data, mime = _read_image_file(Path(self.value))
+            return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        raise ValueError("a remote URL cannot be inlined without fetching it")
+
+    def describe(self) -> str:
+        """A log-safe description (a data URI is never printed whole)."""
+        if self.kind is ImageKind.DATA_URI:
+            return f"data URI ({len(self.value)} chars)"
+        return self.value
+
+
+def _decode_data_uri(text: str) -> bytes:
+    head, sep, payload = text.partition(",")
+    if not sep or not head.startswith("data:image/") or not head.endswith(";base64"):
+        raise ValueError("data URI must look like data:image/<type>;base64,<data>")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("data URI payload is not valid base64") from None
+    if sniff_image_type(data) is None:
+        raise ValueError("data URI does not contain a PNG, JPEG, GIF or WebP image")
+    return data
+
+
+def _read_image_file(path: Path) -> tuple[bytes, str]:
+    if not path.exists():
+        raise ValueError(f"file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a file")
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise ValueError(f"file {str(path)!r} is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"file {str(path)!r} cannot be read ({exc.strerror})") from None
+    mime = sniff_image_type(data)
+    if mime is None:
+        guessed = mimetypes.guess_type(path.name)[0] or "unknown type"
+        raise ValueError(f"file {str(path)!r} is not a PNG, JPEG, GIF or WebP image ({guessed})")
+    return data, mime
+
+
+ImageField = Annotated[ImageInput | None, Field(default=None)]
+
+
+class VideoRequest(BaseModel):
+    """One video to generate, in neutral terms, plus routing hints.
+
+    ``resolution=None`` means "no preference": each provider uses its own default and
+    the job records what was produced. An explicit resolution is honoured exactly
+    unless ``allow`` contains ``higher_resolution``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+    model: ModelFamily = ModelFamily.RAY_2_FLASH
+    start_image: ImageField
+    end_image: ImageField
+    aspect_ratio: AspectRatio = AspectRatio.R16_9
+    resolution: Resolution | None = None
+    duration_s: Literal[5, 9] = 5
+    loop: bool = False
+    concepts: tuple[Concept, ...] = ()
+    allow: frozenset[Degradation] = frozenset()
+    # routing hints
+    route: RoutePolicy | None = None
+    providers: tuple[str, ...] | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0)
+    fallback: bool = True
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+    webhook_url: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise invalid_request_from(exc) from None
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> VideoRequest:
+        return cls(**data)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("start_image", "end_image", mode="before")
+    @classmethod
+    def _parse_image(cls, v: Any) -> Any:
+        if v is None or isinstance(v, (ImageInput, dict)):
+            return v
+        return ImageInput.parse(v)
+
+    @field_validator("duration_s", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        # "5s" is how two vendors spell it; accept it, reject anything but 5 or 9.
+        if isinstance(v, str) and v.strip().rstrip("s").isdigit():
+            v = int(v.strip().rstrip("s"))
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if v not in (5, 9):
+            raise ValueError(f"{v!r} seconds is not offered; choose 5 or 9")
+        return v
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _providers(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, str):
+            v = [v]
+        names = tuple(str(n).strip() for n in v)
+        if not names or any(not n for n in names):
+            raise ValueError("must list at least one provider name")
+        return names
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        if v is not None and urlsplit(v).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return v
+
+    @model_validator(mode="after")
+    def _frames(self) -> VideoRequest:
+        if self.end_image is not None and self.start_image is None and self.loop:
+            # Luma blends the end into the start for a loop; an end frame alone cannot loop.
+            raise ValueError("loop cannot be combined with an end_image and no start_image")
+        return self
+
+    @property
+    def is_image_to_video(self) -> bool:
+        return self.start_image is not None or self.end_image is not None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The request as JSON-safe data, with inlined images summarised (for job records)."""
+        data = self.model_dump(mode="json")
+        for key in ("start_image", "end_image"):
+            image = getattr(self, key)
+            if image is not None:
+                data[key] = image.describe() if image.kind is ImageKind.DATA_URI else image.value
+        return data
+
+
+def invalid_request_from(exc: ValidationError) -> InvalidRequest:
+    """The first pydantic error as an ``InvalidRequest`` naming the field and the reason."""
+    err = exc.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in err.get("loc", ())) or "request"
+    kind = err.get("type", "")
+    if kind == "enum":
+        expected = err.get("ctx", {}).get("expected", "")
+        reason = f"{err.get('input')!r} is not one of {expected}"
+    elif kind == "extra_forbidden":
+        reason = "is not a known field"
+    elif kind == "literal_error":
+        reason = f"{err.get('input')!r} is not allowed; expected {err.get('ctx', {}).get('expected', '')}"
+    else:
+        reason = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+    if field.startswith("concepts."):
+        field = "concepts"
+    return InvalidRequest(field, reason)

@@ -1,0 +1,167 @@
+"""The FastAPI application: routes, caller authentication, error envelopes, limits.
+
+Every error leaves in OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``
+with a 4xx for anything the caller can fix; a ``ReelgateError`` never becomes a 500, and
+no response carries a vendor key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.errors import (
+    BudgetExceeded,
+    InvalidRequest,
+    NoRouteAvailable,
+    ReelgateError,
+    Unsupported,
+)
+from gateway.keys import ApiKey
+from gateway.server.service import Service
+
+log = logging.getLogger("reelgate.server")
+
+_STATUS: list[tuple[type[ReelgateError], int, str]] = [
+    (InvalidRequest, 400, "invalid_request_error"),
+    (Unsupported, 400, "invalid_request_error"),
+    (BudgetExceeded, 402, "budget_error"),
+    (NoRouteAvailable, 503, "unavailable_error"),
+]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, code: str, type_: str = "invalid_request_error",
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.type, self.param = status, message, code, type_, param
+        self.headers = headers
+
+
+def envelope(status: int, message: str, *, code: str, type_: str, param: str | None = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, f"no {what} with that id", code="not_found")
+
+
+async def caller(request: Request) -> ApiKey | None:
+    """The API key of the caller; 401 when one is required and missing or wrong."""
+    service: Service = request.app.state.service
+    if not service.settings.service.require_api_key:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "missing API key: send Authorization: Bearer <key> (create one with "
+                       "`reelgate keys create --name NAME`)", code="missing_api_key", type_="authentication_error")
+    key = await service.keys.averify(token.strip())
+    if key is None:
+        raise ApiError(401, "invalid or revoked API key", code="invalid_api_key", type_="authentication_error")
+    return key
+
+
+def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
+    """The app; ``start`` builds the service when the server starts (and it is stopped at exit)."""
+    from gateway.server.native_routes import router as native
+    from gateway.server.openai_routes import router as openai
+    from gateway.server.ops_routes import router as ops
+    from gateway.server.webhook_routes import router as webhooks
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.service = await start()
+        try:
+            yield
+        finally:
+            await app.state.service.stop()
+
+    app = FastAPI(title="reelgate", version="0.1.0", lifespan=lifespan,
+                  description="One API for video generation: OpenAI-compatible /v1/videos plus the native API.")
+    app.include_router(openai)
+    app.include_router(native)
+    app.include_router(ops)
+    app.include_router(webhooks)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        limit = request.app.state.service.settings.service.max_upload_bytes
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            response: Response = envelope(413, f"request body larger than {limit} bytes", code="too_large",
+                                          type_="invalid_request_error")
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        request.app.state.service.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return envelope(exc.status, exc.message, code=exc.code, type_=exc.type, param=exc.param, headers=exc.headers)
+
+    @app.exception_handler(ReelgateError)
+    async def reelgate_error(_request: Request, exc: ReelgateError) -> JSONResponse:
+        for cls, status, type_ in _STATUS:
+            if isinstance(exc, cls):
+                return envelope(status, exc.message, code=exc.code, type_=type_, param=getattr(exc, "field", None))
+        log.warning("unmapped gateway error: %s", exc.message)
+        return envelope(502, exc.message, code=exc.code, type_="upstream_error")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {}
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        param = ".".join(loc) or None
+        return envelope(400, f"{param or 'request'}: {err.get('msg', 'is invalid')}", code="invalid_request",
+                        type_="invalid_request_error", param=param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return envelope(exc.status_code, str(exc.detail), code="http_error", type_="invalid_request_error")
+
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the request bodies the routes parse themselves (so that JSON
+    and multipart share one handler and errors stay in the OpenAI envelope)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        from gateway.request import VideoRequest
+        from gateway.server.openai_routes import CreateVideo
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (CreateVideo, VideoRequest):
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 that says what is wrong with it."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    return data

@@ -1,0 +1,123 @@
+"""Translation between OpenAI's Videos API shape and reelgate's neutral model (pure).
+
+Apps written against OpenAI's Videos API work by changing ``base_url``: ``size`` and
+``seconds`` map to aspect ratio, resolution and duration; ``model`` names a neutral
+family or a route alias from the config; gateway-specific fields ride along as extra
+body fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config import Settings
+from gateway.emulation.render import frame_size
+from gateway.errors import InvalidRequest
+from gateway.job import JobStatus, VideoJob
+from gateway.request import AspectRatio, ModelFamily, Resolution, VideoRequest
+
+#: every WxH we can honour, e.g. "1280x720" -> (16:9, 720p)
+SIZES: dict[str, tuple[AspectRatio, Resolution]] = {
+    "{}x{}".format(*frame_size(a, r)): (a, r) for a in AspectRatio for r in Resolution
+}
+DEFAULT_SIZE = "1280x720"
+
+#: body fields beyond OpenAI's that map straight onto ``VideoRequest``
+EXTRA_FIELDS = ("aspect_ratio", "resolution", "loop", "end_image", "start_image", "route", "providers",
+                "max_cost_usd", "deadline_s", "concepts", "allow", "fallback", "idempotency_key",
+                "webhook_url", "metadata", "duration_s")
+OPENAI_FIELDS = ("model", "prompt", "seconds", "size", "input_reference")
+
+_STATUS = {
+    JobStatus.QUEUED: "queued", JobStatus.SUBMITTED: "queued", JobStatus.RUNNING: "in_progress",
+    JobStatus.SUCCEEDED: "completed", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "failed",
+}
+
+
+def size_of(aspect_ratio: AspectRatio, resolution: Resolution) -> str:
+    return "{}x{}".format(*frame_size(aspect_ratio, resolution))
+
+
+def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_uri: str | None = None) -> VideoRequest:
+    """A ``VideoRequest`` from an OpenAI-shaped create body (JSON or form fields)."""
+    unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(EXTRA_FIELDS))
+    if unknown:
+        raise InvalidRequest(unknown[0], "is not a known field")
+    fields: dict[str, Any] = {k: body[k] for k in EXTRA_FIELDS if body.get(k) is not None}
+    fields["prompt"] = body.get("prompt") if body.get("prompt") is not None else ""
+    fields.update(_model(body.get("model"), settings))
+    if body.get("size") is not None:
+        size = str(body["size"]).strip().lower()
+        if size not in SIZES:
+            raise InvalidRequest("size", f"{body['size']!r} is not offered; choose one of {', '.join(sorted(SIZES))}")
+        aspect, resolution = SIZES[size]
+        fields.setdefault("aspect_ratio", aspect)
+        fields.setdefault("resolution", resolution)
+    if body.get("seconds") is not None:
+        fields["duration_s"] = _seconds(body["seconds"])
+    reference = body.get("input_reference")
+    if image_data_uri is not None:
+        fields["start_image"] = image_data_uri
+    elif isinstance(reference, dict):
+        if not isinstance(reference.get("image_url"), str):
+            raise InvalidRequest("input_reference", "must be an uploaded image or {\"image_url\": \"...\"}")
+        fields["start_image"] = reference["image_url"]
+    elif reference is not None:
+        raise InvalidRequest("input_reference", "must be an uploaded image or {\"image_url\": \"...\"}")
+    return VideoRequest(**fields)
+
+
+def _model(model: Any, settings: Settings) -> dict[str, Any]:
+    if model is None:
+        return {}
+    name = str(model)
+    alias = settings.aliases.get(name)
+    if alias is not None:
+        return alias.model_dump(exclude_none=True)
+    try:
+        return {"model": ModelFamily(name)}
+    except ValueError:
+        known = [m.value for m in ModelFamily] + sorted(settings.aliases)
+        raise InvalidRequest("model", f"{name!r} is not offered; choose one of {', '.join(known)}") from None
+
+
+def _seconds(value: Any) -> int:
+    text = str(value).strip().removesuffix("s")
+    if text not in ("5", "9"):
+        raise InvalidRequest("seconds", f"{value!r} is not offered; choose \"5\" or \"9\"")
+    return int(text)
+
+
+def video_object(job: VideoJob) -> dict[str, Any]:
+    """The OpenAI ``Video`` object for a job (plus a ``reelgate`` block with the details)."""
+    request = job.request
+    resolution = Resolution(job.resolution) if job.resolution else (request.resolution or Resolution.P720)
+    finished = job.updated_at if job.status.terminal else None
+    error = None
+    if job.status is JobStatus.CANCELLED:
+        error = {"code": "cancelled", "message": "the job was cancelled"}
+    elif job.status is JobStatus.FAILED:
+        err = job.error or {}
+        error = {"code": err.get("code", "failed"), "message": err.get("message", "the job failed")}
+    return {
+        "id": job.id,
+        "object": "video",
+        "model": request.model.value,
+        "status": _STATUS[job.status],
+        "progress": 100 if job.status is JobStatus.SUCCEEDED else int(round((job.progress or 0) * 100)),
+        "created_at": int(job.created_at),
+        "completed_at": int(finished) if finished else None,
+        "expires_at": None,
+        "prompt": request.prompt,
+        "seconds": str(request.duration_s),
+        "size": size_of(request.aspect_ratio, resolution),
+        "remixed_from_video_id": None,
+        "error": error,
+        "reelgate": {
+            "provider": job.provider,
+            "cost_usd": float(job.cost_usd),
+            "aspect_ratio": request.aspect_ratio.value,
+            "resolution": resolution.value,
+            "attempts": [a.to_dict() for a in job.attempts],
+        },
+    }

@@ -1,0 +1,38 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=None)
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(request: Request) -> JSONResponse:
+    """Ready to take jobs: the store answers and at least one provider is configured."""
+    service = request.app.state.service
+    checks: dict[str, str] = {}
+    try:
+        await service.store.list(limit=1)
+        checks["store"] = "ok"
+    except Exception as exc:  # readiness reports, it does not raise
+        checks["store"] = f"error: {type(exc).__name__}"
+    configured = [n for n, p in service.gateway.providers.items() if p.configured]
+    checks["providers"] = ", ".join(configured) if configured else "none configured"
+    ready = checks["store"] == "ok" and bool(configured)
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_model=None)
+async def metrics(request: Request) -> Response:
+    service = request.app.state.service
+    return Response(service.metrics.render(service.gateway.health), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,223 @@
+"""What ``reelgate serve`` runs: a Gateway over a durable store, caller keys, finished
+videos kept locally, and the jobs this process follows.
+
+State lives under ``REELGATE_HOME`` (default ``~/.reelgate``): the SQLite store, the key
+file and the videos. A job is stored before any vendor call; on start every unfinished
+job is resumed, so a killed server loses nothing and submits nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.api import Gateway
+from gateway.budget import SpendLedger
+from gateway.config import Settings
+from gateway.errors import InvalidRequest, ReelgateError
+from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.keys import ApiKey, KeyStore
+from gateway.provider import Secret, VideoResult
+from gateway.request import ImageKind, VideoRequest
+from gateway.safe_fetch import SafeFetcher
+from gateway.server.metrics import Metrics
+from gateway.store import open_store
+from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
+from gateway.store.base import JobStore
+from gateway.webhooks.inbound import KeyCache, key_fetcher
+from gateway.webhooks.outbound import deliver, job_event, secret_bytes
+
+log = logging.getLogger("reelgate.server")
+
+HOME_ENV = "REELGATE_HOME"
+WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
+
+
+def reelgate_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get(HOME_ENV) or "~/.reelgate").expanduser()
+
+
+@dataclass
+class Service:
+    settings: Settings
+    gateway: Gateway
+    store: JobStore
+    keys: KeyStore
+    home: Path
+    storage: ResultStorage
+    #: the vendors are the sandbox's emulators (so image URLs on loopback are allowed)
+    sandbox: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    #: signs the jobs' own webhooks (Standard Webhooks ``whsec_...``); from REELGATE_WEBHOOK_SECRET
+    webhook_secret: Secret | None = None
+    _key_caches: dict[str, KeyCache] = field(default_factory=dict)
+    _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    _ledgers: dict[str, SpendLedger] = field(default_factory=dict)
+
+    @classmethod
+    async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
+                    env: Mapping[str, str] | None = None) -> Service:
+        home = reelgate_home(env)
+        home.mkdir(parents=True, exist_ok=True)
+        store = open_store(settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}",
+                           env=os.environ if env is None else env)
+        await store.open()
+        gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
+        env = os.environ if env is None else env
+        secret = Secret(env[WEBHOOK_SECRET_ENV]) if env.get(WEBHOOK_SECRET_ENV) else None
+        if secret is not None:
+            secret_bytes(secret.reveal())  # a malformed secret stops the start, not a delivery
+        storage = build_storage(settings.storage, {**env, HOME_ENV: str(home)})
+        service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
+                      sandbox=sandbox_url is not None, webhook_secret=secret)
+        service.metrics.instrument(gateway.client)
+        for job in await gateway.resume():
+            service._watch(job)
+        return service
+
+    async def stop(self) -> None:
+        for task in self._watchers.values():
+            task.cancel()
+        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+        await self.gateway.aclose()
+        await self.store.close()
+        await self.storage.aclose()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def webhook_keys(self, provider: str) -> KeyCache:
+        """The verification keys of one vendor's callbacks, fetched and cached on demand."""
+        if provider not in self._key_caches:
+            adapter = self.gateway.providers[provider]
+            self._key_caches[provider] = KeyCache(key_fetcher(adapter, self.gateway.client))
+        return self._key_caches[provider]
+
+    async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
+        owner = key.id if key else None
+        if request.webhook_url and self.webhook_secret is None:
+            raise InvalidRequest("webhook_url", f"this service signs no webhooks: set {WEBHOOK_SECRET_ENV}")
+        await self._check_urls(request)
+        if key is not None and key.allowed_providers:
+            request = self.restrict(request, key.allowed_providers)
+        ledger = None
+        if key is not None and key.budget_usd_per_day is not None:
+            ledger = self._ledgers.setdefault(key.id, SpendLedger(key.budget_usd_per_day))
+            pending = f"pending-{uuid.uuid4().hex}"
+            # the key's own daily budget refuses before any vendor call
+            ledger.reserve(pending, self.gateway.plan(request).candidates[0].quote.usd)
+        try:
+            job = await self.gateway.submit(request, owner=owner)
+        except BaseException:
+            if ledger is not None:
+                ledger.settle(pending, Decimal(0))
+            raise
+        if ledger is not None:
+            ledger.rename(pending, job.id)
+        self.metrics.jobs_submitted.inc()
+        self._watch(job)
+        return job
+
+    @staticmethod
+    def restrict(request: VideoRequest, allowed: tuple[str, ...]) -> VideoRequest:
+        wanted = request.providers or allowed
+        kept = tuple(p for p in wanted if p in allowed)
+        if not kept:
+            raise InvalidRequest("providers", f"this API key may only use {', '.join(allowed)}")
+        return request.model_copy(update={"providers": kept})
+
+    async def _check_urls(self, request: VideoRequest) -> None:
+        """Fetch image URLs once, from public addresses only and within the size limit, so a
+        bad frame is a 400 naming the field rather than a vendor failure; check the webhook
+        URL's addresses the same way. The service is never a way into its own network."""
+        urls = {name: image.value for name in ("start_image", "end_image")
+                if (image := getattr(request, name)) is not None and image.kind is ImageKind.URL}
+        if not urls and not request.webhook_url:
+            return
+        async with SafeFetcher(allow_private=self.sandbox, max_bytes=self.settings.service.max_upload_bytes) as fetcher:
+            for name, url in urls.items():
+                await fetcher.fetch(url, field=name)
+            if request.webhook_url:  # we will POST there: it must not reach into our network
+                await fetcher.check_public(request.webhook_url, field="webhook_url")
+
+    def _watch(self, job: VideoJob) -> None:
+        if job.id not in self._watchers and not job.status.terminal:
+            self._watchers[job.id] = asyncio.create_task(self._finish(job.id), name=f"watch-{job.id}")
+
+    async def _finish(self, job_id: str) -> None:
+        """After the job ends: keep the video (vendor URLs expire), count it, settle budgets."""
+        try:
+            job = await self.gateway.wait(job_id)
+            if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
+                await self._keep(job)
+            if job.request.webhook_url and self.webhook_secret is not None:
+                await self._notify_app(job)
+            self.metrics.observe_job(job)
+            if job.owner in self._ledgers:
+                self._ledgers[job.owner].settle(job.id, job.cost_usd)
+        except Exception:  # a watcher must never take the service down
+            log.exception("finishing job %s failed", job_id)
+        finally:
+            self._watchers.pop(job_id, None)
+
+    async def _keep(self, job: VideoJob) -> None:
+        """Copy the finished video into result storage, with its size and checksum."""
+        assert job.output is not None
+        attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
+        provider = self.gateway.providers[attempt.provider]
+        assert attempt.vendor_job is not None
+        request = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
+        try:
+            kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
+                                provider=provider.name,
+                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
+            job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
+        except ReelgateError as exc:
+            job.notes.append(f"the video could not be kept: {exc.message}")
+        await self.store.save(job)
+
+    async def _notify_app(self, job: VideoJob) -> None:
+        """One signed POST of the terminal state, retried until acknowledged; recorded."""
+        assert self.webhook_secret is not None and job.request.webhook_url
+        record = await deliver(self.gateway.client, job.request.webhook_url,
+                               job_event(job.to_dict(), now=time.time()), self.webhook_secret.reveal())
+        job.webhooks.append(record.to_dict())
+        await self.store.save(job)
+
+    async def get(self, job_id: str, key: ApiKey | None) -> VideoJob | None:
+        return await self.gateway.fetch(job_id, owner=key.id if key else None)
+
+    async def wait_kept(self, job: VideoJob) -> VideoJob:
+        """The job once its video is kept (or it ended without one)."""
+        watcher = self._watchers.get(job.id)
+        if watcher is not None:
+            await asyncio.shield(watcher)
+        return (await self.store.get(job.id)) or job
+
+    async def cancel(self, job_id: str, key: ApiKey | None) -> VideoJob:
+        from gateway.server.app import not_found
+
+        job = await self.get(job_id, key)
+        if job is None:
+            raise not_found("job")
+        if job.status.terminal or job.id not in self.gateway.jobs:
+            return job
+        return await self.gateway.cancel(job.id)
+
+    async def delete(self, job: VideoJob) -> None:
+        """Forget a job: stop it if it runs, remove its record and its kept video."""
+        if not job.status.terminal and job.id in self.gateway.jobs:
+            await self.gateway.cancel(job.id)
+        watcher = self._watchers.pop(job.id, None)
+        if watcher is not None:
+            watcher.cancel()
+        self.gateway.jobs.pop(job.id, None)
+        await self.store.delete(job.id)
+        if job.output is not None and job.output.uri is not None:
+            await self.storage.delete(job.output.uri)

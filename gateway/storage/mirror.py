@@ -1,0 +1,143 @@
+"""Copying a finished video from its vendor URL into our storage.
+
+Vendor URLs expire (hours to days), so a gateway that promises a result keeps its
+own copy. The download is the adapter's ``build_download`` request (it carries the
+vendor's auth where one is needed) sent with the gateway's client, streamed straight
+into storage with a size cap, hashed on the way, and retried from the start on a
+transient failure -- storage writes are all-or-nothing, so a retry never appends to
+a broken copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+
+from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailable
+from gateway.storage.base import ObjectTooLarge, ResultStorage, StoredObject
+
+#: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
+DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
+DEFAULT_RETRIES = 2
+RETRY_BASE_S = 1.0
+RETRY_MAX_S = 30.0
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_CONTENT_TYPE = "video/mp4"
+#: an ISO base-media file (MP4, MOV) has its ``ftyp`` box type at bytes 4..8
+_MP4_BOX_TYPE = slice(4, 8)
+_MP4_HEAD_BYTES = 8
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    max_bytes: int = DEFAULT_MAX_BYTES
+    retries: int = DEFAULT_RETRIES
+    #: the whole of one attempt: connect, headers and every byte of the body
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    #: refuse bodies that are not MP4/MOV (an HTML error page served with 200, say)
+    require_mp4: bool = True
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based): the vendor's
+    ``Retry-After`` when given, else exponential from ``RETRY_BASE_S``; capped."""
+    delay = retry_after if retry_after is not None else RETRY_BASE_S * 2 ** (attempt - 1)
+    return min(max(delay, 0.0), RETRY_MAX_S)
+
+
+async def mirror(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    storage: ResultStorage,
+    key: str,
+    *,
+    provider: str,
+    options: MirrorOptions = MirrorOptions(),
+    sleep: Sleep = asyncio.sleep,
+) -> StoredObject:
+    """Download ``request``'s body into ``storage`` under ``key``.
+
+    Raises ``Unavailable``/``RateLimited`` once retries are spent on transient
+    failures, ``ProviderError`` for a refusal (403 on an expired URL, 404),
+    ``ProtocolError`` for a body that is not a video, ``ObjectTooLarge`` past the cap.
+    """
+    for attempt in range(options.retries + 1):
+        try:
+            async with asyncio.timeout(options.timeout_s):
+                return await _mirror_once(client, request, storage, key, provider, options)
+        except (Unavailable, RateLimited) as exc:
+            if attempt == options.retries:
+                raise
+            await sleep(retry_delay(attempt + 1, getattr(exc, "retry_after", None)))
+        except TimeoutError as exc:
+            if attempt == options.retries:
+                raise Unavailable(f"download took longer than {options.timeout_s:g} s", provider=provider) from exc
+            await sleep(retry_delay(attempt + 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _mirror_once(client: httpx.AsyncClient, request: httpx.Request, storage: ResultStorage,
+                       key: str, provider: str, options: MirrorOptions) -> StoredObject:
+    try:
+        response = await client.send(request, stream=True)
+    except httpx.TransportError as exc:
+        raise Unavailable(f"download failed ({type(exc).__name__})", provider=provider) from exc
+    try:
+        _check_response(response, provider, options.max_bytes)
+        content_type = _content_type(response)
+        body = _body(response, provider, options.require_mp4)
+        return await storage.put(key, body, content_type, max_bytes=options.max_bytes)
+    finally:
+        await response.aclose()
+
+
+def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> None:
+    status = response.status_code
+    if status == 429:
+        raise RateLimited("download rate-limited (HTTP 429)", provider=provider, status_code=status,
+                          retry_after=_retry_after(response))
+    if status >= 500:
+        raise Unavailable(f"download failed with HTTP {status}", provider=provider, status_code=status)
+    if not response.is_success:
+        raise ProviderError(f"download refused with HTTP {status}", provider=provider, status_code=status)
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ObjectTooLarge(f"{provider}: the video is {declared} bytes, over the {max_bytes}-byte limit")
+
+
+def _content_type(response: httpx.Response) -> str:
+    declared = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    return declared if declared.startswith("video/") else DEFAULT_CONTENT_TYPE
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return float(value)
+    except ValueError:
+        return None  # an HTTP-date: fall back to our own backoff
+
+
+async def _body(response: httpx.Response, provider: str, require_mp4: bool) -> AsyncIterator[bytes]:
+    """The response body; transport failures mid-body become ``Unavailable`` (retryable)."""
+    head = b""
+    try:
+        async for chunk in response.aiter_bytes():
+            if require_mp4 and len(head) < _MP4_HEAD_BYTES:
+                head += chunk
+                _check_mp4_head(head, provider)
+            yield chunk
+    except httpx.TransportError as exc:
+        raise Unavailable(f"download cut off ({type(exc).__name__})", provider=provider) from exc
+    if require_mp4 and len(head) < _MP4_HEAD_BYTES:
+        raise ProtocolError(f"download is {len(head)} bytes, too short to be a video", provider=provider)
+
+
+def _check_mp4_head(head: bytes, provider: str) -> None:
+    if len(head) >= _MP4_HEAD_BYTES and head[_MP4_BOX_TYPE] != b"ftyp":
+        raise ProtocolError("download is not an MP4 video (no 'ftyp' box)", provider=provider)

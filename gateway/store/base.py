@@ -1,0 +1,133 @@
+"""The ``JobStore`` interface: where jobs live so that none is ever lost.
+
+A job is written before any vendor is called (``create_or_get``) and again at every
+transition (``save``), so a restarted gateway finds every job that was not finished
+(``non_terminal``) and resumes polling it.
+
+Scale-out: several gateway replicas share one store (PostgreSQL). Each replica
+``claim``s the unfinished jobs it will poll, holding a *lease* it ``renew``s while
+it works and ``release``s when done. A replica that dies stops renewing; once its
+leases expire another replica claims its jobs. A replica that has lost its lease
+must stop writing: ``save(job, lease_owner=me)`` raises ``LeaseLost`` then.
+
+Two identities, not to be confused: ``owner`` is who the job belongs to (an API key
+id of the HTTP service; None for local use) and scopes idempotency keys and
+listings; ``owner_id``/``lease_owner`` is the replica polling the job right now.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from gateway.errors import LeaseLost
+from gateway.job import JobStatus, VideoJob
+from gateway.store import codec
+
+#: how many jobs ``list`` returns when the caller does not say
+DEFAULT_PAGE = 50
+#: the states ``non_terminal`` and ``claim`` return, as stored
+ACTIVE_STATES = tuple(s.value for s in JobStatus if not s.terminal)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A job as the columns a store indexes, plus its document."""
+
+    id: str
+    status: str
+    idempotency_key: str | None
+    created_at: float
+    updated_at: float
+    doc: str
+
+    @classmethod
+    def of(cls, job: VideoJob) -> JobRow:
+        return cls(job.id, job.status.value, job.request.idempotency_key, job.created_at,
+                   job.updated_at, codec.dumps(codec.encode_job(job)))
+
+
+class JobStore(ABC):
+    """Async, durable storage of jobs. Open it (``async with``) before use."""
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        #: the lease clock (Unix seconds); replicas sharing a store need synced clocks
+        self.clock: Clock = clock or time.time
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and apply pending migrations (safe when other processes do the same)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # -- jobs ------------------------------------------------------------------------
+    @abstractmethod
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
+        """Persist a new job and reserve its idempotency key, atomically.
+
+        Returns ``(job, True)`` when it was stored, or ``(existing, False)`` when a job
+        with the same id, or the same ``(owner, request.idempotency_key)``, exists:
+        the caller must then use ``existing`` and call no vendor for ``job``.
+        """
+
+    async def create(self, job: VideoJob, *, owner: str | None = None) -> VideoJob:
+        """``create_or_get`` when only the job to use matters."""
+        stored, _ = await self.create_or_get(job, owner=owner)
+        return stored
+
+    @abstractmethod
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+        """Write the job's full state (upsert). With ``lease_owner``, only while that
+        replica holds the job's lease; otherwise raise ``LeaseLost`` and write nothing."""
+
+    @abstractmethod
+    async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
+        """The job, or None; with ``owner``, None unless it belongs to that owner."""
+
+    @abstractmethod
+    async def get_by_idempotency_key(self, key: str, owner: str | None = None) -> VideoJob | None: ...
+
+    @abstractmethod
+    async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
+                   after: str | None = None) -> list[VideoJob]:
+        """Jobs newest first (``created_at``, then id). ``after`` is the id of the last
+        job of the previous page; an unknown id is an ``InvalidRequest``. ``owner=None``
+        lists every owner's jobs."""
+
+    @abstractmethod
+    async def delete(self, job_id: str, *, owner: str | None = None) -> bool:
+        """Remove the job; True when one was removed."""
+
+    @abstractmethod
+    async def non_terminal(self) -> list[VideoJob]:
+        """Every job not yet succeeded, failed or cancelled, oldest first (single-process resume)."""
+
+    # -- leases (scale-out) -----------------------------------------------------------
+    @abstractmethod
+    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+        """Lease up to ``limit`` unfinished jobs to ``owner_id`` for ``lease_s`` seconds,
+        oldest first: jobs with no lease, an expired one, or one ``owner_id`` already
+        holds. Concurrent claimers never receive the same job."""
+
+    @abstractmethod
+    async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
+        """Extend ``owner_id``'s lease; False when it no longer holds it."""
+
+    @abstractmethod
+    async def release(self, job_id: str, owner_id: str) -> bool:
+        """Give the lease up; False when ``owner_id`` did not hold it."""

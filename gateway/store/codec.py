@@ -1,0 +1,141 @@
+"""A job as a JSON-safe document and back, exactly: what the stores write.
+
+``VideoJob.to_dict()`` is a *presentation* view (money as floats, data URIs
+summarised, vendor jobs reduced to an id); it cannot rebuild a job. This codec can:
+
+* money is a decimal string, so ``Decimal("0.1")`` comes back as ``Decimal("0.1")``;
+* the request is dumped by pydantic and rebuilt through ``VideoRequest.parse``;
+  images are kept as given (kind + value): a local file stays a path and a data URI
+  stays whole, and rebuilding does not re-read the file, so a job whose file has
+  since moved can still be loaded and reported;
+* a vendor job keeps only its ``credential_ref`` ("env:FAL_KEY"), never a key: the
+  key lives in ``ProviderSettings`` and nothing here reaches it.
+
+``FORMAT`` is written into every document so a later layout can read older ones.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from gateway.job import Attempt, AttemptOutcome, JobStatus, VideoJob, VideoOutput
+from gateway.provider import VendorJob
+from gateway.request import VideoRequest
+
+FORMAT = 1
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    """Compact JSON; NaN and infinities are refused rather than written as invalid JSON."""
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
+
+
+def encode_job(job: VideoJob) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "id": job.id,
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "request": encode_request(job.request),
+        "attempts": [encode_attempt(a) for a in job.attempts],
+        "output": None if job.output is None else encode_output(job.output),
+        "error": job.error,
+        "progress": job.progress,
+        "plan": job.plan,
+        "degradations": list(job.degradations),
+        "notes": list(job.notes),
+        "resolution": job.resolution,
+        "owner": job.owner,
+        "webhooks": list(job.webhooks),
+    }
+
+
+def decode_job(doc: dict[str, Any]) -> VideoJob:
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"job document format {doc.get('format')!r} is not {FORMAT}")
+    return VideoJob(
+        request=decode_request(doc["request"]),
+        id=doc["id"],
+        status=JobStatus(doc["status"]),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        attempts=[decode_attempt(a) for a in doc["attempts"]],
+        output=None if doc["output"] is None else VideoOutput(**doc["output"]),
+        error=doc["error"],
+        progress=doc["progress"],
+        plan=doc["plan"],
+        degradations=list(doc["degradations"]),
+        notes=list(doc["notes"]),
+        resolution=doc["resolution"],
+        owner=doc.get("owner"),
+        webhooks=list(doc.get("webhooks", [])),
+    )
+
+
+def encode_request(request: VideoRequest) -> dict[str, Any]:
+    data = request.model_dump(mode="json")
+    # a frozenset dumps in hash order; sorted, equal requests give equal documents
+    data["allow"] = sorted(data["allow"])
+    return data
+
+
+def decode_request(data: dict[str, Any]) -> VideoRequest:
+    # images arrive as {"kind", "value"} dicts, which the request takes as they are
+    return VideoRequest.parse(data)
+
+
+def encode_attempt(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "provider": attempt.provider,
+        "vendor_model": attempt.vendor_model,
+        "started_at": attempt.started_at,
+        "attempt_key": attempt.attempt_key,
+        "outcome": attempt.outcome.value,
+        "ended_at": attempt.ended_at,
+        "vendor_job": None if attempt.vendor_job is None else attempt.vendor_job.to_dict(),
+        "error": attempt.error,
+        "estimated_usd": _money(attempt.estimated_usd),
+        "cost_usd": _money(attempt.cost_usd),
+        "vendor_units": _money(attempt.vendor_units),
+        "unit_name": attempt.unit_name,
+        "submit_retries": attempt.submit_retries,
+        "polls": attempt.polls,
+    }
+
+
+def decode_attempt(data: dict[str, Any]) -> Attempt:
+    vendor_job = data["vendor_job"]
+    return Attempt(
+        provider=data["provider"],
+        vendor_model=data["vendor_model"],
+        started_at=data["started_at"],
+        attempt_key=data["attempt_key"],
+        outcome=AttemptOutcome(data["outcome"]),
+        ended_at=data["ended_at"],
+        vendor_job=None if vendor_job is None else VendorJob.from_dict(vendor_job),
+        error=data["error"],
+        estimated_usd=Decimal(data["estimated_usd"]),
+        cost_usd=Decimal(data["cost_usd"]),
+        vendor_units=None if data["vendor_units"] is None else Decimal(data["vendor_units"]),
+        unit_name=data["unit_name"],
+        submit_retries=data["submit_retries"],
+        polls=data["polls"],
+    )
+
+
+def encode_output(output: VideoOutput) -> dict[str, Any]:
+    return {
+        "url": output.url,
+        "content_type": output.content_type,
+        "path": output.path,
+        "uri": output.uri,
+        "size_bytes": output.size_bytes,
+        "sha256": output.sha256,
+    }
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)

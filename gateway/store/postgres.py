@@ -1,0 +1,196 @@
+"""The shared store for several gateway replicas: PostgreSQL through psycopg 3.
+
+Why psycopg 3 rather than asyncpg: it adapts ``jsonb`` and composes identifiers
+safely (``sql.Identifier`` for the schema name) out of the box, its pool
+(``psycopg_pool``) is maintained with it, and the same library serves sync tools
+and tests. asyncpg's raw speed is not what bounds a store written a few times per
+video.
+
+Every table lives in one schema (``reelgate`` unless told), so the gateway can share
+a database with an application without name clashes, and tests can use a throwaway
+schema each. Connections run in autocommit: each statement below is its own
+transaction, and the multi-statement ones use an explicit ``transaction()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.errors import InvalidRequest
+from gateway.job import VideoJob
+from gateway.store import codec, migrations
+from gateway.store.base import ACTIVE_STATES, DEFAULT_PAGE, Clock, JobRow, JobStore, LeaseLost
+
+DEFAULT_SCHEMA = "reelgate"
+#: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
+MIGRATION_LOCK = 0x7265656C67617465
+POOL_MIN, POOL_MAX = 1, 10
+
+_ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
+
+_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc)"
+           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s)")
+
+# One statement, so one transaction: the oldest claimable jobs are locked, skipping
+# rows another claimer has locked right now, and leased before the locks are released.
+_CLAIM = f"""
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE {_ACTIVE} AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s)
+    ORDER BY created_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs SET lease_owner = %(owner)s, lease_until = %(until)s
+FROM picked WHERE jobs.id = picked.id
+RETURNING jobs.doc
+"""
+
+
+class PostgresJobStore(JobStore):
+    def __init__(self, dsn: str, *, schema: str = DEFAULT_SCHEMA, clock: Clock | None = None,
+                 min_size: int = POOL_MIN, max_size: int = POOL_MAX) -> None:
+        super().__init__(clock=clock)
+        self.dsn = dsn
+        self.schema = schema
+        self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, open=False,
+            kwargs={"autocommit": True}, configure=self._configure)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        # the schema must exist before a pooled connection points its search_path at it
+        async with await AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+            await self._migrate(conn)
+        await self._pool.open(wait=True)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def _configure(self, conn: AsyncConnection[TupleRow]) -> None:
+        await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+
+    async def _migrate(self, conn: AsyncConnection[TupleRow]) -> None:
+        async with conn.transaction():
+            # replicas starting together would otherwise race to create the same tables
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            await self._configure(conn)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY,"
+                               " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+            cur = await conn.execute("SELECT coalesce(max(version), 0) FROM schema_version")
+            applied = (await cur.fetchone() or (0,))[0]
+            for migration in migrations.pending(migrations.load("postgres"), applied):
+                await conn.execute(migration.sql.encode())  # bytes: run as a plain script
+                await conn.execute("INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+                                   (migration.version, migration.name))
+
+    # -- jobs --------------------------------------------------------------------------
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
+        params = _params(JobRow.of(job), owner=owner)
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_INSERT + " ON CONFLICT DO NOTHING RETURNING id", params)
+            if await cur.fetchone() is not None:
+                return job, True
+            # the losing insert waited for the winner's commit, so the winner is visible now
+            cur = await conn.execute(
+                "SELECT doc FROM jobs WHERE id = %(id)s OR"
+                " (coalesce(owner, '') = coalesce(%(owner)s, '') AND idempotency_key = %(key)s)"
+                " ORDER BY id = %(id)s DESC LIMIT 1", params)
+            return _job(await cur.fetchone()), False
+
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+        params = _params(JobRow.of(job), owner=None, lease_owner=lease_owner)
+        if lease_owner is None:
+            await self._execute(
+                _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at, doc = excluded.doc", params)
+            return
+        changed = await self._execute(
+            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s"
+            " WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
+        if not changed:
+            raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
+
+    async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
+        rows = await self._docs(
+            "SELECT doc FROM jobs WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)",
+            {"id": job_id, "owner": owner})
+        return rows[0] if rows else None
+
+    async def get_by_idempotency_key(self, key: str, owner: str | None = None) -> VideoJob | None:
+        rows = await self._docs(
+            "SELECT doc FROM jobs WHERE coalesce(owner, '') = coalesce(%(owner)s, '')"
+            " AND idempotency_key = %(key)s", {"key": key, "owner": owner})
+        return rows[0] if rows else None
+
+    async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
+                   after: str | None = None) -> list[VideoJob]:
+        params: dict[str, Any] = {"owner": owner, "limit": limit, "after": after,
+                                  "created": None, "id": None}
+        async with self._pool.connection() as conn:
+            if after is not None:
+                cur = await conn.execute("SELECT created_at, id FROM jobs WHERE id = %s", (after,))
+                found = await cur.fetchone()
+                if found is None:
+                    raise InvalidRequest("after", f"no job {after!r} to continue from")
+                params["created"], params["id"] = found
+            cur = await conn.execute(
+                "SELECT doc FROM jobs WHERE (%(owner)s::text IS NULL OR owner = %(owner)s)"
+                " AND (%(after)s::text IS NULL OR (created_at, id) < (%(created)s::float8, %(id)s::text))"
+                " ORDER BY created_at DESC, id DESC LIMIT %(limit)s", params)
+            return [_job(row) for row in await cur.fetchall()]
+
+    async def delete(self, job_id: str, *, owner: str | None = None) -> bool:
+        return await self._execute(
+            "DELETE FROM jobs WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)",
+            {"id": job_id, "owner": owner})
+
+    async def non_terminal(self) -> list[VideoJob]:
+        return await self._docs(f"SELECT doc FROM jobs WHERE {_ACTIVE} ORDER BY created_at, id", {})
+
+    # -- leases --------------------------------------------------------------------------
+    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+        now = self.clock()
+        jobs = await self._docs(_CLAIM, {"owner": owner_id, "now": now, "until": now + lease_s,
+                                         "limit": limit})
+        return sorted(jobs, key=lambda j: (j.created_at, j.id))
+
+    async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
+        return await self._execute(
+            "UPDATE jobs SET lease_until = %(until)s WHERE id = %(id)s AND lease_owner = %(owner)s",
+            {"until": self.clock() + lease_s, "id": job_id, "owner": owner_id})
+
+    async def release(self, job_id: str, owner_id: str) -> bool:
+        return await self._execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL"
+            " WHERE id = %(id)s AND lease_owner = %(owner)s", {"id": job_id, "owner": owner_id})
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def _execute(self, query: str, params: dict[str, Any]) -> bool:
+        """Run one statement; True when it changed a row."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return cur.rowcount > 0
+
+    async def _docs(self, query: str, params: dict[str, Any]) -> list[VideoJob]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return [_job(row) for row in await cur.fetchall()]
+
+
+def _params(row: JobRow, **extra: Any) -> dict[str, Any]:
+    return {"id": row.id, "status": row.status, "key": row.idempotency_key,
+            "created": row.created_at, "updated": row.updated_at,
+            "doc": Jsonb(row.doc, dumps=lambda text: text), **extra}
+
+
+def _job(row: TupleRow | None) -> VideoJob:
+    if row is None:
+        raise LookupError("the job vanished between two statements")
+    return codec.decode_job(row[0])

@@ -1,0 +1,285 @@
+"""The embedded default store: one SQLite file, safe to share between processes.
+
+Why stdlib ``sqlite3`` in a worker thread rather than ``aiosqlite``: aiosqlite is
+the same design (one connection, driven from a thread) behind a second API, and a
+dependency. Here each operation is one plain function that runs whole in a thread
+(``asyncio.to_thread``) under an ``asyncio.Lock``, so a write transaction
+(``BEGIN IMMEDIATE`` ... ``COMMIT``) can never interleave with another coroutine's.
+
+Sharing the file: WAL mode lets readers run beside the one writer; every write
+takes the write lock up front (``BEGIN IMMEDIATE``), and ``busy_timeout`` makes a
+second process wait for it instead of failing. That single-writer lock is also what
+makes ``claim`` exclusive, the role ``FOR UPDATE SKIP LOCKED`` plays in PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import InvalidRequest
+from gateway.job import VideoJob
+from gateway.store import codec, migrations
+from gateway.store.base import ACTIVE_STATES, DEFAULT_PAGE, Clock, JobRow, JobStore, LeaseLost
+
+#: how long a write waits for another process's write lock before failing
+BUSY_TIMEOUT_S = 10.0
+DEFAULT_HOME = "~/.reelgate"
+DB_NAME = "reelgate.db"
+
+_ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
+_T = TypeVar("_T")
+
+
+def default_sqlite_path(env: Mapping[str, str]) -> Path:
+    """``$REELGATE_HOME/reelgate.db``, with ``REELGATE_HOME`` defaulting to ``~/.reelgate``."""
+    return Path(env.get("REELGATE_HOME") or DEFAULT_HOME).expanduser() / DB_NAME
+
+
+class SqliteJobStore(JobStore):
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None,
+                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        super().__init__(clock=clock)
+        self.path = Path(path)
+        self.busy_timeout_s = busy_timeout_s
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def open(self) -> None:
+        self._conn = await asyncio.to_thread(self._connect)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            async with self._lock:
+                await asyncio.to_thread(conn.close)
+
+    def _connect(self) -> sqlite3.Connection:
+        _create_private(self.path)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            _until_unlocked(lambda: _set_up(conn), self.busy_timeout_s)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        if self._conn is None:
+            raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
+        conn = self._conn
+        async with self._lock:
+            return await asyncio.to_thread(fn, conn)
+
+    # -- jobs --------------------------------------------------------------------------
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
+        row = JobRow.of(job)
+
+        def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
+            with _write(conn):
+                inserted = conn.execute(
+                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc),
+                ).rowcount
+                if inserted:
+                    return job, True
+                existing = conn.execute(
+                    "SELECT doc FROM jobs WHERE id = ? OR"
+                    " (coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?)"
+                    " ORDER BY id = ? DESC LIMIT 1",
+                    (row.id, owner, row.idempotency_key, row.id),
+                ).fetchone()
+                return _job(existing), False
+
+        return await self._run(create)
+
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+        row = JobRow.of(job)
+        params = {"id": row.id, "status": row.status, "key": row.idempotency_key,
+                  "created": row.created_at, "updated": row.updated_at, "doc": row.doc,
+                  "lease_owner": lease_owner}
+
+        def save(conn: sqlite3.Connection) -> None:
+            with _write(conn):
+                if lease_owner is None:
+                    conn.execute(
+                        "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc)"
+                        " VALUES (:id, :status, :key, :created, :updated, :doc)"
+                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                        " updated_at = excluded.updated_at, doc = excluded.doc", params)
+                    return
+                fenced = conn.execute(
+                    "UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc"
+                    " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount
+                if not fenced:
+                    raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
+
+        await self._run(save)
+
+    async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
+        return await self._one("SELECT doc FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
+                               (job_id, owner, owner))
+
+    async def get_by_idempotency_key(self, key: str, owner: str | None = None) -> VideoJob | None:
+        return await self._one(
+            "SELECT doc FROM jobs WHERE coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?",
+            (owner, key))
+
+    async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
+                   after: str | None = None) -> list[VideoJob]:
+        def page(conn: sqlite3.Connection) -> list[VideoJob]:
+            cursor: tuple[float | None, str | None] = (None, None)
+            if after is not None:
+                found = conn.execute("SELECT created_at, id FROM jobs WHERE id = ?", (after,)).fetchone()
+                if found is None:
+                    raise InvalidRequest("after", f"no job {after!r} to continue from")
+                cursor = tuple(found)
+            rows = conn.execute(
+                "SELECT doc FROM jobs WHERE (? IS NULL OR owner = ?)"
+                " AND (? IS NULL OR (created_at, id) < (?, ?))"
+                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                (owner, owner, after, *cursor, limit)).fetchall()
+            return [_job(r) for r in rows]
+
+        return await self._run(page)
+
+    async def delete(self, job_id: str, *, owner: str | None = None) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                return conn.execute("DELETE FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
+                                    (job_id, owner, owner)).rowcount > 0
+
+        return await self._run(delete)
+
+    async def non_terminal(self) -> list[VideoJob]:
+        return await self._all(f"SELECT doc FROM jobs WHERE {_ACTIVE} ORDER BY created_at, id", ())
+
+    # -- leases --------------------------------------------------------------------------
+    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+        now = self.clock()
+
+        def claim(conn: sqlite3.Connection) -> list[VideoJob]:
+            # BEGIN IMMEDIATE holds the database's one write lock from the SELECT to
+            # the UPDATE: no other process can claim in between.
+            with _write(conn):
+                rows = conn.execute(
+                    "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id IN"
+                    f" (SELECT id FROM jobs WHERE {_ACTIVE} AND (lease_owner IS NULL"
+                    "   OR lease_owner = :owner OR lease_until < :now)"
+                    "  ORDER BY created_at, id LIMIT :limit)"
+                    " RETURNING doc",
+                    {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
+            return sorted((_job(r) for r in rows), key=lambda j: (j.created_at, j.id))
+
+        return await self._run(claim)
+
+    async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
+        until = self.clock() + lease_s
+        return await self._change("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                                  (until, job_id, owner_id))
+
+    async def release(self, job_id: str, owner_id: str) -> bool:
+        return await self._change(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+            (job_id, owner_id))
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def _one(self, query: str, params: tuple[Any, ...]) -> VideoJob | None:
+        row = await self._run(lambda conn: conn.execute(query, params).fetchone())
+        return None if row is None else _job(row)
+
+    async def _all(self, query: str, params: tuple[Any, ...]) -> list[VideoJob]:
+        rows = await self._run(lambda conn: conn.execute(query, params).fetchall())
+        return [_job(r) for r in rows]
+
+    async def _change(self, query: str, params: tuple[Any, ...]) -> bool:
+        def change(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                return conn.execute(query, params).rowcount > 0
+
+        return await self._run(change)
+
+
+def _job(row: tuple[str]) -> VideoJob:
+    return codec.decode_job(json.loads(row[0]))
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction holding the write lock from its start (waits up to busy_timeout)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite rolls back by itself on some errors
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _create_private(path: Path) -> None:
+    """Create the file readable by its owner only: jobs hold prompts and images."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable across application crashes in WAL mode; only an OS
+    # crash or power loss may lose the last transactions.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    _migrate(conn)
+
+
+def _until_unlocked(step: Callable[[], None], timeout_s: float) -> None:
+    """Run ``step``, again while another process holds a lock it needs.
+
+    When two processes open a new file at once, switching it to WAL needs an exclusive
+    lock, and SQLite answers SQLITE_BUSY at once, without the busy handler, where waiting
+    could deadlock; ``busy_timeout`` alone does not cover opening."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01 + 0.04 * random.random())
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    with _write(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version"
+                     " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
+        applied = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        for migration in migrations.pending(migrations.load("sqlite"), applied):
+            for statement in _statements(migration.sql):
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
+                         (migration.version, migration.name, time.time()))
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a script into statements. ``executescript`` would commit the open
+    transaction first, so a half-applied migration could not be rolled back."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    leftover = [line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")]
+    if leftover:
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending!r}")

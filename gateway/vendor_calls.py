@@ -1,0 +1,215 @@
+"""The calls one attempt makes at one vendor: submit (with safe retries), poll, result.
+
+These know nothing of fallback or hedging (``gateway.runner`` decides those); they only
+make one vendor's job happen, retrying what may be retried:
+
+* a submit the vendor *rejected* (429 honouring Retry-After, transient 5xx) is retried;
+* a submit whose answer never came (``AmbiguousSubmit``) is resent only to a vendor that
+  deduplicates by our attempt key, with the same key -- that reconciles instead of
+  paying twice;
+* polls are retried freely, within an error budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from gateway.config import Settings
+from gateway.errors import AmbiguousSubmit, GenerationFailed, InvalidRequest, ProtocolError, ProviderError
+from gateway.job import Attempt, JobStatus, VideoJob
+from gateway.policies import next_poll_delay, should_retry_submit, submit_backoff
+from gateway.provider import Provider, VendorJob, VendorState, VideoResult
+from gateway.routing import Candidate
+from gateway.transport import Phase, send
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+#: tells the job's listeners it changed
+Notify = Callable[[VideoJob], None]
+
+
+class Nudge(asyncio.Event):
+    """Set by a verified vendor webhook: the poll sleeping on it wakes now.
+
+    The poll sleeps in its own task and a nudge cancels that sleep, rather than racing a
+    sleep task against an ``Event.wait`` task: two tasks and an ``asyncio.wait`` per poll
+    were a visible share of a poll's CPU with thousands of jobs in flight.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sleeper: asyncio.Task[object] | None = None
+
+    def set(self) -> None:
+        if self._sleeper is not None and not self.is_set():
+            self._sleeper.cancel()  # only ever while suspended in the sleep below, and once
+        super().set()
+
+    async def sleep(self, sleep: Sleep, delay: float) -> None:
+        """``sleep(delay)``, cut short by :meth:`set`; a cancellation from outside still propagates."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._sleeper = task
+        try:
+            await sleep(delay)
+        except asyncio.CancelledError:
+            # woken by set(): absorb our own cancel, unless someone else cancelled too
+            if not self.is_set() or task.uncancel() > 0:
+                raise
+        finally:
+            self._sleeper = None
+
+
+@dataclass(slots=True)
+class LiveAttempt:
+    """One attempt in flight: its provider, record and plan entry, and time spent polling."""
+
+    provider: Provider
+    attempt: Attempt
+    candidate: Candidate
+    #: seconds waited since the vendor accepted the job (the sum of poll waits)
+    elapsed_s: float = 0.0
+    #: the vendor reported the job running (not just queued)
+    running: bool = field(default=False)
+
+
+@dataclass
+class VendorCalls:
+    client: httpx.AsyncClient
+    settings: Settings
+    sleep: Sleep
+    rng: random.Random
+    #: (provider, vendor job id) -> set by a verified vendor webhook: poll now, not later
+    nudges: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    async def submit(self, live: LiveAttempt, job: VideoJob) -> VendorJob:
+        provider, attempt, retry = live.provider, live.attempt, self.settings.retry
+        while True:
+            try:
+                return await self._submit_once(provider, job, live.candidate, attempt)
+            except AmbiguousSubmit:
+                if provider.supports_idempotency and attempt.submit_retries < retry.submit_retries:
+                    attempt.submit_retries += 1  # same attempt key: the vendor returns the job it made
+                    continue
+                raise
+            except ProviderError as exc:
+                if not should_retry_submit(exc, attempt.submit_retries, retry.submit_retries, retry.max_retry_after_s):
+                    raise
+                if sum(a.submit_retries for a in job.attempts) >= retry.request_retry_budget:
+                    raise
+                delay = submit_backoff(exc, attempt.submit_retries, retry.base_backoff_s, retry.max_backoff_s, self.rng)
+                attempt.submit_retries += 1
+                await self.sleep(delay)
+
+    async def _submit_once(self, provider: Provider, job: VideoJob, candidate: Candidate, attempt: Attempt) -> VendorJob:
+        try:
+            built = provider.build_submit(job.request, resolution=candidate.quote.resolution,
+                                          attempt_key=attempt.attempt_key, **self._callback(provider))
+        except ValueError as exc:  # e.g. an image the vendor cannot take after all
+            raise InvalidRequest("request", str(exc)) from exc
+        response = await send(self.client, provider.name, built, Phase.SUBMIT)
+        try:
+            return provider.parse_submit(job.request, response)
+        except ProtocolError as exc:
+            if response.is_success:  # it said yes, in words we cannot read: a job may exist
+                raise AmbiguousSubmit(f"accepted with an unreadable answer ({exc.message})",
+                                      provider=provider.name, status_code=response.status_code) from exc
+            raise
+
+    def _callback(self, provider: Provider) -> dict[str, str]:
+        """Where the vendor should call back, when it can and this service is reachable."""
+        public = self.settings.service.public_url
+        if not public or not provider.supports_webhooks:
+            return {}
+        return {"callback_url": f"{public.rstrip('/')}/webhooks/{provider.name}"}
+
+    async def poll_until_done(self, live: LiveAttempt, job: VideoJob, notify: Notify) -> VideoResult:
+        vjob = live.attempt.vendor_job
+        assert vjob is not None
+        key = (live.provider.name, vjob.vendor_id)
+        self.nudges[key] = nudge = Nudge()
+        try:
+            return await self._poll(live, job, notify, nudge)
+        finally:
+            self.nudges.pop(key, None)
+
+    async def _wait(self, delay: float, nudge: Nudge) -> None:
+        """Sleep until the next poll, or until a vendor webhook says something happened."""
+        if not nudge.is_set():
+            await nudge.sleep(self.sleep, delay)
+        nudge.clear()
+
+    async def _poll(self, live: LiveAttempt, job: VideoJob, notify: Notify, nudge: Nudge) -> VideoResult:
+        provider, attempt = live.provider, live.attempt
+        vjob = attempt.vendor_job
+        assert vjob is not None
+        initial = self.settings.polling.initial_s or provider.poll_initial_s
+        cap = self.settings.polling.max_s or provider.poll_max_s
+        # With polling overridden (the sandbox), the vendor-scale expectation does not apply.
+        expected = None if self.settings.polling.initial_s else live.candidate.expected_s
+        hint: float | None = None
+        errors = 0
+        while True:
+            delay = next_poll_delay(attempt.polls, initial, cap, self.rng, hint, expected, live.elapsed_s)
+            await self._wait(delay, nudge)
+            live.elapsed_s += delay  # exact under a fake clock, close enough under a real one
+            attempt.polls += 1
+            try:
+                response = await send(self.client, provider.name, provider.build_status(vjob), Phase.POLL)
+                status = provider.parse_status(vjob, response)
+            except ProviderError as exc:
+                errors += 1
+                if not exc.retryable or errors >= self.settings.retry.poll_error_budget:
+                    raise
+                continue
+            errors, hint = 0, status.poll_after_s
+            if status.state is VendorState.RUNNING:
+                live.running = True
+                if job.status is JobStatus.SUBMITTED:
+                    job.move(JobStatus.RUNNING)
+            if status.progress is not None:
+                job.progress = status.progress
+            notify(job)
+            if status.state is VendorState.SUCCEEDED:
+                return await self.result(provider, vjob, status.video_url, status.billed_units)
+            if status.state is VendorState.FAILED:
+                raise status.error or GenerationFailed(f"job failed ({status.vendor_status})", provider=provider.name)
+            if status.state is VendorState.CANCELLED:
+                raise GenerationFailed("the vendor cancelled the job", provider=provider.name,
+                                       vendor_code=status.vendor_status)
+
+    async def result(self, provider: Provider, vjob: VendorJob, url: str | None, billed: float | None) -> VideoResult:
+        built = provider.build_result(vjob)
+        if built is None:
+            if not url:
+                raise ProtocolError("finished without a video URL", provider=provider.name)
+            return VideoResult(url=url, billed_units=billed)
+        retries = self.settings.retry.submit_retries
+        for tries in range(retries + 1):
+            try:
+                return provider.parse_result(vjob, await send(self.client, provider.name, built, Phase.RESULT))
+            except ProviderError as exc:
+                if not exc.retryable or tries == retries:
+                    raise
+                await self.sleep(submit_backoff(exc, tries, self.settings.retry.base_backoff_s,
+                                                self.settings.retry.max_backoff_s, self.rng))
+        raise AssertionError("unreachable")
+
+    async def cancel(self, provider: Provider, attempt: Attempt) -> bool:
+        """Best effort: ask the vendor to stop the attempt's job. True when it agreed."""
+        if attempt.vendor_job is None:
+            return False
+        built = provider.build_cancel(attempt.vendor_job)
+        if built is None:
+            return False
+        try:
+            response = await send(self.client, provider.name, built, Phase.CANCEL)
+            return provider.parse_cancel(attempt.vendor_job, response)
+        except ProviderError:
+            return False

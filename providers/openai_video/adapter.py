@@ -1,0 +1,332 @@
+"""A generic adapter for vendors that speak the OpenAI Videos shape.
+
+Endpoints (paths are catalog data, these are the OpenAI defaults):
+
+* ``POST {base}/videos``               create; JSON ``{model, prompt, seconds, size, input_reference}``
+* ``GET  {base}/videos/{id}``          retrieve the ``Video`` object (``openai-poll-after-ms`` hint)
+* ``GET  {base}/videos/{id}/content``  the MP4 bytes (Bearer auth required)
+* ``GET  {base}/models/{slug}``        a model's price (railwail-style ``pricing.credit_cost_fixed``)
+
+Reference: https://developers.openai.com/api/docs/guides/video-generation and
+openai-python ``resources/videos.py``. A vendor is an :class:`OpenAIVideoCatalog` plus the
+class attributes ``Provider`` requires; see ``providers.railwail`` for one.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any, ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gateway.capabilities import Capabilities
+from gateway.emulation.render import frame_size
+from gateway.errors import (
+    AuthenticationFailed, ConfigError, ContentRejected, GenerationFailed, InsufficientCredits,
+    InvalidRequest, ProtocolError, ProviderError, ProviderRejected, RateLimited, Unavailable,
+)
+from gateway.pricing import Quote, usd
+from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
+from gateway.request import AspectRatio, ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
+
+Phase = Literal["submit", "status", "content", "model"]
+PriceKey = tuple[ModelFamily, Resolution, int]
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Endpoint paths under the base URL; ``{video_id}`` / ``{slug}`` are filled in."""
+
+    create: str = "/videos"
+    retrieve: str = "/videos/{video_id}"
+    content: str = "/videos/{video_id}/content"
+    list: str = "/videos"
+    delete: str = "/videos/{video_id}"
+    model: str = "/models/{slug}"
+
+
+@dataclass(frozen=True)
+class OpenAIVideoCatalog:
+    """Everything vendor-specific about an OpenAI-style video API, as data."""
+
+    #: neutral family -> the vendor's model id sent as ``model``
+    models: Mapping[ModelFamily, str]
+    capabilities: Mapping[ModelFamily, Capabilities]
+    #: vendor units (credits, or USD when ``unit_name`` is None) per clip
+    prices: Mapping[PriceKey, Decimal]
+    usd_per_unit: Decimal
+    unit_name: str | None
+    #: seconds from submit to a finished video, before any observation
+    latency_s: Mapping[PriceKey, float]
+    paths: Paths = Paths()
+    #: structured ``error.code`` -> class; beats the HTTP status where both speak
+    error_codes: Mapping[str, type[ProviderError]] = field(default_factory=dict)
+    #: ``error.code`` values on a failed Video that mean moderation, not a crash
+    content_policy_codes: frozenset[str] = frozenset({"moderation_blocked"})
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    def with_options(self, options: Mapping[str, Any]) -> OpenAIVideoCatalog:
+        """The catalog with ``ProviderSettings.options`` applied; a typo is a ConfigError,
+        not a silently ignored setting."""
+        unknown = set(options) - {"model_ids", "paths", "credits", "usd_per_credit", "content_policy_codes"}
+        if unknown:
+            raise ConfigError(f"unknown options: {', '.join(sorted(unknown))}")
+        try:
+            cat = self
+            if "model_ids" in options:
+                ids = {ModelFamily(k): str(v) for k, v in options["model_ids"].items()}
+                cat = replace(cat, models={**cat.models, **ids})
+            if "paths" in options:
+                cat = replace(cat, paths=replace(cat.paths, **dict(options["paths"])))
+            if "credits" in options:
+                cat = replace(cat, prices={**cat.prices, **_price_keys(options["credits"])})
+            if "usd_per_credit" in options:
+                cat = replace(cat, usd_per_unit=Decimal(str(options["usd_per_credit"])))
+            if "content_policy_codes" in options:
+                cat = replace(cat, content_policy_codes=frozenset(options["content_policy_codes"]))
+        except (TypeError, ValueError, AttributeError, InvalidOperation) as exc:
+            raise ConfigError(f"bad provider option: {exc}") from None
+        return cat
+
+
+def _price_keys(table: Mapping[str, Any]) -> dict[PriceKey, Decimal]:
+    """``{"ray-2-flash/720p/5": 40}`` -> ``{(RAY_2_FLASH, P720, 5): Decimal(40)}``."""
+    out = {}
+    for key, value in table.items():
+        family, res, secs = key.split("/")
+        out[(ModelFamily(family), Resolution(res), int(secs))] = Decimal(str(value))
+    return out
+
+
+def video_size(aspect_ratio: AspectRatio, resolution: Resolution) -> str:
+    """OpenAI's ``size`` ("WxH"), short side = the resolution's lines (16:9 720p -> 1280x720)."""
+    width, height = frame_size(aspect_ratio, resolution)
+    return f"{width}x{height}"
+
+
+# -- vendor models (ignore unknown fields: vendors add them freely) ---------------------
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class VideoError(_Loose):
+    code: str | None = None
+    message: str | None = None
+
+
+class Video(_Loose):
+    id: str
+    status: str
+    model: str | None = None
+    progress: float | None = None
+    seconds: str | int | None = None
+    size: str | None = None
+    error: VideoError | None = None
+
+
+class ErrorBody(_Loose):
+    message: str | None = None
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+
+class ModelPricing(_Loose):
+    credit_cost_fixed: Decimal | None = None
+    credit_cost_input_per_1k: Decimal | None = None
+    credit_cost_output_per_1k: Decimal | None = None
+    currency: str | None = None
+
+
+STATES: dict[str, VendorState] = {
+    "queued": VendorState.QUEUED,
+    "in_progress": VendorState.RUNNING,
+    "completed": VendorState.SUCCEEDED,
+    "failed": VendorState.FAILED,
+}
+
+
+# -- errors ---------------------------------------------------------------------------
+def _error_body(response: httpx.Response) -> ErrorBody | None:
+    try:
+        return ErrorBody.model_validate(response.json()["error"])
+    except (ValueError, KeyError, TypeError, ValidationError):
+        return None
+
+
+def retry_after_s(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or HTTP date),
+    or ``X-RateLimit-Reset`` (unix time), in the order the OpenAI client prefers them."""
+    now = time.time() if now is None else now
+    try:
+        if "retry-after-ms" in headers:
+            return max(float(headers["retry-after-ms"]) / 1000, 0.0)
+        if "retry-after" in headers:
+            value = headers["retry-after"].strip()
+            if value.replace(".", "", 1).isdigit():
+                return float(value)
+            return max(email.utils.parsedate_to_datetime(value).timestamp() - now, 0.0)
+        if "x-ratelimit-reset" in headers:
+            return max(float(headers["x-ratelimit-reset"]) - now, 0.0)
+    except (TypeError, ValueError):
+        return None
+    return None
+
+
+def classify_error(
+    provider: str, catalog: OpenAIVideoCatalog, response: httpx.Response, *, phase: Phase,
+    now: float | None = None,
+) -> ProviderError:
+    """One non-success response as a gateway error, by status code and ``error.code``."""
+    status = response.status_code
+    body = _error_body(response)
+    code = body.code if body else None
+    message = (body.message if body and body.message else None) or f"HTTP {status} without an error body"
+    kw: dict[str, Any] = {"provider": provider, "status_code": status,
+                          "vendor_code": code or (body.type if body else None)}
+    by_code = catalog.error_codes.get(code or "")
+    if status == 429 or by_code is RateLimited:
+        return RateLimited(message, retry_after=retry_after_s(response.headers, now), **kw)
+    if by_code is not None and status < 500:
+        return by_code(message, **kw)
+    if status in (401, 403):
+        return AuthenticationFailed(message, **kw)
+    if status == 402:
+        return InsufficientCredits(message, **kw)
+    if status == 404 and phase in ("status", "content"):
+        # we only ask for jobs the vendor gave us: a 404 means the vendor broke its word
+        return ProtocolError(f"job not found: {message}", **kw)
+    if status == 408 or status >= 500:
+        return Unavailable(message, **kw)
+    if 400 <= status < 500:
+        return ProviderRejected(message, **kw)
+    return ProtocolError(f"unexpected HTTP {status}", **kw)
+
+
+class OpenAIVideoAdapter(Provider):
+    """``Provider`` for any OpenAI-Videos-shaped API; a subclass sets ``catalog`` and the
+    class attributes (name, credential_env, default_base_url, ...)."""
+
+    catalog: ClassVar[OpenAIVideoCatalog]
+    supports_cancel = False  # DELETE /videos/{id} deletes the asset; it is not a cancel
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        super().__init__(settings)
+        self.cat = self.catalog.with_options(settings.options)
+
+    # -- data ------------------------------------------------------------------------
+    def capabilities(self) -> dict[ModelFamily, Capabilities]:
+        return {m: c for m, c in self.cat.capabilities.items() if m in self.cat.models}
+
+    def price(self, request: VideoRequest, resolution: Resolution) -> Quote:
+        units = self.cat.prices[(request.model, resolution, request.duration_s)]
+        cost = units * self.cat.usd_per_unit
+        basis = (f"{units} {self.cat.unit_name} x ${self.cat.usd_per_unit}/credit"
+                 if self.cat.unit_name else f"${units} per clip")
+        return Quote(self.name, request.model, self.cat.models[request.model], resolution,
+                     request.duration_s, usd(cost), units if self.cat.unit_name else None,
+                     self.cat.unit_name, basis)
+
+    def latency_prior_s(self, model: ModelFamily, resolution: Resolution, duration_s: int) -> float:
+        return self.cat.latency_s.get((model, resolution, duration_s), 60.0 * duration_s / 5)
+
+    # -- wire ------------------------------------------------------------------------
+    def _headers(self, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._key()}", **extra}
+
+    def _url(self, base: str, path: str, **params: str) -> str:
+        return base.rstrip("/") + path.format(**params)
+
+    def build_submit(self, request: VideoRequest, *, resolution: Resolution, attempt_key: str,
+                     callback_url: str | None = None) -> httpx.Request:
+        # callback_url is ignored: the create call takes no webhook URL (OpenAI's video webhooks
+        # are set per project, event names UNCONFIRMED), and railwail documents none.
+        # The core checks capabilities first; this guard stops a silent drop if it did not.
+        for name in ("end_image", "loop", "concepts"):
+            if getattr(request, name):
+                raise InvalidRequest(name, f"the OpenAI video shape has no field for it ({self.name})")
+        body: dict[str, Any] = {
+            "model": self.cat.models[request.model],
+            "prompt": request.prompt,
+            "seconds": str(request.duration_s),
+            "size": video_size(request.aspect_ratio, resolution),
+        }
+        if request.start_image is not None:
+            body["input_reference"] = {"image_url": _image_ref(request.start_image)}
+        return httpx.Request("POST", self._url(self.base_url, self.cat.paths.create), json=body,
+                             headers=self._headers(Accept="application/json"))
+
+    def parse_submit(self, request: VideoRequest, response: httpx.Response) -> VendorJob:
+        video = self._video(response, phase="submit")
+        urls = {"status": self._url(self.base_url, self.cat.paths.retrieve, video_id=video.id),
+                "content": self._url(self.base_url, self.cat.paths.content, video_id=video.id)}
+        return VendorJob(self.name, video.model or self.cat.models[request.model], video.id,
+                         self.base_url, self.settings.credential_ref, urls)
+
+    def build_status(self, job: VendorJob) -> httpx.Request:
+        return httpx.Request("GET", job.urls["status"], headers=self._headers(Accept="application/json"))
+
+    def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
+        video = self._video(response, phase="status")
+        state = STATES.get(video.status)
+        if state is None:
+            raise ProtocolError(f"unknown video status {video.status!r}", provider=self.name,
+                                status_code=response.status_code, vendor_code=video.status)
+        progress = None if video.progress is None else min(max(video.progress / 100, 0.0), 1.0)
+        hint = response.headers.get("openai-poll-after-ms")
+        poll_after = float(hint) / 1000 if hint and hint.isdigit() else None
+        error = self._failure(video, response.status_code) if state is VendorState.FAILED else None
+        url = job.urls["content"] if state is VendorState.SUCCEEDED else None
+        return VendorStatus(state, video.status, progress, video_url=url, error=error, poll_after_s=poll_after)
+
+    def build_download(self, job: VendorJob, result: VideoResult) -> httpx.Request:
+        # The content endpoint wants the Bearer key; any other host (a CDN the vendor
+        # redirected us to) must never see it.
+        if result.url.startswith(job.base_url.rstrip("/") + "/"):
+            return httpx.Request("GET", result.url, headers=self._headers(Accept="application/binary"))
+        return httpx.Request("GET", result.url)
+
+    # -- model pricing (for a later price refresh by the core) -----------------------------
+    def build_model_pricing(self, model: ModelFamily = ModelFamily.RAY_2_FLASH) -> httpx.Request:
+        url = self._url(self.base_url, self.cat.paths.model, slug=self.cat.models[model])
+        return httpx.Request("GET", url, headers=self._headers(Accept="application/json"))
+
+    def parse_model_pricing(self, response: httpx.Response) -> ModelPricing:
+        return parse_model_pricing(self.name, self.cat, response)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _video(self, response: httpx.Response, *, phase: Phase) -> Video:
+        if not response.is_success:
+            raise classify_error(self.name, self.cat, response, phase=phase)
+        try:
+            return Video.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise ProtocolError(f"unreadable video object ({type(exc).__name__})", provider=self.name,
+                                status_code=response.status_code) from exc
+
+    def _failure(self, video: Video, status_code: int) -> ProviderError:
+        code = video.error.code if video.error else None
+        message = (video.error.message if video.error else None) or "the video failed without a reason"
+        cls = ContentRejected if code in self.cat.content_policy_codes else GenerationFailed
+        return cls(message, provider=self.name, status_code=status_code, vendor_code=code)
+
+
+def parse_model_pricing(provider: str, catalog: OpenAIVideoCatalog, response: httpx.Response) -> ModelPricing:
+    """``pricing`` of a ``GET /models/{slug}`` answer (railwail's model catalogue)."""
+    if not response.is_success:
+        raise classify_error(provider, catalog, response, phase="model")
+    try:
+        return ModelPricing.model_validate(response.json()["pricing"])
+    except (ValueError, KeyError, TypeError, ValidationError) as exc:
+        raise ProtocolError("unreadable model pricing", provider=provider,
+                            status_code=response.status_code) from exc
+
+
+def _image_ref(image: ImageInput) -> str:
+    """A URL as is; a local file inlined as a data URI (the vendor cannot read our disk)."""
+    return image.value if image.kind is not ImageKind.PATH else image.as_data_uri()

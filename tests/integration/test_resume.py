@@ -1,0 +1,88 @@
+"""A gateway that stops mid-flight loses no job and submits nothing twice: a new gateway
+on the same store picks every unfinished job up."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.api import Gateway
+from gateway.config import PollingConfig, Settings
+from gateway.emulation.base import Timing
+from gateway.emulation.faults import parse_fault
+from gateway.emulation.sandbox import BackgroundServer, Sandbox
+from gateway.job import AttemptOutcome, JobStatus
+from gateway.plugins import discover
+from gateway.request import VideoRequest
+from gateway.store.sqlite import SqliteJobStore
+
+FAST = PollingConfig(initial_s=0.05, max_s=0.1)
+
+
+def settings(**kw) -> Settings:
+    return Settings(fallback_order=["fal", "apiframe", "railwail"], polling=FAST, **kw)
+
+
+async def stop_abruptly(gw: Gateway) -> None:
+    """What a killed process leaves: tasks gone mid-poll, nothing marked, nothing cancelled."""
+    for task in gw._tasks.values():
+        task.cancel()
+    await asyncio.gather(*gw._tasks.values(), return_exceptions=True)
+    await gw.client.aclose()
+
+
+async def test_jobs_in_flight_are_resumed_by_a_new_gateway(tmp_path):
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.3, run_s=1.0))
+    with BackgroundServer(sandbox.app) as server:
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            jobs = [await first.submit(VideoRequest(prompt=f"fox {i}", aspect_ratio=r))
+                    for i, r in enumerate(["16:9", "1:1", "9:21"])]
+            while any(j.status is JobStatus.QUEUED for j in jobs):
+                await asyncio.sleep(0.02)
+            await stop_abruptly(first)
+
+            second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            async with second:
+                resumed = await second.resume()
+                assert {j.id for j in resumed} == {j.id for j in jobs}
+                finished = [await second.wait(j.id) for j in jobs]
+        assert all(j.status is JobStatus.SUCCEEDED for j in finished)
+        assert all(len(j.attempts) == 1 for j in finished)
+    stats = sandbox.stats()
+    assert sum(stats[v]["accepted_submissions"] for v in stats) == len(jobs)  # nothing paid twice
+
+
+async def test_a_submit_cut_off_by_the_stop_is_never_resent_blindly(tmp_path):
+    sandbox = Sandbox.from_providers(discover().providers, {"fal": [parse_fault("slow:delay=5")]},
+                                     timing=Timing(queue_s=0.1, run_s=0.2))
+    with BackgroundServer(sandbox.app) as server:
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
+            await asyncio.sleep(0.3)  # the submit is on the wire, its answer delayed
+            assert job.current is not None and job.current.vendor_job is None
+            await stop_abruptly(first)
+            sandbox.emulators["fal"].faults.clear()
+
+            second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            async with second:
+                await second.resume()
+                done = await second.wait(job.id)
+    assert done.status is JobStatus.FAILED and done.error["class"] == "AmbiguousSubmit"
+    assert done.attempts[0].outcome is AttemptOutcome.UNKNOWN
+    assert sandbox.stats()["fal"]["accepted_submissions"] <= 1
+
+
+async def test_idempotency_key_is_shared_through_the_store(tmp_path):
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0, run_s=0.2))
+    with BackgroundServer(sandbox.app) as server:
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            a = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            b = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            async with a, b:
+                request = VideoRequest(prompt="fox", idempotency_key="order-42")
+                one, two = await asyncio.gather(a.submit(request), b.submit(request))
+                assert one.id == two.id
+                await a.wait(one.id) if one.id in a.jobs else await b.wait(two.id)
+    stats = sandbox.stats()
+    assert sum(stats[v]["accepted_submissions"] for v in stats) == 1

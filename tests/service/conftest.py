@@ -1,0 +1,115 @@
+"""Fixtures that run ``reelgate serve`` (and ``reelgate sandbox``) as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+KEY_VARS = ("FAL_KEY", "APIFRAME_API_KEY", "RAILWAIL_API_KEY")
+#: the signing secret of the in-process service's outbound webhooks (a test value)
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, path: str = "/healthz") -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited with {proc.returncode}")
+        try:
+            httpx.get(url + path, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise AssertionError(f"{url} did not come up")
+
+
+@dataclass
+class Processes:
+    home: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
+                              env=self.env, timeout=60)
+
+    def create_key(self, name: str) -> str:
+        done = self.cli("keys", "create", "--name", name)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def start(self, *args: str, health_path: str = "/healthz", port: int | None = None) -> tuple[str, subprocess.Popen]:
+        port = port or free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args, "--port", str(port)],
+                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(url, proc, health_path)
+        return url, proc
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def processes(tmp_path) -> Iterator[Processes]:
+    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
+    env["REELGATE_HOME"] = str(tmp_path / "home")
+    env.pop("REELGATE_CONFIG", None)
+    p = Processes(tmp_path / "home", env)
+    yield p
+    for proc in p.procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@dataclass
+class InProcess:
+    client: object  # starlette TestClient
+    auth: dict[str, str]
+    home: Path
+
+
+@pytest.fixture
+def service(tmp_path) -> Iterator[InProcess]:
+    """The service app in this process (TestClient), on the sandbox, with one caller key."""
+    from starlette.testclient import TestClient
+
+    from gateway.config import PollingConfig, Settings
+    from gateway.emulation.base import Timing
+    from gateway.emulation.sandbox import BackgroundServer, Sandbox
+    from gateway.keys import KeyStore
+    from gateway.plugins import discover
+    from gateway.server import create_app
+    from gateway.server.service import Service
+
+    home = tmp_path / "home"
+    env = {"REELGATE_HOME": str(home), "REELGATE_WEBHOOK_SECRET": WEBHOOK_SECRET}
+    settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2))
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.1, run_s=0.3))
+    with BackgroundServer(sandbox.app) as emulators:
+        app = create_app(lambda: Service.start(settings, sandbox_url=emulators.url, env=env))
+        home.mkdir(parents=True)
+        _, key = KeyStore(home / "keys.db").create("tests")
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield InProcess(client, {"Authorization": f"Bearer {key}"}, home)

@@ -1,0 +1,84 @@
+"""The job codec: a faithful, JSON-safe round trip (no database involved)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from gateway.job import Attempt, VideoJob, VideoOutput
+from gateway.request import ImageKind
+from gateway.store import codec
+from tests.store.jobs import BILLED, CREDITS, ESTIMATE, finished_job, new_job
+
+# a 1x1 PNG
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def round_trip(job: VideoJob) -> VideoJob:
+    # through JSON text, as a store does
+    return codec.decode_job(json.loads(codec.dumps(codec.encode_job(job))))
+
+
+def test_a_job_with_attempts_comes_back_equal() -> None:
+    job = finished_job()
+    assert round_trip(job) == job
+
+
+def test_money_is_exact_decimal_strings() -> None:
+    doc = codec.encode_job(finished_job())
+    won = doc["attempts"][1]
+    assert (won["estimated_usd"], won["cost_usd"], won["vendor_units"]) == ("0.3", str(BILLED), "37.5")
+    back = round_trip(finished_job()).attempts[1]
+    assert (back.estimated_usd, back.cost_usd, back.vendor_units) == (ESTIMATE, BILLED, CREDITS)
+    assert back.estimated_usd == Decimal("0.3")
+
+
+def test_a_local_image_is_stored_as_its_path_and_loads_after_the_file_is_gone(tmp_path: Path) -> None:
+    frame = tmp_path / "start.png"
+    frame.write_bytes(PNG)
+    job = new_job(start_image=str(frame))
+    doc = codec.encode_job(job)
+    assert doc["request"]["start_image"] == {"kind": "path", "value": str(frame.resolve())}
+    frame.unlink()  # resuming a job must not depend on the file still being there
+    back = round_trip(job)
+    assert back.request.start_image == job.request.start_image
+
+
+def test_a_data_uri_is_kept_whole() -> None:
+    uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
+    job = new_job(start_image=uri, end_image="https://example.com/end.png")
+    back = round_trip(job).request
+    assert back.start_image is not None and back.start_image.kind is ImageKind.DATA_URI
+    assert back.start_image.value == uri
+    assert back.end_image is not None and back.end_image.value == "https://example.com/end.png"
+
+
+@pytest.mark.parametrize(("cls", "encoded"), [
+    (VideoJob, lambda: codec.encode_job(finished_job())),
+    (Attempt, lambda: codec.encode_attempt(finished_job().attempts[1])),
+    (VideoOutput, lambda: codec.encode_output(VideoOutput(url="u"))),
+])
+def test_every_field_is_encoded(cls: type, encoded) -> None:
+    # a field added to the job model must be added to the codec, or jobs would lose it
+    fields = {f.name for f in dataclasses.fields(cls)}
+    assert fields <= set(encoded())
+
+
+def test_an_unknown_format_is_refused() -> None:
+    doc = codec.encode_job(new_job())
+    doc["format"] = 99
+    with pytest.raises(ValueError, match="format 99"):
+        codec.decode_job(doc)
+
+
+def test_nan_is_refused_rather_than_written_as_invalid_json() -> None:
+    job = new_job()
+    job.progress = float("nan")
+    with pytest.raises(ValueError):
+        codec.dumps(codec.encode_job(job))

@@ -1,0 +1,205 @@
+"""The JobStore contract, run against every backend (see the ``backend`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from gateway.errors import InvalidRequest, Unavailable
+from gateway.job import Attempt, JobStatus, VideoJob
+from gateway.provider import ProviderSettings, Secret
+from gateway.store import JobStore, LeaseLost
+from providers.fal import FalAdapter
+from tests.store.conftest import Backend
+from tests.store.jobs import BILLED, ESTIMATE, finished_job, new_job
+from tests.support import FakeClock
+
+LEASE_S = 30.0
+
+
+async def test_a_job_with_attempts_round_trips(store: JobStore) -> None:
+    job = finished_job()
+    assert await store.create_or_get(job) == (job, True)
+    loaded = await store.get(job.id)
+    assert loaded == job
+    assert loaded is not None and loaded.attempts[1].cost_usd == BILLED
+    assert loaded.attempts[1].estimated_usd == ESTIMATE
+
+
+async def test_save_writes_every_transition(store: JobStore) -> None:
+    job = await store.create(new_job())
+    job.move(JobStatus.SUBMITTED)
+    job.attempts.append(Attempt(provider="fal", vendor_model="m", started_at=1.0, attempt_key="a1"))
+    await store.save(job)
+    assert await store.get(job.id) == job
+    job.move(JobStatus.RUNNING)
+    job.progress = 0.5
+    await store.save(job)
+    assert await store.get(job.id) == job
+
+
+async def test_save_inserts_a_job_it_has_not_seen(store: JobStore) -> None:
+    job = new_job()
+    await store.save(job)
+    assert await store.get(job.id) == job
+
+
+async def test_concurrent_creates_with_one_idempotency_key_make_one_job(store: JobStore) -> None:
+    attempts = [new_job(key="pay-once", created_at=1000.0 + i) for i in range(20)]
+    results = await asyncio.gather(*(store.create_or_get(job) for job in attempts))
+    assert sum(created for _, created in results) == 1
+    assert len({job.id for job, _ in results}) == 1
+    assert [j.id for j in await store.list()] == [results[0][0].id]
+    assert (await store.get_by_idempotency_key("pay-once")) == results[0][0]
+
+
+async def test_idempotency_keys_are_scoped_by_owner(store: JobStore) -> None:
+    mine, created_mine = await store.create_or_get(new_job(key="k"), owner="key_a")
+    theirs, created_theirs = await store.create_or_get(new_job(key="k"), owner="key_b")
+    local, created_local = await store.create_or_get(new_job(key="k"))
+    assert created_mine and created_theirs and created_local
+    assert len({mine.id, theirs.id, local.id}) == 3
+    assert await store.get_by_idempotency_key("k", "key_b") == theirs
+    assert await store.get_by_idempotency_key("k") == local
+    assert await store.get_by_idempotency_key("other", "key_a") is None
+
+
+async def test_creating_the_same_job_twice_returns_the_stored_one(store: JobStore) -> None:
+    job = await store.create(new_job())
+    again = VideoJob(job.request, id=job.id, created_at=5.0, updated_at=5.0)
+    assert await store.create_or_get(again) == (job, False)
+
+
+async def test_list_pages_newest_first_without_gaps_or_repeats(store: JobStore) -> None:
+    # two jobs share a created_at: the id breaks the tie so no page boundary loses one
+    times = [1000.0, 1001.0, 1002.0, 1002.0, 1003.0, 1004.0, 1005.0]
+    jobs = [await store.create(new_job(f"video {i}", created_at=t)) for i, t in enumerate(times)]
+    expected = [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)]
+    seen: list[str] = []
+    after = None
+    while page := await store.list(limit=3, after=after):
+        seen += [j.id for j in page]
+        after = page[-1].id
+    assert seen == expected
+
+
+async def test_list_and_get_filter_by_owner(store: JobStore) -> None:
+    mine = await store.create(new_job("mine"), owner="key_a")
+    theirs = await store.create(new_job("theirs", created_at=2000.0), owner="key_b")
+    assert [j.id for j in await store.list(owner="key_a")] == [mine.id]
+    assert [j.id for j in await store.list()] == [theirs.id, mine.id]
+    assert await store.get(theirs.id, owner="key_a") is None
+    assert await store.get(theirs.id, owner="key_b") == theirs
+    assert not await store.delete(theirs.id, owner="key_a")
+
+
+async def test_list_after_an_unknown_job_is_an_invalid_request(store: JobStore) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await store.list(after="vid_missing")
+    assert info.value.field == "after"
+
+
+async def test_delete(store: JobStore) -> None:
+    job = await store.create(new_job())
+    assert await store.delete(job.id)
+    assert await store.get(job.id) is None
+    assert not await store.delete(job.id)
+
+
+async def test_non_terminal_returns_unfinished_jobs_oldest_first(store: JobStore) -> None:
+    statuses = [JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.QUEUED, JobStatus.FAILED,
+                JobStatus.SUBMITTED, JobStatus.CANCELLED]
+    for i, status in enumerate(statuses):
+        job = new_job(created_at=1000.0 + i)
+        job.status = status
+        await store.create(job)
+    assert [j.status for j in await store.non_terminal()] == [
+        JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.SUBMITTED]
+
+
+async def test_an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(
+        store: JobStore, clock: FakeClock) -> None:
+    done = finished_job()
+    await store.create(done)
+    active = [await store.create(new_job(created_at=1000.0 + i)) for i in range(3)]
+
+    claimed = await store.claim("replica-a", LEASE_S, limit=10)
+    assert [j.id for j in claimed] == [j.id for j in active]
+    assert await store.claim("replica-b", LEASE_S, limit=10) == []
+
+    clock.t += LEASE_S / 2
+    assert await store.renew(active[0].id, "replica-a", LEASE_S)
+    clock.t += LEASE_S * 0.75  # the two others expired; the renewed one has not
+    taken = await store.claim("replica-b", LEASE_S, limit=10)
+    assert [j.id for j in taken] == [j.id for j in active[1:]]
+
+    assert not await store.renew(active[1].id, "replica-a", LEASE_S)
+    with pytest.raises(LeaseLost):
+        await store.save(active[1], lease_owner="replica-a")
+    active[1].move(JobStatus.SUBMITTED)
+    await store.save(active[1], lease_owner="replica-b")
+    assert (await store.get(active[1].id)).status is JobStatus.SUBMITTED
+
+    assert await store.release(active[1].id, "replica-b")
+    assert not await store.release(active[1].id, "replica-b")
+    assert [j.id for j in await store.claim("replica-c", LEASE_S, limit=10)] == [active[1].id]
+
+
+async def test_a_claimer_reclaims_its_own_jobs(store: JobStore) -> None:
+    job = await store.create(new_job())
+    assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=1)] == [job.id]
+    assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=1)] == [job.id]
+
+
+async def test_concurrent_claimers_never_share_a_job(backend: Backend, store: JobStore) -> None:
+    jobs = [await store.create(new_job(created_at=1000.0 + i)) for i in range(12)]
+    replicas = [backend.make() for _ in range(4)]
+    for replica in replicas:
+        await replica.open()
+    try:
+        for _ in range(3):  # rounds, so the race is run more than once
+            claims = await asyncio.gather(*(r.claim(f"replica-{i}", LEASE_S, limit=5)
+                                            for i, r in enumerate(replicas)))
+            ids = [j.id for claim in claims for j in claim]
+            assert len(ids) == len(set(ids)) == len(jobs)
+            for i, claim in enumerate(claims):
+                for job in claim:
+                    assert await replicas[i].release(job.id, f"replica-{i}")
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+async def test_opening_twice_applies_migrations_once(backend: Backend, store: JobStore) -> None:
+    job = await store.create(new_job())
+    async with backend.make() as again:
+        assert await again.get(job.id) == job
+    async with backend.make():
+        pass
+    assert backend.versions() == [1]
+
+
+async def test_the_api_key_is_never_stored(backend: Backend, store: JobStore) -> None:
+    key = "fal-secret-key-5f3a9c1e77d2"
+    adapter = FalAdapter(ProviderSettings(name="fal", api_key=Secret(key), credential_ref="env:FAL_KEY",
+                                          base_url="http://fal.test"))
+    job = new_job(key="with-a-key")
+    transport = httpx.ASGITransport(app=FalAdapter.emulator())
+    async with httpx.AsyncClient(transport=transport) as client:
+        sent = adapter.build_submit(job.request, resolution=adapter.quote(job.request).quote.resolution,
+                                    attempt_key="att-1")
+        assert key in sent.headers["authorization"]  # the key really was in play
+        vendor_job = adapter.parse_submit(job.request, await client.send(sent))
+    attempt = Attempt(provider="fal", vendor_model=vendor_job.vendor_model, started_at=1.0,
+                      attempt_key="att-1", vendor_job=vendor_job)
+    attempt.error = Unavailable(f"upstream said: Authorization: Key {key}", provider="fal").to_dict()
+    job.attempts.append(attempt)
+    job.move(JobStatus.SUBMITTED)
+    await store.create(job)
+    await store.save(job)
+
+    dumped = backend.dump()
+    assert vendor_job.vendor_id in dumped and "env:FAL_KEY" in dumped
+    assert key not in dumped

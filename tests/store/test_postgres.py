@@ -1,0 +1,72 @@
+"""PostgreSQL specifics, against the real server: row locks, schemas, racing migrations.
+
+The behaviour every store shares is in test_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+from psycopg import sql
+
+from gateway.store.postgres import PostgresJobStore
+from tests.store.conftest import PG_DSN, postgres_backend
+from tests.store.jobs import BILLED, finished_job, new_job
+from tests.support import FakeClock
+
+#: claim must return well within this while another transaction holds a row lock
+NO_WAIT_S = 5.0
+
+
+async def test_claim_skips_a_row_another_transaction_has_locked(pg_schema: str) -> None:
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        locked, *free = [await store.create(new_job(created_at=1000.0 + i)) for i in range(3)]
+        async with await psycopg.AsyncConnection.connect(PG_DSN) as other:
+            await other.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+            await other.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (locked.id,))
+            async with asyncio.timeout(NO_WAIT_S):  # skipped, not waited for
+                claimed = await store.claim("replica-a", 30.0, limit=10)
+            assert [j.id for j in claimed] == [j.id for j in free]
+            await other.rollback()
+        assert [j.id for j in await store.claim("replica-b", 30.0, limit=10)] == [locked.id]
+
+
+async def test_stores_in_different_schemas_do_not_see_each_other(pg_schema: str) -> None:
+    other_schema = pg_schema + "_b"
+    try:
+        async with (PostgresJobStore(PG_DSN, schema=pg_schema) as one,
+                    PostgresJobStore(PG_DSN, schema=other_schema) as two):
+            job = await one.create(new_job(key="k"))
+            assert await two.get(job.id) is None
+            assert (await two.create_or_get(new_job(key="k")))[1]
+        with psycopg.connect(PG_DSN) as conn:
+            schemas = conn.execute("SELECT DISTINCT table_schema FROM information_schema.tables"
+                                   " WHERE table_name = 'jobs' AND table_schema = ANY(%s)",
+                                   ([pg_schema, other_schema, "public"],)).fetchall()
+        assert sorted(s for (s,) in schemas) == sorted([pg_schema, other_schema])
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(other_schema)))
+
+
+async def test_replicas_starting_together_migrate_once(pg_schema: str) -> None:
+    backend = postgres_backend(pg_schema, FakeClock())
+    replicas = [backend.make() for _ in range(5)]
+    await asyncio.gather(*(r.open() for r in replicas))
+    try:
+        assert backend.versions() == [1]
+        await replicas[0].create(new_job())
+        assert len(await replicas[4].list()) == 1
+    finally:
+        await asyncio.gather(*(r.close() for r in replicas))
+
+
+async def test_the_document_is_jsonb_with_exact_money(pg_schema: str) -> None:
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        job = await store.create(finished_job())
+    with psycopg.connect(PG_DSN) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+        cost = conn.execute("SELECT doc->'attempts'->1->>'cost_usd' FROM jobs WHERE id = %s",
+                            (job.id,)).fetchone()
+    assert cost == (str(BILLED),)

@@ -1,0 +1,81 @@
+"""SQLite specifics: where the file lives, how it is opened, two processes sharing it.
+
+The behaviour every store shares is in test_contract.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sqlite3
+import stat
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import ConfigError
+from gateway.store import SqliteJobStore, default_sqlite_path, open_store
+from gateway.store.postgres import PostgresJobStore
+from tests.store.jobs import new_job
+
+JOBS_PER_PROCESS = 25
+
+
+def test_the_default_path_is_under_reelgate_home(tmp_path: Path) -> None:
+    assert default_sqlite_path({"REELGATE_HOME": str(tmp_path)}) == tmp_path / "reelgate.db"
+    assert default_sqlite_path({}) == Path("~/.reelgate/reelgate.db").expanduser()
+    assert default_sqlite_path({"REELGATE_HOME": "~/rg"}) == Path("~/rg/reelgate.db").expanduser()
+
+
+def test_open_store_reads_a_url(tmp_path: Path) -> None:
+    env = {"REELGATE_HOME": str(tmp_path)}
+    default = open_store(None, env)
+    assert isinstance(default, SqliteJobStore) and default.path == tmp_path / "reelgate.db"
+    assert open_store(f"sqlite://{tmp_path}/jobs.db", env).path == tmp_path / "jobs.db"
+    assert isinstance(open_store("postgresql://u@db.internal/reelgate", env), PostgresJobStore)
+    with pytest.raises(ConfigError, match="'mysql'") as info:
+        open_store("mysql://u:hunter2@db/x", env)
+    assert "hunter2" not in str(info.value)
+
+
+async def test_the_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "reelgate.db"
+    async with SqliteJobStore(path) as store:
+        await store.create(new_job())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_store_must_be_opened_first(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="not open"):
+        await SqliteJobStore(tmp_path / "x.db").get("vid_1")
+
+
+def _create_jobs(path: str, label: str) -> list[bool]:
+    """Run in a separate process: open the file (migrating it) and create jobs in it."""
+    async def run() -> list[bool]:
+        async with SqliteJobStore(path) as store:
+            created = []
+            for i in range(JOBS_PER_PROCESS):
+                await store.create(new_job(f"{label} {i}"))
+                _, fresh = await store.create_or_get(new_job(key=f"shared-{i}"))
+                created.append(fresh)
+            return created
+
+    return asyncio.run(run())
+
+
+async def test_two_processes_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "reelgate.db"  # new: both processes race to create and migrate it
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=spawn) as pool:
+        futures = [pool.submit(_create_jobs, str(path), label) for label in ("a", "b")]
+        first, second = [f.result(timeout=60) for f in futures]
+    # each shared key was created by exactly one of the two processes
+    assert [a + b for a, b in zip(first, second, strict=True)] == [1] * JOBS_PER_PROCESS
+    async with SqliteJobStore(path) as store:
+        assert len(await store.list(limit=1000)) == 3 * JOBS_PER_PROCESS
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]

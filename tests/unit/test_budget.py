@@ -1,0 +1,47 @@
+from decimal import Decimal
+
+import pytest
+from reelgate_toyvendor import ToyAdapter
+
+from gateway.budget import SpendLedger
+from gateway.config import BudgetConfig, Settings
+from gateway.errors import BudgetExceeded
+from gateway.request import VideoRequest
+from tests.support import FakeClock
+from tests.unit.test_runner import build
+
+
+def test_ledger_refuses_past_the_daily_limit_and_rolls_over_at_midnight():
+    now = [1_700_000_000.0]
+    ledger = SpendLedger(1.0, clock=lambda: now[0])
+    ledger.reserve("a", Decimal("0.60"))
+    with pytest.raises(BudgetExceeded, match=r"daily budget \$1.00"):
+        ledger.reserve("b", Decimal("0.50"))
+    ledger.settle("a", Decimal("0"))  # the vendor did not bill: the money is free again
+    ledger.reserve("b", Decimal("0.50"))
+    ledger.settle("b", Decimal("0.50"))
+    assert ledger.spent_today() == Decimal("0.50")
+    now[0] += 86_400
+    assert ledger.spent_today() == Decimal("0")
+
+
+async def test_daily_budget_is_enforced_before_any_vendor_call(serve):
+    clock = FakeClock()
+    settings = Settings(fallback_order=["toy"], budgets=BudgetConfig(per_day_usd=0.15))
+    gw, emus = build(serve, clock, settings=settings, classes=(ToyAdapter,))
+    async with gw:
+        first = await gw.generate(VideoRequest(prompt="one"))
+        assert first.cost_usd == Decimal("0.1")
+        with pytest.raises(BudgetExceeded):
+            await gw.submit(VideoRequest(prompt="two"))
+    assert emus["toy"].accepted_submissions == 1
+
+
+async def test_per_request_budget_from_config_caps_requests(serve):
+    clock = FakeClock()
+    settings = Settings(fallback_order=["toy"], budgets=BudgetConfig(per_request_usd=0.05))
+    gw, emus = build(serve, clock, settings=settings, classes=(ToyAdapter,))
+    async with gw:
+        with pytest.raises(BudgetExceeded, match=r"cheapest is toy at \$0.10"):
+            await gw.submit(VideoRequest(prompt="x"))
+    assert emus["toy"].accepted_submissions == 0

@@ -1,0 +1,55 @@
+import random
+
+from gateway.errors import AmbiguousSubmit, AuthenticationFailed, RateLimited, Unavailable, redact
+from gateway.provider import Secret
+from gateway.policies import next_poll_delay, should_retry_submit, submit_backoff
+
+
+def test_retry_only_what_the_vendor_rejected_and_may_accept_later():
+    assert should_retry_submit(Unavailable("x", provider="p"), 0, 2, 30)
+    assert not should_retry_submit(Unavailable("x", provider="p"), 2, 2, 30)
+    assert not should_retry_submit(AuthenticationFailed("x", provider="p"), 0, 2, 30)
+    assert not should_retry_submit(AmbiguousSubmit("x", provider="p"), 0, 2, 30)
+    assert not should_retry_submit(RateLimited("x", provider="p", retry_after=60), 0, 2, 30)
+
+
+def test_backoff_honours_retry_after_else_full_jitter():
+    rng = random.Random(1)
+    assert submit_backoff(RateLimited("x", provider="p", retry_after=3), 0, 0.5, 8, rng) == 3
+    waits = [submit_backoff(Unavailable("x", provider="p"), n, 0.5, 8, rng) for n in range(10)]
+    assert all(0 <= w <= min(8, 0.5 * 2**n) for n, w in enumerate(waits))
+
+
+def test_poll_delay_grows_to_the_cap_and_takes_hints():
+    rng = random.Random(2)
+    delays = [next_poll_delay(n, 1.0, 10.0, rng) for n in range(12)]
+    assert delays[0] < 1.3 and max(delays) <= 12.0 and delays[-1] >= 8.0
+    assert next_poll_delay(0, 1.0, 10.0, rng, hint_s=4.0) == 4.0  # a hint is a floor
+    assert next_poll_delay(0, 1.0, 10.0, rng, hint_s=60.0) == 60.0
+
+
+def _polls_until(finish_s: float, expected_s: float, rng: random.Random) -> int:
+    elapsed, polls = 0.0, 0
+    while elapsed < finish_s:
+        elapsed += next_poll_delay(polls, 2.0, 10.0, rng, expected_s=expected_s, elapsed_s=elapsed)
+        polls += 1
+    return polls
+
+
+def test_expected_duration_keeps_polls_few_for_long_jobs():
+    rng = random.Random(3)
+    # a job expected at 130 s that takes 60..200 s: few polls whatever it really takes
+    counts = sorted(_polls_until(finish, 130.0, rng) for finish in range(60, 201, 10))
+    assert counts[len(counts) // 2] <= 10 and counts[-1] <= 20
+    # the first poll waits about half the expected time, never more than the early cap
+    first = next_poll_delay(0, 2.0, 10.0, rng, expected_s=1000.0, elapsed_s=0.0)
+    assert first <= 120.0 * 1.2
+
+
+def test_secrets_are_redacted_from_messages():
+    Secret("zz_held_key_42")  # any key the process holds is scrubbed by value
+    text = 'Authorization: Key abcdef123456 {"api_key": "live_123456"} bare zz_held_key_42 Bearer tok.en.123456'
+    out = redact(text)
+    for secret in ("abcdef123456", "live_123456", "zz_held_key_42", "tok.en.123456"):
+        assert secret not in out
+    assert "afk_secret99" not in str(Unavailable("X-API-Key=afk_secret99", provider="p"))

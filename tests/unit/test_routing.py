@@ -1,0 +1,82 @@
+"""Capabilities matching and planning, on toy providers with no network."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from reelgate_toyvendor import ToyAdapter
+
+from gateway.errors import BudgetExceeded, InvalidRequest, Unsupported
+from gateway.provider import ProviderSettings, Secret
+from gateway.request import RoutePolicy, VideoRequest
+from gateway.routing import plan_request
+
+
+class Cheap(ToyAdapter):
+    name = "cheap"
+
+
+class Fast(ToyAdapter):
+    name = "fast"
+
+
+def providers(**opts):
+    built = {}
+    for cls, o in ((Cheap, {"usd": "0.10", "latency_s": 90}), (Fast, {"usd": "0.30", "latency_s": 20})):
+        o = {**o, **opts.get(cls.name, {})}
+        key = None if o.pop("no_key", False) else Secret("k")
+        built[cls.name] = cls(ProviderSettings(cls.name, key, "test", "http://x", o))
+    return built
+
+
+def plan(request, **kw):
+    return plan_request(request, providers(**kw.pop("opts", {})), default_policy=RoutePolicy.CHEAPEST, **kw)
+
+
+def test_cheapest_and_fastest_order():
+    assert [c.provider for c in plan(VideoRequest(prompt="a")).candidates] == ["cheap", "fast"]
+    fastest = plan(VideoRequest(prompt="a", route="fastest"))
+    assert [c.provider for c in fastest.candidates] == ["fast", "cheap"]
+
+
+def test_priority_follows_the_request_order():
+    p = plan(VideoRequest(prompt="a", route="priority", providers=["fast", "cheap"]))
+    assert [c.provider for c in p.candidates] == ["fast", "cheap"]
+
+
+def test_ineligible_provider_says_why():
+    with pytest.raises(Unsupported) as info:
+        plan(VideoRequest(prompt="a", aspect_ratio="9:21"))
+    assert info.value.reasons["cheap"] == ["aspect_ratio 9:21 is not offered by cheap"]
+
+
+def test_explicit_resolution_is_honoured_or_needs_permission():
+    with pytest.raises(Unsupported, match="resolution 720p is not offered by cheap"):
+        plan(VideoRequest(prompt="a", resolution="720p"))
+
+
+def test_max_cost_skips_and_names_the_cheapest_when_nothing_fits():
+    p = plan(VideoRequest(prompt="a", max_cost_usd=0.2))
+    assert [c.provider for c in p.candidates] == ["cheap"]
+    assert "over max_cost_usd" in p.skipped["fast"]
+    with pytest.raises(BudgetExceeded, match=r"cheapest is cheap at \$0.10"):
+        plan(VideoRequest(prompt="a", max_cost_usd=0.05))
+
+
+def test_unconfigured_provider_is_skipped_with_the_variable_to_set():
+    p = plan(VideoRequest(prompt="a"), opts={"cheap": {"no_key": True}})
+    assert [c.provider for c in p.candidates] == ["fast"]
+    assert "TOY_API_KEY" in p.skipped["cheap"]
+
+
+def test_unknown_provider_in_request():
+    with pytest.raises(InvalidRequest, match="unknown provider nope"):
+        plan(VideoRequest(prompt="a", providers=["nope"]))
+
+
+def test_quote_carries_usd():
+    p = plan(VideoRequest(prompt="a"))
+    assert p.chosen.quote.usd == Decimal("0.10")
+    assert p.to_dict()["candidates"][0] == {"provider": "cheap", "cost_usd": 0.1, "expected_s": 90.0,
+                                             "degradations": []}

@@ -1,0 +1,162 @@
+"""The shared client's transport over real loopback sockets: each way a call can fail
+maps to the gateway error that says whether the vendor may have acted on it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from gateway.errors import AmbiguousSubmit, Unavailable
+from gateway.transport import AiohttpTransport, ConnectionLimits, Phase, make_client, send
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+BODY = b'{"ok": true}'
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole HTTP/1.1 request (head and Content-Length body); b"" when the peer closed."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def server(handler: Handler) -> AsyncIterator[str]:
+    """``handler`` serving raw TCP on a loopback port; yields the base URL."""
+    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await handler(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(guarded, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+@asynccontextmanager
+async def client(timeout_s: float = 5.0, limits: ConnectionLimits | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    http = make_client(timeout_s, limits)
+    try:
+        yield http
+    finally:
+        await http.aclose()
+
+
+def submit(url: str) -> httpx.Request:
+    return httpx.Request("POST", f"{url}/submit", json={"prompt": "a fox"})
+
+
+def poll(url: str) -> httpx.Request:
+    return httpx.Request("GET", f"{url}/status")
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_the_shared_client_uses_the_aiohttp_transport() -> None:
+    async with client() as http:
+        assert isinstance(http._transport, AiohttpTransport)
+
+
+async def test_an_answer_is_read_whole() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+
+    async with server(answer) as url, client() as http:
+        response = await send(http, "vendor", submit(url), Phase.SUBMIT)
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+
+
+@pytest.mark.parametrize("phase", [Phase.SUBMIT, Phase.POLL])
+async def test_connection_refused_is_unavailable_whatever_the_phase(phase: Phase) -> None:
+    url = f"http://127.0.0.1:{unused_port()}"
+    async with client() as http:
+        with pytest.raises(Unavailable) as caught:
+            await send(http, "vendor", submit(url) if phase is Phase.SUBMIT else poll(url), phase)
+    assert caught.value.fallback_safe
+
+
+async def hang_up_after_reading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+
+
+async def hang_up_after_headers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1024\r\n\r\n{\"req")
+    await writer.drain()
+
+
+async def answer_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(b"this is not HTTP\r\n\r\n")
+    await writer.drain()
+
+
+DROPS = [hang_up_after_reading, hang_up_after_headers, answer_garbage]
+
+
+@pytest.mark.parametrize("drop", DROPS, ids=lambda h: h.__name__)
+async def test_a_submit_cut_off_after_it_was_sent_is_ambiguous(drop: Handler) -> None:
+    async with server(drop) as url, client() as http:
+        with pytest.raises(AmbiguousSubmit) as caught:
+            await send(http, "vendor", submit(url), Phase.SUBMIT)
+    assert not caught.value.fallback_safe  # the vendor may have a paid job: never resubmit blindly
+
+
+@pytest.mark.parametrize("drop", DROPS, ids=lambda h: h.__name__)
+async def test_a_poll_cut_off_is_unavailable_and_retryable(drop: Handler) -> None:
+    async with server(drop) as url, client() as http:
+        with pytest.raises(Unavailable) as caught:
+            await send(http, "vendor", poll(url), Phase.POLL)
+    assert caught.value.retryable
+
+
+async def test_a_submit_whose_answer_times_out_is_ambiguous() -> None:
+    never = asyncio.Event()
+
+    async def read_and_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await never.wait()
+
+    async with server(read_and_wait) as url, client(timeout_s=0.2) as http:
+        try:
+            with pytest.raises(AmbiguousSubmit, match="ReadTimeout"):
+                await send(http, "vendor", submit(url), Phase.SUBMIT)
+        finally:
+            never.set()
+
+
+async def test_connections_per_host_are_bounded() -> None:
+    connections = 0
+
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while await read_request(reader):
+            writer.write(OK)
+            await writer.drain()
+
+    async with server(keep_alive) as url, client(limits=ConnectionLimits(per_host=2)) as http:
+        responses = await asyncio.gather(*(send(http, "vendor", poll(url), Phase.POLL) for _ in range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert connections == 2
