@@ -4,6 +4,7 @@ maps to the gateway error that says whether the vendor may have acted on it."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -85,6 +86,38 @@ async def test_an_answer_is_read_whole() -> None:
         response = await send(http, "vendor", submit(url), Phase.SUBMIT)
     assert response.status_code == 200
     assert response.json() == {"ok": True}
+
+
+async def test_a_whole_answer_behaves_as_an_httpx_response_read_in_full() -> None:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+
+    async with server(answer) as url, client() as http:
+        request = poll(url)
+        response = await send(http, "vendor", request, Phase.POLL)
+        assert await response.aread() == BODY  # reading again is harmless
+    assert (response.content, response.text) == (BODY, BODY.decode())
+    assert response.headers["content-length"] == str(len(BODY))
+    assert response.headers.get_list("content-type") == ["application/json"]
+    assert response.request is request and response.http_version == "HTTP/1.1"
+    assert response.is_closed and response.is_stream_consumed
+
+
+async def test_a_compressed_answer_is_decoded() -> None:
+    packed = gzip.compress(BODY)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head + b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed))
+        await writer.drain()
+
+    async with server(answer) as url, client() as http:
+        response = await send(http, "vendor", poll(url), Phase.POLL)
+    assert response.json() == {"ok": True}
+    assert response.headers["content-encoding"] == "gzip"
 
 
 @pytest.mark.parametrize("phase", [Phase.SUBMIT, Phase.POLL])
