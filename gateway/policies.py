@@ -76,3 +76,19 @@ def _early_polls(expected_s: float | None, initial_s: float) -> int:
     if not expected_s or expected_s <= initial_s:
         return 0
     return max(int(math.log2(expected_s / initial_s)), 0)
+
+
+#: below this a vendor's progress figure says too little to extrapolate from
+MIN_PROGRESS = 0.05
+
+
+def expected_from_progress(elapsed_s: float, running_for_s: float, progress: float | None) -> float | None:
+    """The job's expected total seconds from the vendor's own progress report.
+
+    A job ``progress`` (0..1) of the way through after ``running_for_s`` seconds of
+    running needs about ``running_for_s * (1 - progress) / progress`` more, assuming a
+    steady pace; ``None`` when there is no usable figure. A catalogued or learned
+    duration is a guess about jobs in general, this one is about this job, so it wins."""
+    if progress is None or not MIN_PROGRESS <= progress < 1 or running_for_s <= 0:
+        return None
+    return elapsed_s + running_for_s * (1 - progress) / progress

@@ -76,7 +76,8 @@ class JobRunner:
         self.providers = providers
         self.settings = settings
         self.health = health
-        self.calls = VendorCalls(client, settings, sleep, rng or random.Random(), {} if nudges is None else nudges)
+        self.calls = VendorCalls(client, settings, sleep, rng or random.Random(), {} if nudges is None else nudges,
+                                 estimate=self._expected_s if health is not None else None)
         self._sleep = sleep
         self._on_update = on_update
         self._checkpoint = checkpoint
@@ -267,6 +268,13 @@ class JobRunner:
             job.notes.append(f"hedge at {live.provider.name} cancelled ({'stopped' if stopped else 'may still bill'})")
             self._finished(live)
             racers.pop(task)
+
+    def _expected_s(self, live: LiveAttempt) -> float:
+        """What jobs like ``live``'s take now, by the durations observed so far."""
+        assert self.health is not None
+        quote = live.candidate.quote
+        prior = live.provider.latency_prior_s(quote.model, quote.resolution, quote.duration_s)
+        return self.health.expected_s(live.provider.name, latency_key(quote), prior)
 
     def _succeeded(self, job: VideoJob, live: LiveAttempt, result: VideoResult) -> None:
         attempt = live.attempt

@@ -22,7 +22,7 @@ import httpx
 from gateway.config import Settings
 from gateway.errors import AmbiguousSubmit, GenerationFailed, InvalidRequest, ProtocolError, ProviderError
 from gateway.job import Attempt, JobStatus, VideoJob
-from gateway.policies import next_poll_delay, should_retry_submit, submit_backoff
+from gateway.policies import expected_from_progress, next_poll_delay, should_retry_submit, submit_backoff
 from gateway.provider import Provider, VendorJob, VendorState, VideoResult
 from gateway.routing import Candidate
 from gateway.transport import Phase, send
@@ -87,6 +87,8 @@ class VendorCalls:
     rng: random.Random
     #: (provider, vendor job id) -> set by a verified vendor webhook: poll now, not later
     nudges: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    #: the current expected duration of an attempt's job (seconds), when health learns them
+    estimate: Callable[[LiveAttempt], float] | None = None
 
     async def submit(self, live: LiveAttempt, job: VideoJob) -> VendorJob:
         provider, attempt, retry = live.provider, live.attempt, self.settings.retry
@@ -152,10 +154,14 @@ class VendorCalls:
         initial = self.settings.polling.initial_s or provider.poll_initial_s
         cap = self.settings.polling.max_s or provider.poll_max_s
         # With polling overridden (the sandbox), the vendor-scale expectation does not apply.
-        expected = None if self.settings.polling.initial_s else live.candidate.expected_s
+        overridden = self.settings.polling.initial_s is not None
         hint: float | None = None
+        from_progress: float | None = None
+        #: elapsed seconds when the job was last seen not yet running: the earliest it began
+        queued_until = 0.0
         errors = 0
         while True:
+            expected = None if overridden else from_progress or self._expected(live)
             delay = next_poll_delay(attempt.polls, initial, cap, self.rng, hint, expected, live.elapsed_s)
             await self._wait(delay, nudge)
             live.elapsed_s += delay  # exact under a fake clock, close enough under a real one
@@ -169,8 +175,12 @@ class VendorCalls:
                     raise
                 continue
             errors, hint = 0, status.poll_after_s
+            if status.state is VendorState.QUEUED:
+                queued_until = live.elapsed_s
             if status.state is VendorState.RUNNING:
                 live.running = True
+                from_progress = expected_from_progress(live.elapsed_s, live.elapsed_s - queued_until,
+                                                       status.progress)
                 if job.status is JobStatus.SUBMITTED:
                     job.move(JobStatus.RUNNING)
             if status.progress is not None:
@@ -183,6 +193,11 @@ class VendorCalls:
             if status.state is VendorState.CANCELLED:
                 raise GenerationFailed("the vendor cancelled the job", provider=provider.name,
                                        vendor_code=status.vendor_status)
+
+    def _expected(self, live: LiveAttempt) -> float:
+        """How long jobs like this one take: learned from finished jobs as they finish
+        (so jobs already in flight benefit), else the plan's figure."""
+        return self.estimate(live) if self.estimate is not None else live.candidate.expected_s
 
     async def result(self, provider: Provider, vjob: VendorJob, url: str | None, billed: float | None) -> VideoResult:
         built = provider.build_result(vjob)

@@ -153,3 +153,21 @@ async def test_hedge_takes_the_first_to_finish_and_cancels_the_other(world):
     assert outcomes[first] is AttemptOutcome.CANCELLED
     assert any("hedged" in n for n in job.notes)
     assert job.cost_usd <= Decimal("1.0")
+
+
+async def test_polls_follow_the_vendors_progress_and_the_durations_learned(world):
+    # 200 s jobs where the catalogues expect 30-35 s: without better figures a poll
+    # every few seconds after the expected finish (railwail's first job took 22 polls)
+    gw, sandbox, clock = world()
+    for emulator in sandbox.emulators.values():
+        emulator.timing = Timing(queue_s=20, run_s=180)
+    async with gw:
+        # railwail reports progress: its own figure sets the pace from the first job
+        reported = await gw.generate(VideoRequest(prompt="a fox", providers=("railwail",)))
+        # fal reports none: the first job overruns its prior, the next uses what it took
+        first = await gw.generate(VideoRequest(prompt="a fox", providers=("fal",)))
+        second = await gw.generate(VideoRequest(prompt="a fox", providers=("fal",)))
+    assert all(j.status is JobStatus.SUCCEEDED for j in (reported, first, second))
+    polls = [j.attempts[0].polls for j in (reported, first, second)]
+    assert polls[0] <= 10, polls
+    assert polls[2] <= 10 and polls[2] < polls[1], polls

@@ -1,8 +1,10 @@
 import random
 
+import pytest
+
 from gateway.errors import AmbiguousSubmit, AuthenticationFailed, RateLimited, Unavailable, redact
 from gateway.provider import Secret
-from gateway.policies import next_poll_delay, should_retry_submit, submit_backoff
+from gateway.policies import expected_from_progress, next_poll_delay, should_retry_submit, submit_backoff
 
 
 def test_retry_only_what_the_vendor_rejected_and_may_accept_later():
@@ -44,6 +46,15 @@ def test_expected_duration_keeps_polls_few_for_long_jobs():
     # the first poll waits about half the expected time, never more than the early cap
     first = next_poll_delay(0, 2.0, 10.0, rng, expected_s=1000.0, elapsed_s=0.0)
     assert first <= 120.0 * 1.2
+
+
+def test_progress_extrapolates_the_finish_at_a_steady_pace():
+    # 40 s of 100 s elapsed were queueing; a quarter done after 60 s running: 180 s to go
+    assert expected_from_progress(100.0, 60.0, 0.25) == 100.0 + 180.0
+    assert expected_from_progress(100.0, 60.0, 0.99) == pytest.approx(100.0 + 60.0 / 99)
+    # nothing usable: no figure, too early to extrapolate, finished, or no running time
+    for progress, running in ((None, 60.0), (0.01, 60.0), (1.0, 60.0), (0.5, 0.0)):
+        assert expected_from_progress(100.0, running, progress) is None
 
 
 def test_secrets_are_redacted_from_messages():
