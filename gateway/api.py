@@ -30,6 +30,7 @@ from gateway.routing.health import Health, InProcessHealth
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
 from gateway.store.base import JobStore
 from gateway.transport import Phase, make_client, send
+from gateway.vendor_calls import Nudge
 
 log = logging.getLogger("reelgate")
 
@@ -88,7 +89,7 @@ class Gateway:
         self._by_idempotency_key: dict[tuple[str | None, str], str] = {}
         self._listeners: dict[str, list[OnUpdate]] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
-        self._nudges: dict[tuple[str, str], asyncio.Event] = {}
+        self._nudges: dict[tuple[str, str], Nudge] = {}
         self.ledger = SpendLedger(settings.budgets.per_day_usd)
 
     @classmethod
@@ -269,8 +270,28 @@ class Gateway:
 
     # -- internals ----------------------------------------------------------------------------
     async def _run(self, job: VideoJob, plan: Plan | None, *, resume: bool = False) -> VideoJob:
+        """A job's task: drive it to a terminal state whatever happens, save it, settle its cost.
+
+        One coroutine with the runner's awaited directly: each frame here is held by every
+        job in flight, thousands at once (docs/benchmarks.md)."""
+        runner = self._runner()
         try:
-            job = await self._drive(job, plan, resume)
+            try:
+                work = runner.resume(job, plan) if resume else runner.run(job, _planned(plan))
+                if job.request.deadline_s is None:
+                    job = await work
+                else:
+                    async with asyncio.timeout(job.request.deadline_s):
+                        job = await work
+            except TimeoutError:
+                await self._cancel_current(job, status=None)
+                job.fail(DeadlineExceeded(f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
+                self._emit(job)
+            except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
+                self._fail(job, exc)
+            except Exception as exc:  # never leave a job without a terminal state
+                log.exception("job %s failed unexpectedly", job.id)
+                self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
             await self._save(job)
             return job
         finally:  # the reservation becomes what the job really cost (zero if nothing billed)
@@ -280,31 +301,21 @@ class Gateway:
         if self.store is not None:
             await self.store.save(job)
 
-    async def _drive(self, job: VideoJob, plan: Plan | None, resume: bool) -> VideoJob:
-        # one submit gate per gateway (made on first use: it belongs to the running loop)
-        gate = self.__dict__.setdefault("_submit_gate", asyncio.Semaphore(SUBMITS_IN_FLIGHT))
-        runner = JobRunner(self.providers, self.client, self.settings, health=self.health, sleep=self._sleep,
-                           rng=self._rng, on_update=self._emit, checkpoint=self._save,
-                           nudges=self._nudges, submit_gate=gate)
-        try:
-            async with asyncio.timeout(job.request.deadline_s):
-                if resume:
-                    return await runner.resume(job, plan)
-                assert plan is not None
-                return await runner.run(job, plan)
-        except TimeoutError:
-            await self._cancel_current(job, status=None)
-            job.fail(DeadlineExceeded(f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
-        except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
-            self._end_current(job, exc)
-            job.fail(exc)
-        except Exception as exc:  # never leave a job without a terminal state
-            log.exception("job %s failed unexpectedly", job.id)
-            error = ReelgateError(f"internal error: {type(exc).__name__}")
-            self._end_current(job, error)
-            job.fail(error)
+    def _runner(self) -> JobRunner:
+        """The one runner every job of this gateway shares (it keeps no per-job state), made
+        on first use: its submit gate belongs to the running loop."""
+        runner = self.__dict__.get("_shared_runner")
+        if runner is None:
+            runner = self.__dict__["_shared_runner"] = JobRunner(
+                self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
+                on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
+                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT))
+        return runner
+
+    def _fail(self, job: VideoJob, error: ReelgateError) -> None:
+        self._end_current(job, error)
+        job.fail(error)
         self._emit(job)
-        return job
 
     def _end_current(self, job: VideoJob, error: ReelgateError) -> None:
         if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
@@ -358,3 +369,8 @@ class SyncGateway:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _planned(plan: Plan | None) -> Plan:
+    assert plan is not None, "a new job always has a plan"
+    return plan

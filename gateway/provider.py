@@ -99,23 +99,6 @@ class VendorJob:
     #: anything else the adapter needs later (kept small; JSON-serialisable)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def url(self, name: str, **params: str) -> httpx.URL:
-        """``urls[name]`` (plus query ``params``) parsed once for this job.
-
-        A job is polled for minutes with the same URL, and parsing one into an
-        ``httpx.URL`` is the largest part of building a status request (about two
-        thirds; docs/benchmarks.md). The parsed form is kept beside the fields, never
-        persisted: ``to_dict`` and equality see only the fields."""
-        key = (name, *sorted(params.items()))
-        cache: dict[tuple[str, ...], httpx.URL] = self.__dict__.setdefault("_parsed_urls", {})
-        parsed = cache.get(key)
-        if parsed is None:
-            parsed = httpx.URL(self.urls[name])
-            if params:
-                parsed = parsed.copy_merge_params(params)
-            cache[key] = parsed
-        return parsed
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["urls"] = dict(self.urls)

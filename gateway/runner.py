@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from decimal import Decimal
+from typing import Any
 
 import httpx
 
@@ -42,7 +43,7 @@ from gateway.request import RoutePolicy
 from gateway.routing import Candidate, Plan
 from gateway.routing.plan import latency_key
 from gateway.routing.health import Health
-from gateway.vendor_calls import LiveAttempt, Sleep, VendorCalls
+from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
 
 OnUpdate = Callable[[VideoJob], None]
 #: persists the job; awaited before every vendor call that could create or change a job
@@ -70,7 +71,7 @@ class JobRunner:
         rng: random.Random | None = None,
         on_update: OnUpdate | None = None,
         checkpoint: Checkpoint | None = None,
-        nudges: dict[tuple[str, str], asyncio.Event] | None = None,
+        nudges: dict[tuple[str, str], Nudge] | None = None,
         submit_gate: asyncio.Semaphore | None = None,
     ) -> None:
         self.providers = providers
@@ -85,10 +86,10 @@ class JobRunner:
         #: jobs waits here, cheaply, instead of as built requests queued on the connection pool
         self._submit_gate = submit_gate or asyncio.Semaphore(SUBMITS_IN_FLIGHT)
 
-    async def run(self, job: VideoJob, plan: Plan) -> VideoJob:
-        """Drive ``job`` through the plan's candidates to a terminal state."""
+    def run(self, job: VideoJob, plan: Plan) -> Coroutine[Any, Any, VideoJob]:
+        """Drive ``job`` through the plan's candidates to a terminal state (await it)."""
         job.plan = plan.to_dict()
-        return await self._continue(job, list(plan.candidates), None)
+        return self._continue(job, list(plan.candidates), None)
 
     async def resume(self, job: VideoJob, plan: Plan | None) -> VideoJob:
         """Pick up a job a previous process left unfinished (read back from the store).
@@ -216,8 +217,9 @@ class JobRunner:
                 racers[asyncio.create_task(self._poll(job, second))] = second
         return await self._race(job, racers)
 
-    async def _poll(self, job: VideoJob, live: LiveAttempt) -> VideoResult:
-        return await self.calls.poll_until_done(live, job, self._notify)
+    def _poll(self, job: VideoJob, live: LiveAttempt) -> Coroutine[Any, Any, VideoResult]:
+        # a plain function handing back the coroutine: no frame of its own while it waits
+        return self.calls.poll_until_done(live, job, self._notify)
 
     async def _follow(self, job: VideoJob, live: LiveAttempt) -> ProviderError | None:
         """One attempt, no hedge: poll it in the job's own task (a second task per job only

@@ -137,9 +137,7 @@ class ApiframeAdapter(Provider):
         )
 
     def build_status(self, job: VendorJob) -> httpx.Request:
-        if "status" not in job.urls:  # a job recorded before the URL was kept on it
-            return httpx.Request("GET", _status_url(job.base_url, job.vendor_id), headers=self._auth())
-        return httpx.Request("GET", job.url("status"), headers=self._auth())
+        return httpx.Request("GET", _status_url(job.base_url, job.vendor_id), headers=self._auth())
 
     def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
         if not response.is_success:

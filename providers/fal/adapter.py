@@ -141,7 +141,9 @@ class FalAdapter(Provider):
                          base_url=self.base_url, credential_ref=self.settings.credential_ref, urls=urls)
 
     def build_status(self, job: VendorJob) -> httpx.Request:
-        url = job.url("status", logs="1") if self.options["status_logs"] else job.url("status")
+        url: str | httpx.URL = job.urls["status"]
+        if self.options["status_logs"]:
+            url = _with_logs(str(url))
         return httpx.Request("GET", url, headers=self._headers())
 
     def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
@@ -161,7 +163,7 @@ class FalAdapter(Provider):
         return VendorStatus(VendorState.FAILED, answer.status, error=self._run_failure(answer))
 
     def build_result(self, job: VendorJob) -> httpx.Request:
-        return httpx.Request("GET", job.url("response"), headers=self._headers())
+        return httpx.Request("GET", job.urls["response"], headers=self._headers())
 
     def parse_result(self, job: VendorJob, response: httpx.Response) -> VideoResult:
         if not response.is_success:
@@ -176,7 +178,7 @@ class FalAdapter(Provider):
                            size_bytes=output.video.file_size, billed_units=billed)
 
     def build_cancel(self, job: VendorJob) -> httpx.Request:
-        return httpx.Request("PUT", job.url("cancel"), headers=self._headers())
+        return httpx.Request("PUT", job.urls["cancel"], headers=self._headers())
 
     def parse_cancel(self, job: VendorJob, response: httpx.Response) -> bool:
         body = _json(response)
@@ -274,6 +276,14 @@ class FalAdapter(Provider):
             if parsed.scheme not in ("http", "https") or parsed.netloc not in self._allowed_netlocs:
                 raise ProtocolError(f"{kind}_url points at another host ({parsed.host!r}); the key is not sent there",
                                     provider=self.name)
+
+
+def _with_logs(status_url: str) -> str | httpx.URL:
+    """The status URL asking for the run's logs (``?logs=1``), by plain concatenation when
+    it has no query of its own (fal's never has: this runs on every poll)."""
+    if "?" not in status_url and "#" not in status_url:
+        return f"{status_url}?logs=1"
+    return httpx.URL(status_url).copy_merge_params({"logs": "1"})
 
 
 def submit_body(request: VideoRequest, resolution: Resolution) -> dict[str, Any]:

@@ -269,7 +269,7 @@ class OpenAIVideoAdapter(Provider):
                          self.base_url, self.settings.credential_ref, urls)
 
     def build_status(self, job: VendorJob) -> httpx.Request:
-        return httpx.Request("GET", job.url("status"), headers=self._headers(Accept="application/json"))
+        return httpx.Request("GET", job.urls["status"], headers=self._headers(Accept="application/json"))
 
     def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
         video = self._video(response, phase="status")

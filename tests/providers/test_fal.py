@@ -304,11 +304,3 @@ def test_sandboxed_adapter_asks_the_emulator_for_webhook_keys() -> None:
     real = FalAdapter(ProviderSettings("fal"))
     assert real.build_webhook_keys().url.host.endswith("fal.ai")
 
-
-def test_status_url_is_parsed_once_per_job_and_never_persisted() -> None:
-    fal, j = adapter(), job()
-    assert str(fal.build_status(j).url) == j.urls["status"] + "?logs=1"
-    assert j.url("status", logs="1") is j.url("status", logs="1")  # polls do not parse it again
-    assert str(fal.build_result(j).url) == j.urls["response"] and j.url("response") is j.url("response")
-    assert j.to_dict() == VendorJob.from_dict(j.to_dict()).to_dict()
-    assert "_parsed_urls" not in j.to_dict() and VendorJob.from_dict(j.to_dict()) == j
