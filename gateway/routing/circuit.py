@@ -14,6 +14,7 @@ Not thread-safe by itself: :class:`gateway.routing.health.InProcessHealth` holds
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,6 +57,47 @@ class CircuitSettings:
             raise ValueError("cooldown_growth must be >= 1 and max_cooldown_s >= cooldown_s")
 
 
+class CallWindow:
+    """Calls and failures over the last ``span_s`` seconds, counted in buckets.
+
+    Memory and time per call are bounded by the number of buckets, not by the call rate:
+    a vendor taking thousands of calls a minute must not cost a record per call (that was
+    ~0.2 KB per job in flight). A bucket leaves the window once all of it is older than
+    the span, so the window may hold up to one bucket (``span_s / BUCKETS``) extra."""
+
+    BUCKETS = 60
+
+    __slots__ = ("span_s", "calls", "failures", "_width", "_buckets")
+
+    def __init__(self, span_s: float) -> None:
+        self.span_s = span_s
+        self.calls = self.failures = 0
+        self._width = span_s / self.BUCKETS
+        #: [bucket number, calls, failures], oldest first
+        self._buckets: deque[list[int]] = deque()
+
+    def add(self, now: float, failed: bool) -> None:
+        number = math.floor(now / self._width)
+        if not self._buckets or self._buckets[-1][0] != number:
+            self._buckets.append([number, 0, 0])
+        bucket = self._buckets[-1]
+        bucket[1] += 1
+        bucket[2] += failed
+        self.calls += 1
+        self.failures += failed
+        self.prune(now)
+
+    def prune(self, now: float) -> None:
+        while self._buckets and (self._buckets[0][0] + 1) * self._width <= now - self.span_s:
+            _, calls, failures = self._buckets.popleft()
+            self.calls -= calls
+            self.failures -= failures
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self.calls = self.failures = 0
+
+
 class Circuit:
     """The state machine of one key. Every method takes ``now`` (seconds, monotonic)."""
 
@@ -63,8 +105,7 @@ class Circuit:
         self.name = name
         self.settings = settings
         self._consecutive = 0
-        #: (time, failed) of recent calls, oldest first; pruned to the window
-        self._window: deque[tuple[float, bool]] = deque()
+        self._window = CallWindow(settings.window_s)
         self._opened_at: float | None = None
         self._tripped_by = ""
         self._failed_probes = 0
@@ -135,16 +176,13 @@ class Circuit:
         s = self.settings
         if self._consecutive >= s.consecutive_failures:
             return f"{self._consecutive} consecutive failures"
-        calls = len(self._window)
-        failures = sum(failed for _, failed in self._window)
+        calls, failures = self._window.calls, self._window.failures
         if calls >= s.min_calls and failures / calls >= s.failure_rate:
             return f"{failures} of {calls} calls failed in the last {s.window_s:.0f} s"
         return ""
 
     def _remember(self, now: float, *, failed: bool) -> None:
-        self._window.append((now, failed))
-        while self._window and self._window[0][0] <= now - self.settings.window_s:
-            self._window.popleft()
+        self._window.add(now, failed)
 
     @property
     def _open_reason(self) -> str:
@@ -169,13 +207,14 @@ class Circuit:
         self._window.clear()
 
     def snapshot(self, now: float) -> dict[str, object]:
-        recent = [failed for t, failed in self._window if t > now - self.settings.window_s]
+        self._window.prune(now)
         state = self.state(now)
         snap: dict[str, object] = {
             "state": state.value,
             "reason": self.allow(now)[1],
             "consecutive_failures": self._consecutive,
-            "window": {"calls": len(recent), "failures": sum(recent), "seconds": self.settings.window_s},
+            "window": {"calls": self._window.calls, "failures": self._window.failures,
+                       "seconds": self.settings.window_s},
             "cooldown_s": self._cooldown_s,
         }
         if self._opened_at is not None:

@@ -1,6 +1,6 @@
 import pytest
 
-from gateway.routing.circuit import CircuitBreaker, CircuitSettings, CircuitState
+from gateway.routing.circuit import CallWindow, CircuitBreaker, CircuitSettings, CircuitState
 from tests.support import FakeClock
 
 
@@ -156,3 +156,15 @@ def test_snapshot_shape():
 def test_settings_reject_nonsense(bad: dict[str, float]):
     with pytest.raises(ValueError):
         CircuitSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_window_counts_in_buckets_bounded_by_the_span_not_the_call_rate():
+    window = CallWindow(60.0)
+    for i in range(10_000):  # ~170 calls a second for a minute
+        window.add(1000.0 + i * 0.006, failed=i % 4 == 0)
+    assert (window.calls, window.failures) == (10_000, 2_500)
+    assert len(window._buckets) <= CallWindow.BUCKETS + 1
+    window.add(1000.0 + 60.0 + 30.0, failed=True)  # half a minute on: the first half has left
+    assert 4_900 <= window.calls <= 5_200 and window.failures <= 1_300
+    window.prune(1000.0 + 60.0 * 3)
+    assert (window.calls, window.failures) == (0, 0)
