@@ -11,7 +11,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,17 @@ class Gateway:
         if task is not None:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         return self.jobs[job_id]
+
+    async def wait_all(self, jobs: Iterable[VideoJob | str], *, timeout: float | None = None) -> list[VideoJob]:
+        """Wait for many jobs at once; those not terminal by ``timeout`` come back as they
+        stand, still running. One callback per job and no task per waiter, so a batch of
+        thousands costs no more than the jobs themselves (gathering ``wait`` per job
+        added ~1 KB per job in flight)."""
+        ids = [job if isinstance(job, str) else job.id for job in jobs]
+        running = [task for job_id in ids if (task := self._tasks.get(job_id)) is not None and not task.done()]
+        if running:
+            await asyncio.wait(running, timeout=timeout)  # never cancels the jobs themselves
+        return [self.jobs[job_id] for job_id in ids]
 
     async def generate(
         self, request: VideoRequest, *, output: str | Path | None = None, on_update: OnUpdate | None = None

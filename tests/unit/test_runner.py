@@ -146,6 +146,20 @@ async def test_idempotency_key_returns_the_same_job(serve):
     assert a is b and emus["toy"].accepted_submissions == 1
 
 
+async def test_wait_all_waits_for_every_job_and_a_timeout_cancels_none(serve):
+    clock = FakeClock()
+    gw, emus = build(serve, clock, {"toyb": ["slow:delay=1"]})
+    async with gw:
+        jobs = [await gw.submit(VideoRequest(prompt=f"fox {i}", providers=("toy",))) for i in range(3)]
+        done = await gw.wait_all([jobs[0], jobs[1].id, jobs[2]])
+        assert [j.id for j in done] == [j.id for j in jobs]
+        assert all(j.status is JobStatus.SUCCEEDED for j in done)
+        stuck = await gw.submit(VideoRequest(prompt="slow fox", providers=("toyb",)))
+        [still] = await gw.wait_all([stuck], timeout=0.2)  # toyb holds its answer for 1 s
+        assert still is stuck and not still.status.terminal
+        assert not gw._tasks[stuck.id].cancelled() and not gw._tasks[stuck.id].done()
+
+
 async def test_deadline_cancels_at_the_vendor(serve):
     clock = FakeClock()
     gw, emus = build(serve, clock)
