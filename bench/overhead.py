@@ -1,7 +1,7 @@
 """What does the gateway add over hand-written HTTP? Latency per job and throughput.
 
     python -m bench.overhead [--jobs 1280] [--concurrency 64] [--poll-s 0.005]
-                             [--run-s 0] [--server sandbox|stub] [--profile]
+                             [--run-s 0] [--server sandbox|stub] [--profile] [--no-gc-freeze]
     python -m bench.overhead --compare-transports --server stub [--pairs 2000] [--rounds 3]
 
 The same workload runs twice, each against a fresh server process: through
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import contextvars
 import cProfile
+import gc
 import json
 import pstats
 import sys
@@ -268,7 +269,8 @@ def report(raw: Pass, gw: Pass, args: argparse.Namespace) -> None:
     added_p99 = (percentile(gw.work_s, 99) - percentile(raw.work_s, 99)) * 1000
     share = gw.jobs_per_s / raw.jobs_per_s if raw.jobs_per_s else 0.0
     print(f"# {machine()}; {args.jobs} jobs, {args.concurrency} concurrent, poll every {args.poll_s * 1000:g} ms, "
-          f"emulated run {args.run_s:g} s, {args.server} server in a separate process")
+          f"emulated run {args.run_s:g} s, {args.server} server in a separate process, "
+          f"gc.freeze() {'off' if args.no_gc_freeze else 'on'}")
     print(f"{'path':12} {'work median ms':>15} {'work p99 ms':>12} {'jobs/s':>8} {'CPU ms/job':>11} {'failed':>7}")
     for p in (raw, gw):
         print(f"{p.name:12} {median(p.work_s) * 1000:15.2f} {percentile(p.work_s, 99) * 1000:12.2f} "
@@ -288,6 +290,8 @@ def main() -> None:
     parser.add_argument("--run-s", type=float, default=0.0, help="emulated run time (sandbox only)")
     parser.add_argument("--server", choices=["sandbox", "stub"], default="sandbox")
     parser.add_argument("--profile", action="store_true", help="cProfile the gateway pass")
+    parser.add_argument("--no-gc-freeze", action="store_true",
+                        help="leave start-up objects to the collector (what a process that never freezes pays)")
     parser.add_argument("--compare-transports", action="store_true",
                         help="instead: submit+status pairs/s through each candidate transport")
     parser.add_argument("--pairs", type=int, default=2000, help="with --compare-transports")
@@ -298,6 +302,10 @@ def main() -> None:
             results = asyncio.run(compare_transports(url, args.pairs, args.concurrency, args.rounds))
         report_transports(results, args)
         return
+    # as `reelgate serve` does once started: the imported world out of the collector's
+    # reach, for both passes alike (without it the gateway's p99 carries full collections)
+    if not args.no_gc_freeze:
+        gc.freeze()
     with fresh_server(args.server, args.run_s) as url:
         raw = asyncio.run(raw_pass(url, args.jobs, args.concurrency, args.poll_s))
     profiler = cProfile.Profile() if args.profile else None

@@ -9,6 +9,7 @@ emulated jobs take (``{"fal": {"queue_s": 0, "run_s": 3}}``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 from collections.abc import Mapping
@@ -110,6 +111,10 @@ def bind(host: str, port: int) -> socket.socket:
 def serve_forever(app: object, host: str, port: int, *, lifespan: str = "off") -> None:
     """Serve ``app`` in the foreground until interrupted (``reelgate sandbox``, ``serve``)."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan))
+    # What is alive now (modules, settings, the app) lives as long as the process: frozen
+    # out of the collector's reach, a full collection no longer walks it. Those walks were
+    # the p99 of a job through the gateway (docs/benchmarks.md, section 2).
+    gc.freeze()
     asyncio.run(server.serve(sockets=[bind(host, port)]))
 
 
