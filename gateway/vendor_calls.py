@@ -155,7 +155,7 @@ class VendorCalls:
         overridden = self.settings.polling.initial_s is not None
         hint: float | None = None
         from_progress: float | None = None
-        #: elapsed seconds when the job was last seen not yet running: the earliest it began
+        # elapsed seconds when the job was last seen not yet running: the earliest it began
         queued_until = 0.0
         errors = 0
         key = (provider.name, vjob.vendor_id)

@@ -28,6 +28,16 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
     return head + await reader.readexactly(length)
 
 
+def answering(raw: bytes) -> Handler:
+    """A handler that reads one request and writes ``raw`` (a whole HTTP answer) back."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(raw)
+        await writer.drain()
+
+    return answer
+
+
 @asynccontextmanager
 async def server(handler: Handler) -> AsyncIterator[str]:
     """``handler`` serving raw TCP on a loopback port; yields the base URL."""
@@ -77,24 +87,14 @@ async def test_the_shared_client_uses_the_aiohttp_transport() -> None:
 
 
 async def test_an_answer_is_read_whole() -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(OK)
-        await writer.drain()
-
-    async with server(answer) as url, client() as http:
+    async with server(answering(OK)) as url, client() as http:
         response = await send(http, "vendor", submit(url), Phase.SUBMIT)
     assert response.status_code == 200
     assert response.json() == {"ok": True}
 
 
 async def test_a_whole_answer_behaves_as_an_httpx_response_read_in_full() -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(OK)
-        await writer.drain()
-
-    async with server(answer) as url, client() as http:
+    async with server(answering(OK)) as url, client() as http:
         request = poll(url)
         response = await send(http, "vendor", request, Phase.POLL)
         assert await response.aread() == BODY  # reading again is harmless
@@ -108,13 +108,8 @@ async def test_a_whole_answer_behaves_as_an_httpx_response_read_in_full() -> Non
 async def test_a_compressed_answer_is_decoded() -> None:
     packed = gzip.compress(BODY)
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(head + b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed))
-        await writer.drain()
-
-    async with server(answer) as url, client() as http:
+    raw = head + b"Content-Length: %d\r\n\r\n%s" % (len(packed), packed)
+    async with server(answering(raw)) as url, client() as http:
         response = await send(http, "vendor", poll(url), Phase.POLL)
     assert response.json() == {"ok": True}
     assert response.headers["content-encoding"] == "gzip"
