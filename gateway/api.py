@@ -11,6 +11,7 @@ import hashlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,12 @@ class QuoteReport:
         }
 
 
+#: finished jobs a gateway keeps in memory (``get``, ``wait``, in-process idempotency keys);
+#: older ones are let go. With a store they remain readable there (``fetch``, ``wait``) and
+#: their idempotency keys keep working; without one, a key is remembered this long.
+RETAIN_FINISHED = 10_000
+
+
 class Gateway:
     """Plans, submits and tracks video jobs across the configured providers."""
 
@@ -73,6 +80,7 @@ class Gateway:
         health: Health | None = None,
         store: JobStore | None = None,
         load_failures: Mapping[str, str] | None = None,
+        retain_finished: int = RETAIN_FINISHED,
     ) -> None:
         self.settings = settings
         self.providers = dict(providers)
@@ -85,6 +93,9 @@ class Gateway:
         #: where jobs are persisted before any vendor call; None keeps them in this process only
         self.store = store
         self.jobs: dict[str, VideoJob] = {}
+        #: finished jobs still in ``jobs``, oldest first (see RETAIN_FINISHED)
+        self._finished: deque[str] = deque()
+        self.retain_finished = retain_finished
         self._tasks: dict[str, asyncio.Task[VideoJob]] = {}
         self._by_idempotency_key: dict[tuple[str | None, str], str] = {}
         self._listeners: dict[str, list[OnUpdate]] = {}
@@ -178,7 +189,7 @@ class Gateway:
         task = self._tasks.get(job_id)
         if task is not None:
             await asyncio.wait_for(asyncio.shield(task), timeout)
-        return self.jobs[job_id]
+        return await self._known(job_id)
 
     async def wait_all(self, jobs: Iterable[VideoJob | str], *, timeout: float | None = None) -> list[VideoJob]:
         """Wait for many jobs at once; those not terminal by ``timeout`` come back as they
@@ -189,7 +200,14 @@ class Gateway:
         running = [task for job_id in ids if (task := self._tasks.get(job_id)) is not None and not task.done()]
         if running:
             await asyncio.wait(running, timeout=timeout)  # never cancels the jobs themselves
-        return [self.jobs[job_id] for job_id in ids]
+        return [await self._known(job_id) for job_id in ids]
+
+    async def _known(self, job_id: str) -> VideoJob:
+        """A job this gateway started: in memory, or in the store once it was let go."""
+        job = await self.fetch(job_id)
+        if job is None:
+            raise KeyError(f"unknown job {job_id!r} (finished and no longer kept; configure a store to keep them)")
+        return job
 
     async def generate(
         self, request: VideoRequest, *, output: str | Path | None = None, on_update: OnUpdate | None = None
@@ -307,6 +325,18 @@ class Gateway:
             return job
         finally:  # the reservation becomes what the job really cost (zero if nothing billed)
             self.ledger.settle(job.id, job.cost_usd)
+            self._retire(job)
+
+    def _retire(self, job: VideoJob) -> None:
+        """The job's task is ending: keep the job at hand for a while, then let it go, so a
+        process that runs for weeks does not keep every job it ever ran."""
+        self._tasks.pop(job.id, None)
+        self._listeners.pop(job.id, None)
+        self._finished.append(job.id)
+        while len(self._finished) > self.retain_finished:
+            old = self.jobs.pop(self._finished.popleft(), None)
+            if old is not None and old.request.idempotency_key is not None:
+                self._by_idempotency_key.pop((old.owner, old.request.idempotency_key), None)
 
     async def _save(self, job: VideoJob) -> None:
         if self.store is not None:
@@ -345,41 +375,6 @@ class Gateway:
     def _emit(self, job: VideoJob) -> None:
         for listener in self._listeners.get(job.id, []):
             listener(job)
-
-
-class SyncGateway:
-    """Blocking facade: one event loop owned by the facade, the async ``Gateway`` inside."""
-
-    def __init__(self, factory: Callable[[], Gateway]) -> None:
-        self._runner = asyncio.Runner()
-
-        async def build() -> Gateway:
-            return factory()
-
-        self._gateway = self._runner.run(build())
-
-    @property
-    def gateway(self) -> Gateway:
-        return self._gateway
-
-    def quote(self, request: VideoRequest) -> QuoteReport:
-        return self._gateway.quote(request)
-
-    def generate(self, request: VideoRequest, **kw: Any) -> VideoJob:
-        return self._runner.run(self._gateway.generate(request, **kw))
-
-    def cancel(self, job: VideoJob | str) -> VideoJob:
-        return self._runner.run(self._gateway.cancel(job))
-
-    def close(self) -> None:
-        self._runner.run(self._gateway.aclose())
-        self._runner.close()
-
-    def __enter__(self) -> SyncGateway:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
 
 def _planned(plan: Plan | None) -> Plan:

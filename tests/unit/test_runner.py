@@ -225,3 +225,27 @@ async def test_request_retry_budget_caps_retries_across_attempts(serve):
         job = await gw.generate(VideoRequest(prompt="a fox"))
     assert job.provider == "toyc"
     assert [a.submit_retries for a in job.attempts] == [3, 1, 0]
+
+
+async def test_finished_jobs_are_let_go_after_the_retention_and_stay_in_the_store(serve, tmp_path):
+    from gateway.store.sqlite import SqliteJobStore
+
+    clock = FakeClock()
+    gw, _ = build(serve, clock)
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        kept = Gateway(gw.settings, gw.providers, sleep=clock.sleep, store=store, retain_finished=2)
+        async with kept:
+            jobs = [await kept.generate(VideoRequest(prompt=f"fox {i}", idempotency_key=f"k{i}")) for i in range(4)]
+            assert set(kept.jobs) == {jobs[2].id, jobs[3].id} and not kept._tasks  # nothing else held
+            assert kept.get(jobs[0].id) is None
+            again = await kept.wait(jobs[0].id)  # from the store now
+            assert again.id == jobs[0].id and again.status is JobStatus.SUCCEEDED
+            same = await kept.submit(VideoRequest(prompt="fox 0", idempotency_key="k0"))
+            assert same.id == jobs[0].id  # the key still finds the job, through the store
+    async with gw:
+        alone = Gateway(gw.settings, gw.providers, sleep=clock.sleep, retain_finished=1)
+        async with alone:
+            first = await alone.generate(VideoRequest(prompt="a"))
+            await alone.generate(VideoRequest(prompt="b"))
+            with pytest.raises(KeyError, match="no longer kept"):
+                await alone.wait(first.id)

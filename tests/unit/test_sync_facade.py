@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from reelgate_toyvendor import ToyAdapter
 
-from gateway.api import Gateway, SyncGateway
+from gateway.api import Gateway
+from gateway.sync_facade import SyncGateway
 from gateway.config import PollingConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.job import JobStatus
