@@ -93,6 +93,53 @@ class FetchedImage:
         return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode()}"
 
 
+class AddressVetter:
+    """Decides which address a URL may be reached at (module docstring, points 1 and 2)."""
+
+    def __init__(self, *, allow_private: bool = False, resolver: Resolver = system_resolver) -> None:
+        self.allow_private = allow_private
+        self._resolve = resolver
+
+    async def address(self, url: httpx.URL, field: str) -> IPAddress:
+        host = url.host
+        try:
+            addresses: list[IPAddress] = [ipaddress.ip_address(host)]
+            is_literal = True
+        except ValueError:
+            addresses = await self._addresses_of(host, url.port or _default_port(url), field)
+            is_literal = False
+        if not self.allow_private:
+            for address in addresses:
+                reason = blocked_reason(address)
+                if reason is not None:
+                    subject = f"{host} is" if is_literal else f"{host} resolves to {address},"
+                    raise InvalidRequest(field, f"{subject} a {reason} address; only public addresses may be fetched")
+        return addresses[0]
+
+    async def _addresses_of(self, host: str, port: int, field: str) -> list[IPAddress]:
+        try:
+            answers = await self._resolve(host, port)
+        except OSError:
+            answers = []
+        if not answers:
+            raise InvalidRequest(field, f"host {host} cannot be resolved")
+        return [ipaddress.ip_address(answer) for answer in answers]
+
+    async def pin(self, request: httpx.Request, *, field: str) -> httpx.Request:
+        """``request`` addressed to a vetted address of its host (``InvalidRequest`` when
+        there is none): the name travels in Host and TLS SNI, the socket goes to the
+        vetted address only, so a DNS answer that changes afterwards is never consulted."""
+        url = request.url
+        address = str(await self.address(url, field))
+        extensions = dict(request.extensions)
+        if url.host != address:
+            extensions["sni_hostname"] = url.host
+        headers = request.headers.copy()
+        headers["host"] = url.netloc.decode("ascii")
+        return httpx.Request(request.method, url.copy_with(host=address), headers=headers,
+                             content=request.content, extensions=extensions)
+
+
 class SafeFetcher:
     """Fetches image URLs only from public addresses (see the module docstring).
 
@@ -104,11 +151,10 @@ class SafeFetcher:
                  max_redirects: int = DEFAULT_MAX_REDIRECTS, timeout_s: float = DEFAULT_TIMEOUT_S,
                  resolver: Resolver = system_resolver,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.allow_private = allow_private
+        self.vetter = AddressVetter(allow_private=allow_private, resolver=resolver)
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
         self.timeout_s = timeout_s
-        self._resolve = resolver
         self._client = httpx.AsyncClient(
             transport=transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)),
             trust_env=False, follow_redirects=False, timeout=httpx.Timeout(timeout_s),
@@ -134,7 +180,7 @@ class SafeFetcher:
     async def check_public(self, url: str, *, field: str) -> None:
         """Refuse ``url`` unless its host resolves to public addresses only (no request is
         sent). For URLs the service will call later, such as a job's own webhook."""
-        await self._vetted_address(_parse_url(url, field), field)
+        await self.vetter.address(_parse_url(url, field), field)
 
     async def _follow(self, url: str, field: str) -> FetchedImage:
         current = _parse_url(url, field)
@@ -156,41 +202,11 @@ class SafeFetcher:
         raise InvalidRequest(field, f"{url} redirected more than {self.max_redirects} times")
 
     async def _send(self, url: httpx.URL, field: str) -> httpx.Response:
-        address = await self._vetted_address(url, field)
-        pinned = url.copy_with(host=str(address))
-        # The name travels in Host and SNI; the socket goes to the vetted address only.
-        extensions = {} if url.host == str(address) else {"sni_hostname": url.host}
-        request = httpx.Request("GET", pinned, headers={"host": url.netloc.decode("ascii"), "accept": "image/*"},
-                                extensions=extensions)
+        request = await self.vetter.pin(httpx.Request("GET", url, headers={"accept": "image/*"}), field=field)
         try:
             return await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise InvalidRequest(field, f"cannot fetch {url} ({type(exc).__name__})") from None
-
-    async def _vetted_address(self, url: httpx.URL, field: str) -> IPAddress:
-        host = url.host
-        try:
-            addresses: list[IPAddress] = [ipaddress.ip_address(host)]
-            is_literal = True
-        except ValueError:
-            addresses = await self._addresses_of(host, url.port or _default_port(url), field)
-            is_literal = False
-        if not self.allow_private:
-            for address in addresses:
-                reason = blocked_reason(address)
-                if reason is not None:
-                    subject = f"{host} is" if is_literal else f"{host} resolves to {address},"
-                    raise InvalidRequest(field, f"{subject} a {reason} address; only public addresses may be fetched")
-        return addresses[0]
-
-    async def _addresses_of(self, host: str, port: int, field: str) -> list[IPAddress]:
-        try:
-            answers = await self._resolve(host, port)
-        except OSError:
-            answers = []
-        if not answers:
-            raise InvalidRequest(field, f"host {host} cannot be resolved")
-        return [ipaddress.ip_address(answer) for answer in answers]
 
     async def _read_capped(self, response: httpx.Response, url: httpx.URL, field: str) -> bytes:
         too_large = InvalidRequest(field, f"{url} is larger than the {self.max_bytes}-byte limit")
@@ -206,6 +222,33 @@ class SafeFetcher:
         except httpx.TransportError as exc:
             raise InvalidRequest(field, f"{url} was cut off ({type(exc).__name__})") from None
         return bytes(body)
+
+
+class AddressRefused(httpx.ConnectError):
+    """A call refused before connecting: its host resolves to an address it may not reach."""
+
+
+class PublicOnlyTransport(httpx.AsyncBaseTransport):
+    """Sends each request only to a vetted public address of its host, pinned as
+    :meth:`AddressVetter.pin` does: for URLs a caller gave us that we call later, such as a
+    job's webhook (checked at submit, and again here, where a DNS answer could since have
+    turned to ``127.0.0.1``). A refusal is an :class:`AddressRefused` transport error."""
+
+    def __init__(self, *, allow_private: bool = False, resolver: Resolver = system_resolver,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._vetter = AddressVetter(allow_private=allow_private, resolver=resolver)
+        # no keep-alive: two names on one address must never share a connection
+        self._inner = transport or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            pinned = await self._vetter.pin(request, field="url")
+        except InvalidRequest as exc:
+            raise AddressRefused(exc.reason, request=request) from None
+        return await self._inner.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def _parse_url(url: str, field: str) -> httpx.URL:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
+
 from gateway.api import Gateway
 from gateway.budget import SpendLedger
 from gateway.config import Settings
@@ -26,7 +28,7 @@ from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
 from gateway.provider import Secret, VideoResult
 from gateway.request import ImageKind, VideoRequest
-from gateway.safe_fetch import SafeFetcher
+from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.metrics import Metrics
 from gateway.store import open_store
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
@@ -61,6 +63,7 @@ class Service:
     _key_caches: dict[str, KeyCache] = field(default_factory=dict)
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _ledgers: dict[str, SpendLedger] = field(default_factory=dict)
+    _hooks: httpx.AsyncClient | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
@@ -88,6 +91,8 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._watchers.values(), return_exceptions=True)
         await self.gateway.aclose()
+        if self._hooks is not None:
+            await self._hooks.aclose()
         await self.store.close()
         await self.storage.aclose()
 
@@ -185,10 +190,20 @@ class Service:
     async def _notify_app(self, job: VideoJob) -> None:
         """One signed POST of the terminal state, retried until acknowledged; recorded."""
         assert self.webhook_secret is not None and job.request.webhook_url
-        record = await deliver(self.gateway.client, job.request.webhook_url,
+        record = await deliver(self.hooks_client, job.request.webhook_url,
                                job_event(job.to_dict(), now=time.time()), self.webhook_secret.reveal())
         job.webhooks.append(record.to_dict())
         await self.store.save(job)
+
+    @property
+    def hooks_client(self) -> httpx.AsyncClient:
+        """The client for the jobs' own webhooks: each call goes only to an address vetted
+        at that moment (the URL was checked at submit, but its DNS answer may have changed
+        to an internal address since), with no proxy and no redirects."""
+        if self._hooks is None:
+            self._hooks = httpx.AsyncClient(transport=PublicOnlyTransport(allow_private=self.sandbox),
+                                            trust_env=False, follow_redirects=False)
+        return self._hooks
 
     async def get(self, job_id: str, key: ApiKey | None) -> VideoJob | None:
         return await self.gateway.fetch(job_id, owner=key.id if key else None)

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.emulation.sandbox import BackgroundServer
+from gateway.safe_fetch import PublicOnlyTransport
 from gateway.webhooks.outbound import verify
 from tests.service.conftest import WEBHOOK_SECRET, free_port
 
@@ -88,3 +89,5 @@ def test_the_jobs_own_webhook_is_signed_delivered_and_recorded(service):
     record = job["webhooks"][0]
     assert record["delivered"] and len(record["attempts"]) == 2 and "token" not in record["url"]
     assert WEBHOOK_SECRET not in str(job)
+    # each delivery re-vets the address it connects to (DNS may have changed since submit)
+    assert isinstance(service.client.app.state.service.hooks_client._transport, PublicOnlyTransport)
