@@ -102,6 +102,7 @@ class Gateway:
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
         self.ledger = SpendLedger(settings.budgets.per_day_usd)
+        self._shared_runner: JobRunner | None = None
 
     @classmethod
     def from_settings(
@@ -345,9 +346,9 @@ class Gateway:
     def _runner(self) -> JobRunner:
         """The one runner every job of this gateway shares (it keeps no per-job state), made
         on first use: its submit gate belongs to the running loop."""
-        runner = self.__dict__.get("_shared_runner")
+        runner = self._shared_runner
         if runner is None:
-            runner = self.__dict__["_shared_runner"] = JobRunner(
+            runner = self._shared_runner = JobRunner(
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
                 on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
                 submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT))
@@ -363,10 +364,9 @@ class Gateway:
             job.current.finish(AttemptOutcome.REJECTED, error)
 
     async def _cancel_current(self, job: VideoJob, status: JobStatus | None = JobStatus.CANCELLED) -> None:
-        runner = JobRunner(self.providers, self.client, self.settings)
         for attempt in job.attempts:  # a hedged job may have two in flight
             if attempt.outcome is AttemptOutcome.PENDING:
-                await runner.cancel_at_vendor(attempt)
+                await self._runner().cancel_at_vendor(attempt)
                 attempt.finish(AttemptOutcome.CANCELLED)
         if status is not None and not job.status.terminal:
             job.move(status)
