@@ -313,10 +313,13 @@ class Gateway:
                 else:
                     async with asyncio.timeout(job.request.deadline_s):
                         job = await work
-            except TimeoutError:
-                await self._cancel_current(job, status=None)
-                job.fail(DeadlineExceeded(f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
-                self._emit(job)
+            except TimeoutError as exc:
+                if job.request.deadline_s is None:  # not the deadline: a call inside timed out
+                    self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
+                else:
+                    await self._cancel_current(job, status=None)
+                    self._fail(job, DeadlineExceeded(
+                        f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
             except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
                 self._fail(job, exc)
             except Exception as exc:  # never leave a job without a terminal state
@@ -332,10 +335,11 @@ class Gateway:
         """The job's task is ending: keep the job at hand for a while, then let it go, so a
         process that runs for weeks does not keep every job it ever ran."""
         self._tasks.pop(job.id, None)
-        self._listeners.pop(job.id, None)
         self._finished.append(job.id)
         while len(self._finished) > self.retain_finished:
-            old = self.jobs.pop(self._finished.popleft(), None)
+            job_id = self._finished.popleft()
+            self._listeners.pop(job_id, None)
+            old = self.jobs.pop(job_id, None)
             if old is not None and old.request.idempotency_key is not None:
                 self._by_idempotency_key.pop((old.owner, old.request.idempotency_key), None)
 

@@ -249,3 +249,18 @@ async def test_finished_jobs_are_let_go_after_the_retention_and_stay_in_the_stor
             await alone.generate(VideoRequest(prompt="b"))
             with pytest.raises(KeyError, match="no longer kept"):
                 await alone.wait(first.id)
+
+
+class ToyTimingOut(ToyAdapter):
+    name = "toy"
+
+    def parse_status(self, job, response):
+        raise TimeoutError  # a timeout inside a call, not the request's deadline
+
+
+async def test_a_stray_timeout_without_a_deadline_still_ends_the_job(serve):
+    clock = FakeClock()
+    gw, _ = build(serve, clock, classes=(ToyTimingOut,))
+    async with gw:
+        job = await gw.generate(VideoRequest(prompt="a fox"))
+    assert job.status is JobStatus.FAILED and job.error["message"] == "internal error: TimeoutError"
