@@ -190,25 +190,30 @@ class Gateway:
         task = self._tasks.get(job_id)
         if task is not None:
             await asyncio.wait_for(asyncio.shield(task), timeout)
-        return await self._known(job_id)
+        return await self._known(job)
 
     async def wait_all(self, jobs: Iterable[VideoJob | str], *, timeout: float | None = None) -> list[VideoJob]:
         """Wait for many jobs at once; those not terminal by ``timeout`` come back as they
         stand, still running. One callback per job and no task per waiter, so a batch of
         thousands costs no more than the jobs themselves (gathering ``wait`` per job
         added ~1 KB per job in flight)."""
-        ids = [job if isinstance(job, str) else job.id for job in jobs]
-        running = [task for job_id in ids if (task := self._tasks.get(job_id)) is not None and not task.done()]
+        jobs = list(jobs)
+        running = [task for job in jobs if (task := self._tasks.get(job if isinstance(job, str) else job.id))
+                   is not None and not task.done()]
         if running:
             await asyncio.wait(running, timeout=timeout)  # never cancels the jobs themselves
-        return [await self._known(job_id) for job_id in ids]
+        return [await self._known(job) for job in jobs]
 
-    async def _known(self, job_id: str) -> VideoJob:
-        """A job this gateway started: in memory, or in the store once it was let go."""
-        job = await self.fetch(job_id)
-        if job is None:
-            raise KeyError(f"unknown job {job_id!r} (finished and no longer kept; configure a store to keep them)")
-        return job
+    async def _known(self, job: VideoJob | str) -> VideoJob:
+        """A job this gateway started: in memory; once let go, from the store, or the job
+        object the caller holds (the runner updated that very object)."""
+        job_id = job if isinstance(job, str) else job.id
+        found = await self.fetch(job_id)
+        if found is not None:
+            return found
+        if isinstance(job, VideoJob):
+            return job
+        raise KeyError(f"unknown job {job_id!r} (finished and no longer kept; configure a store to keep them)")
 
     async def generate(
         self, request: VideoRequest, *, output: str | Path | None = None, on_update: OnUpdate | None = None

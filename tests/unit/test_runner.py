@@ -249,6 +249,9 @@ async def test_finished_jobs_are_let_go_after_the_retention_and_stay_in_the_stor
             await alone.generate(VideoRequest(prompt="b"))
             with pytest.raises(KeyError, match="no longer kept"):
                 await alone.wait(first.id)
+            # the caller's own job object is the live one: waiting on it still answers
+            assert await alone.wait(first) is first and first.status is JobStatus.SUCCEEDED
+            assert await alone.wait_all([first]) == [first]
 
 
 class ToyTimingOut(ToyAdapter):
