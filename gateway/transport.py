@@ -222,7 +222,7 @@ def _whole_response(status: int, raw_headers: RawHeaders, body: bytes, request: 
     """An ``httpx.Response`` around a body already read in full.
 
     ``httpx.Response(content=...)`` runs the body through the decoder chain and rewrites
-    Content-Length, about 8 us of a poll's 40 us of gateway CPU. An unencoded body needs
+    Content-Length: ~9 us per response here, against ~1.5 us this way. An unencoded body needs
     neither, so it is set as the already-read content (what ``read()`` would store; httpx
     is pinned below 0.29, and tests/unit/test_transport.py pins this). A compressed body
     takes httpx's own path, which decodes it."""
