@@ -9,18 +9,14 @@ from fastapi.responses import JSONResponse
 
 from gateway.keys import ApiKey
 from gateway.request import VideoRequest
-from gateway.server.app import caller, json_body, not_found
+from gateway.server.http import caller, json_body, not_found, service_of
 from gateway.server.openai_compat import video_object
-from gateway.server.service import Service
 
 router = APIRouter(prefix="/v1", tags=["native"])
 
 _REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/VideoRequest"}}}}}
 
-
-def service_of(request: Request) -> Service:
-    return request.app.state.service
 
 
 @router.post("/quotes", openapi_extra=_REQUEST_SCHEMA, response_model=None)
@@ -61,10 +57,14 @@ async def get_job(job_id: str, request: Request, key: ApiKey | None = Depends(ca
 @router.post("/jobs/{job_id}/cancel", response_model=None)
 async def cancel_job(job_id: str, request: Request, key: ApiKey | None = Depends(caller)) -> dict[str, Any]:
     job = await service_of(request).cancel(job_id, key)
+    if job is None:
+        raise not_found("job")
     return job.to_dict()
 
 
 @router.post("/videos/{video_id}/cancel", response_model=None)
 async def cancel_video(video_id: str, request: Request, key: ApiKey | None = Depends(caller)) -> dict[str, Any]:
     job = await service_of(request).cancel(video_id, key)
+    if job is None:
+        raise not_found("video")
     return video_object(job)

@@ -14,9 +14,8 @@ from gateway.errors import InvalidRequest
 from gateway.job import JobStatus
 from gateway.keys import ApiKey
 from gateway.request import sniff_image_type
-from gateway.server.app import ApiError, caller, json_body, not_found
+from gateway.server.http import ApiError, caller, json_body, not_found, service_of
 from gateway.server.openai_compat import request_from_openai, video_object
-from gateway.server.service import Service
 
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
 
@@ -59,9 +58,6 @@ _CREATE_SCHEMA = {
     }
 }
 
-
-def service_of(request: Request) -> Service:
-    return request.app.state.service
 
 
 @router.post("", status_code=200, openapi_extra=_CREATE_SCHEMA, response_model=None)

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.server.http import service_of
+
 router = APIRouter(tags=["operations"])
 
 
@@ -18,7 +20,7 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", response_model=None)
 async def readyz(request: Request) -> JSONResponse:
     """Ready to take jobs: the store answers and at least one provider is configured."""
-    service = request.app.state.service
+    service = service_of(request)
     checks: dict[str, str] = {}
     try:
         await service.store.list(limit=1)
@@ -34,5 +36,5 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_model=None)
 async def metrics(request: Request) -> Response:
-    service = request.app.state.service
+    service = service_of(request)
     return Response(service.metrics.render(service.gateway.health), media_type=CONTENT_TYPE_LATEST)

@@ -215,12 +215,11 @@ class Service:
             await asyncio.shield(watcher)
         return (await self.store.get(job.id)) or job
 
-    async def cancel(self, job_id: str, key: ApiKey | None) -> VideoJob:
-        from gateway.server.app import not_found
-
+    async def cancel(self, job_id: str, key: ApiKey | None) -> VideoJob | None:
+        """The job after asking it to stop; None when this caller has no such job."""
         job = await self.get(job_id, key)
         if job is None:
-            raise not_found("job")
+            return None
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
         return await self.gateway.cancel(job.id)

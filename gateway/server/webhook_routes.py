@@ -12,7 +12,7 @@ import time
 from fastapi import APIRouter, Request
 
 from gateway.errors import ProtocolError, WebhookRejected
-from gateway.server.app import ApiError
+from gateway.server.http import ApiError, service_of
 from gateway.webhooks.inbound import verify_and_parse
 
 router = APIRouter(tags=["vendor webhooks"])
@@ -20,7 +20,7 @@ router = APIRouter(tags=["vendor webhooks"])
 
 @router.post("/webhooks/{provider}", response_model=None)
 async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
-    service = request.app.state.service
+    service = service_of(request)
     adapter = service.gateway.providers.get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, f"no webhook endpoint for {provider!r}", code="not_found")
