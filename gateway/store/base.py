@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from gateway.errors import LeaseLost
+from gateway.errors import LeaseLost as LeaseLost  # re-exported: part of this interface
 from gateway.job import JobStatus, VideoJob
 from gateway.store import codec
 
