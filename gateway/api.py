@@ -23,15 +23,16 @@ from gateway.config import Settings, provider_settings, sandbox_settings
 from gateway.errors import DeadlineExceeded, ProviderError, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
+from gateway.pricing import Eligibility
 from gateway.provider import Provider, VideoResult
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
 from gateway.routing.circuit import CircuitSettings
 from gateway.routing.health import Health, InProcessHealth
-from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
+from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
 from gateway.store.base import JobStore
 from gateway.transport import Phase, make_client, send
-from gateway.vendor_calls import Nudge
+from gateway.vendor_calls import Nudge, Sleep
 
 log = logging.getLogger("reelgate")
 
@@ -39,7 +40,7 @@ log = logging.getLogger("reelgate")
 class QuoteReport:
     """Every provider's answer for one request, and which would be chosen."""
 
-    def __init__(self, plan: Plan | None, eligibility: list, error: ReelgateError | None = None) -> None:
+    def __init__(self, plan: Plan | None, eligibility: list[Eligibility], error: ReelgateError | None = None) -> None:
         self.plan = plan
         self.eligibility = eligibility
         self.error = error
@@ -185,14 +186,16 @@ class Gateway:
         self._tasks[job.id] = asyncio.create_task(self._run(job, lean), name=f"reelgate-{job.id}")
         return job
 
-    async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:
+    # ASYNC109: ``timeout`` is public API, as in asyncio.wait: the caller need not wrap each call
+    async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
         job_id = job if isinstance(job, str) else job.id
         task = self._tasks.get(job_id)
         if task is not None:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         return await self._known(job)
 
-    async def wait_all(self, jobs: Iterable[VideoJob | str], *, timeout: float | None = None) -> list[VideoJob]:
+    async def wait_all(self, jobs: Iterable[VideoJob | str], *,
+                       timeout: float | None = None) -> list[VideoJob]:  # noqa: ASYNC109 (as wait)
         """Wait for many jobs at once; those not terminal by ``timeout`` come back as they
         stand, still running. One callback per job and no task per waiter, so a batch of
         thousands costs no more than the jobs themselves (gathering ``wait`` per job

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,7 +23,7 @@ from gateway.config import Settings, load_settings
 from gateway.emulation.faults import FaultSpec, parse_assignment
 from gateway.emulation.sandbox import BackgroundServer, Sandbox, serve_forever
 from gateway.errors import ReelgateError
-from gateway.job import JobStatus
+from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 
@@ -33,19 +32,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 err = Console(stderr=True)
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="reelgate.yaml (default: $REELGATE_CONFIG or ./reelgate.yaml)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config",
+                                                help="reelgate.yaml (default: $REELGATE_CONFIG or ./reelgate.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 SandboxOpt = Annotated[bool, typer.Option("--sandbox", help="Use the built-in vendor emulators (no keys, no cost).")]
-FaultOpt = Annotated[list[str] | None, typer.Option("--sandbox-fault", help="VENDOR=FAULT, e.g. fal=outage (implies --sandbox).")]
+FaultOpt = Annotated[list[str] | None, typer.Option("--sandbox-fault",
+                                                    help="VENDOR=FAULT, e.g. fal=outage (implies --sandbox).")]
 ImageOpt = Annotated[str | None, typer.Option("--image", help="Start frame: file path, http(s) URL or data URI.")]
 EndImageOpt = Annotated[str | None, typer.Option("--end-image", help="End frame: file path, http(s) URL or data URI.")]
 AspectOpt = Annotated[str | None, typer.Option("--aspect-ratio", help="16:9 9:16 1:1 4:3 3:4 21:9 9:21")]
 ResolutionOpt = Annotated[str | None, typer.Option("--resolution", help="540p 720p 1080p (default: the provider's)")]
 DurationOpt = Annotated[int | None, typer.Option("--duration", help="Seconds: 5 or 9.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help="Blend the end back into the start.")]
-ConceptOpt = Annotated[list[str] | None, typer.Option("--concept", help="Camera concept, e.g. dolly_zoom (repeatable).")]
+ConceptOpt = Annotated[list[str] | None, typer.Option("--concept",
+                                                      help="Camera concept, e.g. dolly_zoom (repeatable).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="ray-2-flash (default) or ray-2")]
-ProviderOpt = Annotated[list[str] | None, typer.Option("--provider", help="Only these providers, in this order (repeatable).")]
+ProviderOpt = Annotated[list[str] | None, typer.Option("--provider",
+                                                       help="Only these providers, in this order (repeatable).")]
 RouteOpt = Annotated[str | None, typer.Option("--route", help="cheapest | fastest | priority")]
 MaxCostOpt = Annotated[float | None, typer.Option("--max-cost", help="Refuse anything costing more (USD).")]
 AllowOpt = Annotated[list[str] | None, typer.Option("--allow", help="Allowed degradation, e.g. higher_resolution.")]
@@ -137,7 +140,7 @@ def generate(
     raise typer.Exit(0 if job.status is JobStatus.SUCCEEDED else 1)
 
 
-async def _generate(gateway: Gateway, request: VideoRequest, output: Path | None, *, show_progress: bool):
+async def _generate(gateway: Gateway, request: VideoRequest, output: Path | None, *, show_progress: bool) -> VideoJob:
     async with gateway:
         with out.JobProgress(err, enabled=show_progress) as progress:
             job = await gateway.submit(request, on_update=progress.update)
@@ -212,4 +215,4 @@ app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -55,10 +55,10 @@ def print_job(job: VideoJob) -> None:
     else:
         message = (job.error or {}).get("message", job.status.value)
         console.print(f"[red]✗ job {job.status.value}:[/] {message}", highlight=False)
-    failed = [a for a in job.attempts if a.error]
-    for a in failed:
-        console.print(f"  attempt at {a.provider}: {a.outcome.value} — {a.error['class']}: {a.error['message']}",
-                      highlight=False)
+    for a in job.attempts:
+        if a.error:
+            console.print(f"  attempt at {a.provider}: {a.outcome.value} — {a.error['class']}: {a.error['message']}",
+                          highlight=False)
     for d in job.degradations:
         console.print(f"  note: {d}", highlight=False)
 
@@ -75,7 +75,7 @@ def print_quote(report: QuoteReport) -> None:
         mark = "[green]yes[/]" if e.eligible and e.provider not in skipped else "[red]no[/]"
         table.add_row(e.provider, mark, f"{q.usd:.2f}" if q else "—", units, why)
     console.print(table)
-    if report.chosen:
+    if report.chosen and report.plan:
         order = " → ".join(c.provider for c in report.plan.candidates)
         console.print(f"chosen: [bold]{report.chosen}[/] (policy {report.plan.policy.value}; order {order})")
     elif report.error:
@@ -109,7 +109,8 @@ def print_providers(gateway: Gateway) -> None:
     for col in ("name", "model", "aspect ratios", "resolutions", "s", "frames", "loop", "concepts", "key"):
         table.add_column(col)
     for p in data["providers"]:
-        key = f"[green]{p['credential_env']} set[/]" if p["credentials_set"] else f"[yellow]{p['credential_env']} unset[/]"
+        key = (f"[green]{p['credential_env']} set[/]" if p["credentials_set"]
+               else f"[yellow]{p['credential_env']} unset[/]")
         for family, m in p["models"].items():
             frames = "+".join(x for x, ok in (("start", m["start_image"]), ("end", m["end_image"])) if ok) or "—"
             table.add_row(p["name"], family, " ".join(m["aspect_ratios"]), " ".join(m["resolutions"]),

@@ -26,7 +26,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     config: Annotated[Path | None, typer.Option("--config", help="reelgate.yaml")] = None,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Run the vendor emulators in this process and route to them.")] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox",
+                                          help="Run the vendor emulators in this process and route to them.")] = False,
 ) -> None:
     """Run the HTTP service (OpenAI-compatible /v1/videos and the native API)."""
     from gateway.server import create_app

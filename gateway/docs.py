@@ -40,7 +40,8 @@ def render(providers: Mapping[str, type[Provider]]) -> str:
         "",
         "## Capabilities",
         "",
-        "| provider | model | vendor model | aspect ratios | resolutions (default) | durations | start / end frame | image inputs | loop | concepts |",
+        "| provider | model | vendor model | aspect ratios | resolutions (default) | durations "
+        "| start / end frame | image inputs | loop | concepts |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, p in built.items():

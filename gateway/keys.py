@@ -16,6 +16,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway.errors import InvalidRequest
 
@@ -47,7 +48,7 @@ class ApiKey:
     def active(self) -> bool:
         return self.revoked_at is None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "created_at": self.created_at, "revoked": not self.active,
                 "budget_usd_per_day": self.budget_usd_per_day,
                 "allowed_providers": list(self.allowed_providers) if self.allowed_providers else None}
@@ -124,6 +125,6 @@ class KeyStore:
         return await asyncio.to_thread(self.verify, presented)
 
     @staticmethod
-    def _key(row: tuple) -> ApiKey:
+    def _key(row: tuple[Any, ...]) -> ApiKey:
         providers = tuple(json.loads(row[5])) if row[5] else None
         return ApiKey(row[0], row[1], row[2], row[3], row[4], providers)

@@ -30,7 +30,7 @@ def discover(namespace: str = NAMESPACE) -> PluginSet:
         name = getattr(entrypoint, "name", str(entrypoint))
         failures[name] = f"{type(exc).__name__}: {exc}"
 
-    manager = ExtensionManager(
+    manager: ExtensionManager[object] = ExtensionManager(
         namespace, invoke_on_load=False, on_load_failure_callback=on_failure
     )
     providers: dict[str, type[Provider]] = {}

@@ -107,8 +107,8 @@ class JobRunner:
         provider = self.providers.get(current.provider)
         candidate = self._candidate_for(provider, job, plan)
         if provider is None or candidate is None:
-            lost = Unavailable("provider no longer configured; the job cannot be followed there",
-                               provider=current.provider)
+            lost: ProviderError = Unavailable("provider no longer configured; the job cannot be followed there",
+                                              provider=current.provider)
             current.finish(AttemptOutcome.UNKNOWN if current.vendor_job is None else AttemptOutcome.FAILED, lost)
             return await self._continue(job, remaining, lost)
         live = LiveAttempt(provider, current, candidate, elapsed_s=max(time.time() - current.started_at, 0.0))
@@ -314,7 +314,8 @@ class JobRunner:
     async def _maybe_hedge(self, job: VideoJob, primary: LiveAttempt, primary_task: asyncio.Task[VideoResult],
                            hedge: Candidate) -> tuple[bool, LiveAttempt | None]:
         """(whether the hedge was tried, the hedge attempt now in flight if it was accepted)"""
-        timer = asyncio.create_task(self._sleep(self.settings.hedging.after_s))
+        # ensure_future, not create_task: an injected Sleep returns any awaitable, not only a coroutine
+        timer = asyncio.ensure_future(self._sleep(self.settings.hedging.after_s))
         try:
             await asyncio.wait({primary_task, timer}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -180,7 +180,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
                               request=request, extensions=_EXTENSIONS)
 
-    async def fetch(self, request: httpx.Request, timeout: aiohttp.ClientTimeout) -> httpx.Response:
+    # ASYNC109: ``timeout`` here is aiohttp's per-request setting handed on, not a deadline of ours
+    async def fetch(self, request: httpx.Request, timeout: aiohttp.ClientTimeout) -> httpx.Response:  # noqa: ASYNC109
         """The whole answer to ``request`` in one step, the connection back in the pool."""
         with _aiohttp_errors_mapped():
             response = await self._request(request, timeout)
@@ -190,7 +191,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 response.release()
         return _whole_response(response.status, response.raw_headers, body, request)
 
-    async def _request(self, request: httpx.Request, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+    async def _request(self, request: httpx.Request,
+                       timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:  # noqa: ASYNC109 (as fetch)
         try:
             data: object = request.content or None
         except httpx.RequestNotRead:

@@ -119,7 +119,8 @@ class VendorCalls:
                 attempt.submit_retries += 1
                 await self.sleep(delay)
 
-    async def _submit_once(self, provider: Provider, job: VideoJob, candidate: Candidate, attempt: Attempt) -> VendorJob:
+    async def _submit_once(self, provider: Provider, job: VideoJob, candidate: Candidate,
+                           attempt: Attempt) -> VendorJob:
         try:
             built = provider.build_submit(job.request, resolution=candidate.quote.resolution,
                                           attempt_key=attempt.attempt_key, **self._callback(provider))

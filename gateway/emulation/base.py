@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeGuard
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -167,7 +167,7 @@ class Emulator(ABC):
         return self
 
     # -- helpers for vendor handlers -------------------------------------------------------
-    def authorized(self, key: str | None) -> bool:
+    def authorized(self, key: str | None) -> TypeGuard[str]:
         if not key:
             return False
         return self.api_keys is None or key in self.api_keys

@@ -4,7 +4,7 @@
 |---------------------|--------------------------------------------------------------------|--------------------|
 | `outage`            | every call answers 503 (no job is created)                          |                    |
 | `slow`              | every response is delayed                                            | `delay` s (2)      |
-| `rate-limit`        | submits answer 429 with Retry-After (no job is created)              | `retry_after` (1), `times` |
+| `rate-limit`        | submits answer 429 with Retry-After (no job is created)           | `retry_after` (1), `times` |
 | `flaky`             | a share of calls answer 5xx before doing anything                    | `rate` 0..1 (0.3)  |
 | `fail-late`         | jobs are accepted, run, then fail                                    |                    |
 | `drop-after-accept` | the job is created, then the connection drops before the answer     | `times`            |

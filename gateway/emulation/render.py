@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 from functools import lru_cache
 
 import av
@@ -62,7 +63,7 @@ def _render_cached(width: int, height: int, duration_s: int) -> bytes:
     return buf.getvalue()
 
 
-def _frames(width: int, height: int, count: int):
+def _frames(width: int, height: int, count: int) -> Iterator[av.VideoFrame]:
     # Build planes in yuv420p directly: no per-frame colour conversion.
     xs = np.arange(width, dtype=np.uint16)
     ys = np.arange(height, dtype=np.uint16)[:, None]
@@ -80,10 +81,10 @@ def _frames(width: int, height: int, count: int):
 
 def probe(data: bytes) -> dict[str, float | int | str]:
     """Codec, size, duration and frame count of an MP4 (tests and the CLI use it)."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         stream = container.streams.video[0]
         frames = sum(1 for _ in container.decode(stream))
-        duration = float(stream.duration * stream.time_base) if stream.duration else frames / FPS
+        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else frames / FPS
         return {
             "codec": stream.codec_context.name,
             "width": stream.codec_context.width,

@@ -13,12 +13,14 @@ import gc
 import socket
 import threading
 from collections.abc import Mapping
+from typing import Literal
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
 
 from gateway.emulation.base import Clock, Emulator, Timing
 from gateway.emulation.faults import FaultSpec, parse_fault
@@ -108,7 +110,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_forever(app: object, host: str, port: int, *, lifespan: str = "off") -> None:
+def serve_forever(app: ASGIApp, host: str, port: int, *, lifespan: Literal["auto", "on", "off"] = "off") -> None:
     """Serve ``app`` in the foreground until interrupted (``reelgate sandbox``, ``serve``)."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan))
     # What is alive now (modules, settings, the app) lives as long as the process: frozen
@@ -121,7 +123,7 @@ def serve_forever(app: object, host: str, port: int, *, lifespan: str = "off") -
 class BackgroundServer:
     """An ASGI app served by uvicorn on loopback in a daemon thread (for the CLI and tests)."""
 
-    def __init__(self, app: object, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
         self._sock = bind(host, port)
         self.host, self.port = self._sock.getsockname()[:2]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")

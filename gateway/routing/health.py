@@ -78,7 +78,8 @@ class InProcessHealth:
         refused = [a for a in answers if not a[0]]
         if refused:
             return refused[0]
-        probing = [a for key, a in zip(keys, answers) if self._circuits.state(key) is CircuitState.HALF_OPEN]
+        probing = [a for key, a in zip(keys, answers, strict=True)
+                   if self._circuits.state(key) is CircuitState.HALF_OPEN]
         return (probing or answers)[0]
 
     def allow(self, provider: str, vendor_model: str) -> tuple[bool, str]:

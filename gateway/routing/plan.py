@@ -5,7 +5,7 @@ reason for being left out. Pure functions over quotes; no I/O.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -63,6 +63,7 @@ def rank_candidates(
     def pos(c: Candidate) -> int:
         return position.get(c.provider, len(position))
 
+    key: Callable[[Candidate], tuple[object, ...]]
     if policy is RoutePolicy.CHEAPEST:
         key = lambda c: (c.quote.usd, c.expected_s, pos(c), c.provider)  # noqa: E731
     elif policy is RoutePolicy.FASTEST:
@@ -122,7 +123,8 @@ def plan_request(
                 continue
             key, limit = latency_key(e.quote), (limits or {}).get(e.provider)
             expected = health.expected_s(e.provider, key, prior, limit)
-            if request.deadline_s is not None and not health.can_meet(e.provider, key, prior, request.deadline_s, limit):
+            if (request.deadline_s is not None
+                    and not health.can_meet(e.provider, key, prior, request.deadline_s, limit)):
                 skipped[e.provider] = f"cannot meet deadline_s {request.deadline_s:g}: expected {expected:.0f} s"
                 continue
         elif request.deadline_s is not None and prior > request.deadline_s:

@@ -42,7 +42,7 @@ async def list_jobs(request: Request, key: ApiKey | None = Depends(caller),
                     after: str | None = Query(default=None, max_length=200),
                     limit: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
     service = service_of(request)
-    jobs = await service.store.list(owner=key.id if key else None, limit=limit + 1, after=after)
+    jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after)
     return {"data": [(service.gateway.get(j.id) or j).to_dict() for j in jobs[:limit]], "has_more": len(jobs) > limit}
 
 

@@ -109,7 +109,7 @@ async def list_videos(
     limit: int = Query(default=20, ge=1, le=100),
 ) -> dict[str, Any]:
     service = service_of(request)
-    jobs = await service.store.list(owner=key.id if key else None, limit=limit + 1, after=after)
+    jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after)
     page = [video_object(service.gateway.get(j.id) or j) for j in jobs[:limit]]
     return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None, "has_more": len(jobs) > limit}

@@ -23,7 +23,7 @@ async def readyz(request: Request) -> JSONResponse:
     service = service_of(request)
     checks: dict[str, str] = {}
     try:
-        await service.store.list(limit=1)
+        await service.store.list_jobs(limit=1)
         checks["store"] = "ok"
     except Exception as exc:  # readiness reports, it does not raise
         checks["store"] = f"error: {type(exc).__name__}"

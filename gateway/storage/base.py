@@ -14,10 +14,14 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from gateway.errors import InvalidKey, ObjectNotFound, ObjectTooLarge, StorageError
+# re-exported: the errors a backend raises are part of this interface (PEP 484 explicit form)
+from gateway.errors import InvalidKey as InvalidKey
+from gateway.errors import ObjectNotFound as ObjectNotFound
+from gateway.errors import ObjectTooLarge as ObjectTooLarge
+from gateway.errors import StorageError as StorageError
 
 #: what a key segment may contain: no separators, no shell or URL metacharacters
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -72,7 +76,7 @@ class ChunkDigest:
         return self._sha.hexdigest()
 
 
-async def iter_chunks(chunks: Chunks) -> AsyncIterator[bytes]:
+async def iter_chunks(chunks: Chunks) -> AsyncGenerator[bytes, None]:
     """``bytes`` or an async iterable of ``bytes``, as an async iterator of non-empty chunks."""
     if isinstance(chunks, (bytes, bytearray, memoryview)):
         if chunks:
@@ -117,5 +121,5 @@ class ResultStorage(ABC):
     async def delete(self, uri: str) -> bool:
         """Remove the object; True when there was one."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 -- a default, not abstract: most backends hold nothing
         """Release clients or pools (nothing to do for most backends)."""

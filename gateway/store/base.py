@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
-from gateway.errors import LeaseLost
+from gateway.errors import LeaseLost as LeaseLost  # re-exported: part of this interface
 from gateway.job import JobStatus, VideoJob
 from gateway.store import codec
 
@@ -103,7 +103,7 @@ class JobStore(ABC):
     async def get_by_idempotency_key(self, key: str, owner: str | None = None) -> VideoJob | None: ...
 
     @abstractmethod
-    async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
+    async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
                    after: str | None = None) -> list[VideoJob]:
         """Jobs newest first (``created_at``, then id). ``after`` is the id of the last
         job of the previous page; an unknown id is an ``InvalidRequest``. ``owner=None``

@@ -129,7 +129,7 @@ class PostgresJobStore(JobStore):
             " AND idempotency_key = %(key)s", {"key": key, "owner": owner})
         return rows[0] if rows else None
 
-    async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
+    async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
                    after: str | None = None) -> list[VideoJob]:
         params: dict[str, Any] = {"owner": owner, "limit": limit, "after": after,
                                   "created": None, "id": None}

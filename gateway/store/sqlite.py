@@ -137,7 +137,7 @@ class SqliteJobStore(JobStore):
             "SELECT doc FROM jobs WHERE coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?",
             (owner, key))
 
-    async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
+    async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
                    after: str | None = None) -> list[VideoJob]:
         def page(conn: sqlite3.Connection) -> list[VideoJob]:
             cursor: tuple[float | None, str | None] = (None, None)

@@ -113,7 +113,7 @@ class Backoff:
 
     def delay(self, failures: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
-        full = min(self.cap_s, self.base_s * 2 ** (failures - 1))
+        full = min(self.cap_s, self.base_s * 2.0 ** (failures - 1))
         return full * (1 - self.jitter * rng())
 
 

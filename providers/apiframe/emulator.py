@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -217,7 +217,7 @@ class ApiframeEmulator(Emulator):
         return {**super().stats(), "credits": self.balance}
 
     # -- webhooks ------------------------------------------------------------------------
-    def _schedule_webhook(self, job: EmulatedJob, url: str, events: list[str] | None, video_url: str) -> None:
+    def _schedule_webhook(self, job: EmulatedJob, url: str, events: Sequence[str] | None, video_url: str) -> None:
         # no cancel in v2 and the outcome is fixed at submit, so the final event is known now
         event = "completed" if job.outcome is Outcome.SUCCESS else "failed"
         if event not in (events or webhooks.EVENTS):

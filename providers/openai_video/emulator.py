@@ -52,7 +52,8 @@ def parse_form(body: bytes, content_type: str) -> dict[str, str | bytes]:
     fields: dict[str, str | bytes] = {}
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True) or b""
+        payload = part.get_payload(decode=True)  # bytes for a leaf part, None for a nested multipart
+        data = payload if isinstance(payload, bytes) else b""
         if name:
             fields[str(name)] = data if part.get_filename() else data.decode()
     return fields
@@ -104,16 +105,16 @@ class OpenAIVideoEmulator(Emulator):
 
     async def _retrieve(self, request: Request) -> Response:
         self.calls["retrieve"] += 1
-        job, denied = await self._job(request)
-        if job is None:
-            return denied
+        job = await self._job(request)
+        if isinstance(job, Response):
+            return job
         return self._json(self._video(job), {"openai-poll-after-ms": str(self.poll_after_ms)})
 
     async def _content(self, request: Request) -> Response:
         self.calls["content"] += 1
-        job, denied = await self._job(request)
-        if job is None:
-            return denied
+        job = await self._job(request)
+        if isinstance(job, Response):
+            return job
         if request.query_params.get("variant", "video") != "video":
             return self.error(400, "only the video variant is available", code="bad_request", param="variant")
         if job.phase(self.clock()) is not JobPhase.SUCCEEDED:
@@ -136,9 +137,9 @@ class OpenAIVideoEmulator(Emulator):
                            "has_more": start + limit < len(jobs)})
 
     async def _delete(self, request: Request) -> Response:
-        job, denied = await self._job(request)
-        if job is None:
-            return denied
+        job = await self._job(request)
+        if isinstance(job, Response):
+            return job
         del self.jobs[job.id]
         return self._json({"id": job.id, "deleted": True, "object": "video.deleted"})
 
@@ -168,14 +169,15 @@ class OpenAIVideoEmulator(Emulator):
             return self.error(401, "Invalid API key", code="invalid_api_key")
         return None
 
-    async def _job(self, request: Request) -> tuple[EmulatedJob | None, Response | None]:
+    async def _job(self, request: Request) -> EmulatedJob | Response:
+        """The job the path names, or the response that denies it."""
         denied = await self._gate(request, submit=False)
         if denied is not None:
-            return None, denied
+            return denied
         job = self.jobs.get(request.path_params["video_id"])
         if job is None:
-            return None, self.error(404, "video not found", code="not_found", param="video_id")
-        return job, None
+            return self.error(404, "video not found", code="not_found", param="video_id")
+        return job
 
     async def _body(self, request: Request) -> dict[str, Any]:
         ctype = request.headers.get("content-type", "")
@@ -210,7 +212,7 @@ class OpenAIVideoEmulator(Emulator):
         if not seconds.isdigit() or int(seconds) not in caps.durations:
             raise BadRequest(f"seconds must be one of {sorted(map(str, caps.durations))}", "seconds")
         default = frame_size(AspectRatio.R16_9, caps.default_resolution)
-        aspect, resolution = self._shape(str(fields.get("size", "%dx%d" % default)), caps)
+        aspect, resolution = self._shape(str(fields.get("size", f"{default[0]}x{default[1]}")), caps)
         return {"model": model, "aspect_ratio": aspect, "resolution": resolution, "duration_s": int(seconds),
                 "input": {"prompt": prompt, "input_reference": image}}
 
@@ -255,7 +257,7 @@ class OpenAIVideoEmulator(Emulator):
             "progress": 100 if done else int(job.progress(now) * 100), "created_at": created,
             "completed_at": int(created + job.queue_s + job.run_s) if done else None,
             "expires_at": None, "prompt": job.input.get("prompt"), "seconds": str(job.duration_s),
-            "size": "%dx%d" % job.size, "remixed_from_video_id": None, "error": None,
+            "size": f"{job.size[0]}x{job.size[1]}", "remixed_from_video_id": None, "error": None,
         }
         if status == "failed":
             code, message = _FAILURES.get(job.outcome, ("cancelled", "the video was cancelled"))

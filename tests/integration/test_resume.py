@@ -4,13 +4,14 @@ on the same store picks every unfinished job up."""
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 
 from gateway.api import Gateway
 from gateway.config import PollingConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.emulation.faults import parse_fault
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
-from gateway.job import AttemptOutcome, JobStatus
+from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.store.sqlite import SqliteJobStore
@@ -35,10 +36,17 @@ async def test_jobs_in_flight_are_resumed_by_a_new_gateway(tmp_path):
     with BackgroundServer(sandbox.app) as server:
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
             first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
-            jobs = [await first.submit(VideoRequest(prompt=f"fox {i}", aspect_ratio=r))
+            submitted: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+
+            def on_update(job: VideoJob) -> None:
+                if job.status is not JobStatus.QUEUED:
+                    submitted[job.id].set()
+
+            jobs = [await first.submit(VideoRequest(prompt=f"fox {i}", aspect_ratio=r), on_update=on_update)
                     for i, r in enumerate(["16:9", "1:1", "9:21"])]
-            while any(j.status is JobStatus.QUEUED for j in jobs):
-                await asyncio.sleep(0.02)
+            async with asyncio.timeout(10):  # bounds a failing test only
+                for job in jobs:
+                    await submitted[job.id].wait()
             await stop_abruptly(first)
 
             second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)

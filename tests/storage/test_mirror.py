@@ -79,10 +79,10 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 async def run_mirror(base_url: str, path: str, storage: LocalStorage, clock: FakeClock,
-                     options: MirrorOptions = MirrorOptions()):
+                     options: MirrorOptions | None = None):
     async with make_client() as client:  # the gateway's own client (aiohttp transport)
         return await mirror(client, httpx.Request("GET", base_url + path), storage, KEY,
-                            provider="cdn", options=options, sleep=clock.sleep)
+                            provider="cdn", options=options or MirrorOptions(), sleep=clock.sleep)
 
 
 async def stored_bytes(storage: LocalStorage, uri: str) -> bytes:

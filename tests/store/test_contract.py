@@ -51,7 +51,7 @@ async def test_concurrent_creates_with_one_idempotency_key_make_one_job(store: J
     results = await asyncio.gather(*(store.create_or_get(job) for job in attempts))
     assert sum(created for _, created in results) == 1
     assert len({job.id for job, _ in results}) == 1
-    assert [j.id for j in await store.list()] == [results[0][0].id]
+    assert [j.id for j in await store.list_jobs()] == [results[0][0].id]
     assert (await store.get_by_idempotency_key("pay-once")) == results[0][0]
 
 
@@ -79,7 +79,7 @@ async def test_list_pages_newest_first_without_gaps_or_repeats(store: JobStore) 
     expected = [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)]
     seen: list[str] = []
     after = None
-    while page := await store.list(limit=3, after=after):
+    while page := await store.list_jobs(limit=3, after=after):
         seen += [j.id for j in page]
         after = page[-1].id
     assert seen == expected
@@ -88,8 +88,8 @@ async def test_list_pages_newest_first_without_gaps_or_repeats(store: JobStore) 
 async def test_list_and_get_filter_by_owner(store: JobStore) -> None:
     mine = await store.create(new_job("mine"), owner="key_a")
     theirs = await store.create(new_job("theirs", created_at=2000.0), owner="key_b")
-    assert [j.id for j in await store.list(owner="key_a")] == [mine.id]
-    assert [j.id for j in await store.list()] == [theirs.id, mine.id]
+    assert [j.id for j in await store.list_jobs(owner="key_a")] == [mine.id]
+    assert [j.id for j in await store.list_jobs()] == [theirs.id, mine.id]
     assert await store.get(theirs.id, owner="key_a") is None
     assert await store.get(theirs.id, owner="key_b") == theirs
     assert not await store.delete(theirs.id, owner="key_a")
@@ -97,7 +97,7 @@ async def test_list_and_get_filter_by_owner(store: JobStore) -> None:
 
 async def test_list_after_an_unknown_job_is_an_invalid_request(store: JobStore) -> None:
     with pytest.raises(InvalidRequest) as info:
-        await store.list(after="vid_missing")
+        await store.list_jobs(after="vid_missing")
     assert info.value.field == "after"
 
 

@@ -57,7 +57,7 @@ async def test_replicas_starting_together_migrate_once(pg_schema: str) -> None:
     try:
         assert backend.versions() == [1]
         await replicas[0].create(new_job())
-        assert len(await replicas[4].list()) == 1
+        assert len(await replicas[4].list_jobs()) == 1
     finally:
         await asyncio.gather(*(r.close() for r in replicas))
 

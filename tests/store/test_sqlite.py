@@ -76,6 +76,6 @@ async def test_two_processes_share_one_file(tmp_path: Path) -> None:
     # each shared key was created by exactly one of the two processes
     assert [a + b for a, b in zip(first, second, strict=True)] == [1] * JOBS_PER_PROCESS
     async with SqliteJobStore(path) as store:
-        assert len(await store.list(limit=1000)) == 3 * JOBS_PER_PROCESS
+        assert len(await store.list_jobs(limit=1000)) == 3 * JOBS_PER_PROCESS
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]

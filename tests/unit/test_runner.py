@@ -34,7 +34,8 @@ def build(serve, clock, faults=None, *, settings=None, usd=None, classes=(ToyAda
                            timing=Timing(queue_s=2, run_s=10), clock=clock.now)
         url = serve(emu)
         price = (usd or {}).get(cls.name, f"0.{i + 1}")
-        providers[cls.name] = cls(ProviderSettings(cls.name, Secret("k"), "test", url, {"usd": price, "latency_s": 0.1}))
+        providers[cls.name] = cls(ProviderSettings(cls.name, Secret("k"), "test", url,
+                                                   {"usd": price, "latency_s": 0.1}))
         emulators[cls.name] = emu
     settings = settings or Settings(fallback_order=[c.name for c in classes])
     return Gateway(settings, providers, sleep=clock.sleep), emulators
@@ -218,7 +219,8 @@ async def test_request_retry_budget_caps_retries_across_attempts(serve):
     from gateway.config import RetryConfig
 
     clock = FakeClock()
-    settings = Settings(fallback_order=["toy", "toyb", "toyc"], retry=RetryConfig(submit_retries=3, request_retry_budget=4))
+    settings = Settings(fallback_order=["toy", "toyb", "toyc"],
+                        retry=RetryConfig(submit_retries=3, request_retry_budget=4))
     gw, emus = build(serve, clock, {"toy": ["flaky:rate=1"], "toyb": ["flaky:rate=1"]}, settings=settings,
                      classes=(ToyAdapter, ToyB, ToyC))
     async with gw:

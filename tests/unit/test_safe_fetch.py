@@ -12,6 +12,7 @@ import base64
 import datetime
 import ipaddress
 import ssl
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class ImageHost:
 
     def __init__(self) -> None:
         self.hits: list[tuple[str, str]] = []  # (path, Host header)
-        self.released = False
+        self.released = threading.Event()  # set by the test; the server waits in its own thread
 
     async def record(self, request: Request) -> None:
         self.hits.append((request.url.path, request.headers["host"]))
@@ -80,8 +81,7 @@ class ImageHost:
 
         async def hang(request: Request) -> Response:
             await self.record(request)
-            while not self.released:  # until the test is done with it
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(self.released.wait, 10)  # until the test is done with it
             return Response(PNG)
 
         return Starlette(routes=[
@@ -296,7 +296,7 @@ async def test_a_server_that_never_answers_times_out(host: ImageHost, port: int)
     try:
         error = await rejected(f"http://127.0.0.1:{port}/hang", allow_private=True, timeout_s=0.2)
     finally:
-        host.released = True
+        host.released.set()
     assert "took longer than 0.2 s" in error.reason
 
 

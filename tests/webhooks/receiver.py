@@ -4,6 +4,7 @@ answers with the status codes it is told to (then 200)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,8 @@ class Receiver:
     check: Callable[[Received], int | None] | None = None
     received: list[Received] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
+    #: the server answers in its own thread; ``wait_for`` waits on this, not on a clock
+    _arrived: threading.Condition = field(default_factory=threading.Condition, repr=False)
 
     @property
     def app(self) -> Starlette:
@@ -34,16 +37,23 @@ class Receiver:
 
     async def _hook(self, request: Request) -> Response:
         got = Received(dict(request.headers), await request.body())
-        self.received.append(got)
-        status = self.statuses.pop(0) if self.statuses else 200
-        if self.check is not None:
-            status = self.check(got) or status
-        self.answered.append(status)
+        with self._arrived:
+            self.received.append(got)
+            status = self.statuses.pop(0) if self.statuses else 200
+            if self.check is not None:
+                status = self.check(got) or status
+            self.answered.append(status)
+            self._arrived.notify_all()
         return Response(status_code=status)
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[Received]:
-        """Wait (on real time: the sender is a real server) until ``count`` deliveries arrived."""
-        async with asyncio.timeout(timeout_s):
-            while len(self.received) < count:
-                await asyncio.sleep(0.02)
+        """Wait until ``count`` deliveries arrived and were answered (``timeout_s`` only
+        bounds a failing test: the sender is a real server, on real time)."""
+
+        def arrived() -> bool:
+            with self._arrived:
+                return self._arrived.wait_for(lambda: len(self.received) >= count, timeout_s)
+
+        if not await asyncio.to_thread(arrived):
+            raise TimeoutError(f"{len(self.received)} of {count} deliveries after {timeout_s} s")
         return self.received
