@@ -138,18 +138,22 @@ class SqliteJobStore(JobStore):
             (owner, key))
 
     async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
+                   after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
+        direction, beyond = ("ASC", ">") if oldest_first else ("DESC", "<")
+
         def page(conn: sqlite3.Connection) -> list[VideoJob]:
             cursor: tuple[float | None, str | None] = (None, None)
             if after is not None:
-                found = conn.execute("SELECT created_at, id FROM jobs WHERE id = ?", (after,)).fetchone()
+                # another owner's job is as unknown as a missing one: no existence oracle
+                found = conn.execute("SELECT created_at, id FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
+                                     (after, owner, owner)).fetchone()
                 if found is None:
                     raise InvalidRequest("after", f"no job {after!r} to continue from")
                 cursor = tuple(found)
             rows = conn.execute(
                 "SELECT doc FROM jobs WHERE (? IS NULL OR owner = ?)"
-                " AND (? IS NULL OR (created_at, id) < (?, ?))"
-                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                f" AND (? IS NULL OR (created_at, id) {beyond} (?, ?))"
+                f" ORDER BY created_at {direction}, id {direction} LIMIT ?",
                 (owner, owner, after, *cursor, limit)).fetchall()
             return [_job(r) for r in rows]
 
