@@ -31,8 +31,8 @@ class InProcess:
 
 @pytest.fixture
 def make_service(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """``make_service(**service_settings)``: a context manager yielding the app on the sandbox
-    (TestClient) with one caller key, built with those ``service:`` settings."""
+    """``make_service(timing=None, **service_settings)``: a context manager yielding the app on
+    the sandbox (TestClient) with one caller key, built with those ``service:`` settings."""
     from starlette.testclient import TestClient
 
     from gateway.config import PollingConfig, ServiceConfig, Settings
@@ -43,12 +43,16 @@ def make_service(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     from gateway.server import create_app
     from gateway.server.service import Service
 
+    made = 0
+
     @contextmanager
-    def make(**service: Any) -> Iterator[InProcess]:
-        home = tmp_path / "home"
+    def make(timing: Timing | None = None, **service: Any) -> Iterator[InProcess]:
+        nonlocal made
+        made += 1
+        home = tmp_path / f"home{made}"
         env = {"REELGATE_HOME": str(home), "REELGATE_WEBHOOK_SECRET": WEBHOOK_SECRET}
         settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2), service=ServiceConfig(**service))
-        sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.1, run_s=0.3))
+        sandbox = Sandbox.from_providers(discover().providers, timing=timing or Timing(queue_s=0.1, run_s=0.3))
         with BackgroundServer(sandbox.app) as emulators:
             app = create_app(lambda: Service.start(settings, sandbox_url=emulators.url, env=env))
             _, key = KeyStore(home / "keys.db").create("tests")
