@@ -26,7 +26,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
-from gateway.permissions import private_dir, private_file
+from gateway.permissions import private_dir
 from gateway.provider import Secret, VideoResult
 from gateway.request import ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
@@ -70,8 +70,6 @@ class Service:
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
                     env: Mapping[str, str] | None = None) -> Service:
         home = private_dir(reelgate_home(env))
-        if settings.service.store_url is None:
-            private_file(home / "reelgate.db")  # SQLite gives its -wal and -shm files the same mode
         store = open_store(settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}",
                            env=os.environ if env is None else env)
         await store.open()

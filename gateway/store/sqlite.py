@@ -80,7 +80,14 @@ class SqliteJobStore(JobStore):
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         conn = self._conn
         async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # the thread runs on regardless: keep the lock until it is done, or close()
+                # would close the connection under it (a segfault inside sqlite3)
+                await asyncio.gather(work, return_exceptions=True)
+                raise
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:

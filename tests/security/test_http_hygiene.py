@@ -24,18 +24,16 @@ WRONG_TYPES = [
 ]
 
 
-@pytest.mark.parametrize(("content_type", "body"), WRONG_TYPES)
-@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/quotes"])
-def test_json_routes_answer_415_for_other_content_types(make_service, path, content_type, body):
+def test_json_routes_answer_415_for_other_content_types(make_service):
     with make_service() as app:
-        response = app.client.post(path, headers={**app.auth, "content-type": content_type}, content=body)
-        assert response.status_code == 415, response.text
-        assert response.json()["error"]["code"] == "unsupported_media_type"
+        for path in ("/v1/jobs", "/v1/quotes"):
+            for content_type, body in WRONG_TYPES:
+                response = app.client.post(path, headers={**app.auth, "content-type": content_type}, content=body)
+                assert response.status_code == 415, (path, content_type, response.text)
+                assert response.json()["error"]["code"] == "unsupported_media_type"
         assert app.client.get("/v1/jobs", headers=app.auth).json()["data"] == []
-
-
-def test_a_json_body_without_a_content_type_is_read_as_json(make_service):
-    with make_service() as app:
+        # decided: a JSON body without any content type is read as JSON (cross-origin pages
+        # cannot use that: they are refused by their Origin)
         response = app.client.post("/v1/quotes", headers=app.auth, content=b'{"prompt": "a fox"}')
         assert "content-type" not in response.request.headers
         assert response.status_code == 200, response.text
@@ -157,21 +155,18 @@ ADDRESSES = [
 ]
 
 
-@pytest.mark.parametrize(("address", "reason"), ADDRESSES)
-def test_the_vetter_refuses_every_non_global_address(address, reason):
+PUBLIC = ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "2a00:1450:4001:80b::200e"]
+
+
+def test_the_vetter_refuses_every_non_global_address():
     from gateway.safe_fetch import AddressVetter, blocked_reason
 
-    assert blocked_reason(ipaddress.ip_address(address)) is not None
-    if reason is not None:
-        assert blocked_reason(ipaddress.ip_address(address)) == reason
-    host = f"[{address}]" if ":" in address else address
-    with pytest.raises(InvalidRequest) as refused:
-        asyncio.run(AddressVetter().address(httpx.URL(f"http://{host}/a.png"), "start_image"))
-    assert refused.value.field == "start_image"
-
-
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "2a00:1450:4001:80b::200e"])
-def test_the_vetter_lets_public_addresses_through(address):
-    from gateway.safe_fetch import blocked_reason
-
-    assert blocked_reason(ipaddress.ip_address(address)) is None
+    for address, reason in ADDRESSES:
+        found = blocked_reason(ipaddress.ip_address(address))
+        assert found is not None and (reason is None or found == reason), (address, found)
+        host = f"[{address}]" if ":" in address else address
+        with pytest.raises(InvalidRequest) as refused:
+            asyncio.run(AddressVetter().address(httpx.URL(f"http://{host}/a.png"), "start_image"))
+        assert refused.value.field == "start_image"
+    for address in PUBLIC:
+        assert blocked_reason(ipaddress.ip_address(address)) is None, address
