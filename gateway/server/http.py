@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from gateway.keys import ApiKey
 from gateway.server.service import Service
 
-
 #: the ``order`` of list routes: ``desc`` newest first (the default), ``asc`` oldest first
 Order = Literal["asc", "desc"]
 
@@ -85,7 +84,8 @@ async def read_body(request: Request) -> bytes:
         async for chunk in request.stream():
             pending += chunk
             if len(pending) >= SPOOL_BYTES:
-                spool = spool or await asyncio.to_thread(tempfile.TemporaryFile)
+                if spool is None:
+                    spool = await asyncio.to_thread(tempfile.TemporaryFile)
                 await asyncio.to_thread(spool.write, pending)
                 pending = bytearray()
         if spool is None:
@@ -110,7 +110,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw or b"{}", parse_constant=_no_constant, parse_float=_finite_float)
     except _NotFinite as exc:
-        raise ApiError(400, f"the body holds {exc.args[0]}, which is not a finite number", code="invalid_json") from None
+        raise ApiError(400, f"the body holds {exc.args[0]}, which is not a finite number",
+                       code="invalid_json") from None
     except RecursionError:
         raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep") from None
     except ValueError:  # UnicodeDecodeError included
