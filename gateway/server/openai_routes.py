@@ -104,6 +104,8 @@ async def _read_create_body(request: Request, limit: int) -> tuple[dict[str, Any
                     body[name] = uploaded
             elif name in _LIST_FIELDS:
                 body[name] = [*body.get(name, []), *(v for v in values if isinstance(v, str))]
+            elif name.startswith("metadata[") and name.endswith("]"):  # the SDK's form of a mapping
+                body.setdefault("metadata", {})[name[len("metadata["):-1]] = values[0]
             else:
                 body[name] = values[0] if isinstance(values[0], str) else None
     return body, image

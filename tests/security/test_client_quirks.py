@@ -21,10 +21,12 @@ def test_the_openai_sdk_list_fields_are_understood(serve):
     server = serve()
     client = OpenAI(base_url=f"{server.url}/v1", api_key=server.key)
     video = client.videos.create(model="ray-2-flash", prompt="a fox", seconds="5", size="1280x720",
-                                 extra_body={"providers": ["apiframe", "fal"], "concepts": ["pan_left"]})
+                                 extra_body={"providers": ["apiframe", "fal"], "concepts": ["pan_left"],
+                                             "metadata": {"order": "42", "team": "video"}})
     job = httpx.get(f"{server.url}/v1/jobs/{video.id}", headers=server.auth).json()
     assert job["request"]["providers"] == ["apiframe", "fal"]
     assert job["request"]["concepts"] == ["pan_left"]
+    assert job["request"]["metadata"] == {"order": "42", "team": "video"}
 
 
 def test_a_video_created_without_size_keeps_the_size_it_was_given(make_service):
@@ -67,21 +69,25 @@ def test_a_multipart_end_image_is_used(make_service):
 def test_a_client_hanging_up_mid_upload_leaves_no_traceback(serve):
     server = serve()
     host, port = server.url.removeprefix("http://").split(":")
-    for path in ("/v1/videos", "/v1/jobs"):
+    form = (b'--zz\r\nContent-Disposition: form-data; name="input_reference"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + PNG)
+    sent = [("/v1/videos", "application/json", b'{"prompt": "' + b"a" * 1000),
+            ("/v1/jobs", "application/json", b'{"prompt": "' + b"a" * 1000),
+            ("/v1/videos", "multipart/form-data; boundary=zz", form)]
+    for path, content_type, partial in sent:
         with socket.create_connection((host, int(port)), timeout=30) as sock:
             sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {server.key}\r\n"
-                         "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode()
-                         + b'{"prompt": "' + b"a" * 1000)
+                         f"Content-Type: {content_type}\r\nContent-Length: 100000\r\n\r\n".encode() + partial)
     # the hang-ups are counted (status 499) once the server has handled them
     deadline = time.monotonic() + 30
     while True:
         metrics = httpx.get(f"{server.url}/metrics").text
-        counted = [line for line in metrics.splitlines()
-                   if line.startswith("reelgate_http_requests_total") and 'status="499"' in line]
-        if len(counted) == 2 or "Traceback" in server.log_text():
+        counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                      if line.startswith("reelgate_http_requests_total") and 'status="499"' in line)
+        if counted == len(sent) or "Traceback" in server.log_text():
             break
         assert time.monotonic() < deadline, metrics
         time.sleep(0.05)
     log = server.log_text()
     assert "Traceback" not in log and "ClientDisconnect" not in log, log
-    assert len(counted) == 2, metrics
+    assert counted == len(sent), metrics
