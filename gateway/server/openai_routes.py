@@ -56,7 +56,8 @@ _CREATE_SCHEMA = {
             "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideo"}},
             "multipart/form-data": {"schema": {"type": "object", "properties": {
                 "prompt": {"type": "string"}, "model": {"type": "string"}, "seconds": {"type": "string"},
-                "size": {"type": "string"}, "input_reference": {"type": "string", "format": "binary"}},
+                "size": {"type": "string"}, "input_reference": {"type": "string", "format": "binary"},
+                "end_image": {"type": "string", "format": "binary"}},
                 "required": ["prompt"]}},
         },
     }
@@ -80,7 +81,8 @@ async def create_video(request: Request, key: ApiKey | None = Depends(caller)) -
 
 
 async def _read_create_body(request: Request, limit: int) -> tuple[dict[str, Any], str | None]:
-    """The create body's fields, and the uploaded ``input_reference`` as a data URI."""
+    """The create body's fields (an uploaded ``end_image`` as a data URI), and the uploaded
+    ``input_reference`` as a data URI."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         if content_type and content_type != "application/json":
