@@ -110,7 +110,8 @@ class Guard:
 
         refusal = _refusal(scope, conf)
         if refusal is not None:
-            await refusal.send(scope, receive, answer)
+            response = envelope(refusal.status, refusal.message, code=refusal.code, type_=refusal.type)
+            await response(scope, receive, answer)
         else:
             await self._serve(scope, BodyReader(receive, conf.max_upload_bytes, conf.body_timeout_s), answer, status,
                               conf)
@@ -140,27 +141,16 @@ class Guard:
                 await response(scope, receive, tracked)
 
 
-class _Refusal:
-    def __init__(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
-        self.status, self.message, self.code, self.headers = status, message, code, headers
-
-    async def send(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = envelope(self.status, self.message, code=self.code, type_="invalid_request_error",
-                            headers=self.headers)
-        await response(scope, receive, send)
-
-
-def _refusal(scope: Scope, conf: ServiceConfig) -> _Refusal | None:
+def _refusal(scope: Scope, conf: ServiceConfig) -> ApiError | None:
     """A request answered before any route runs: a cross-origin write, or a body whose
     declared length is over the limit (its bytes are never read)."""
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
     origin = headers.get("origin")
     if origin and scope["method"] not in _SAFE_METHODS and not same_or_allowed_origin(
             origin, headers.get("host", ""), conf.cors_allow_origins):
-        return _Refusal(403, f"requests from origin {origin!r} are not allowed (service.cors_allow_origins)",
-                        "origin_not_allowed")
+        return ApiError(403, f"requests from origin {origin!r} are not allowed (service.cors_allow_origins)",
+                        code="origin_not_allowed")
     length = headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > conf.max_upload_bytes):
-        error = too_large(conf.max_upload_bytes)
-        return _Refusal(error.status, error.message, error.code)
+        return too_large(conf.max_upload_bytes)
     return None
