@@ -140,6 +140,12 @@ class ServiceConfig(BaseModel):
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     #: refuse callers without an API key (off only for a local, single-user service)
     require_api_key: bool = True
+    #: the longest pause while a request body arrives (like nginx's client_body_timeout):
+    #: a half-sent body gets 408 and its connection is closed
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    #: browser origins (``https://app.example.com``) allowed to call the API across origins;
+    #: empty: none (no CORS headers, cross-origin writes refused with 403); ``["*"]``: any
+    cors_allow_origins: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseModel):

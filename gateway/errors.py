@@ -110,8 +110,11 @@ class Unsupported(ReelgateError):
 class NoRouteAvailable(ReelgateError):
     code = "no_route_available"
 
-    def __init__(self, message: str, *, skipped: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, *, skipped: dict[str, str] | None = None,
+                 retry_after: float | None = None) -> None:
         self.skipped = skipped or {}
+        #: seconds until the first skipped vendor's circuit lets a probe through (None: unknown)
+        self.retry_after = retry_after
         super().__init__(message)
 
 

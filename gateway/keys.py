@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.permissions import private_dir, private_file
 
 PREFIX = "rg_"
 
@@ -63,7 +64,8 @@ class KeyStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # hashed secrets still say who may call: the file is the operator's alone
+        private_file(private_dir(self.path.parent) / self.path.name)
         with self._connect() as db:
             db.execute(_SCHEMA)
 

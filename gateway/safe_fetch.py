@@ -41,6 +41,13 @@ DEFAULT_TIMEOUT_S = 20.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: RFC 6052's well-known NAT64 prefix: the last 32 bits are an IPv4 address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: ranges that are not globally reachable but that ``is_global`` accepts on some Python
+#: versions (the stdlib's tables lag the IANA registries)
+_NOT_GLOBAL = tuple(ipaddress.ip_network(net) for net in (
+    "192.88.99.0/24",   # 6to4 relay anycast, deprecated (RFC 7526)
+    "64:ff9b:1::/48",   # local-use IPv4/IPv6 translation (RFC 8215)
+    "3fff::/20",        # documentation (RFC 9637)
+))
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -74,7 +81,8 @@ def blocked_reason(ip: IPAddress) -> str | None:
             ("unspecified", candidate.is_unspecified), ("loopback", candidate.is_loopback),
             ("link-local", candidate.is_link_local), ("multicast", candidate.is_multicast),
             ("private", candidate.is_private), ("reserved", candidate.is_reserved),
-            ("non-public", not candidate.is_global),
+            ("site-local", isinstance(candidate, ipaddress.IPv6Address) and candidate.is_site_local),
+            ("non-public", not candidate.is_global or any(candidate in net for net in _NOT_GLOBAL)),
         ):
             if hit:
                 return reason

@@ -58,6 +58,18 @@ def model_key(provider: str, vendor_model: str) -> str:
     return f"{provider}/{vendor_model}"
 
 
+def probe_wait_s(health: Health, provider: str, vendor_model: str) -> float:
+    """Seconds until both circuits of a model at a provider let a call (a probe) through,
+    read from the circuits' snapshot (0 when one is half-open with its probe in flight)."""
+    circuits = health.snapshot().get("circuits", {})
+    waits = [0.0]
+    for key in (provider, model_key(provider, vendor_model)):
+        state = circuits.get(key) if isinstance(circuits, dict) else None
+        if isinstance(state, dict) and isinstance(state.get("next_probe_in_s"), (int, float)):
+            waits.append(float(state["next_probe_in_s"]))
+    return max(waits)
+
+
 class InProcessHealth:
     """:class:`Health` for one process: plain dicts behind one lock."""
 

@@ -13,7 +13,7 @@ from gateway.errors import BudgetExceeded, InvalidRequest, NoRouteAvailable, Uns
 from gateway.pricing import Eligibility, Quote
 from gateway.provider import Provider
 from gateway.request import RoutePolicy, VideoRequest
-from gateway.routing.health import Health
+from gateway.routing.health import Health, probe_wait_s
 from gateway.routing.weighted import weighted_order
 
 
@@ -102,6 +102,8 @@ def plan_request(
     caps = [c for c in (request.max_cost_usd, max_cost_usd) if c is not None]
     budget = Decimal(str(min(caps))) if caps else None
     over_budget: list[Quote] = []
+    #: seconds until each provider refused by its circuit may be probed again
+    waits: list[float] = []
     for e in eligibility:
         if not e.eligible:
             skipped[e.provider] = "; ".join(e.reasons)
@@ -120,6 +122,7 @@ def plan_request(
             allowed, why = health.allow(e.provider, e.quote.vendor_model)
             if not allowed:
                 skipped[e.provider] = why
+                waits.append(probe_wait_s(health, e.provider, e.quote.vendor_model))
                 continue
             key, limit = latency_key(e.quote), (limits or {}).get(e.provider)
             expected = health.expected_s(e.provider, key, prior, limit)
@@ -149,6 +152,6 @@ def plan_request(
         raise NoRouteAvailable(
             "no configured provider can take this request: "
             + "; ".join(f"{n}: {why}" for n, why in skipped.items()),
-            skipped=skipped,
+            skipped=skipped, retry_after=min(waits) if waits else None,
         )
     return Plan(policy, ranked, skipped, eligibility)

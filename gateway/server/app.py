@@ -8,13 +8,14 @@ no response carries a vendor key.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import (
@@ -24,6 +25,7 @@ from gateway.errors import (
     ReelgateError,
     Unsupported,
 )
+from gateway.server.guard import Guard
 from gateway.server.http import ApiError, envelope
 from gateway.server.service import Service
 
@@ -60,19 +62,7 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
     app.include_router(webhooks)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        limit = request.app.state.service.settings.service.max_upload_bytes
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            response: Response = envelope(413, f"request body larger than {limit} bytes", code="too_large",
-                                          type_="invalid_request_error")
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        request.app.state.service.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Guard)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -82,7 +72,8 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
     async def reelgate_error(_request: Request, exc: ReelgateError) -> JSONResponse:
         for cls, status, type_ in _STATUS:
             if isinstance(exc, cls):
-                return envelope(status, exc.message, code=exc.code, type_=type_, param=getattr(exc, "field", None))
+                return envelope(status, exc.message, code=exc.code, type_=type_, param=getattr(exc, "field", None),
+                                headers=_retry_after(exc))
         log.warning("unmapped gateway error: %s", exc.message)
         return envelope(502, exc.message, code=exc.code, type_="upstream_error")
 
@@ -99,6 +90,13 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
         return envelope(exc.status_code, str(exc.detail), code="http_error", type_="invalid_request_error")
 
     return app
+
+
+def _retry_after(exc: ReelgateError) -> dict[str, str] | None:
+    """``Retry-After`` for a 503 that knows when a vendor may take work again (the next
+    probe of an open circuit), in whole seconds as HTTP wants, never 0."""
+    wait = exc.retry_after if isinstance(exc, NoRouteAvailable) else None
+    return None if wait is None else {"Retry-After": str(max(1, math.ceil(wait)))}
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -3,14 +3,20 @@ and the service. Route modules import this, never ``app.py`` (which imports them
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+import math
+import tempfile
+from typing import Any, BinaryIO, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from gateway.keys import ApiKey
 from gateway.server.service import Service
+
+#: the ``order`` of list routes: ``desc`` newest first (the default), ``asc`` oldest first
+Order = Literal["asc", "desc"]
 
 
 def service_of(request: Request) -> Service:
@@ -53,13 +59,97 @@ async def caller(request: Request) -> ApiKey | None:
 
 
 
+#: how much of a body arriving is held in memory before the rest goes to a temporary file
+SPOOL_BYTES = 1024 * 1024
+#: deeper JSON than this is refused before anything walks it (a request is ~3 levels deep)
+MAX_JSON_DEPTH = 32
+
+
 async def json_body(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, or a 400 that says what is wrong with it."""
-    raw = await request.body()
+    """The body as a JSON object, or a 4xx that says what is wrong with it: 415 for another
+    content type (a missing one is read as JSON), 400 for bad JSON."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json":
+        raise ApiError(415, f"send the body as application/json, not {media}", code="unsupported_media_type")
+    return parse_json_object(await read_body(request))
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body. While it arrives at most ``SPOOL_BYTES`` of it sit in memory, the
+    rest in a temporary file: a body cut off at the size limit (413, guard.py) costs disk
+    for a moment, not memory, however many arrive at once."""
+    pending = bytearray()
+    spool: BinaryIO | None = None
     try:
-        data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        async for chunk in request.stream():
+            pending += chunk
+            if len(pending) >= SPOOL_BYTES:
+                if spool is None:
+                    spool = await asyncio.to_thread(tempfile.TemporaryFile)
+                await asyncio.to_thread(spool.write, pending)
+                pending = bytearray()
+        if spool is None:
+            return bytes(pending)
+        return await asyncio.to_thread(_read_back, spool, pending)
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+def _read_back(spool: BinaryIO, tail: bytearray) -> bytes:
+    spool.write(tail)
+    spool.seek(0)
+    return spool.read()
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object. Refused with a 400 naming the reason: invalid JSON,
+    ``NaN``/``Infinity`` or a number too large for a float (they are not JSON numbers and
+    no store keeps them), nesting deeper than ``MAX_JSON_DEPTH`` (never a RecursionError),
+    and strings that are not valid Unicode (lone surrogates such as ``"\\ud83d"``)."""
+    try:
+        data = json.loads(raw or b"{}", parse_constant=_no_constant, parse_float=_finite_float)
+    except _NotFinite as exc:
+        raise ApiError(400, f"the body holds {exc.args[0]}, which is not a finite number",
+                       code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep") from None
+    except ValueError:  # UnicodeDecodeError included
         raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+    _check_tree(data)
     return data
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
+
+
+def _check_tree(data: Any) -> None:
+    """Walk the parsed body once, without recursion: depth and string validity."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            stack.extend((item, depth + 1) for item in items)
+        elif isinstance(node, str) and not node.isascii():
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "the body holds a string that is not valid Unicode (a lone surrogate)",
+                               code="invalid_json") from None

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.keys import ApiKey
 from gateway.request import VideoRequest
-from gateway.server.http import caller, json_body, not_found, service_of
+from gateway.server.http import Order, caller, json_body, not_found, service_of
 from gateway.server.openai_compat import video_object
 
 router = APIRouter(prefix="/v1", tags=["native"])
@@ -40,9 +40,11 @@ async def create_job(request: Request, key: ApiKey | None = Depends(caller)) -> 
 @router.get("/jobs", response_model=None)
 async def list_jobs(request: Request, key: ApiKey | None = Depends(caller),
                     after: str | None = Query(default=None, max_length=200),
-                    limit: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
+                    limit: int = Query(default=20, ge=1, le=100),
+                    order: Order = Query(default="desc")) -> dict[str, Any]:
     service = service_of(request)
-    jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after)
+    jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after,
+                                         oldest_first=order == "asc")
     return {"data": [(service.gateway.get(j.id) or j).to_dict() for j in jobs[:limit]], "has_more": len(jobs) > limit}
 
 

@@ -14,13 +14,17 @@ from gateway.errors import InvalidRequest
 from gateway.job import JobStatus
 from gateway.keys import ApiKey
 from gateway.request import sniff_image_type
-from gateway.server.http import ApiError, caller, json_body, not_found, service_of
+from gateway.server.http import SPOOL_BYTES, ApiError, Order, caller, json_body, not_found, service_of
 from gateway.server.openai_compat import request_from_openai, video_object
 
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
 
 #: form fields that may repeat (lists in the neutral request)
 _LIST_FIELDS = ("providers", "concepts", "allow")
+#: form fields that may carry an image file (each sniffed and capped the same way)
+_UPLOAD_FIELDS = ("input_reference", "end_image")
+_MAX_FILES = len(_UPLOAD_FIELDS)
+_MAX_FIELDS = 64
 
 
 class CreateVideo(BaseModel):
@@ -52,7 +56,8 @@ _CREATE_SCHEMA = {
             "application/json": {"schema": {"$ref": "#/components/schemas/CreateVideo"}},
             "multipart/form-data": {"schema": {"type": "object", "properties": {
                 "prompt": {"type": "string"}, "model": {"type": "string"}, "seconds": {"type": "string"},
-                "size": {"type": "string"}, "input_reference": {"type": "string", "format": "binary"}},
+                "size": {"type": "string"}, "input_reference": {"type": "string", "format": "binary"},
+                "end_image": {"type": "string", "format": "binary"}},
                 "required": ["prompt"]}},
         },
     }
@@ -67,37 +72,54 @@ async def create_video(request: Request, key: ApiKey | None = Depends(caller)) -
     if request.headers.get("idempotency-key") and "idempotency_key" not in body:
         body["idempotency_key"] = request.headers["idempotency-key"]
     video_request = request_from_openai(body, service.settings, image_data_uri=image)
+    if video_request.resolution is None:
+        # OpenAI's Video has a size from the start: fix the one the route chooses now, so
+        # the size reported at create is the size delivered (also after a fallback)
+        video_request = video_request.model_copy(update={"resolution": service.first_choice(video_request, key)})
     job = await service.submit(video_request, key)
     return video_object(job)
 
 
 async def _read_create_body(request: Request, limit: int) -> tuple[dict[str, Any], str | None]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        body: dict[str, Any] = {}
-        image = None
-        async with request.form(max_part_size=limit) as form:  # closes the spooled uploads
-            for name in form:
-                values = form.getlist(name)
-                if name == "input_reference" and isinstance(values[0], UploadFile):
-                    image = await _image_upload(values[0], limit)
-                elif name in _LIST_FIELDS:
-                    body[name] = [v for v in values if isinstance(v, str)]
+    """The create body's fields (an uploaded ``end_image`` as a data URI), and the uploaded
+    ``input_reference`` as a data URI."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "multipart/form-data":
+        if content_type and content_type != "application/json":
+            raise ApiError(415, f"send application/json or multipart/form-data, not {content_type}",
+                           code="unsupported_media_type")
+        return await json_body(request), None
+    body: dict[str, Any] = {}
+    image = None
+    # the body as a whole is capped while it streams (guard.py); these cap its parts: a
+    # file spools to disk past 1 MiB, any other field is at most SPOOL_BYTES (in memory)
+    async with request.form(max_part_size=SPOOL_BYTES, max_files=_MAX_FILES, max_fields=_MAX_FIELDS) as form:
+        for raw_name in form:
+            values = form.getlist(raw_name)
+            # the openai SDK sends list fields as ``providers[]``
+            name = raw_name.removesuffix("[]") if raw_name.removesuffix("[]") in _LIST_FIELDS else raw_name
+            if name in _UPLOAD_FIELDS and isinstance(values[0], UploadFile):
+                uploaded = await _image_upload(values[0], limit, name)
+                if name == "input_reference":
+                    image = uploaded
                 else:
-                    body[name] = values[0] if isinstance(values[0], str) else None
-        return body, image
-    if content_type and not content_type.startswith("application/json"):
-        raise ApiError(415, "send application/json or multipart/form-data", code="unsupported_media_type")
-    return await json_body(request), None
+                    body[name] = uploaded
+            elif name in _LIST_FIELDS:
+                body[name] = [*body.get(name, []), *(v for v in values if isinstance(v, str))]
+            elif name.startswith("metadata[") and name.endswith("]"):  # the SDK's form of a mapping
+                body.setdefault("metadata", {})[name[len("metadata["):-1]] = values[0]
+            else:
+                body[name] = values[0] if isinstance(values[0], str) else None
+    return body, image
 
 
-async def _image_upload(upload: UploadFile, limit: int) -> str:
+async def _image_upload(upload: UploadFile, limit: int, field: str) -> str:
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise InvalidRequest("input_reference", f"is larger than {limit} bytes")
+        raise InvalidRequest(field, f"is larger than {limit} bytes")
     mime = sniff_image_type(data)
     if mime is None:
-        raise InvalidRequest("input_reference", "is not a PNG, JPEG, GIF or WebP image")
+        raise InvalidRequest(field, "is not a PNG, JPEG, GIF or WebP image")
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
@@ -107,9 +129,11 @@ async def list_videos(
     key: ApiKey | None = Depends(caller),
     after: str | None = Query(default=None, max_length=200),
     limit: int = Query(default=20, ge=1, le=100),
+    order: Order = Query(default="desc"),
 ) -> dict[str, Any]:
     service = service_of(request)
-    jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after)
+    jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after,
+                                         oldest_first=order == "asc")
     page = [video_object(service.gateway.get(j.id) or j) for j in jobs[:limit]]
     return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None, "has_more": len(jobs) > limit}

@@ -26,8 +26,9 @@ from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
+from gateway.permissions import private_dir
 from gateway.provider import Secret, VideoResult
-from gateway.request import ImageKind, VideoRequest
+from gateway.request import ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.metrics import Metrics
 from gateway.store import open_store
@@ -68,8 +69,7 @@ class Service:
     @classmethod
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
                     env: Mapping[str, str] | None = None) -> Service:
-        home = reelgate_home(env)
-        home.mkdir(parents=True, exist_ok=True)
+        home = private_dir(reelgate_home(env))
         store = open_store(settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}",
                            env=os.environ if env is None else env)
         await store.open()
@@ -128,6 +128,12 @@ class Service:
         self.metrics.jobs_submitted.inc()
         self._watch(job)
         return job
+
+    def first_choice(self, request: VideoRequest, key: ApiKey | None) -> Resolution:
+        """The resolution the route would produce now (the first candidate's), for this caller."""
+        if key is not None and key.allowed_providers:
+            request = self.restrict(request, key.allowed_providers)
+        return self.gateway.plan(request).candidates[0].quote.resolution
 
     @staticmethod
     def restrict(request: VideoRequest, allowed: tuple[str, ...]) -> VideoRequest:
@@ -222,12 +228,18 @@ class Service:
             return None
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
-        return await self.gateway.cancel(job.id)
+        return self._count_cancel(await self.gateway.cancel(job.id))
+
+    def _count_cancel(self, job: VideoJob) -> VideoJob:
+        # a cancel stops the job's task, and with it the watcher that counts finished jobs
+        if job.status is JobStatus.CANCELLED:
+            self.metrics.observe_job(job)
+        return job
 
     async def delete(self, job: VideoJob) -> None:
         """Forget a job: stop it if it runs, remove its record and its kept video."""
         if not job.status.terminal and job.id in self.gateway.jobs:
-            await self.gateway.cancel(job.id)
+            self._count_cancel(await self.gateway.cancel(job.id))
         watcher = self._watchers.pop(job.id, None)
         if watcher is not None:
             watcher.cancel()

@@ -12,7 +12,7 @@ import time
 from fastapi import APIRouter, Request
 
 from gateway.errors import ProtocolError, WebhookRejected
-from gateway.server.http import ApiError, service_of
+from gateway.server.http import ApiError, read_body, service_of
 from gateway.webhooks.inbound import verify_and_parse
 
 router = APIRouter(tags=["vendor webhooks"])
@@ -24,7 +24,7 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
     adapter = service.gateway.providers.get(provider)
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, f"no webhook endpoint for {provider!r}", code="not_found")
-    body = await request.body()
+    body = await read_body(request)
     try:
         event = await verify_and_parse(adapter, request.headers, body, now=time.time(),
                                        keys=service.webhook_keys(provider))

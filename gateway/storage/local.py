@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from gateway.permissions import open_private, private_dirs
 from gateway.storage.base import (
     ChunkDigest,
     Chunks,
@@ -52,10 +53,11 @@ class LocalStorage(ResultStorage):
     async def put(self, key: str, chunks: Chunks, content_type: str, *,
                   max_bytes: int | None = None) -> StoredObject:
         target = self._path_for_key(key)
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dirs, target.parent)
         temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
         digest = ChunkDigest(max_bytes)
-        handle = await asyncio.to_thread(open, temp, "xb")
+        # a caller's video is for that caller: 0600 from the first byte (the rename keeps it)
+        handle = await asyncio.to_thread(lambda: os.fdopen(open_private(temp), "wb"))
         try:
             pending = bytearray()
             async with contextlib.aclosing(iter_chunks(chunks)) as stream:

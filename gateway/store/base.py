@@ -104,10 +104,10 @@ class JobStore(ABC):
 
     @abstractmethod
     async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
-        """Jobs newest first (``created_at``, then id). ``after`` is the id of the last
-        job of the previous page; an unknown id is an ``InvalidRequest``. ``owner=None``
-        lists every owner's jobs."""
+                        after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
+        """Jobs newest first (``created_at``, then id), or oldest first. ``after`` is the id
+        of the last job of the previous page; an unknown id, or another owner's, is an
+        ``InvalidRequest``. ``owner=None`` lists every owner's jobs."""
 
     @abstractmethod
     async def delete(self, job_id: str, *, owner: str | None = None) -> bool:

@@ -130,20 +130,24 @@ class PostgresJobStore(JobStore):
         return rows[0] if rows else None
 
     async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
+                        after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
         params: dict[str, Any] = {"owner": owner, "limit": limit, "after": after,
                                   "created": None, "id": None}
+        direction, beyond = ("ASC", ">") if oldest_first else ("DESC", "<")
         async with self._pool.connection() as conn:
             if after is not None:
-                cur = await conn.execute("SELECT created_at, id FROM jobs WHERE id = %s", (after,))
+                # another owner's job is as unknown as a missing one: no existence oracle
+                cur = await conn.execute(
+                    "SELECT created_at, id FROM jobs WHERE id = %(after)s"
+                    " AND (%(owner)s::text IS NULL OR owner = %(owner)s)", params)
                 found = await cur.fetchone()
                 if found is None:
                     raise InvalidRequest("after", f"no job {after!r} to continue from")
                 params["created"], params["id"] = found
             cur = await conn.execute(
                 "SELECT doc FROM jobs WHERE (%(owner)s::text IS NULL OR owner = %(owner)s)"
-                " AND (%(after)s::text IS NULL OR (created_at, id) < (%(created)s::float8, %(id)s::text))"
-                " ORDER BY created_at DESC, id DESC LIMIT %(limit)s", params)
+                f" AND (%(after)s::text IS NULL OR (created_at, id) {beyond} (%(created)s::float8, %(id)s::text))"
+                f" ORDER BY created_at {direction}, id {direction} LIMIT %(limit)s", params)
             return [_job(row) for row in await cur.fetchall()]
 
     async def delete(self, job_id: str, *, owner: str | None = None) -> bool:

@@ -80,7 +80,14 @@ class SqliteJobStore(JobStore):
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         conn = self._conn
         async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # the thread runs on regardless: keep the lock until it is done, or close()
+                # would close the connection under it (a segfault inside sqlite3)
+                await asyncio.gather(work, return_exceptions=True)
+                raise
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
@@ -138,18 +145,22 @@ class SqliteJobStore(JobStore):
             (owner, key))
 
     async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
+                        after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
+        direction, beyond = ("ASC", ">") if oldest_first else ("DESC", "<")
+
         def page(conn: sqlite3.Connection) -> list[VideoJob]:
             cursor: tuple[float | None, str | None] = (None, None)
             if after is not None:
-                found = conn.execute("SELECT created_at, id FROM jobs WHERE id = ?", (after,)).fetchone()
+                # another owner's job is as unknown as a missing one: no existence oracle
+                found = conn.execute("SELECT created_at, id FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
+                                     (after, owner, owner)).fetchone()
                 if found is None:
                     raise InvalidRequest("after", f"no job {after!r} to continue from")
                 cursor = tuple(found)
             rows = conn.execute(
                 "SELECT doc FROM jobs WHERE (? IS NULL OR owner = ?)"
-                " AND (? IS NULL OR (created_at, id) < (?, ?))"
-                " ORDER BY created_at DESC, id DESC LIMIT ?",
+                f" AND (? IS NULL OR (created_at, id) {beyond} (?, ?))"
+                f" ORDER BY created_at {direction}, id {direction} LIMIT ?",
                 (owner, owner, after, *cursor, limit)).fetchall()
             return [_job(r) for r in rows]
 

@@ -85,6 +85,28 @@ async def test_list_pages_newest_first_without_gaps_or_repeats(store: JobStore) 
     assert seen == expected
 
 
+async def test_list_pages_oldest_first_without_gaps_or_repeats(store: JobStore) -> None:
+    times = [1000.0, 1001.0, 1002.0, 1002.0, 1003.0, 1004.0, 1005.0]
+    jobs = [await store.create(new_job(f"video {i}", created_at=t)) for i, t in enumerate(times)]
+    expected = [j.id for j in sorted(jobs, key=lambda j: (j.created_at, j.id))]
+    seen: list[str] = []
+    after = None
+    while page := await store.list_jobs(limit=3, after=after, oldest_first=True):
+        seen += [j.id for j in page]
+        after = page[-1].id
+    assert seen == expected
+
+
+async def test_a_cursor_on_another_owners_job_is_as_unknown_as_a_missing_one(store: JobStore) -> None:
+    theirs = await store.create(new_job("theirs"), owner="key_b")
+    for after in (theirs.id, "vid_missing"):
+        with pytest.raises(InvalidRequest) as info:
+            await store.list_jobs(owner="key_a", after=after)
+        assert info.value.field == "after" and info.value.reason == f"no job {after!r} to continue from"
+    assert await store.list_jobs(owner="key_b", after=theirs.id) == []
+    assert await store.list_jobs(after=theirs.id) == []  # no owner: every owner's jobs
+
+
 async def test_list_and_get_filter_by_owner(store: JobStore) -> None:
     mine = await store.create(new_job("mine"), owner="key_a")
     theirs = await store.create(new_job("theirs", created_at=2000.0), owner="key_b")

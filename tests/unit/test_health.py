@@ -103,3 +103,16 @@ def test_only_one_of_many_threads_gets_the_probe():
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(lambda _: h.acquire("fal", RAY)[0], range(64)))
     assert answers.count(True) == 1
+
+
+def test_probe_wait_is_the_longer_of_the_provider_and_model_cooldowns():
+    from gateway.routing.health import probe_wait_s
+
+    h, clock = health()
+    assert probe_wait_s(h, "fal", RAY) == 0.0
+    for _ in range(3):
+        h.record_failure("fal", RAY)
+    clock.t += 12
+    assert probe_wait_s(h, "fal", RAY) == 18.0  # default cooldown 30 s, opened 12 s ago
+    clock.t += 18
+    assert probe_wait_s(h, "fal", RAY) == 0.0  # half-open: a probe may go now

@@ -80,3 +80,19 @@ def test_quote_carries_usd():
     assert p.chosen.quote.usd == Decimal("0.10")
     assert p.to_dict()["candidates"][0] == {"provider": "cheap", "cost_usd": 0.1, "expected_s": 90.0,
                                              "degradations": []}
+
+
+def test_no_route_with_every_circuit_open_says_when_the_first_probe_may_go():
+    from gateway.errors import NoRouteAvailable
+    from gateway.routing.circuit import CircuitSettings
+    from gateway.routing.health import InProcessHealth
+    from tests.support import FakeClock
+
+    clock = FakeClock()
+    health = InProcessHealth(clock=clock.now, circuit=CircuitSettings(consecutive_failures=1, cooldown_s=30))
+    health.record_failure("cheap", "any")
+    clock.t += 10
+    health.record_failure("fast", "any")
+    with pytest.raises(NoRouteAvailable) as info:
+        plan(VideoRequest(prompt="a"), health=health)
+    assert info.value.retry_after == 20.0  # cheap opened first: its probe comes first

@@ -1,0 +1,156 @@
+"""The service's outermost layer: what every request passes before any route runs.
+
+* **Body limits while streaming.** ``max_upload_bytes`` is checked against a declared
+  ``Content-Length`` and again against the bytes actually received, so a chunked body
+  without a length is cut off at the limit too (413); no route ever sees, or buffers,
+  more than the limit. After a 413 the server reads and discards what the client still
+  sends, so the client gets to read the answer; memory stays flat.
+* **Slow bodies time out.** A body that pauses longer than ``body_timeout_s`` gets 408
+  and its connection is closed (a half-sent body must not hold a connection forever).
+* **Cross-origin writes are refused** unless the origin is in ``cors_allow_origins``:
+  a page on another origin can send "simple" requests (form posts, ``text/plain``)
+  without a preflight, and with ``require_api_key: false`` that would create jobs.
+  Browsers always send ``Origin`` on such requests; SDKs and curl do not.
+* **Every request is counted** in ``reelgate_http_requests_total``, also the ones that
+  fail: an unhandled exception becomes the JSON 500 envelope (logged once, with its
+  traceback), a client that hangs up mid-body is one log line and status 499.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import urlsplit
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.config import ServiceConfig
+from gateway.server.http import ApiError, envelope
+
+log = logging.getLogger("reelgate.server")
+
+#: nginx's name for "the client closed the connection before the answer"
+CLIENT_CLOSED = 499
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_CORS_HEADERS = ["authorization", "content-type", "idempotency-key"]
+
+
+class BodyReader:
+    """``receive`` with the body counted and timed: raises 413 past ``limit`` bytes and
+    408 when the next piece does not come within ``timeout_s``. Once the body is
+    complete it passes messages through untimed (a streamed answer listens for the
+    disconnect for as long as it runs)."""
+
+    def __init__(self, receive: Receive, limit: int, timeout_s: float) -> None:
+        self._receive, self.limit, self.timeout_s = receive, limit, timeout_s
+        self.received = 0
+        self.complete = False
+
+    async def __call__(self) -> Message:
+        if self.complete:
+            return await self._receive()
+        try:
+            message = await asyncio.wait_for(self._receive(), self.timeout_s)
+        except TimeoutError:
+            raise ApiError(408, f"the request body stopped arriving for {self.timeout_s:g} s", code="body_timeout",
+                           headers={"Connection": "close"}) from None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                raise too_large(self.limit)
+            self.complete = not message.get("more_body", False)
+        return message
+
+
+def too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body larger than {limit} bytes", code="too_large")
+
+
+def same_or_allowed_origin(origin: str, host: str, allowed: Sequence[str]) -> bool:
+    """Whether a browser page at ``origin`` may send a state-changing request: the
+    service's own origin (the one its ``Host`` names) or one on the allow-list."""
+    if "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc.lower() == host.lower()
+
+
+class Guard:
+    """ASGI middleware applying the module docstring to every HTTP request. The settings
+    come from the service the app starts (``app.state.service``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._cors: ASGIApp | None = None
+
+    def _inner(self, conf: ServiceConfig) -> ASGIApp:
+        if not conf.cors_allow_origins:
+            return self.app
+        if self._cors is None:
+            self._cors = CORSMiddleware(self.app, allow_origins=conf.cors_allow_origins,
+                                        allow_methods=["GET", "POST", "DELETE"], allow_headers=_CORS_HEADERS,
+                                        expose_headers=["Retry-After"], allow_credentials=False)
+        return self._cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        service = scope["app"].state.service
+        conf: ServiceConfig = service.settings.service
+        status = [500]
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        refusal = _refusal(scope, conf)
+        if refusal is not None:
+            response = envelope(refusal.status, refusal.message, code=refusal.code, type_=refusal.type)
+            await response(scope, receive, answer)
+        else:
+            await self._serve(scope, BodyReader(receive, conf.max_upload_bytes, conf.body_timeout_s), answer, status,
+                              conf)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        service.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Callable[[Message], Awaitable[None]],
+                     status: list[int], conf: ServiceConfig) -> None:
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._inner(conf)(scope, receive, tracked)
+        except ClientDisconnect:
+            status[0] = CLIENT_CLOSED
+            log.info("%s %s: the client hung up before sending its whole body", scope["method"], scope["path"])
+        except Exception:
+            status[0] = 500
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            if not started:
+                response = envelope(500, "the server failed to handle this request; it has been logged",
+                                    code="internal_error", type_="server_error")
+                await response(scope, receive, tracked)
+
+
+def _refusal(scope: Scope, conf: ServiceConfig) -> ApiError | None:
+    """A request answered before any route runs: a cross-origin write, or a body whose
+    declared length is over the limit (its bytes are never read)."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    origin = headers.get("origin")
+    if origin and scope["method"] not in _SAFE_METHODS and not same_or_allowed_origin(
+            origin, headers.get("host", ""), conf.cors_allow_origins):
+        return ApiError(403, f"requests from origin {origin!r} are not allowed (service.cors_allow_origins)",
+                        code="origin_not_allowed")
+    length = headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > conf.max_upload_bytes):
+        return too_large(conf.max_upload_bytes)
+    return None
