@@ -59,33 +59,36 @@ def test_text_no_store_can_hold_is_refused_and_poisons_nothing(harness: Harness,
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == field and error["message"].startswith(f"{field}: ")
+    assert ("NUL character" if "\\u0000" in json.dumps(body) else "lone surrogate") in error["message"]
     assert harness.submissions() == 0
     assert harness.jobs() == []  # the key's listing still answers
 
 
 CONCEPTS = ["pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "push_in", "pull_out", "orbit_left"]
 
-# (body, the field the 400 names): every field has a cap
-OVER_CAPS: list[tuple[dict[str, Any], str]] = [
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-    ({"metadata": {"k" * 65: "v"}}, "metadata"),
-    ({"metadata": {"k": "v" * 513}}, "metadata"),
-    ({"metadata": {f"k{i}": "é" * 512 for i in range(16)}}, "metadata"),  # 16 KB as UTF-8
-    ({"idempotency_key": "order 42"}, "idempotency_key"),
-    ({"idempotency_key": "заказ-42"}, "idempotency_key"),
-    ({"providers": ["fal"] * 17}, "providers"),
-    ({"providers": ["f" * 65]}, "providers"),
-    ({"concepts": CONCEPTS}, "concepts"),
-    ({"allow": ["higher_resolution"] * 9}, "allow"),
-    ({"deadline_s": 1e9}, "deadline_s"),
-    ({"webhook_url": "https://example.com/" + "a" * 3000}, "webhook_url"),
-    ({"start_image": "https://example.com/" + "a" * 3000 + ".png"}, "start_image"),
+# (body, the field the 400 names, the reason): every field has a cap
+OVER_CAPS: list[tuple[dict[str, Any], str, str]] = [
+    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16 are allowed"),
+    ({"metadata": {"k" * 65: "v"}}, "metadata", "1 to 64 characters"),
+    ({"metadata": {"k": "v" * 513}}, "metadata", "longer than 512 characters"),
+    ({"metadata": {f"k{i}": "é" * 512 for i in range(16)}}, "metadata", "at most 8192 are allowed"),  # 16 KB
+    ({"idempotency_key": "order 42"}, "idempotency_key", "printable ASCII"),
+    ({"idempotency_key": "заказ-42"}, "idempotency_key", "printable ASCII"),
+    ({"providers": ["fal"] * 17}, "providers", "at most 16 are allowed"),
+    ({"providers": ["f" * 65]}, "providers", "longer than 64 characters"),
+    ({"concepts": CONCEPTS}, "concepts", "at most 8 are allowed"),
+    ({"allow": ["higher_resolution"] * 9}, "allow", "at most 8 are allowed"),
+    ({"deadline_s": 1e9}, "deadline_s", "less than or equal to 604800"),
+    ({"webhook_url": "https://example.com/" + "a" * 3000}, "webhook_url", "at most 2048 characters"),
+    ({"start_image": "https://example.com/" + "a" * 3000 + ".png"}, "start_image", "longer than 2048 characters"),
 ]
 
 
-@pytest.mark.parametrize(("extra", "field"), OVER_CAPS, ids=[f"{f}-{i}" for i, (_, f) in enumerate(OVER_CAPS)])
-def test_every_field_has_a_cap(harness: Harness, extra: dict[str, Any], field: str) -> None:
+@pytest.mark.parametrize(("extra", "field", "reason"), OVER_CAPS,
+                         ids=[f"{f}-{i}" for i, (_, f, _) in enumerate(OVER_CAPS)])
+def test_every_field_has_a_cap(harness: Harness, extra: dict[str, Any], field: str, reason: str) -> None:
     response = harness.post("/v1/jobs", json={"prompt": "a fox", **extra})
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == field
+    error = response.json()["error"]
+    assert error["param"] == field and reason in error["message"], error
     assert harness.submissions() == 0 and harness.jobs() == []
