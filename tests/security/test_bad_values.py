@@ -5,6 +5,7 @@ any job stored or any vendor called."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ def test_non_finite_numbers_are_refused_before_any_money_is_reserved(make_servic
             response = harness.post(route, content=body, headers={"content-type": "application/json"})
             assert response.status_code == 400, (field, literal, response.text)
             assert response.json()["error"]["param"] == field
-            assert harness.reserved() == (0, 0)
+            assert harness.reserved() == (Decimal(0), Decimal(0))
     assert harness.submissions() == 0 and harness.jobs() == []
     assert harness.post(route, json={"prompt": "a fox"}).status_code in (200, 202)  # the budget is intact
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 from gateway.api import Gateway
 from gateway.config import BudgetConfig, PollingConfig, Settings
@@ -15,9 +16,10 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus
 from gateway.plugins import discover
 from gateway.request import VideoRequest
-from tests.security.conftest import Harness, MakeService
+from tests.security.conftest import MakeService
 
-FAL = {"prompt": "a fox", "providers": ["fal"]}  # $0.20 on the sandbox
+FAL: dict[str, Any] = {"prompt": "a fox", "providers": ["fal"]}  # $0.20 on the sandbox
+NOTHING = (Decimal(0), Decimal(0))
 
 
 def test_cancelled_jobs_that_cost_nothing_free_the_key_budget(make_service: MakeService) -> None:
@@ -29,7 +31,7 @@ def test_cancelled_jobs_that_cost_nothing_free_the_key_budget(make_service: Make
         assert cancelled.status_code == 200, cancelled.text
         stored = harness.wait(job.json()["id"])
         assert stored.status is JobStatus.CANCELLED and stored.cost_usd == 0
-        assert harness.reserved() == (0, 0)
+        assert harness.reserved() == NOTHING
 
 
 def test_replaying_a_job_reserves_and_costs_nothing_more(make_service: MakeService) -> None:
@@ -43,7 +45,7 @@ def test_replaying_a_job_reserves_and_costs_nothing_more(make_service: MakeServi
     for _ in range(3):
         replay = harness.post("/v1/jobs", json=FAL, headers={"Idempotency-Key": "once"})
         assert replay.status_code == 202 and replay.json()["id"] == first.json()["id"]
-    assert harness.reserved() == (0, 0)
+    assert harness.reserved() == NOTHING
     key_ledger = harness.service.key_ledger(harness.key)
     assert key_ledger is not None
     assert key_ledger.spent_today() == harness.service.gateway.ledger.spent_today() == finished.cost_usd
@@ -56,10 +58,10 @@ def test_after_any_sequence_the_ledgers_hold_the_running_jobs_estimates(make_ser
     emulators = harness.sandbox.emulators
     emulators["fal"].timing = Timing(0.05, 3600)  # fal's jobs run until the end of the test
     emulators["railwail"].faults.set([parse_fault("fail-late")])
-    apiframe = {"prompt": "a fox", "providers": ["apiframe"]}
-    railwail = {"prompt": "a fox", "providers": ["railwail"]}
+    apiframe: dict[str, Any] = {"prompt": "a fox", "providers": ["apiframe"]}
+    railwail: dict[str, Any] = {"prompt": "a fox", "providers": ["railwail"]}
 
-    def create(body: dict[str, object], status: int = 202, key: str | None = None) -> str:
+    def create(body: dict[str, Any], status: int = 202, key: str | None = None) -> str:
         headers = {"Idempotency-Key": key} if key else {}
         response = harness.post("/v1/jobs", content=json.dumps(body), headers={**headers,
                                 "content-type": "application/json"})

@@ -3,6 +3,8 @@ more, another request under it is a 409 naming the key, and a deleted job frees 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.api import Gateway
@@ -53,7 +55,7 @@ def test_a_key_reused_with_another_request_is_a_409_naming_the_key(harness: Harn
     assert harness.submissions() == 1 and len(harness.jobs()) == 1
 
 
-async def test_a_process_that_never_saw_the_first_request_still_tells_them_apart(tmp_path) -> None:
+async def test_a_process_that_never_saw_the_first_request_still_tells_them_apart(tmp_path: Path) -> None:
     sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.05, run_s=0.1))
     settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.1))
     with BackgroundServer(sandbox.app) as server:
@@ -66,4 +68,4 @@ async def test_a_process_that_never_saw_the_first_request_still_tells_them_apart
                 with pytest.raises(InvalidRequest) as raised:
                     await second.submit(VideoRequest(prompt="a cat", idempotency_key="k1"))
     assert raised.value.field == "idempotency_key" and job.id in raised.value.message
-    assert sum(s["accepted_submissions"] for s in sandbox.stats().values()) == 1
+    assert sum(emu.accepted_submissions for emu in sandbox.emulators.values()) == 1
