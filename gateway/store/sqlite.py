@@ -80,7 +80,15 @@ class SqliteJobStore(JobStore):
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         conn = self._conn
         async with self._lock:
-            return await asyncio.to_thread(fn, conn)
+            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+            try:
+                return await asyncio.shield(work)
+            finally:
+                if not work.done():
+                    # Cancelled while the thread still uses the connection: hold the lock until
+                    # it is done, or ``close`` (a service stopping) frees the connection under
+                    # a running COMMIT, which crashes the process inside SQLite.
+                    await asyncio.wait([work])
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
