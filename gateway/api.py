@@ -13,6 +13,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -282,9 +283,10 @@ class Gateway:
         event.set()
         return True
 
-    async def resume(self) -> list[VideoJob]:
+    async def resume(self, *, budget_of: Callable[[str | None], SpendLedger | None] | None = None) -> list[VideoJob]:
         """Start following every unfinished job in the store (after a restart): polls what
-        vendors accepted, never resubmits blindly what may have been sent."""
+        vendors accepted, never resubmits blindly what may have been sent. Each job's estimate
+        is held again in the gateway's ledger and in ``budget_of(job.owner)``'s."""
         if self.store is None:
             return []
         resumed = []
@@ -296,7 +298,10 @@ class Gateway:
             except ReelgateError:
                 plan = None  # nothing new can be tried; the attempt in flight is still followed
             self.jobs[job.id] = job
-            self._holds[job.id] = (self.ledger,)  # its cost counts today when it settles
+            ledgers = (budget_of(job.owner) if budget_of else None, self.ledger)
+            self._holds[job.id] = tuple(ledger for ledger in ledgers if ledger is not None)
+            for ledger in self._holds[job.id]:  # already running: counted, never refused
+                ledger.hold(job.id, job.current.estimated_usd if job.current else Decimal(0))
             self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
             resumed.append(job)
         return resumed

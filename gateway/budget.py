@@ -54,6 +54,11 @@ class SpendLedger:
                 )
             self._reserved[key] = amount
 
+    def hold(self, key: str, amount: Decimal) -> None:
+        """Reserve without the check: for a job already running (resumed after a restart)."""
+        with self._lock:
+            self._reserved[key] = amount
+
     def settle(self, key: str, cost: Decimal) -> None:
         """The reservation becomes what was really spent (zero when nothing was billed)."""
         with self._lock:

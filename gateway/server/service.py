@@ -90,7 +90,8 @@ class Service:
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret)
         service.metrics.instrument(gateway.client)
-        for job in await gateway.resume():
+        owners = {key.id: key for key in service.keys.list()}
+        for job in await gateway.resume(budget_of=lambda owner: service.key_ledger(owners.get(owner or ""))):
             service._watch(job)
         return service
 

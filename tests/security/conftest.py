@@ -31,6 +31,14 @@ class Harness:
     key: ApiKey
     sandbox: Sandbox
     home: Path
+    app: Any
+
+    def restart(self) -> None:
+        """Stop the service (as a deploy does: jobs in flight stay unfinished in the store)
+        and start a new one on the same home, store and keys."""
+        self.client.__exit__(None, None, None)
+        self.client = TestClient(self.app, raise_server_exceptions=False)
+        self.client.__enter__()
 
     @property
     def service(self) -> Service:
@@ -80,8 +88,11 @@ def make_service(tmp_path: Path) -> Iterator[MakeService]:
             app = create_app(lambda: Service.start(settings, sandbox_url=emulators.url, env=env))
             home.mkdir(parents=True)
             key, secret = KeyStore(home / "keys.db").create("tests", budget_usd_per_day=key_budget)
-            client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
-            return Harness(client, {"Authorization": f"Bearer {secret}"}, key, sandbox, home)
+            client = TestClient(app, raise_server_exceptions=False)
+            client.__enter__()
+            harness = Harness(client, {"Authorization": f"Bearer {secret}"}, key, sandbox, home, app)
+            stack.callback(lambda: harness.client.__exit__(None, None, None))
+            return harness
 
         yield make
 
