@@ -408,8 +408,7 @@ def invalid_request_from(exc: ValidationError) -> InvalidRequest:
     err = exc.errors(include_url=False)[0]
     field = ".".join(str(p) for p in err.get("loc", ()))[:80] or "request"
     kind = err.get("type", "")
-    given = repr(err.get("input"))
-    given = given if len(given) <= 60 else given[:57] + "..."  # the input may be huge
+    given = limits.shown(err.get("input"))
     if kind == "enum":
         expected = err.get("ctx", {}).get("expected", "")
         reason = f"{given} is not one of {expected}"

@@ -77,6 +77,12 @@ def _text_problem(text: str) -> str | None:
     return None
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A caller's value as an error message may quote it: its repr, cut short (it may be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _printable(name: str) -> str:
     """A field name safe to echo back (it may be what the caller got wrong)."""
     return name.encode("ascii", "backslashreplace").decode()[:80]

@@ -15,7 +15,7 @@ from gateway.emulation.render import frame_size
 from gateway.errors import InvalidRequest
 from gateway.job import JobStatus, VideoJob
 from gateway.request import AspectRatio, ImageInput, ModelFamily, Resolution, VideoRequest
-from gateway.request_limits import check_strings
+from gateway.request_limits import check_strings, shown
 
 #: every WxH we can honour, e.g. "1280x720" -> (16:9, 720p)
 SIZES: dict[str, tuple[AspectRatio, Resolution]] = {
@@ -51,7 +51,8 @@ def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_
     if body.get("size") is not None:
         size = str(body["size"]).strip().lower()
         if size not in SIZES:
-            raise InvalidRequest("size", f"{body['size']!r} is not offered; choose one of {', '.join(sorted(SIZES))}")
+            offered = ", ".join(sorted(SIZES))
+            raise InvalidRequest("size", f"{shown(body['size'])} is not offered; choose one of {offered}")
         aspect, resolution = SIZES[size]
         fields.setdefault("aspect_ratio", aspect)
         fields.setdefault("resolution", resolution)
@@ -85,13 +86,13 @@ def _model(model: Any, settings: Settings) -> dict[str, Any]:
         return {"model": ModelFamily(name)}
     except ValueError:
         known = [m.value for m in ModelFamily] + sorted(settings.aliases)
-        raise InvalidRequest("model", f"{name!r} is not offered; choose one of {', '.join(known)}") from None
+        raise InvalidRequest("model", f"{shown(name)} is not offered; choose one of {', '.join(known)}") from None
 
 
 def _seconds(value: Any) -> int:
     text = str(value).strip().removesuffix("s")
     if text not in ("5", "9"):
-        raise InvalidRequest("seconds", f"{value!r} is not offered; choose \"5\" or \"9\"")
+        raise InvalidRequest("seconds", f"{shown(value)} is not offered; choose \"5\" or \"9\"")
     return int(text)
 
 
