@@ -301,7 +301,7 @@ class Gateway:
             ledgers = (budget_of(job.owner) if budget_of else None, self.ledger)
             self._holds[job.id] = tuple(ledger for ledger in ledgers if ledger is not None)
             for ledger in self._holds[job.id]:  # already running: counted, never refused
-                ledger.hold(job.id, job.current.estimated_usd if job.current else Decimal(0))
+                ledger.hold(job.id, _estimate(job, plan))
             self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
             resumed.append(job)
         return resumed
@@ -434,6 +434,13 @@ def _replayed(job: VideoJob, digest: str) -> VideoJob:
     if known != digest:
         raise IdempotencyConflict(job.request.idempotency_key or "", job.id)
     return job
+
+
+def _estimate(job: VideoJob, plan: Plan | None) -> Decimal:
+    """What a resumed job may still cost: its attempt in flight, or the next one it will make."""
+    if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
+        return job.current.estimated_usd
+    return plan.candidates[0].quote.usd if plan is not None and plan.candidates else Decimal(0)
 
 
 def _planned(plan: Plan | None) -> Plan:
