@@ -3,6 +3,7 @@ more, another request under it is a 409 naming the key, and a deleted job frees 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from gateway.config import PollingConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.errors import InvalidRequest
+from gateway.job import VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.store.sqlite import SqliteJobStore
@@ -68,4 +70,24 @@ async def test_a_process_that_never_saw_the_first_request_still_tells_them_apart
                 with pytest.raises(InvalidRequest) as raised:
                     await second.submit(VideoRequest(prompt="a cat", idempotency_key="k1"))
     assert raised.value.field == "idempotency_key" and job.id in raised.value.message
+    assert sum(emu.accepted_submissions for emu in sandbox.emulators.values()) == 1
+
+
+async def test_two_processes_racing_one_key_with_two_requests_make_one_job(tmp_path: Path) -> None:
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.05, run_s=0.1))
+    settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.1))
+    with BackgroundServer(sandbox.app) as server:
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            async with (Gateway.from_settings(settings, sandbox_url=server.url, store=store) as a,
+                        Gateway.from_settings(settings, sandbox_url=server.url, store=store) as b):
+                results = await asyncio.gather(a.submit(VideoRequest(prompt="a fox", idempotency_key="k1")),
+                                               b.submit(VideoRequest(prompt="a cat", idempotency_key="k1")),
+                                               return_exceptions=True)
+                jobs = [r for r in results if isinstance(r, VideoJob)]
+                refused = [r for r in results if isinstance(r, InvalidRequest)]
+                assert len(jobs) == 1 and len(refused) == 1, results
+                assert refused[0].field == "idempotency_key"
+                await (a if results[0] is jobs[0] else b).wait(jobs[0])
+                # the loser's reservation went with it; the winner's settled
+                assert a.ledger.reserved() == {} and b.ledger.reserved() == {}
     assert sum(emu.accepted_submissions for emu in sandbox.emulators.values()) == 1
