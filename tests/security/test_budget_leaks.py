@@ -5,6 +5,7 @@ estimates of the jobs still running."""
 from __future__ import annotations
 
 import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -16,7 +17,7 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus
 from gateway.plugins import discover
 from gateway.request import VideoRequest
-from tests.security.conftest import MakeService
+from tests.security.conftest import Harness, MakeService
 
 FAL: dict[str, Any] = {"prompt": "a fox", "providers": ["fal"]}  # $0.20 on the sandbox
 NOTHING = (Decimal(0), Decimal(0))
@@ -104,12 +105,25 @@ def test_after_any_sequence_the_ledgers_hold_the_running_jobs_estimates(make_ser
 def test_a_restarted_service_holds_the_estimates_of_the_jobs_it_resumed(make_service: MakeService) -> None:
     harness = make_service(per_day_usd=20.0, key_budget=10.0, run_s=3600)
     running = [harness.post("/v1/jobs", json=FAL).json()["id"] for _ in range(2)]
-    harness.restart()  # whether or not the vendor has accepted them yet, each may cost $0.20
+    for job_id in running:  # stored as accepted by the vendor: the restart follows them, $0.20 each
+        _until_stored_as_submitted(harness, job_id)
+    harness.restart()
     assert harness.reserved() == (Decimal("0.40"), Decimal("0.40"))
     assert set(harness.service.gateway.ledger.reserved()) == set(running)
     harness.post(f"/v1/jobs/{running[0]}/cancel")
     harness.wait(running[0])
     assert harness.reserved() == (Decimal("0.20"), Decimal("0.20"))
+
+
+def _until_stored_as_submitted(harness: Harness, job_id: str, timeout_s: float = 10) -> None:
+    """Until the store (what a restarted service reads) has the vendor's acceptance. A job
+    cut off mid-submit by the stop would be failed as ambiguous on resume, never resent."""
+    assert harness.client.portal is not None
+    deadline = time.monotonic() + timeout_s
+    while (stored := harness.client.portal.call(harness.service.store.get, job_id)) is None or \
+            stored.status is JobStatus.QUEUED:
+        assert time.monotonic() < deadline, f"{job_id} was not accepted within {timeout_s} s"
+        time.sleep(0.01)
 
 
 async def test_a_job_cancelled_before_its_task_ran_releases_its_reservation() -> None:
