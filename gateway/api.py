@@ -13,14 +13,15 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from gateway.budget import SpendLedger
+from gateway.budget import SpendLedger, release_all, reserve_all
 from gateway.config import Settings, provider_settings, sandbox_settings
-from gateway.errors import DeadlineExceeded, ProviderError, ReelgateError
+from gateway.errors import DeadlineExceeded, IdempotencyConflict, ProviderError, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.pricing import Eligibility
@@ -30,6 +31,7 @@ from gateway.routing import Plan, plan_request
 from gateway.routing.circuit import CircuitSettings
 from gateway.routing.health import Health, InProcessHealth
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
+from gateway.store import codec
 from gateway.store.base import JobStore
 from gateway.transport import Phase, make_client, send
 from gateway.vendor_calls import Nudge, Sleep
@@ -103,6 +105,8 @@ class Gateway:
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
         self.ledger = SpendLedger(settings.budgets.per_day_usd)
+        #: the ledgers each unfinished job is charged to, until it is settled (``_close``)
+        self._holds: dict[str, tuple[SpendLedger, ...]] = {}
         self._shared_runner: JobRunner | None = None
 
     @classmethod
@@ -154,28 +158,46 @@ class Gateway:
 
     # -- jobs -------------------------------------------------------------------------------
     async def submit(
-        self, request: VideoRequest, *, owner: str | None = None, on_update: OnUpdate | None = None
+        self, request: VideoRequest, *, owner: str | None = None, on_update: OnUpdate | None = None,
+        budget: SpendLedger | None = None,
     ) -> VideoJob:
         """Plan, persist and start a job; returns at once with the job queued. Raises before
         any vendor call when nothing can take the request (Unsupported, BudgetExceeded...).
         The same idempotency key (per owner) returns the same job, across processes when a
-        store is shared."""
+        store is shared; with a different request it raises ``IdempotencyConflict``.
+        ``budget``: a ledger the job is charged to besides the gateway's own (an API key's)."""
+        job, _ = await self.admit(request, owner=owner, on_update=on_update, budget=budget)
+        return job
+
+    async def admit(
+        self, request: VideoRequest, *, owner: str | None = None, on_update: OnUpdate | None = None,
+        budget: SpendLedger | None = None,
+    ) -> tuple[VideoJob, bool]:
+        """``submit``, also saying whether this call started the job (False: a replay of its
+        idempotency key, which reserves and costs nothing)."""
         # Pacing: let the loop run once per submit, so a caller submitting thousands of jobs
         # in a loop does not hold it (for seconds) until the last one is planned.
         await asyncio.sleep(0)
+        digest = codec.fingerprint(request)
         key = request.idempotency_key
         if key is not None:
             existing = await self._by_key(key, owner)
             if existing is not None:
-                return existing
+                return _replayed(existing, digest), False
         plan = self.plan(request)
-        job = VideoJob(request=request, owner=owner)
-        self.ledger.reserve(job.id, plan.candidates[0].quote.usd)  # refuses before any vendor call
-        if self.store is not None:
-            stored, created = await self.store.create_or_get(job, owner=owner)
-            if not created:  # another request with this key won the race
-                self.ledger.settle(job.id, job.cost_usd)
-                return self.jobs.get(stored.id, stored)
+        job = VideoJob(request=request, owner=owner, fingerprint=digest)
+        # the caller's budget, then the gateway's, refuse before any vendor call
+        ledgers = reserve_all((budget, self.ledger), job.id, plan.candidates[0].quote.usd)
+        try:
+            if self.store is not None:
+                stored, created = await self.store.create_or_get(job, owner=owner)
+                if not created:  # another request with this key won the race
+                    release_all(ledgers, job.id)
+                    return _replayed(self.jobs.get(stored.id, stored), digest), False
+        except BaseException:  # e.g. the store is down: nothing was started, nothing is held
+            release_all(ledgers, job.id)
+            raise
+        self._holds[job.id] = ledgers
         self.jobs[job.id] = job
         if key is not None:
             self._by_idempotency_key[(owner, key)] = job.id
@@ -184,7 +206,7 @@ class Gateway:
         # the job keeps its candidates, not every provider's quote (those are for quote reports)
         lean = Plan(plan.policy, plan.candidates, plan.skipped)
         self._tasks[job.id] = asyncio.create_task(self._run(job, lean), name=f"reelgate-{job.id}")
-        return job
+        return job, True
 
     # ASYNC109: ``timeout`` is public API, as in asyncio.wait: the caller need not wrap each call
     async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
@@ -241,11 +263,18 @@ class Gateway:
 
     async def _by_key(self, key: str, owner: str | None) -> VideoJob | None:
         job_id = self._by_idempotency_key.get((owner, key))
-        if job_id is not None:
+        if job_id is not None and job_id in self.jobs:
             return self.jobs[job_id]
         if self.store is not None:
             return await self.store.get_by_idempotency_key(key, owner)
         return None
+
+    def forget(self, job_id: str) -> None:
+        """Let go of a job deleted from the store: its idempotency key is free again."""
+        job = self.jobs.pop(job_id, None)
+        self._listeners.pop(job_id, None)
+        if job is not None and job.request.idempotency_key is not None:
+            self._by_idempotency_key.pop((job.owner, job.request.idempotency_key), None)
 
     def nudge(self, provider: str, vendor_id: str) -> bool:
         """A vendor says its job changed: poll it now. Only a poll's answer changes the job,
@@ -257,9 +286,10 @@ class Gateway:
         event.set()
         return True
 
-    async def resume(self) -> list[VideoJob]:
+    async def resume(self, *, budget_of: Callable[[str | None], SpendLedger | None] | None = None) -> list[VideoJob]:
         """Start following every unfinished job in the store (after a restart): polls what
-        vendors accepted, never resubmits blindly what may have been sent."""
+        vendors accepted, never resubmits blindly what may have been sent. Each job's estimate
+        is held again in the gateway's ledger and in ``budget_of(job.owner)``'s."""
         if self.store is None:
             return []
         resumed = []
@@ -271,6 +301,10 @@ class Gateway:
             except ReelgateError:
                 plan = None  # nothing new can be tried; the attempt in flight is still followed
             self.jobs[job.id] = job
+            ledgers = (budget_of(job.owner) if budget_of else None, self.ledger)
+            self._holds[job.id] = tuple(ledger for ledger in ledgers if ledger is not None)
+            for ledger in self._holds[job.id]:  # already running: counted, never refused
+                ledger.hold(job.id, _estimate(job, plan))
             self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
             resumed.append(job)
         return resumed
@@ -284,6 +318,8 @@ class Gateway:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        if job.id in self._holds:  # cancelled before its task ever ran: its finally never will
+            self._close(job)
         await self._cancel_current(job)
         await self._save(job)
         return job
@@ -335,9 +371,15 @@ class Gateway:
                 self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
             await self._save(job)
             return job
-        finally:  # the reservation becomes what the job really cost (zero if nothing billed)
-            self.ledger.settle(job.id, job.cost_usd)
-            self._retire(job)
+        finally:
+            self._close(job)
+
+    def _close(self, job: VideoJob) -> None:
+        """The job's task is over: its reservations become what it really cost (zero if
+        nothing was billed), once, and the job is retired."""
+        for ledger in self._holds.pop(job.id, ()):
+            ledger.settle(job.id, job.cost_usd)
+        self._retire(job)
 
     def _retire(self, job: VideoJob) -> None:
         """The job's task is ending: keep the job at hand for a while, then let it go, so a
@@ -387,6 +429,21 @@ class Gateway:
     def _emit(self, job: VideoJob) -> None:
         for listener in self._listeners.get(job.id, []):
             listener(job)
+
+
+def _replayed(job: VideoJob, digest: str) -> VideoJob:
+    """The job an idempotency key already names, if the request is the same one."""
+    known = job.fingerprint or codec.fingerprint(job.request)  # jobs stored before fingerprints
+    if known != digest:
+        raise IdempotencyConflict(job.request.idempotency_key or "", job.id)
+    return job
+
+
+def _estimate(job: VideoJob, plan: Plan | None) -> Decimal:
+    """What a resumed job may still cost: its attempt in flight, or the next one it will make."""
+    if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
+        return job.current.estimated_usd
+    return plan.candidates[0].quote.usd if plan is not None and plan.candidates else Decimal(0)
 
 
 def _planned(plan: Plan | None) -> Plan:

@@ -2,7 +2,10 @@
 
 The ledger refuses a reservation that would take the day's spend past the configured
 limit, *before* any vendor call, with ``BudgetExceeded``. A reservation becomes the
-settled cost when the attempt ends (zero when the vendor does not bill the failure).
+settled cost when the attempt ends (zero when the vendor does not bill the failure),
+and is released on every other way out: a request refused after the check, a replay,
+a cancelled job. At any moment the open reservations are the estimates of the jobs
+still running.
 In-process for one gateway; the shared store carries it across replicas.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -51,14 +54,43 @@ class SpendLedger:
                 )
             self._reserved[key] = amount
 
-    def rename(self, old: str, new: str) -> None:
-        """Move a reservation to another key (a job id known only after the check)."""
+    def hold(self, key: str, amount: Decimal) -> None:
+        """Reserve without the check: for a job already running (resumed after a restart)."""
         with self._lock:
-            if old in self._reserved:
-                self._reserved[new] = self._reserved.pop(old)
+            self._reserved[key] = amount
 
     def settle(self, key: str, cost: Decimal) -> None:
+        """The reservation becomes what was really spent (zero when nothing was billed)."""
         with self._lock:
             self._roll()
             self._reserved.pop(key, None)
             self._settled += cost
+
+    def release(self, key: str) -> None:
+        """Drop the reservation: nothing was, or will be, spent for it."""
+        self.settle(key, Decimal(0))
+
+    def reserved(self) -> dict[str, Decimal]:
+        """The open reservations by key (attempt or job id)."""
+        with self._lock:
+            return dict(self._reserved)
+
+
+def reserve_all(ledgers: Iterable[SpendLedger | None], key: str, amount: Decimal) -> tuple[SpendLedger, ...]:
+    """Hold ``amount`` in every ledger given, or in none (``BudgetExceeded`` from the first
+    that refuses)."""
+    held: list[SpendLedger] = []
+    try:
+        for ledger in ledgers:
+            if ledger is not None:
+                ledger.reserve(key, amount)
+                held.append(ledger)
+    except BudgetExceeded:
+        release_all(held, key)
+        raise
+    return tuple(held)
+
+
+def release_all(ledgers: Iterable[SpendLedger], key: str) -> None:
+    for ledger in ledgers:
+        ledger.release(key)

@@ -3,6 +3,7 @@ at the adapter boundary.
 
     ReelgateError
     ├── InvalidRequest        a field of the request is wrong (field + reason)
+    │   └── IdempotencyConflict   an idempotency key already names a different request
     ├── Unsupported           no installed provider can honour the request (why, per provider)
     ├── NoRouteAvailable      candidates exist but all are down, skipped or exhausted
     ├── BudgetExceeded        the cheapest eligible option costs more than allowed
@@ -91,6 +92,18 @@ class InvalidRequest(ReelgateError):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "field": self.field, "reason": self.reason}
+
+
+class IdempotencyConflict(InvalidRequest):
+    """The idempotency key was first used with a different request: answering with that
+    job would hide the caller's mistake, and submitting would pay twice for one key."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, job_id: str) -> None:
+        self.key, self.job_id = key, job_id
+        super().__init__("idempotency_key", f"{key!r} was already used for job {job_id} with a different "
+                         "request; reuse a key only to retry the same request")
 
 
 class Unsupported(ReelgateError):

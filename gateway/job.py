@@ -142,6 +142,9 @@ class VideoJob:
     owner: str | None = None
     #: deliveries of this job's terminal event to ``request.webhook_url`` (attempts, outcome)
     webhooks: list[dict[str, Any]] = field(default_factory=list)
+    #: a digest of the request as the caller sent it: an idempotency key reused with another
+    #: request is refused (None on jobs stored before it was kept)
+    fingerprint: str | None = None
 
     # -- state machine ---------------------------------------------------------------
     def move(self, status: JobStatus) -> None:

@@ -24,10 +24,17 @@ from pydantic import (
     model_validator,
 )
 
+from gateway import request_limits as limits
 from gateway.errors import InvalidRequest
 
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: a data URI of MAX_IMAGE_BYTES: base64 is 4 characters per 3 bytes, plus the header
+MAX_DATA_URI_CHARS = MAX_IMAGE_BYTES * 4 // 3 + 100
+#: the one answer for any image that is not a URL, a data URI or an upload, when local
+#: files are off (the HTTP service): it must not tell which server paths exist
+NO_LOCAL_FILES = ("must be an http(s) URL or a data:image/...;base64 URI (or an upload); "
+                  "server file paths are not accepted")
 
 
 class ModelFamily(StrEnum):
@@ -151,20 +158,30 @@ class ImageInput(BaseModel):
     value: str
 
     @classmethod
-    def parse(cls, value: str | Path | ImageInput) -> ImageInput:
+    def parse(cls, value: str | Path | ImageInput, *, local_files: bool = True) -> ImageInput:
+        """``local_files=False`` (the HTTP service) refuses anything but a URL or a data URI
+        without looking at the filesystem."""
         if isinstance(value, ImageInput):
+            if value.kind is ImageKind.PATH and not local_files:
+                raise ValueError(NO_LOCAL_FILES)
             return value
         text = str(value).strip()
         if not text:
             raise ValueError("is empty")
         if text.startswith("data:"):
+            if len(text) > MAX_DATA_URI_CHARS:
+                raise ValueError(f"data URI is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
             _decode_data_uri(text)
             return cls(kind=ImageKind.DATA_URI, value=text)
         scheme = urlsplit(text).scheme.lower()
         if scheme in ("http", "https"):
+            if len(text) > limits.MAX_URL_CHARS:
+                raise ValueError(f"URL is longer than {limits.MAX_URL_CHARS} characters")
             if not urlsplit(text).netloc:
                 raise ValueError(f"URL {text!r} has no host")
             return cls(kind=ImageKind.URL, value=text)
+        if not local_files:
+            raise ValueError(NO_LOCAL_FILES)
         if scheme and len(scheme) > 1:  # "C:" style drive letters are paths
             raise ValueError(f"unsupported URL scheme {scheme!r}: use http(s), a data URI or a file path")
         path = Path(text).expanduser()
@@ -229,7 +246,9 @@ class VideoRequest(BaseModel):
     unless ``allow`` contains ``higher_resolution``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+    # allow_inf_nan=False: a non-finite number is a 400 naming the field, never a job the
+    # store cannot write (its JSON refuses NaN and infinities)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False, allow_inf_nan=False)
 
     prompt: str = Field(max_length=MAX_PROMPT_CHARS)
     model: ModelFamily = ModelFamily.RAY_2_FLASH
@@ -245,20 +264,27 @@ class VideoRequest(BaseModel):
     route: RoutePolicy | None = None
     providers: tuple[str, ...] | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0, le=limits.MAX_DEADLINE_S)
     fallback: bool = True
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
-    webhook_url: str | None = None
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS)
+    webhook_url: str | None = Field(default=None, max_length=limits.MAX_URL_CHARS)
     metadata: dict[str, str] = Field(default_factory=dict)
 
     def __init__(self, **data: Any) -> None:
+        limits.check_strings(data)
         try:
             super().__init__(**data)
         except ValidationError as exc:
             raise invalid_request_from(exc) from None
 
     @classmethod
-    def parse(cls, data: dict[str, Any]) -> VideoRequest:
+    def parse(cls, data: dict[str, Any], *, local_files: bool = True) -> VideoRequest:
+        """The request from JSON-like data. ``local_files=False`` is how the HTTP service
+        parses a caller's request: an image may not name a file on the server, in any form
+        (a plain path or ``{"kind": "path", ...}``), and no file is looked at."""
+        if not local_files:
+            limits.check_strings(data)  # before any value is looked at (again in __init__: cheap)
+            data = {**data, **_remote_images(data)}
         return cls(**data)
 
     @field_validator("prompt")
@@ -274,6 +300,31 @@ class VideoRequest(BaseModel):
         if v is None or isinstance(v, (ImageInput, dict)):
             return v
         return ImageInput.parse(v)
+
+    @field_validator("concepts", mode="before")
+    @classmethod
+    def _concepts_count(cls, v: Any) -> Any:
+        limits.check_count(v, limits.MAX_CONCEPTS)
+        return v
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _allow_count(cls, v: Any) -> Any:
+        limits.check_count(v, limits.MAX_ALLOW)
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str]) -> dict[str, str]:
+        limits.check_metadata(v)
+        return v
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _idempotency_key(cls, v: str | None) -> str | None:
+        if v is not None:
+            limits.check_idempotency_key(v)
+        return v
 
     @field_validator("duration_s", mode="before")
     @classmethod
@@ -294,9 +345,12 @@ class VideoRequest(BaseModel):
             return v
         if isinstance(v, str):
             v = [v]
+        limits.check_count(v, limits.MAX_PROVIDERS)
         names = tuple(str(n).strip() for n in v)
         if not names or any(not n for n in names):
             raise ValueError("must list at least one provider name")
+        if any(len(n) > limits.MAX_PROVIDER_NAME_CHARS for n in names):
+            raise ValueError(f"a provider name is longer than {limits.MAX_PROVIDER_NAME_CHARS} characters")
         return names
 
     @field_validator("webhook_url")
@@ -327,18 +381,41 @@ class VideoRequest(BaseModel):
         return data
 
 
+def _remote_images(data: dict[str, Any]) -> dict[str, ImageInput]:
+    """The image fields parsed as URLs or data URIs only, before the model sees them."""
+    parsed = {}
+    for name in ("start_image", "end_image"):
+        value = data.get(name)
+        try:
+            if isinstance(value, dict):
+                # the stored form ({"kind", "value"}) is trusted only from a store or the
+                # library; from a caller its value is checked like any other
+                if value.get("kind") == ImageKind.PATH.value or not isinstance(value.get("value"), str):
+                    raise ValueError(NO_LOCAL_FILES)
+                image = ImageInput.parse(value["value"], local_files=False)
+                if set(value) != {"kind", "value"} or image.kind.value != value["kind"]:
+                    raise ValueError('must be {"kind": "url" | "data_uri", "value": ...} with a matching value')
+                parsed[name] = image
+            elif value is not None:
+                parsed[name] = ImageInput.parse(value, local_files=False)
+        except ValueError as exc:
+            raise InvalidRequest(name, str(exc)) from None
+    return parsed
+
+
 def invalid_request_from(exc: ValidationError) -> InvalidRequest:
     """The first pydantic error as an ``InvalidRequest`` naming the field and the reason."""
     err = exc.errors(include_url=False)[0]
-    field = ".".join(str(p) for p in err.get("loc", ())) or "request"
+    field = ".".join(str(p) for p in err.get("loc", ()))[:80] or "request"
     kind = err.get("type", "")
+    given = limits.shown(err.get("input"))
     if kind == "enum":
         expected = err.get("ctx", {}).get("expected", "")
-        reason = f"{err.get('input')!r} is not one of {expected}"
+        reason = f"{given} is not one of {expected}"
     elif kind == "extra_forbidden":
         reason = "is not a known field"
     elif kind == "literal_error":
-        reason = f"{err.get('input')!r} is not allowed; expected {err.get('ctx', {}).get('expected', '')}"
+        reason = f"{given} is not allowed; expected {err.get('ctx', {}).get('expected', '')}"
     else:
         reason = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
     if field.startswith("concepts."):

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import (
     BudgetExceeded,
+    IdempotencyConflict,
     InvalidRequest,
     NoRouteAvailable,
     ReelgateError,
@@ -32,6 +33,7 @@ from gateway.server.service import Service
 log = logging.getLogger("reelgate.server")
 
 _STATUS: list[tuple[type[ReelgateError], int, str]] = [
+    (IdempotencyConflict, 409, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (Unsupported, 400, "invalid_request_error"),
     (BudgetExceeded, 402, "budget_error"),

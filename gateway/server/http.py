@@ -108,10 +108,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     no store keeps them), nesting deeper than ``MAX_JSON_DEPTH`` (never a RecursionError),
     and strings that are not valid Unicode (lone surrogates such as ``"\\ud83d"``)."""
     try:
-        data = json.loads(raw or b"{}", parse_constant=_no_constant, parse_float=_finite_float)
-    except _NotFinite as exc:
-        raise ApiError(400, f"the body holds {exc.args[0]}, which is not a finite number",
-                       code="invalid_json") from None
+        data = json.loads(raw or b"{}", parse_constant=_NotFinite, parse_float=_finite_float)
     except RecursionError:
         raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep") from None
     except ValueError:  # UnicodeDecodeError included
@@ -122,34 +119,51 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-class _NotFinite(ValueError):
-    pass
+class _NotFinite:
+    """Stands in for ``NaN``/``Infinity``/an overflowing number until the walk below can
+    name the field that holds it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-def _no_constant(name: str) -> Any:
-    raise _NotFinite(name)
-
-
-def _finite_float(text: str) -> float:
+def _finite_float(text: str) -> float | _NotFinite:
     value = float(text)
-    if not math.isfinite(value):
-        raise _NotFinite(text)
-    return value
+    return value if math.isfinite(value) else _NotFinite(text)
 
 
 def _check_tree(data: Any) -> None:
-    """Walk the parsed body once, without recursion: depth and string validity."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
+    """Walk the parsed body once, without recursion: depth, finite numbers and string
+    validity, each refusal naming the field (``metadata.note``, ``providers.0``)."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
-        node, depth = stack.pop()
+        node, depth, path = stack.pop()
         if isinstance(node, dict | list):
             if depth > MAX_JSON_DEPTH:
                 raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep")
-            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
-            stack.extend((item, depth + 1) for item in items)
-        elif isinstance(node, str) and not node.isascii():
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ApiError(400, "the body holds a string that is not valid Unicode (a lone surrogate)",
-                               code="invalid_json") from None
+            pairs = node.items() if isinstance(node, dict) else enumerate(node)
+            for name, item in pairs:
+                child = f"{path}.{name}" if path else str(name)
+                _check_string(name, child)
+                stack.append((item, depth + 1, child))
+        elif isinstance(node, _NotFinite):
+            field = _field_of(path)
+            raise ApiError(400, f"{field}: {node.text[:40]} is not a finite number", code="invalid_json",
+                           param=field)
+        else:
+            _check_string(node, path)
+
+
+def _check_string(value: Any, path: str) -> None:
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            field = _field_of(path)
+            raise ApiError(400, f"{field or 'the body'}: holds a string that is not valid Unicode (a lone surrogate)",
+                           code="invalid_json", param=field) from None
+
+
+def _field_of(path: str) -> str | None:
+    """The top-level field a path is in: the request model's name for it."""
+    return path.split(".", 1)[0] or None

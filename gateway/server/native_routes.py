@@ -22,7 +22,7 @@ _REQUEST_SCHEMA = {"requestBody": {"required": True, "content": {"application/js
 @router.post("/quotes", openapi_extra=_REQUEST_SCHEMA, response_model=None)
 async def quote(request: Request, key: ApiKey | None = Depends(caller)) -> dict[str, Any]:
     service = service_of(request)
-    video_request = VideoRequest.parse(await json_body(request))
+    video_request = VideoRequest.parse(await json_body(request), local_files=False)
     if key is not None and key.allowed_providers:
         video_request = service.restrict(video_request, key.allowed_providers)
     return service.gateway.quote(video_request).to_dict()
@@ -33,7 +33,7 @@ async def create_job(request: Request, key: ApiKey | None = Depends(caller)) -> 
     body = await json_body(request)
     if request.headers.get("idempotency-key") and "idempotency_key" not in body:
         body["idempotency_key"] = request.headers["idempotency-key"]
-    job = await service_of(request).submit(VideoRequest.parse(body), key)
+    job = await service_of(request).submit(VideoRequest.parse(body, local_files=False), key)
     return JSONResponse(job.to_dict(), status_code=202)
 
 

@@ -14,7 +14,8 @@ from gateway.config import Settings
 from gateway.emulation.render import frame_size
 from gateway.errors import InvalidRequest
 from gateway.job import JobStatus, VideoJob
-from gateway.request import AspectRatio, ModelFamily, Resolution, VideoRequest
+from gateway.request import AspectRatio, ImageInput, ModelFamily, Resolution, VideoRequest
+from gateway.request_limits import check_strings, shown
 
 #: every WxH we can honour, e.g. "1280x720" -> (16:9, 720p)
 SIZES: dict[str, tuple[AspectRatio, Resolution]] = {
@@ -40,6 +41,7 @@ def size_of(aspect_ratio: AspectRatio, resolution: Resolution) -> str:
 
 def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_uri: str | None = None) -> VideoRequest:
     """A ``VideoRequest`` from an OpenAI-shaped create body (JSON or form fields)."""
+    check_strings(body)  # before any of it is echoed in an error or parsed
     unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(EXTRA_FIELDS))
     if unknown:
         raise InvalidRequest(unknown[0], "is not a known field")
@@ -49,7 +51,8 @@ def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_
     if body.get("size") is not None:
         size = str(body["size"]).strip().lower()
         if size not in SIZES:
-            raise InvalidRequest("size", f"{body['size']!r} is not offered; choose one of {', '.join(sorted(SIZES))}")
+            offered = ", ".join(sorted(SIZES))
+            raise InvalidRequest("size", f"{shown(body['size'])} is not offered; choose one of {offered}")
         aspect, resolution = SIZES[size]
         fields.setdefault("aspect_ratio", aspect)
         fields.setdefault("resolution", resolution)
@@ -61,10 +64,15 @@ def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_
     elif isinstance(reference, dict):
         if not isinstance(reference.get("image_url"), str):
             raise InvalidRequest("input_reference", "must be an uploaded image or {\"image_url\": \"...\"}")
-        fields["start_image"] = reference["image_url"]
+        if "start_image" in fields:
+            raise InvalidRequest("input_reference", "give either input_reference or start_image, not both")
+        try:  # a caller's image is a URL, a data URI or an upload, never a file of this server
+            fields["start_image"] = ImageInput.parse(reference["image_url"], local_files=False)
+        except ValueError as exc:
+            raise InvalidRequest("input_reference.image_url", str(exc)) from None
     elif reference is not None:
         raise InvalidRequest("input_reference", "must be an uploaded image or {\"image_url\": \"...\"}")
-    return VideoRequest(**fields)
+    return VideoRequest.parse(fields, local_files=False)
 
 
 def _model(model: Any, settings: Settings) -> dict[str, Any]:
@@ -78,13 +86,13 @@ def _model(model: Any, settings: Settings) -> dict[str, Any]:
         return {"model": ModelFamily(name)}
     except ValueError:
         known = [m.value for m in ModelFamily] + sorted(settings.aliases)
-        raise InvalidRequest("model", f"{name!r} is not offered; choose one of {', '.join(known)}") from None
+        raise InvalidRequest("model", f"{shown(name)} is not offered; choose one of {', '.join(known)}") from None
 
 
 def _seconds(value: Any) -> int:
     text = str(value).strip().removesuffix("s")
     if text not in ("5", "9"):
-        raise InvalidRequest("seconds", f"{value!r} is not offered; choose \"5\" or \"9\"")
+        raise InvalidRequest("seconds", f"{shown(value)} is not offered; choose \"5\" or \"9\"")
     return int(text)
 
 

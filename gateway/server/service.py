@@ -12,10 +12,8 @@ import asyncio
 import logging
 import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -28,7 +26,7 @@ from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
 from gateway.permissions import private_dir
 from gateway.provider import Secret, VideoResult
-from gateway.request import ImageKind, Resolution, VideoRequest
+from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.metrics import Metrics
 from gateway.store import open_store
@@ -41,6 +39,16 @@ log = logging.getLogger("reelgate.server")
 
 HOME_ENV = "REELGATE_HOME"
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
+
+
+def refuse_local_files(request: VideoRequest) -> None:
+    """No image of a caller's request is a file on this server, whatever form it came in
+    (the routes parse with ``local_files=False``; this holds for any other way in). One
+    message for every path, so the answer never tells which files exist."""
+    for name in ("start_image", "end_image"):
+        image = getattr(request, name)
+        if image is not None and image.kind is ImageKind.PATH:
+            raise InvalidRequest(name, NO_LOCAL_FILES)
 
 
 def reelgate_home(env: Mapping[str, str] | None = None) -> Path:
@@ -82,7 +90,8 @@ class Service:
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret)
         service.metrics.instrument(gateway.client)
-        for job in await gateway.resume():
+        owners = {key.id: key for key in service.keys.list()}
+        for job in await gateway.resume(budget_of=lambda owner: service.key_ledger(owners.get(owner or ""))):
             service._watch(job)
         return service
 
@@ -105,27 +114,18 @@ class Service:
         return self._key_caches[provider]
 
     async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
+        """Start (or replay, for a known idempotency key) a caller's job. The key's daily
+        budget and the gateway's are both charged by the gateway, before any vendor call."""
         owner = key.id if key else None
+        refuse_local_files(request)
         if request.webhook_url and self.webhook_secret is None:
             raise InvalidRequest("webhook_url", f"this service signs no webhooks: set {WEBHOOK_SECRET_ENV}")
         await self._check_urls(request)
         if key is not None and key.allowed_providers:
             request = self.restrict(request, key.allowed_providers)
-        ledger = None
-        if key is not None and key.budget_usd_per_day is not None:
-            ledger = self._ledgers.setdefault(key.id, SpendLedger(key.budget_usd_per_day))
-            pending = f"pending-{uuid.uuid4().hex}"
-            # the key's own daily budget refuses before any vendor call
-            ledger.reserve(pending, self.gateway.plan(request).candidates[0].quote.usd)
-        try:
-            job = await self.gateway.submit(request, owner=owner)
-        except BaseException:
-            if ledger is not None:
-                ledger.settle(pending, Decimal(0))
-            raise
-        if ledger is not None:
-            ledger.rename(pending, job.id)
-        self.metrics.jobs_submitted.inc()
+        job, started = await self.gateway.admit(request, owner=owner, budget=self.key_ledger(key))
+        if started:
+            self.metrics.jobs_submitted.inc()
         self._watch(job)
         return job
 
@@ -134,6 +134,12 @@ class Service:
         if key is not None and key.allowed_providers:
             request = self.restrict(request, key.allowed_providers)
         return self.gateway.plan(request).candidates[0].quote.resolution
+
+    def key_ledger(self, key: ApiKey | None) -> SpendLedger | None:
+        """The daily spend of a key with a budget (in this process)."""
+        if key is None or key.budget_usd_per_day is None:
+            return None
+        return self._ledgers.setdefault(key.id, SpendLedger(key.budget_usd_per_day))
 
     @staticmethod
     def restrict(request: VideoRequest, allowed: tuple[str, ...]) -> VideoRequest:
@@ -170,8 +176,6 @@ class Service:
             if job.request.webhook_url and self.webhook_secret is not None:
                 await self._notify_app(job)
             self.metrics.observe_job(job)
-            if job.owner in self._ledgers:
-                self._ledgers[job.owner].settle(job.id, job.cost_usd)
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:
@@ -243,7 +247,7 @@ class Service:
         watcher = self._watchers.pop(job.id, None)
         if watcher is not None:
             watcher.cancel()
-        self.gateway.jobs.pop(job.id, None)
+        self.gateway.forget(job.id)  # its idempotency key is free again: a new job, not a 500
         await self.store.delete(job.id)
         if job.output is not None and job.output.uri is not None:
             await self.storage.delete(job.output.uri)

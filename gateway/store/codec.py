@@ -8,6 +8,8 @@ summarised, vendor jobs reduced to an id); it cannot rebuild a job. This codec c
   images are kept as given (kind + value): a local file stays a path and a data URI
   stays whole, and rebuilding does not re-read the file, so a job whose file has
   since moved can still be loaded and reported;
+* the fingerprint of the request the caller sent is kept, so a reused idempotency key
+  can be told from a retry even across processes;
 * a vendor job keeps only its ``credential_ref`` ("env:FAL_KEY"), never a key: the
   key lives in ``ProviderSettings`` and nothing here reaches it.
 
@@ -16,6 +18,7 @@ summarised, vendor jobs reduced to an id); it cannot rebuild a job. This codec c
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal
 from typing import Any
@@ -50,6 +53,7 @@ def encode_job(job: VideoJob) -> dict[str, Any]:
         "resolution": job.resolution,
         "owner": job.owner,
         "webhooks": list(job.webhooks),
+        "fingerprint": job.fingerprint,
     }
 
 
@@ -72,6 +76,7 @@ def decode_job(doc: dict[str, Any]) -> VideoJob:
         resolution=doc["resolution"],
         owner=doc.get("owner"),
         webhooks=list(doc.get("webhooks", [])),
+        fingerprint=doc.get("fingerprint"),
     )
 
 
@@ -80,6 +85,14 @@ def encode_request(request: VideoRequest) -> dict[str, Any]:
     # a frozenset dumps in hash order; sorted, equal requests give equal documents
     data["allow"] = sorted(data["allow"])
     return data
+
+
+def fingerprint(request: VideoRequest) -> str:
+    """A digest of the request's canonical document: equal requests, however they were
+    spelled (field order, header or body key, OpenAI size or aspect + resolution), give
+    equal digests."""
+    canonical = json.dumps(encode_request(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def decode_request(data: dict[str, Any]) -> VideoRequest:

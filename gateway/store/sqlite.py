@@ -83,11 +83,12 @@ class SqliteJobStore(JobStore):
             work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
             try:
                 return await asyncio.shield(work)
-            except asyncio.CancelledError:
-                # the thread runs on regardless: keep the lock until it is done, or close()
-                # would close the connection under it (a segfault inside sqlite3)
-                await asyncio.gather(work, return_exceptions=True)
-                raise
+            finally:
+                if not work.done():
+                    # Cancelled while the thread still uses the connection: hold the lock until
+                    # it is done, or ``close`` (a service stopping) frees the connection under
+                    # a running COMMIT, which crashes the process inside SQLite.
+                    await asyncio.wait([work])
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:

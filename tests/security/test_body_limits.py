@@ -21,8 +21,8 @@ def chunks(total: int, piece: bytes = b"a" * 4096, head: bytes = b"", tail: byte
     yield tail
 
 
-def test_chunked_json_over_the_limit_is_413_and_stores_nothing(make_service):
-    with make_service(max_upload_bytes=LIMIT) as app:
+def test_chunked_json_over_the_limit_is_413_and_stores_nothing(make_app):
+    with make_app(max_upload_bytes=LIMIT) as app:
         body = chunks(4 * LIMIT, head=b'{"prompt": "a fox", "metadata": {"x": "', tail=b'"}}')
         response = app.client.post("/v1/jobs", headers={**app.auth, "content-type": "application/json"},
                                    content=body)
@@ -40,8 +40,8 @@ FORM_HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"prompt\"\r
              "Content-Type: image/png\r\n\r\n").encode() + PNG
 
 
-def test_chunked_multipart_over_the_limit_is_413(make_service):
-    with make_service(max_upload_bytes=LIMIT) as app:
+def test_chunked_multipart_over_the_limit_is_413(make_app):
+    with make_app(max_upload_bytes=LIMIT) as app:
         response = app.client.post(
             "/v1/videos", headers={**app.auth, "content-type": f"multipart/form-data; boundary={BOUNDARY}"},
             content=chunks(4 * LIMIT, piece=b"\x00" * 4096, head=FORM_HEAD, tail=f"\r\n--{BOUNDARY}--\r\n".encode()))
@@ -54,8 +54,8 @@ def test_chunked_multipart_over_the_limit_is_413(make_service):
     (b'{"prompt": "x", "deadline_s": -Infinity}', "-Infinity"),
     (b'{"prompt": "x", "max_cost_usd": 1e309}', "1e309"),
 ])
-def test_non_finite_numbers_are_refused_when_parsed(make_service, body, reason):
-    with make_service() as app:
+def test_non_finite_numbers_are_refused_when_parsed(make_app, body, reason):
+    with make_app() as app:
         for path in ("/v1/jobs", "/v1/quotes", "/v1/videos"):
             response = app.client.post(path, headers={**app.auth, "content-type": "application/json"}, content=body)
             assert response.status_code == 400, (path, response.text)
@@ -64,9 +64,9 @@ def test_non_finite_numbers_are_refused_when_parsed(make_service, body, reason):
 
 
 @pytest.mark.parametrize("depth", [40, 2_000, 100_000])
-def test_deep_nesting_is_a_400_not_a_recursion_error(make_service, depth):
+def test_deep_nesting_is_a_400_not_a_recursion_error(make_app, depth):
     nested = b'{"prompt": "x", "metadata": {"a": ' + b"[" * depth + b"]" * depth + b"}}"
-    with make_service() as app:
+    with make_app() as app:
         for path in ("/v1/jobs", "/v1/quotes", "/v1/videos"):
             response = app.client.post(path, headers={**app.auth, "content-type": "application/json"},
                                        content=nested)

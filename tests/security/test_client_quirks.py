@@ -29,8 +29,8 @@ def test_the_openai_sdk_list_fields_are_understood(serve):
     assert job["request"]["metadata"] == {"order": "42", "team": "video"}
 
 
-def test_a_video_created_without_size_keeps_the_size_it_was_given(make_service):
-    with make_service() as app:
+def test_a_video_created_without_size_keeps_the_size_it_was_given(make_app):
+    with make_app() as app:
         created = app.client.post("/v1/videos", headers=app.auth, json={"prompt": "a fox"}).json()
         done = wait_for_status(app, created["id"], "completed")
         assert done["size"] == created["size"]
@@ -40,8 +40,8 @@ def test_a_video_created_without_size_keeps_the_size_it_was_given(make_service):
 
 
 @pytest.mark.parametrize("path", ["/v1/videos", "/v1/jobs"])
-def test_list_order_is_honoured_and_checked(make_service, path):
-    with make_service() as app:
+def test_list_order_is_honoured_and_checked(make_app, path):
+    with make_app() as app:
         ids = [app.client.post("/v1/videos", headers=app.auth, json={"prompt": f"fox {i}"}).json()["id"]
                for i in range(3)]
         newest = [v["id"] for v in app.client.get(path, headers=app.auth).json()["data"]]
@@ -53,8 +53,8 @@ def test_list_order_is_honoured_and_checked(make_service, path):
         assert wrong.status_code == 400 and wrong.json()["error"]["param"] == "order"
 
 
-def test_a_multipart_end_image_is_used(make_service):
-    with make_service() as app:
+def test_a_multipart_end_image_is_used(make_app):
+    with make_app() as app:
         response = app.client.post("/v1/videos", headers=app.auth, data={"prompt": "a fox"},
                                    files={"input_reference": ("a.png", PNG, "image/png"),
                                           "end_image": ("b.png", PNG, "image/png")})

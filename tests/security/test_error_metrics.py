@@ -13,8 +13,8 @@ def metric(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_an_unhandled_error_is_a_json_500_and_is_counted(make_service, caplog):
-    with make_service() as app:
+def test_an_unhandled_error_is_a_json_500_and_is_counted(make_app, caplog):
+    with make_app() as app:
         async def broken(**_kwargs):
             raise RuntimeError("the store fell over")
 
@@ -29,10 +29,10 @@ def test_an_unhandled_error_is_a_json_500_and_is_counted(make_service, caplog):
                for r in caplog.records)
 
 
-def test_a_cancelled_job_is_counted_as_finished(make_service):
+def test_a_cancelled_job_is_counted_as_finished(make_app):
     from gateway.emulation.base import Timing
 
-    with make_service(timing=Timing(queue_s=60, run_s=60)) as app:  # still running when cancelled
+    with make_app(timing=Timing(queue_s=60, run_s=60)) as app:  # still running when cancelled
         video = app.client.post("/v1/videos", headers=app.auth, json={"prompt": "a fox"}).json()
         cancelled = app.client.post(f"/v1/videos/{video['id']}/cancel", headers=app.auth).json()
         assert cancelled["error"]["code"] == "cancelled"

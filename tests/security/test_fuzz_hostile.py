@@ -44,8 +44,8 @@ def _oversized(head: bytes) -> Iterator[bytes]:
         yield piece
 
 
-def test_hostile_bodies_never_make_the_service_fail(make_service):
-    with make_service(max_upload_bytes=LIMIT) as app:
+def test_hostile_bodies_never_make_the_service_fail(make_app):
+    with make_app(max_upload_bytes=LIMIT) as app:
         schema = schemathesis.openapi.from_dict(app.client.get("/openapi.json").json())
         failures: list[tuple[Any, ...]] = []
         operations = 0

@@ -24,8 +24,8 @@ WRONG_TYPES = [
 ]
 
 
-def test_json_routes_answer_415_for_other_content_types(make_service):
-    with make_service() as app:
+def test_json_routes_answer_415_for_other_content_types(make_app):
+    with make_app() as app:
         for path in ("/v1/jobs", "/v1/quotes"):
             for content_type, body in WRONG_TYPES:
                 response = app.client.post(path, headers={**app.auth, "content-type": content_type}, content=body)
@@ -46,9 +46,9 @@ def test_json_routes_answer_415_for_other_content_types(make_service):
     (None, b'{"prompt": "a fox"}'),
 ])
 @pytest.mark.parametrize("path", ["/v1/videos", "/v1/jobs"])
-def test_a_page_on_another_origin_cannot_create_jobs_without_keys(make_service, path, content_type, body):
+def test_a_page_on_another_origin_cannot_create_jobs_without_keys(make_app, path, content_type, body):
     """The "simple requests" a browser sends cross-origin with no preflight."""
-    with make_service(require_api_key=False) as app:
+    with make_app(require_api_key=False) as app:
         headers = {"origin": "https://evil.example"} | ({"content-type": content_type} if content_type else {})
         response = app.client.post(path, headers=headers, content=body)
         assert response.status_code in (403, 415), response.text
@@ -59,15 +59,15 @@ def test_a_page_on_another_origin_cannot_create_jobs_without_keys(make_service, 
         assert ok.status_code == 200, ok.text
 
 
-def test_cors_is_off_by_default_and_follows_the_allow_list(make_service):
+def test_cors_is_off_by_default_and_follows_the_allow_list(make_app):
     preflight = {"origin": "https://app.example", "access-control-request-method": "POST",
                  "access-control-request-headers": "authorization,content-type"}
-    with make_service() as app:
+    with make_app() as app:
         answer = app.client.options("/v1/videos", headers=preflight)
         assert "access-control-allow-origin" not in answer.headers
         assert app.client.post("/v1/videos", headers={**app.auth, "origin": "https://app.example"},
                                json={"prompt": "a fox"}).status_code == 403
-    with make_service(cors_allow_origins=["https://app.example"]) as app:
+    with make_app(cors_allow_origins=["https://app.example"]) as app:
         answer = app.client.options("/v1/videos", headers=preflight)
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == "https://app.example"
@@ -81,8 +81,8 @@ def test_cors_is_off_by_default_and_follows_the_allow_list(make_service):
         assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
 
 
-def test_503_with_every_circuit_open_says_when_to_retry(make_service):
-    with make_service() as app:
+def test_503_with_every_circuit_open_says_when_to_retry(make_app):
+    with make_app() as app:
         health = app.service.gateway.health
         for provider in app.service.gateway.providers:
             for _ in range(app.service.settings.circuit.consecutive_failures):
@@ -94,8 +94,8 @@ def test_503_with_every_circuit_open_says_when_to_retry(make_service):
 
 
 @pytest.mark.parametrize("path", ["/v1/jobs", "/v1/videos"])
-def test_a_cursor_naming_another_callers_job_is_an_unknown_id(make_service, path):
-    with make_service() as app:
+def test_a_cursor_naming_another_callers_job_is_an_unknown_id(make_app, path):
+    with make_app() as app:
         from gateway.keys import KeyStore
 
         _, other_key = KeyStore(app.home / "keys.db").create("other")
@@ -128,8 +128,8 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_home_keys_and_videos_are_private_even_with_an_open_umask(make_service, open_umask):
-    with make_service() as app:
+def test_home_keys_and_videos_are_private_even_with_an_open_umask(make_app, open_umask):
+    with make_app() as app:
         video = app.client.post("/v1/videos", headers=app.auth, json={"prompt": "a fox"}).json()
         wait_for_status(app, video["id"], "completed")
         content = app.client.get(f"/v1/videos/{video['id']}/content", headers=app.auth)  # waits until kept

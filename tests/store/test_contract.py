@@ -11,6 +11,7 @@ from gateway.errors import InvalidRequest, Unavailable
 from gateway.job import Attempt, JobStatus, VideoJob
 from gateway.provider import ProviderSettings, Secret
 from gateway.store import JobStore, LeaseLost
+from gateway.store.codec import fingerprint
 from providers.fal import FalAdapter
 from tests.store.conftest import Backend
 from tests.store.jobs import BILLED, ESTIMATE, finished_job, new_job
@@ -225,3 +226,14 @@ async def test_the_api_key_is_never_stored(backend: Backend, store: JobStore) ->
     dumped = backend.dump()
     assert vendor_job.vendor_id in dumped and "env:FAL_KEY" in dumped
     assert key not in dumped
+
+
+async def test_the_request_fingerprint_is_kept_with_the_job(store: JobStore) -> None:
+    """An idempotency key reused with another request is told apart by the stored digest,
+    also by a process that never saw the first request."""
+    job = new_job(key="pay-once")
+    job.fingerprint = fingerprint(job.request)
+    await store.create(job, owner="key_a")
+    for loaded in (await store.get(job.id), await store.get_by_idempotency_key("pay-once", "key_a")):
+        assert loaded is not None and loaded.fingerprint == fingerprint(job.request)
+        assert loaded.fingerprint != fingerprint(new_job("another prompt", key="pay-once").request)
