@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 
-from gateway.budget import SpendLedger
 from gateway.config import Settings, provider_settings, sandbox_settings
 from gateway.errors import DeadlineExceeded, ProviderError, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
@@ -26,9 +25,9 @@ from gateway.plugins import discover
 from gateway.provider import Provider, VideoResult
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
-from gateway.routing.circuit import CircuitSettings
-from gateway.routing.health import Health, InProcessHealth
+from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
+from gateway.shared import Shared, open_shared
 from gateway.store.base import JobStore
 from gateway.transport import Phase, make_client, send
 from gateway.vendor_calls import Nudge
@@ -81,6 +80,7 @@ class Gateway:
         store: JobStore | None = None,
         load_failures: Mapping[str, str] | None = None,
         retain_finished: int = RETAIN_FINISHED,
+        shared: Shared | None = None,
     ) -> None:
         self.settings = settings
         self.providers = dict(providers)
@@ -89,7 +89,9 @@ class Gateway:
         self.client = client or make_client(settings.http_timeout_s)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.health: Health = health or InProcessHealth(clock, CircuitSettings(**settings.circuit.model_dump()))
+        #: circuits, latency, daily budgets and concurrency slots: in Redis when configured
+        self.shared = shared or Shared(settings, clock=clock)
+        self.health: Health = health or self.shared.health
         #: where jobs are persisted before any vendor call; None keeps them in this process only
         self.store = store
         self.jobs: dict[str, VideoJob] = {}
@@ -101,7 +103,7 @@ class Gateway:
         self._listeners: dict[str, list[OnUpdate]] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
-        self.ledger = SpendLedger(settings.budgets.per_day_usd)
+        self.ledger = self.shared.ledger("gateway", settings.budgets.per_day_usd)
         self._shared_runner: JobRunner | None = None
 
     @classmethod
@@ -118,6 +120,8 @@ class Gateway:
             ps = (sandbox_settings(name, sandbox_url, settings) if sandbox_url
                   else provider_settings(name, cls_.credential_env, settings, env=env))
             providers[name] = cls_(ps)
+        if "shared" not in kw:
+            kw["shared"] = open_shared(settings, env, clock=kw.get("clock", time.monotonic))
         return cls(settings, providers, load_failures=plugins.failures, **kw)
 
     async def __aenter__(self) -> Gateway:
@@ -131,6 +135,7 @@ class Gateway:
             task.cancel()
         if self._own_client:
             await self.client.aclose()
+        await self.shared.aclose()
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, request: VideoRequest) -> Plan:
@@ -360,7 +365,7 @@ class Gateway:
             runner = self._shared_runner = JobRunner(
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
                 on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
-                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT))
+                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter)
         return runner
 
     def _fail(self, job: VideoJob, error: ReelgateError) -> None:

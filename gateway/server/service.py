@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 
 from gateway.api import Gateway
-from gateway.budget import SpendLedger
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
@@ -30,6 +29,7 @@ from gateway.provider import Secret, VideoResult
 from gateway.request import ImageKind, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.metrics import Metrics
+from gateway.shared import Ledger
 from gateway.store import open_store
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store.base import JobStore
@@ -62,7 +62,7 @@ class Service:
     webhook_secret: Secret | None = None
     _key_caches: dict[str, KeyCache] = field(default_factory=dict)
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    _ledgers: dict[str, SpendLedger] = field(default_factory=dict)
+    _ledgers: dict[str, Ledger] = field(default_factory=dict)
     _hooks: httpx.AsyncClient | None = None
 
     @classmethod
@@ -82,6 +82,7 @@ class Service:
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret)
         service.metrics.instrument(gateway.client)
+        gateway.shared.attach(service.metrics.registry)
         for job in await gateway.resume():
             service._watch(job)
         return service
@@ -113,7 +114,9 @@ class Service:
             request = self.restrict(request, key.allowed_providers)
         ledger = None
         if key is not None and key.budget_usd_per_day is not None:
-            ledger = self._ledgers.setdefault(key.id, SpendLedger(key.budget_usd_per_day))
+            if key.id not in self._ledgers:  # in Redis when configured: the budget holds across replicas
+                self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", key.budget_usd_per_day)
+            ledger = self._ledgers[key.id]
             pending = f"pending-{uuid.uuid4().hex}"
             # the key's own daily budget refuses before any vendor call
             ledger.reserve(pending, self.gateway.plan(request).candidates[0].quote.usd)
