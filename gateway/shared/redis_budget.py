@@ -24,6 +24,7 @@ last read from Redis; what happens meanwhile is replayed into Redis when it retu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -121,6 +122,8 @@ class RedisSpendLedger:
         #: the local ledger while Redis is away, and what to tell Redis when it is back
         self._local: SpendLedger | None = None
         self._replay: list[tuple[str, list[Any]]] = []
+        #: reservations this replica holds in Redis (the local ledger takes them over)
+        self._held: dict[str, Decimal] = {}
         shared.on_join(self._rejoin)
 
     def _keys(self) -> list[str]:
@@ -142,8 +145,11 @@ class RedisSpendLedger:
 
     def _fallback(self) -> SpendLedger:
         if self._local is None:
-            self._local = SpendLedger(float(self.limit) if self.limit is not None else None, clock=self._clock)
-            self._local.settle("spent before Redis went away", self._last_seen)
+            local = self._local = SpendLedger(float(self.limit) if self.limit is not None else None, clock=self._clock)
+            local.settle("spent before Redis went away", self._last_seen - sum(self._held.values(), Decimal(0)))
+            for key, amount in self._held.items():
+                with contextlib.suppress(BudgetExceeded):  # it was within the limit when Redis took it
+                    local.reserve(key, amount)
         return self._local
 
     # -- the SpendLedger interface ----------------------------------------------------------
@@ -171,6 +177,8 @@ class RedisSpendLedger:
                 f"today, this attempt needs ${amount:.2f}"
             )
         self._last_seen = committed
+        with self._lock:
+            self._held[key] = amount
 
     def rename(self, old: str, new: str) -> None:
         self._do("rename", [old, new])
@@ -180,16 +188,19 @@ class RedisSpendLedger:
 
     def _do(self, name: str, args: list[Any]) -> None:
         value = self._run(name, args)
+        with self._lock:
+            if value is None:  # the local ledger takes over this replica's reservations first
+                local = self._fallback()
+                if name == "rename":
+                    local.rename(*args)
+                else:
+                    local.settle(args[0], dollars(args[1]))
+                self._replay.append((name, args))
+            held = self._held.pop(args[0], None)
+            if name == "rename" and held is not None:
+                self._held[args[1]] = held
         if value is not None:
             self._last_seen = dollars(int(value))
-            return
-        with self._lock:
-            local = self._fallback()
-            if name == "rename":
-                local.rename(*args)
-            else:
-                local.settle(args[0], dollars(args[1]))
-            self._replay.append((name, args))
 
     async def _rejoin(self) -> None:
         """Redis is back: tell it what was settled meanwhile, then use it again."""
