@@ -28,8 +28,11 @@ if TYPE_CHECKING:
     from gateway.shared.connection import SharedState
 
 REDIS_URL_ENV = "REELGATE_REDIS_URL"
+#: starts every key and the event channel: deployments (or test runs) sharing one Redis
+#: server keep apart by prefix, or by database number in the URL
+REDIS_PREFIX_ENV = "REELGATE_REDIS_PREFIX"
 
-__all__ = ["REDIS_URL_ENV", "ConcurrencyLimiter", "Ledger", "LocalLimiter", "Shared", "open_shared"]
+__all__ = ["REDIS_PREFIX_ENV", "REDIS_URL_ENV", "ConcurrencyLimiter", "Ledger", "LocalLimiter", "Shared", "open_shared"]
 
 
 class Ledger(Protocol):
@@ -103,10 +106,11 @@ def redis_url(settings: Settings, env: Mapping[str, str] | None = None) -> str |
     return settings.redis_url or env.get(REDIS_URL_ENV) or None
 
 
-def open_shared(settings: Settings, env: Mapping[str, str] | None = None, *, prefix: str = "reelgate",
+def open_shared(settings: Settings, env: Mapping[str, str] | None = None, *,
                 clock: Callable[[], float] = time.monotonic) -> Shared:
     """Shared state as configured: Redis when a URL is set (no connection is made yet; the
     first use connects, and a Redis that is not there means local state until it is)."""
+    env = os.environ if env is None else env
     url = redis_url(settings, env)
     if url is None:
         return Shared(settings, clock=clock)
@@ -115,4 +119,4 @@ def open_shared(settings: Settings, env: Mapping[str, str] | None = None, *, pre
     except ImportError:
         raise ConfigError("redis_url is set but the redis client is not installed: "
                           "pip install 'reelgate[redis]'") from None
-    return Shared(settings, SharedState(url, prefix=prefix), clock=clock)
+    return Shared(settings, SharedState(url, prefix=env.get(REDIS_PREFIX_ENV) or "reelgate"), clock=clock)

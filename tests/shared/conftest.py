@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
 import threading
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -20,6 +20,14 @@ import redis
 from gateway.shared.connection import SharedState
 
 REDIS_URL = os.environ.get("REELGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    """Wait until ``condition()`` holds: state that another replica, Redis or an emulator
+    changes, which raises no event in this task to wait on. Fails after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 -- the state lives elsewhere
+            await asyncio.sleep(0.005)
 
 
 @pytest.fixture

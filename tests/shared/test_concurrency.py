@@ -8,7 +8,7 @@ from collections.abc import Callable
 from gateway.shared.concurrency import LocalLimiter
 from gateway.shared.connection import SharedState
 from gateway.shared.redis_concurrency import RedisLimiter
-from tests.shared.conftest import TcpProxy
+from tests.shared.conftest import TcpProxy, eventually
 
 
 class Gauge:
@@ -36,8 +36,7 @@ async def test_local_limiter_holds_the_limit_and_serves_in_arrival_order() -> No
                 await go.wait()
 
     tasks = [asyncio.create_task(job(i)) for i in range(6)]
-    while len(order) < 2:
-        await asyncio.sleep(0)
+    await eventually(lambda: len(order) == 2)
     assert limiter.snapshot() == {"held": {"fal": 2}}
     go.set()
     await asyncio.gather(*tasks)
@@ -84,8 +83,7 @@ async def test_redis_waiters_are_served_first_come_first_served(states: Callable
     waiters = []
     for i, (limiter, name) in enumerate([(a, "a1"), (b, "b1"), (a, "a2"), (b, "b2")]):
         waiters.append(asyncio.create_task(wait(limiter, name)))
-        while first.shared.sync.zcard(queue_key) < i + 1:  # queued before the next arrives
-            await asyncio.sleep(0.001)
+        await eventually(lambda i=i: first.shared.sync.zcard(queue_key) == i + 1)  # type: ignore[misc]
     release.set()
     await asyncio.gather(holder, *waiters)
     assert order == ["a1", "b1", "a2", "b2"]
@@ -112,11 +110,11 @@ async def test_renewal_keeps_a_long_job_its_slot(states: Callable[..., SharedSta
 
     later = other.slot("fal", 1)
     async with holder.slot("fal", 1):
-        ((token, expiry),) = server.zrange(holders_key, 0, -1, withscores=True)
+        held: list[tuple[bytes, float]] = server.zrange(holders_key, 0, -1, withscores=True)  # type: ignore[assignment]
+        ((token, expiry),) = held
         waiting = asyncio.create_task(later.__aenter__())
-        while server_ms() < expiry + 100:  # the first lease is over, on the Redis clock
-            await asyncio.sleep(0.02)
-        assert server.zscore(holders_key, token) > expiry  # renewed
+        await eventually(lambda: server_ms() > expiry + 100)  # the first lease is over, on the Redis clock
+        assert float(server.zscore(holders_key, token) or 0) > expiry  # renewed
         assert not waiting.done()  # so the slot is still this job's
     await asyncio.wait_for(waiting, 10)
     await later.__aexit__(None, None, None)

@@ -4,7 +4,6 @@ concurrency limit holds across all of them."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -16,9 +15,10 @@ from gateway.emulation.faults import parse_fault
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus
 from gateway.plugins import discover
-from gateway.request import VideoRequest
+from gateway.request import AspectRatio, Resolution, RoutePolicy, VideoRequest
 from gateway.shared import Shared
 from gateway.shared.connection import SharedState
+from tests.shared.conftest import eventually
 from tests.support import FakeClock
 
 ORDER = ["fal", "apiframe", "railwail"]
@@ -42,7 +42,7 @@ async def test_a_circuit_opened_by_one_replica_is_skipped_by_the_other(
     sandbox: tuple[Sandbox, str, FakeClock], states: Callable[..., SharedState]
 ) -> None:
     emulators, url, clock = sandbox
-    settings = Settings(fallback_order=ORDER, default_route="priority",
+    settings = Settings(fallback_order=ORDER, default_route=RoutePolicy.PRIORITY,
                         circuit=CircuitConfig(cooldown_s=3600, max_cooldown_s=7200))
     a, b = replica(settings, url, clock, states()), replica(settings, url, clock, states())
     async with a, b:
@@ -54,9 +54,7 @@ async def test_a_circuit_opened_by_one_replica_is_skipped_by_the_other(
             job = await a.generate(VideoRequest(prompt="a fox"))
             assert [x.provider for x in job.attempts] == ["fal", "apiframe"]
         assert "circuit open" in a.plan(VideoRequest(prompt="a fox")).skipped["fal"]
-        async with asyncio.timeout(10):  # the trip reaches B as an event
-            while "fal" not in b.plan(VideoRequest(prompt="a fox")).skipped:
-                await asyncio.sleep(0.005)
+        await eventually(lambda: "fal" in b.plan(VideoRequest(prompt="a fox")).skipped)  # B hears of the trip
         calls_before = emulators.emulators["fal"].calls.total()
         job = await b.generate(VideoRequest(prompt="a fox"))
         assert [x.provider for x in job.attempts] == ["apiframe"] and job.status is JobStatus.SUCCEEDED
@@ -68,7 +66,7 @@ async def test_a_concurrency_limit_holds_across_three_replicas_and_no_job_is_dro
     sandbox: tuple[Sandbox, str, FakeClock], states: Callable[..., SharedState]
 ) -> None:
     emulators, url, clock = sandbox
-    settings = Settings(fallback_order=ORDER, default_route="priority",
+    settings = Settings(fallback_order=ORDER, default_route=RoutePolicy.PRIORITY,
                         polling=PollingConfig(initial_s=1, max_s=2),
                         providers={"fal": ProviderConfig(concurrency_limit=4)})
     gateways = [replica(settings, url, clock, states()) for _ in range(3)]
@@ -90,9 +88,9 @@ def test_the_emulator_counts_the_most_jobs_active_at_once() -> None:
     clock = FakeClock()
     emu = discover().providers["fal"].emulator(timing=Timing(queue_s=1, run_s=2), clock=clock.now)
     for _ in range(3):
-        emu.new_job(model="m", aspect_ratio="16:9", resolution="720p", duration_s=5, input={})
+        emu.new_job(model="m", aspect_ratio=AspectRatio.R16_9, resolution=Resolution.P720, duration_s=5, input={})
     clock.t += 3  # those three have ended
-    emu.new_job(model="m", aspect_ratio="16:9", resolution="720p", duration_s=5, input={})
+    emu.new_job(model="m", aspect_ratio=AspectRatio.R16_9, resolution=Resolution.P720, duration_s=5, input={})
     clock.t += 1
-    emu.new_job(model="m", aspect_ratio="16:9", resolution="720p", duration_s=5, input={})
+    emu.new_job(model="m", aspect_ratio=AspectRatio.R16_9, resolution=Resolution.P720, duration_s=5, input={})
     assert emu.max_active == 3 and emu.stats()["max_active"] == 3
