@@ -69,10 +69,11 @@ async def test_redis_waiters_are_served_first_come_first_served(states: Callable
     first, a, b = (RedisLimiter(states()) for _ in range(3))
     queue_key = first._keys("fal")[1]
     order: list[str] = []
-    release = asyncio.Event()
+    release, holding = asyncio.Event(), asyncio.Event()
 
     async def hold() -> None:
         async with first.slot("fal", 1):
+            holding.set()
             await release.wait()
 
     async def wait(limiter: RedisLimiter, name: str) -> None:
@@ -80,6 +81,7 @@ async def test_redis_waiters_are_served_first_come_first_served(states: Callable
             order.append(name)
 
     holder = asyncio.create_task(hold())
+    await holding.wait()
     waiters = []
     for i, (limiter, name) in enumerate([(a, "a1"), (b, "b1"), (a, "a2"), (b, "b2")]):
         waiters.append(asyncio.create_task(wait(limiter, name)))
