@@ -4,7 +4,11 @@ concurrency limit holds across all of them."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +22,7 @@ from gateway.plugins import discover
 from gateway.request import AspectRatio, Resolution, RoutePolicy, VideoRequest
 from gateway.shared import Shared
 from gateway.shared.connection import SharedState
-from tests.shared.conftest import eventually
+from tests.shared.conftest import REDIS_URL, eventually
 from tests.support import FakeClock
 
 ORDER = ["fal", "apiframe", "railwail"]
@@ -94,3 +98,19 @@ def test_the_emulator_counts_the_most_jobs_active_at_once() -> None:
     clock.t += 1
     emu.new_job(model="m", aspect_ratio=AspectRatio.R16_9, resolution=Resolution.P720, duration_s=5, input={})
     assert emu.max_active == 3 and emu.stats()["max_active"] == 3
+
+
+def test_a_concurrency_limit_holds_across_three_replica_processes(prefix: str) -> None:
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.05, run_s=0.2))
+    root = Path(__file__).resolve().parents[2]
+    with BackgroundServer(sandbox.app) as server:
+        procs = [subprocess.Popen([sys.executable, "-m", "tests.shared.replica_burst", server.url, REDIS_URL,
+                                   prefix, "12", "4"], cwd=root, stdout=subprocess.PIPE, text=True)
+                 for _ in range(3)]
+        outputs = [proc.communicate(timeout=180)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0]
+    ended = [job for out in outputs for job in json.loads(out)]
+    assert ended == [{"status": "succeeded", "attempts": 1, "shared": "shared"}] * 36
+    fal = sandbox.emulators["fal"]
+    assert fal.accepted_submissions == 36 and fal.rejected_submissions == 0
+    assert fal.max_active == 4  # reached across the three processes, never passed
