@@ -25,6 +25,10 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+#: the slot of a vendor without a limit: one stateless object shared by every job, so a
+#: job without a limit holds no context-manager frame of its own while it runs
+FREE: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+
 
 class ConcurrencyLimiter(Protocol):
     def slot(self, provider: str, limit: int | None) -> contextlib.AbstractAsyncContextManager[None]:
@@ -41,11 +45,11 @@ class LocalLimiter:
         self._gates: dict[str, tuple[int, asyncio.Semaphore]] = {}
         self._held: dict[str, int] = {}
 
+    def slot(self, provider: str, limit: int | None) -> contextlib.AbstractAsyncContextManager[None]:
+        return FREE if limit is None else self._slot(provider, limit)
+
     @contextlib.asynccontextmanager
-    async def slot(self, provider: str, limit: int | None) -> AsyncIterator[None]:
-        if limit is None:
-            yield
-            return
+    async def _slot(self, provider: str, limit: int) -> AsyncIterator[None]:
         gate = self._gates.get(provider)
         if gate is None or gate[0] != limit:  # a changed limit applies to new slots
             gate = self._gates[provider] = (limit, asyncio.Semaphore(limit))

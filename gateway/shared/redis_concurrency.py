@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gateway.shared.concurrency import LocalLimiter
+from gateway.shared.concurrency import FREE, LocalLimiter
 from gateway.shared.connection import REDIS_ERRORS, SharedState
 
 log = logging.getLogger("reelgate.shared")
@@ -116,11 +116,11 @@ class RedisLimiter:
         if woken is not None:
             woken.set()
 
+    def slot(self, provider: str, limit: int | None) -> contextlib.AbstractAsyncContextManager[None]:
+        return FREE if limit is None else self._slot(provider, limit)
+
     @contextlib.asynccontextmanager
-    async def slot(self, provider: str, limit: int | None) -> AsyncIterator[None]:
-        if limit is None:
-            yield
-            return
+    async def _slot(self, provider: str, limit: int) -> AsyncIterator[None]:
         self.shared.start()
         token = await self._take(provider, limit)
         if token is None:  # Redis is away: this replica's own share of the limit
