@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from gateway.budget import SpendLedger, release_all, reserve_all
+from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings, sandbox_settings
 from gateway.errors import DeadlineExceeded, IdempotencyConflict, ProviderError, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
@@ -28,9 +28,9 @@ from gateway.pricing import Eligibility
 from gateway.provider import Provider, VideoResult
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
-from gateway.routing.circuit import CircuitSettings
-from gateway.routing.health import Health, InProcessHealth
+from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
+from gateway.shared import Shared, open_shared
 from gateway.store import codec
 from gateway.store.base import JobStore
 from gateway.transport import Phase, make_client, send
@@ -84,6 +84,7 @@ class Gateway:
         store: JobStore | None = None,
         load_failures: Mapping[str, str] | None = None,
         retain_finished: int = RETAIN_FINISHED,
+        shared: Shared | None = None,
     ) -> None:
         self.settings = settings
         self.providers = dict(providers)
@@ -92,7 +93,9 @@ class Gateway:
         self.client = client or make_client(settings.http_timeout_s)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.health: Health = health or InProcessHealth(clock, CircuitSettings(**settings.circuit.model_dump()))
+        #: circuits, latency, daily budgets and concurrency slots: in Redis when configured
+        self.shared = shared or Shared(settings, clock=clock)
+        self.health: Health = health or self.shared.health
         #: where jobs are persisted before any vendor call; None keeps them in this process only
         self.store = store
         self.jobs: dict[str, VideoJob] = {}
@@ -104,9 +107,9 @@ class Gateway:
         self._listeners: dict[str, list[OnUpdate]] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
-        self.ledger = SpendLedger(settings.budgets.per_day_usd)
+        self.ledger: Ledger = self.shared.ledger("gateway", settings.budgets.per_day_usd)
         #: the ledgers each unfinished job is charged to, until it is settled (``_close``)
-        self._holds: dict[str, tuple[SpendLedger, ...]] = {}
+        self._holds: dict[str, tuple[Ledger, ...]] = {}
         self._shared_runner: JobRunner | None = None
 
     @classmethod
@@ -123,6 +126,8 @@ class Gateway:
             ps = (sandbox_settings(name, sandbox_url, settings) if sandbox_url
                   else provider_settings(name, cls_.credential_env, settings, env=env))
             providers[name] = cls_(ps)
+        if "shared" not in kw:
+            kw["shared"] = open_shared(settings, env, clock=kw.get("clock", time.monotonic))
         return cls(settings, providers, load_failures=plugins.failures, **kw)
 
     async def __aenter__(self) -> Gateway:
@@ -136,6 +141,7 @@ class Gateway:
             task.cancel()
         if self._own_client:
             await self.client.aclose()
+        await self.shared.aclose()
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, request: VideoRequest) -> Plan:
@@ -159,7 +165,7 @@ class Gateway:
     # -- jobs -------------------------------------------------------------------------------
     async def submit(
         self, request: VideoRequest, *, owner: str | None = None, on_update: OnUpdate | None = None,
-        budget: SpendLedger | None = None,
+        budget: Ledger | None = None,
     ) -> VideoJob:
         """Plan, persist and start a job; returns at once with the job queued. Raises before
         any vendor call when nothing can take the request (Unsupported, BudgetExceeded...).
@@ -171,7 +177,7 @@ class Gateway:
 
     async def admit(
         self, request: VideoRequest, *, owner: str | None = None, on_update: OnUpdate | None = None,
-        budget: SpendLedger | None = None,
+        budget: Ledger | None = None,
     ) -> tuple[VideoJob, bool]:
         """``submit``, also saying whether this call started the job (False: a replay of its
         idempotency key, which reserves and costs nothing)."""
@@ -286,7 +292,7 @@ class Gateway:
         event.set()
         return True
 
-    async def resume(self, *, budget_of: Callable[[str | None], SpendLedger | None] | None = None) -> list[VideoJob]:
+    async def resume(self, *, budget_of: Callable[[str | None], Ledger | None] | None = None) -> list[VideoJob]:
         """Start following every unfinished job in the store (after a restart): polls what
         vendors accepted, never resubmits blindly what may have been sent. Each job's estimate
         is held again in the gateway's ledger and in ``budget_of(job.owner)``'s."""
@@ -405,7 +411,7 @@ class Gateway:
             runner = self._shared_runner = JobRunner(
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
                 on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
-                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT))
+                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter)
         return runner
 
     def _fail(self, job: VideoJob, error: ReelgateError) -> None:

@@ -16,8 +16,28 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol
 
 from gateway.errors import BudgetExceeded
+
+
+class Ledger(Protocol):
+    """A daily budget: :class:`SpendLedger` in one process, or its Redis twin
+    (``gateway.shared.redis_budget``) shared by replicas."""
+
+    limit: Decimal | None
+
+    def spent_today(self) -> Decimal: ...
+
+    def reserve(self, key: str, amount: Decimal) -> None: ...
+
+    def hold(self, key: str, amount: Decimal) -> None: ...
+
+    def settle(self, key: str, cost: Decimal) -> None: ...
+
+    def release(self, key: str) -> None: ...
+
+    def reserved(self) -> dict[str, Decimal]: ...
 
 
 class SpendLedger:
@@ -76,10 +96,10 @@ class SpendLedger:
             return dict(self._reserved)
 
 
-def reserve_all(ledgers: Iterable[SpendLedger | None], key: str, amount: Decimal) -> tuple[SpendLedger, ...]:
+def reserve_all(ledgers: Iterable[Ledger | None], key: str, amount: Decimal) -> tuple[Ledger, ...]:
     """Hold ``amount`` in every ledger given, or in none (``BudgetExceeded`` from the first
     that refuses)."""
-    held: list[SpendLedger] = []
+    held: list[Ledger] = []
     try:
         for ledger in ledgers:
             if ledger is not None:
@@ -91,6 +111,6 @@ def reserve_all(ledgers: Iterable[SpendLedger | None], key: str, amount: Decimal
     return tuple(held)
 
 
-def release_all(ledgers: Iterable[SpendLedger], key: str) -> None:
+def release_all(ledgers: Iterable[Ledger], key: str) -> None:
     for ledger in ledgers:
         ledger.release(key)

@@ -172,6 +172,9 @@ class Settings(BaseModel):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     #: where finished videos are kept (the service always keeps them; vendor URLs expire)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    #: Redis shared by replicas for circuits, budgets and concurrency slots (docs/deploy.md);
+    #: also ``REELGATE_REDIS_URL``. None: all of it in this process
+    redis_url: str | None = Field(default=None, pattern=r"^(redis|rediss|unix)://", repr=False)
 
     def provider(self, name: str) -> ProviderConfig:
         return self.providers.get(name) or ProviderConfig()

@@ -43,6 +43,7 @@ from gateway.request import RoutePolicy
 from gateway.routing import Candidate, Plan
 from gateway.routing.plan import latency_key
 from gateway.routing.health import Health
+from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
 from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
 
 OnUpdate = Callable[[VideoJob], None]
@@ -73,6 +74,7 @@ class JobRunner:
         checkpoint: Checkpoint | None = None,
         nudges: dict[tuple[str, str], Nudge] | None = None,
         submit_gate: asyncio.Semaphore | None = None,
+        limiter: ConcurrencyLimiter | None = None,
     ) -> None:
         self.providers = providers
         self.settings = settings
@@ -85,6 +87,8 @@ class JobRunner:
         #: bounds submits in flight across every job sharing it, so a burst of thousands of
         #: jobs waits here, cheaply, instead of as built requests queued on the connection pool
         self._submit_gate = submit_gate or asyncio.Semaphore(SUBMITS_IN_FLIGHT)
+        #: ``concurrency_limit`` slots per vendor, held from submit to the vendor job's end
+        self.limiter = limiter or LocalLimiter()
 
     def run(self, job: VideoJob, plan: Plan) -> Coroutine[Any, Any, VideoJob]:
         """Drive ``job`` through the plan's candidates to a terminal state (await it)."""
@@ -149,7 +153,9 @@ class JobRunner:
             if job.status is not JobStatus.QUEUED:
                 job.move(JobStatus.QUEUED)  # falling back: the one backward edge
             hedge = self._hedge_candidate(job, candidate, remaining)
-            last = await self._attempt(job, candidate, hedge, remaining)
+            limit = self.settings.provider(candidate.provider).concurrency_limit
+            async with self.limiter.slot(candidate.provider, limit):  # a vendor account's jobs at once
+                last = await self._attempt(job, candidate, hedge, remaining)
             if last is None:
                 return job
             if not self._may_fall_back(job, last):

@@ -10,6 +10,7 @@ error envelope, and rendered MP4s served at ``/media/{job_id}.mp4``.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 import uuid
@@ -146,6 +147,12 @@ class Emulator(ABC):
         self.accepted_submissions = 0
         self.rejected_submissions = 0
         self.calls: Counter[str] = Counter()
+        #: the most jobs queued or running at once (what a vendor's per-account concurrency
+        #: limit counts); a cancelled job counts until its scheduled end
+        self.max_active = 0
+        #: (scheduled end, job id) of jobs that may still be active: a heap, so counting
+        #: costs O(log n) per submit however many jobs are in flight
+        self._ends: list[tuple[float, str]] = []
         self._app = Starlette(routes=[*self.routes(), Route("/media/{job_id}.mp4", self._media)])
 
     # -- what a vendor supplies ---------------------------------------------------------
@@ -204,7 +211,14 @@ class Emulator(ABC):
         )
         self.jobs[job.id] = job
         self.accepted_submissions += 1
+        self._count_active(job)
         return job
+
+    def _count_active(self, job: EmulatedJob) -> None:
+        heapq.heappush(self._ends, (job.created_at + job.queue_s + job.run_s, job.id))
+        while self._ends and self._ends[0][0] <= job.created_at:
+            heapq.heappop(self._ends)
+        self.max_active = max(self.max_active, len(self._ends))
 
     def maybe_drop(self) -> Response | None:
         """Call after the job was created: a response that drops the connection when the
@@ -233,6 +247,7 @@ class Emulator(ABC):
         return {
             "accepted_submissions": self.accepted_submissions,
             "rejected_submissions": self.rejected_submissions,
+            "max_active": self.max_active,
             "jobs": dict(phases),
             "faults": self.faults.describe(),
             "timing": {"queue_s": self.timing.queue_s, "run_s": self.timing.run_s},

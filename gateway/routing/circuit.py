@@ -184,12 +184,33 @@ class Circuit:
     def _remember(self, now: float, *, failed: bool) -> None:
         self._window.add(now, failed)
 
+    def cooldown_left(self, now: float) -> float:
+        """Seconds until the next probe may go (0 when not open)."""
+        return max(self._opened_at + self._cooldown_s - now, 0.0) if self._opened_at is not None else 0.0
+
+    @property
+    def open_reason(self) -> str:
+        """What opened the circuit (and the failed probes since), for another replica to show."""
+        return self._open_reason
+
     @property
     def _open_reason(self) -> str:
         probes = self._failed_probes
         if not probes:
             return self._tripped_by
         return f"{self._tripped_by}, then {probes} failed probe{'s' if probes > 1 else ''}"
+
+    def trip(self, now: float, reason: str, cooldown_s: float) -> None:
+        """Open the circuit because another replica saw it fail (shared state): for the
+        ``cooldown_s`` that remain of that replica's cooldown. A probe failure here grows
+        the cooldown from there, as for a trip of its own."""
+        left = min(max(cooldown_s, 0.0), self.settings.max_cooldown_s)
+        self._cooldown_s = max(left, self.settings.cooldown_s)
+        self._open(now + left - self._cooldown_s, reason)  # so the cooldown ends when it does there
+
+    def reset(self) -> None:
+        """Close the circuit because another replica's probe found the key working again."""
+        self._close()
 
     def _open(self, now: float, reason: str) -> None:
         self._opened_at = now
@@ -251,6 +272,19 @@ class CircuitBreaker:
 
     def record_failure(self, key: str) -> None:
         self._circuit(key).record_failure(self._clock())
+
+    def trip(self, key: str, reason: str, cooldown_s: float) -> None:
+        self._circuit(key).trip(self._clock(), reason, cooldown_s)
+
+    def open_for(self, key: str) -> tuple[str, float] | None:
+        """(why, seconds of cooldown left) when ``key``'s circuit is open, else None."""
+        circuit, now = self._circuit(key), self._clock()
+        if circuit.state(now) is not CircuitState.OPEN:
+            return None
+        return circuit.open_reason, circuit.cooldown_left(now)
+
+    def reset(self, key: str) -> None:
+        self._circuit(key).reset()
 
     def snapshot(self) -> dict[str, dict[str, object]]:
         now = self._clock()

@@ -98,6 +98,10 @@ class LatencyEstimator:
             stats = self._stats[(provider, key)] = LatencyStats.from_prior(prior_s if prior_s is not None else seconds)
         stats.observe(seconds)
 
+    def adopt(self, provider: str, key: str, stats: LatencyStats) -> None:
+        """Take stats learnt elsewhere (another replica, through shared state) as this key's."""
+        self._stats[(provider, key)] = stats
+
     def stats(self, provider: str, key: str, prior_s: float) -> LatencyStats:
         return self._stats.get((provider, key)) or LatencyStats.from_prior(prior_s)
 

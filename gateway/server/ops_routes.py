@@ -30,7 +30,9 @@ async def readyz(request: Request) -> JSONResponse:
     configured = [n for n, p in service.gateway.providers.items() if p.configured]
     checks["providers"] = ", ".join(configured) if configured else "none configured"
     ready = checks["store"] == "ok" and bool(configured)
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+    # shared state on local fallback still serves: reported, not a reason to leave the pool
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks,
+                         "shared_state": service.gateway.shared.status()},
                         status_code=200 if ready else 503)
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 
 from gateway.api import Gateway
-from gateway.budget import SpendLedger
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
@@ -29,6 +28,7 @@ from gateway.provider import Secret, VideoResult
 from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.metrics import Metrics
+from gateway.shared import Ledger
 from gateway.store import open_store
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store.base import JobStore
@@ -71,7 +71,7 @@ class Service:
     webhook_secret: Secret | None = None
     _key_caches: dict[str, KeyCache] = field(default_factory=dict)
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    _ledgers: dict[str, SpendLedger] = field(default_factory=dict)
+    _ledgers: dict[str, Ledger] = field(default_factory=dict)
     _hooks: httpx.AsyncClient | None = None
 
     @classmethod
@@ -90,6 +90,7 @@ class Service:
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret)
         service.metrics.instrument(gateway.client)
+        gateway.shared.attach(service.metrics.registry)
         owners = {key.id: key for key in service.keys.list()}
         for job in await gateway.resume(budget_of=lambda owner: service.key_ledger(owners.get(owner or ""))):
             service._watch(job)
@@ -135,11 +136,13 @@ class Service:
             request = self.restrict(request, key.allowed_providers)
         return self.gateway.plan(request).candidates[0].quote.resolution
 
-    def key_ledger(self, key: ApiKey | None) -> SpendLedger | None:
+    def key_ledger(self, key: ApiKey | None) -> Ledger | None:
         """The daily spend of a key with a budget (in this process)."""
         if key is None or key.budget_usd_per_day is None:
             return None
-        return self._ledgers.setdefault(key.id, SpendLedger(key.budget_usd_per_day))
+        if key.id not in self._ledgers:  # in Redis when configured: the budget holds across replicas
+            self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", key.budget_usd_per_day)
+        return self._ledgers[key.id]
 
     @staticmethod
     def restrict(request: VideoRequest, allowed: tuple[str, ...]) -> VideoRequest:

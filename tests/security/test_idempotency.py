@@ -4,6 +4,8 @@ more, another request under it is a 409 naming the key, and a deleted job frees 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,14 @@ from gateway.store.sqlite import SqliteJobStore
 from tests.security.conftest import Harness
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Until ``condition`` holds (checked every 10 ms), or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("finished", [True, False], ids=["finished", "running"])
 def test_a_key_reused_after_delete_makes_a_new_job(harness: Harness, finished: bool) -> None:
     headers = {"Idempotency-Key": "order-42"}
@@ -27,6 +37,8 @@ def test_a_key_reused_after_delete_makes_a_new_job(harness: Harness, finished: b
     assert first.status_code == 200, first.text
     if finished:
         harness.wait(first.json()["id"])
+    else:  # deleted while the vendor runs it, not before its submit went out
+        wait_for(lambda: harness.submissions() == 1)
     deleted = harness.client.delete(f"/v1/videos/{first.json()['id']}", headers=harness.auth)
     assert deleted.status_code == 200, deleted.text
 

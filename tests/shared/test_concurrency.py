@@ -1,0 +1,146 @@
+"""Per-vendor concurrency slots: FIFO in one process, and across replicas through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from gateway.shared.concurrency import LocalLimiter
+from gateway.shared.connection import SharedState
+from gateway.shared.redis_concurrency import RedisLimiter
+from tests.shared.conftest import TcpProxy, eventually
+
+
+class Gauge:
+    """How many bodies hold a slot now, and the most at once."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    def __enter__(self) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+
+    def __exit__(self, *_exc: object) -> None:
+        self.now -= 1
+
+
+async def test_local_limiter_holds_the_limit_and_serves_in_arrival_order() -> None:
+    limiter, gauge, order = LocalLimiter(), Gauge(), []
+    go = asyncio.Event()
+
+    async def job(i: int) -> None:
+        async with limiter.slot("fal", 2):
+            with gauge:
+                order.append(i)
+                await go.wait()
+
+    tasks = [asyncio.create_task(job(i)) for i in range(6)]
+    await eventually(lambda: len(order) == 2)
+    assert limiter.snapshot() == {"held": {"fal": 2}}
+    go.set()
+    await asyncio.gather(*tasks)
+    assert gauge.most == 2 and order == list(range(6))
+
+
+async def test_no_limit_never_waits() -> None:
+    limiter = LocalLimiter()
+    async with limiter.slot("fal", None), limiter.slot("fal", None):
+        assert limiter.snapshot() == {"held": {}}
+
+
+async def test_redis_slots_hold_the_limit_across_replicas(states: Callable[..., SharedState]) -> None:
+    limiters = [RedisLimiter(states()) for _ in range(3)]
+    gauge, done = Gauge(), []
+
+    async def job(i: int) -> None:
+        async with limiters[i % 3].slot("fal", 4):
+            with gauge:
+                await asyncio.sleep(0)  # let the others try while this one holds its slot
+                done.append(i)
+
+    await asyncio.gather(*(job(i) for i in range(40)))
+    assert gauge.most == 4 and sorted(done) == list(range(40))
+    holders = limiters[0].shared.sync.zcard(limiters[0]._keys("fal")[0])
+    assert holders == 0  # every slot given back
+
+
+async def test_redis_waiters_are_served_first_come_first_served(states: Callable[..., SharedState]) -> None:
+    first, a, b = (RedisLimiter(states()) for _ in range(3))
+    queue_key = first._keys("fal")[1]
+    order: list[str] = []
+    release, holding = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with first.slot("fal", 1):
+            holding.set()
+            await release.wait()
+
+    async def wait(limiter: RedisLimiter, name: str) -> None:
+        async with limiter.slot("fal", 1):
+            order.append(name)
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    waiters = []
+    for i, (limiter, name) in enumerate([(a, "a1"), (b, "b1"), (a, "a2"), (b, "b2")]):
+        waiters.append(asyncio.create_task(wait(limiter, name)))
+        await eventually(lambda i=i: first.shared.sync.zcard(queue_key) == i + 1)  # type: ignore[misc]
+    release.set()
+    await asyncio.gather(holder, *waiters)
+    assert order == ["a1", "b1", "a2", "b2"]
+
+
+async def test_a_dead_replicas_slot_comes_back_when_its_lease_lapses(states: Callable[..., SharedState]) -> None:
+    dead, alive = RedisLimiter(states(), lease_s=0.3), RedisLimiter(states(), poll_s=0.05)
+    slot = dead.slot("fal", 1)
+    await slot.__aenter__()  # and never leaves: its process is gone
+    await dead.aclose()  # no more renewals
+    async with asyncio.timeout(10):
+        async with alive.slot("fal", 1):
+            pass
+
+
+async def test_renewal_keeps_a_long_job_its_slot(states: Callable[..., SharedState]) -> None:
+    holder, other = RedisLimiter(states(), lease_s=1.0), RedisLimiter(states(), poll_s=0.05)
+    holders_key = holder._keys("fal")[0]
+    server = holder.shared.sync
+
+    def server_ms() -> float:
+        seconds, micros = server.time()
+        return seconds * 1000 + micros / 1000
+
+    later = other.slot("fal", 1)
+    async with holder.slot("fal", 1):
+        held: list[tuple[bytes, float]] = server.zrange(holders_key, 0, -1, withscores=True)  # type: ignore[assignment]
+        ((token, expiry),) = held
+        waiting = asyncio.create_task(later.__aenter__())
+        await eventually(lambda: server_ms() > expiry + 100)  # the first lease is over, on the Redis clock
+        assert float(server.zscore(holders_key, token) or 0) > expiry  # renewed
+        assert not waiting.done()  # so the slot is still this job's
+    await asyncio.wait_for(waiting, 10)
+    await later.__aexit__(None, None, None)
+
+
+async def test_redis_away_new_slots_come_from_the_local_limiter(
+    states: Callable[..., SharedState], proxy: TcpProxy
+) -> None:
+    state = states(proxy.url, retry_s=0.05)
+    limiter = RedisLimiter(state)
+    async with limiter.slot("fal", 2):
+        assert limiter.snapshot()["held"] == {"fal": 1}
+    proxy.stop()
+    gauge = Gauge()
+
+    async def job() -> None:
+        async with limiter.slot("fal", 2):
+            with gauge:
+                await asyncio.sleep(0)
+
+    await asyncio.gather(*(job() for _ in range(6)))
+    assert not state.available and gauge.most == 2
+    proxy.start()
+    while not state.available:
+        await state.joined.wait()
+    async with limiter.slot("fal", 2):
+        assert limiter.snapshot()["held"] == {"fal": 1}
