@@ -52,25 +52,7 @@ class LocalStorage(ResultStorage):
     async def put(self, key: str, chunks: Chunks, content_type: str, *,
                   max_bytes: int | None = None) -> StoredObject:
         target = self._path_for_key(key)
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-        temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
-        digest = ChunkDigest(max_bytes)
-        handle = await asyncio.to_thread(open, temp, "xb")
-        try:
-            pending = bytearray()
-            async with contextlib.aclosing(iter_chunks(chunks)) as stream:
-                async for chunk in stream:
-                    pending += digest.add(chunk)
-                    if len(pending) >= WRITE_BUFFER_BYTES:
-                        await asyncio.to_thread(handle.write, pending)
-                        pending = bytearray()
-            await asyncio.to_thread(_write_and_sync, handle, pending)
-            handle.close()
-            await asyncio.to_thread(os.replace, temp, target)
-        except BaseException:
-            handle.close()
-            temp.unlink(missing_ok=True)
-            raise
+        digest = await write_file(target, chunks, max_bytes=max_bytes)
         return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
 
     async def open(self, uri: str) -> AsyncIterator[bytes]:
@@ -118,6 +100,31 @@ class LocalStorage(ResultStorage):
         if not resolved.is_relative_to(self.root):
             raise InvalidKey(f"key {key!r} resolves outside {self.root}")
         return path
+
+
+async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = None) -> ChunkDigest:
+    """Write ``chunks`` to ``target`` all-or-nothing (a temporary file renamed into place),
+    counted and hashed; ``ObjectTooLarge`` past ``max_bytes`` leaves nothing behind."""
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+    digest = ChunkDigest(max_bytes)
+    handle = await asyncio.to_thread(open, temp, "xb")
+    try:
+        pending = bytearray()
+        async with contextlib.aclosing(iter_chunks(chunks)) as stream:
+            async for chunk in stream:
+                pending += digest.add(chunk)
+                if len(pending) >= WRITE_BUFFER_BYTES:
+                    await asyncio.to_thread(handle.write, pending)
+                    pending = bytearray()
+        await asyncio.to_thread(_write_and_sync, handle, pending)
+        handle.close()
+        await asyncio.to_thread(os.replace, temp, target)
+    except BaseException:
+        handle.close()
+        temp.unlink(missing_ok=True)
+        raise
+    return digest
 
 
 def _write_and_sync(handle: BinaryIO, data: bytes | bytearray) -> None:

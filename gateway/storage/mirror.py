@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailable
 from gateway.storage.base import ObjectTooLarge, ResultStorage, StoredObject
+from gateway.storage.local import write_file
+from gateway.transport import Phase, tag
 
 #: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -66,10 +69,40 @@ async def mirror(
     failures, ``ProviderError`` for a refusal (403 on an expired URL, 404),
     ``ProtocolError`` for a body that is not a video, ``ObjectTooLarge`` past the cap.
     """
+    async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
+        return await storage.put(key, body, content_type, max_bytes=options.max_bytes)
+
+    return await _fetch(client, request, put, provider, options, sleep)
+
+
+async def download(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    path: Path,
+    *,
+    provider: str,
+    options: MirrorOptions = MirrorOptions(),
+    sleep: Sleep = asyncio.sleep,
+) -> StoredObject:
+    """:func:`mirror` into a file of the caller's choosing (``Gateway.download``): the same
+    streamed, size-capped, checked and retried download, written all-or-nothing."""
+    async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
+        digest = await write_file(path, body, max_bytes=options.max_bytes)
+        return StoredObject(path.resolve().as_uri(), digest.size, digest.sha256, content_type)
+
+    return await _fetch(client, request, put, provider, options, sleep)
+
+
+#: where a download's checked body goes: (body, content type) -> what was stored
+Put = Callable[[AsyncIterator[bytes], str], Awaitable[StoredObject]]
+
+
+async def _fetch(client: httpx.AsyncClient, request: httpx.Request, put: Put, provider: str,
+                 options: MirrorOptions, sleep: Sleep) -> StoredObject:
     for attempt in range(options.retries + 1):
         try:
             async with asyncio.timeout(options.timeout_s):
-                return await _mirror_once(client, request, storage, key, provider, options)
+                return await _fetch_once(client, request, put, provider, options)
         except (Unavailable, RateLimited) as exc:
             if attempt == options.retries:
                 raise
@@ -81,17 +114,15 @@ async def mirror(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def _mirror_once(client: httpx.AsyncClient, request: httpx.Request, storage: ResultStorage,
-                       key: str, provider: str, options: MirrorOptions) -> StoredObject:
+async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Put, provider: str,
+                      options: MirrorOptions) -> StoredObject:
     try:
-        response = await client.send(request, stream=True)
+        response = await client.send(tag(request, provider, Phase.DOWNLOAD), stream=True)
     except httpx.TransportError as exc:
         raise Unavailable(f"download failed ({type(exc).__name__})", provider=provider) from exc
     try:
         _check_response(response, provider, options.max_bytes)
-        content_type = _content_type(response)
-        body = _body(response, provider, options.require_mp4)
-        return await storage.put(key, body, content_type, max_bytes=options.max_bytes)
+        return await put(_body(response, provider, options.require_mp4), _content_type(response))
     finally:
         await response.aclose()
 
