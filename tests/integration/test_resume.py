@@ -59,7 +59,9 @@ async def test_a_submit_cut_off_by_the_stop_is_never_resent_blindly(tmp_path):
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
             first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
             job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
-            await asyncio.sleep(0.3)  # the submit is on the wire, its answer delayed
+            async with asyncio.timeout(30):  # the submit is on the wire, its answer delayed 5 s
+                while sandbox.emulators["fal"].calls["submit"] == 0:
+                    await asyncio.sleep(0.01)
             assert job.current is not None and job.current.vendor_job is None
             await stop_abruptly(first)
             sandbox.emulators["fal"].faults.clear()
