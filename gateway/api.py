@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from gateway.budget import SpendLedger
-from gateway.config import Settings, provider_settings, sandbox_settings
+from gateway.config import Settings, provider_settings
 from gateway.errors import DeadlineExceeded, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
@@ -28,6 +28,7 @@ from gateway.routing import Plan, plan_request
 from gateway.routing.circuit import CircuitSettings
 from gateway.routing.health import Health, InProcessHealth
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
+from gateway.sandboxed import sandbox_settings
 from gateway.store.base import JobStore
 from gateway.storage.mirror import MirrorOptions, download
 from gateway.transport import make_client

@@ -211,12 +211,3 @@ def provider_settings(
         key, ref = None, "none"
     return ProviderSettings(name=name, api_key=key, credential_ref=ref, base_url=conf.base_url,
                             options=dict(conf.options))
-
-
-def sandbox_settings(name: str, sandbox_url: str, settings: Settings) -> ProviderSettings:
-    """An adapter pointed at its emulator in the sandbox (never at a paid vendor)."""
-    from gateway.emulation.sandbox import SANDBOX_KEY
-
-    return ProviderSettings(name=name, api_key=Secret(SANDBOX_KEY), credential_ref="sandbox",
-                            base_url=f"{sandbox_url.rstrip('/')}/{name}",
-                            options=dict(settings.provider(name).options), sandbox=True)

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -51,8 +51,10 @@ from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState,
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 from gateway.webhooks.inbound import WebhookEvent
 from providers.apiframe import catalog, webhooks
-from providers.apiframe.emulator import ApiframeEmulator
 from providers.apiframe.models import ErrorBody, Job, JobAccepted
+
+if TYPE_CHECKING:  # the emulator (PyAV, numpy, starlette) loads only when asked for
+    from providers.apiframe.emulator import ApiframeEmulator
 
 NAME = "apiframe"
 #: the vendor caps Idempotency-Key at 255 characters (AF-OAS)
@@ -174,6 +176,8 @@ class ApiframeAdapter(Provider):
 
     @classmethod
     def emulator(cls, **options: Any) -> ApiframeEmulator:
+        from providers.apiframe.emulator import ApiframeEmulator
+
         return ApiframeEmulator(**options)
 
     def _auth(self) -> dict[str, str]:

@@ -25,14 +25,14 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.capabilities import Capabilities
-from gateway.emulation.render import frame_size
+from gateway.frames import video_size
 from gateway.errors import (
     AuthenticationFailed, ConfigError, ContentRejected, GenerationFailed, InsufficientCredits,
     InvalidRequest, ProtocolError, ProviderError, ProviderRejected, RateLimited, Unavailable,
 )
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
-from gateway.request import AspectRatio, ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
+from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 
 Phase = Literal["submit", "status", "content", "model"]
 PriceKey = tuple[ModelFamily, Resolution, int]
@@ -101,12 +101,6 @@ def _price_keys(table: Mapping[str, Any]) -> dict[PriceKey, Decimal]:
         family, res, secs = key.split("/")
         out[(ModelFamily(family), Resolution(res), int(secs))] = Decimal(str(value))
     return out
-
-
-def video_size(aspect_ratio: AspectRatio, resolution: Resolution) -> str:
-    """OpenAI's ``size`` ("WxH"), short side = the resolution's lines (16:9 720p -> 1280x720)."""
-    width, height = frame_size(aspect_ratio, resolution)
-    return f"{width}x{height}"
 
 
 # -- vendor models (ignore unknown fields: vendors add them freely) ---------------------
