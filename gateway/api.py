@@ -25,7 +25,6 @@ from gateway.plugins import discover
 from gateway.provider import Provider, VideoResult
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
-from gateway.routing.circuit import CircuitSettings
 from gateway.routing.health import Health, InProcessHealth
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
 from gateway.sandboxed import sandbox_settings
@@ -90,7 +89,7 @@ class Gateway:
         self.client = client or make_client(settings.http_timeout_s)
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.health: Health = health or InProcessHealth(clock, CircuitSettings(**settings.circuit.model_dump()))
+        self.health: Health = health or InProcessHealth(clock, settings.circuit)
         #: where jobs are persisted before any vendor call; None keeps them in this process only
         self.store = store
         self.jobs: dict[str, VideoJob] = {}

@@ -14,7 +14,8 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.errors import ReelgateError
 from gateway.keys import KeyStore
 from gateway.plugins import discover
-from gateway.server.service import Service, reelgate_home
+from gateway.home import reelgate_home
+from gateway.server.service import Service
 from gateway.serving import serve_forever
 
 err = Console(stderr=True)

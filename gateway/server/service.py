@@ -24,6 +24,7 @@ from gateway.api import Gateway
 from gateway.budget import SpendLedger
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
+from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
 from gateway.provider import Secret, VideoResult
@@ -38,13 +39,7 @@ from gateway.webhooks.outbound import deliver, job_event, secret_bytes
 
 log = logging.getLogger("reelgate.server")
 
-HOME_ENV = "REELGATE_HOME"
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
-
-
-def reelgate_home(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get(HOME_ENV) or "~/.reelgate").expanduser()
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from gateway.home import reelgate_home
 from gateway.storage.base import (
     ChunkDigest,
     Chunks,
@@ -28,7 +29,6 @@ from gateway.storage.base import (
     validate_key,
 )
 
-DEFAULT_HOME = "~/.reelgate"
 VIDEOS_DIR = "videos"
 READ_CHUNK_BYTES = 1024 * 1024
 #: network chunks are ~16 KiB and a thread hop per chunk dominated (a 64 MiB mirror
@@ -39,7 +39,7 @@ _TEMP_PREFIX = ".part-"
 
 def default_videos_dir(env: Mapping[str, str]) -> Path:
     """``$REELGATE_HOME/videos``, with ``REELGATE_HOME`` defaulting to ``~/.reelgate``."""
-    return Path(env.get("REELGATE_HOME") or DEFAULT_HOME).expanduser() / VIDEOS_DIR
+    return reelgate_home(env) / VIDEOS_DIR
 
 
 class LocalStorage(ResultStorage):

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailable
+from gateway.policies import backoff_s, retry_after_s
 from gateway.storage.base import ObjectTooLarge, ResultStorage, StoredObject
 from gateway.storage.local import write_file
 from gateway.transport import Phase, tag
@@ -49,8 +50,9 @@ class MirrorOptions:
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based): the vendor's
     ``Retry-After`` when given, else exponential from ``RETRY_BASE_S``; capped."""
-    delay = retry_after if retry_after is not None else RETRY_BASE_S * 2 ** (attempt - 1)
-    return min(max(delay, 0.0), RETRY_MAX_S)
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_MAX_S)
+    return backoff_s(attempt - 1, RETRY_BASE_S, RETRY_MAX_S)
 
 
 async def mirror(
@@ -131,7 +133,7 @@ def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> 
     status = response.status_code
     if status == 429:
         raise RateLimited("download rate-limited (HTTP 429)", provider=provider, status_code=status,
-                          retry_after=_retry_after(response))
+                          retry_after=retry_after_s(response.headers))
     if status >= 500:
         raise Unavailable(f"download failed with HTTP {status}", provider=provider, status_code=status)
     if not response.is_success:
@@ -144,14 +146,6 @@ def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> 
 def _content_type(response: httpx.Response) -> str:
     declared = response.headers.get("content-type", "").split(";")[0].strip().lower()
     return declared if declared.startswith("video/") else DEFAULT_CONTENT_TYPE
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return float(value)
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
 
 
 async def _body(response: httpx.Response, provider: str, require_mp4: bool) -> AsyncIterator[bytes]:

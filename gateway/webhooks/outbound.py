@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from gateway.errors import WebhookRejected
+from gateway.policies import backoff_s
 from gateway.webhooks.inbound import check_timestamp, require_headers
 
 SECRET_PREFIX = "whsec_"
@@ -113,8 +114,7 @@ class Backoff:
 
     def delay(self, failures: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
-        full = min(self.cap_s, self.base_s * 2 ** (failures - 1))
-        return full * (1 - self.jitter * rng())
+        return backoff_s(failures - 1, self.base_s, self.cap_s, self.jitter, rng)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ class attributes ``Provider`` requires; see ``providers.railwail`` for one.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -24,12 +23,13 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway import policies
 from gateway.capabilities import Capabilities
-from gateway.frames import video_size
 from gateway.errors import (
     AuthenticationFailed, ConfigError, ContentRejected, GenerationFailed, InsufficientCredits,
     InvalidRequest, ProtocolError, ProviderError, ProviderRejected, RateLimited, Unavailable,
 )
+from gateway.frames import video_size
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
@@ -154,20 +154,18 @@ def _error_body(response: httpx.Response) -> ErrorBody | None:
 
 
 def retry_after_s(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or HTTP date),
-    or ``X-RateLimit-Reset`` (unix time), in the order the OpenAI client prefers them."""
+    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (the standard header, read
+    by the gateway's one parser), or ``X-RateLimit-Reset`` (unix time), in the order the
+    OpenAI client prefers them."""
     now = time.time() if now is None else now
     try:
         if "retry-after-ms" in headers:
             return max(float(headers["retry-after-ms"]) / 1000, 0.0)
         if "retry-after" in headers:
-            value = headers["retry-after"].strip()
-            if value.replace(".", "", 1).isdigit():
-                return float(value)
-            return max(email.utils.parsedate_to_datetime(value).timestamp() - now, 0.0)
+            return policies.retry_after_s(headers, now)
         if "x-ratelimit-reset" in headers:
             return max(float(headers["x-ratelimit-reset"]) - now, 0.0)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
     return None
 
