@@ -28,8 +28,8 @@ from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health, InProcessHealth
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate, Sleep
 from gateway.sandboxed import sandbox_settings
-from gateway.store.base import JobStore
 from gateway.storage.mirror import MirrorOptions, download
+from gateway.store.base import JobStore
 from gateway.transport import make_client
 from gateway.vendor_calls import Nudge
 
@@ -292,10 +292,10 @@ class Gateway:
         assert job.output is not None and attempt.vendor_job is not None
         provider = self.providers[attempt.provider]
         built = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
-        target = Path(path).expanduser()
+        target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
         stored = await download(self.client, built, target, provider=provider.name,
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes), sleep=self._sleep)
-        job.output.path = str(target.resolve())
+        job.output.path = str(target)
         job.output.size_bytes = stored.size_bytes
         job.output.sha256 = stored.sha256
         return target

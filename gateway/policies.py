@@ -38,7 +38,7 @@ def backoff_s(retries_done: int, base_s: float, cap_s: float, jitter: float = 0.
     """Seconds before the next try: ``base_s`` doubled per retry done, capped at ``cap_s``,
     less a random share of up to ``jitter`` of it (0: none; 1: "full jitter", anywhere up to
     the cap), so many clients failing together do not retry in lock-step."""
-    ceiling = min(cap_s, base_s * 2**retries_done)
+    ceiling = min(cap_s, base_s * 2.0**retries_done)
     return ceiling * (1 - jitter * rng()) if jitter else ceiling
 
 

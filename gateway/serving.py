@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+from collections.abc import Callable
+from typing import Any, Literal
 
 import uvicorn
 
@@ -20,7 +22,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_forever(app: object, host: str, port: int, *, lifespan: str = "off") -> None:
+def serve_forever(app: Callable[..., Any], host: str, port: int, *,
+                  lifespan: Literal["auto", "on", "off"] = "off") -> None:
     """Serve ``app`` in the foreground until interrupted (``reelgate sandbox``, ``serve``)."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan))
     # What is alive now (modules, settings, the app) lives as long as the process: frozen

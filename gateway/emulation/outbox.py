@@ -12,7 +12,16 @@ from dataclasses import dataclass
 
 import httpx
 
-from gateway.webhooks.outbound import Backoff, DeliveryRecord, Render, Sleep, post_with_retries
+from gateway.webhooks.outbound import (
+    Backoff,
+    DeliveryRecord,
+    Render,
+    Sleep,
+    post_with_retries,
+)
+
+#: an emulator retries a callback within about a second, as vendors do over minutes
+QUICK_RETRIES = Backoff(base_s=0.05, cap_s=0.5)
 
 
 @dataclass
@@ -31,7 +40,7 @@ class Outbox:
     ticker on the running event loop that delivers due messages until none are left."""
 
     def __init__(self, *, tick_s: float = 0.05, max_attempts: int = 4,
-                 backoff: Backoff = Backoff(base_s=0.05, cap_s=0.5), sleep: Sleep = asyncio.sleep,
+                 backoff: Backoff = QUICK_RETRIES, sleep: Sleep = asyncio.sleep,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.tick_s = tick_s
         self.max_attempts = max_attempts

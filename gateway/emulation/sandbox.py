@@ -23,6 +23,7 @@ from gateway.emulation.faults import FaultSpec, parse_fault
 from gateway.provider import Provider
 from gateway.serving import bind
 
+
 class Sandbox:
     def __init__(self, emulators: Mapping[str, Emulator]) -> None:
         self.emulators = dict(emulators)

@@ -87,10 +87,13 @@ async def download(
     sleep: Sleep = asyncio.sleep,
 ) -> StoredObject:
     """:func:`mirror` into a file of the caller's choosing (``Gateway.download``): the same
-    streamed, size-capped, checked and retried download, written all-or-nothing."""
+    streamed, size-capped, checked and retried download, written all-or-nothing. The
+    stored object's ``uri`` names the file by its absolute path."""
+    target = await asyncio.to_thread(lambda: path.expanduser().resolve())
+
     async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
-        digest = await write_file(path, body, max_bytes=options.max_bytes)
-        return StoredObject(path.resolve().as_uri(), digest.size, digest.sha256, content_type)
+        digest = await write_file(target, body, max_bytes=options.max_bytes)
+        return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
 
     return await _fetch(client, request, put, provider, options, sleep)
 

@@ -21,8 +21,8 @@ jobs/get and faq), hence ``bills_failures = False``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -76,7 +76,6 @@ class ApiframeAdapter(Provider):
     credential_env = "APIFRAME_API_KEY"
     default_base_url = "https://api.apiframe.ai"
     docs_url = catalog.DOCS_URL
-    supports_cancel = False
     supports_idempotency = True
     bills_failures = False
     # AF-DOCS: poll video jobs every 5-10 s

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import ValidationError
 
+from gateway.capabilities import Capabilities
 from gateway.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -35,7 +36,6 @@ from gateway.errors import (
     RateLimited,
     Unavailable,
 )
-from gateway.capabilities import Capabilities
 from gateway.policies import retry_after_s
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
@@ -59,7 +59,6 @@ class FalAdapter(Provider):
     credential_env = "FAL_KEY"
     default_base_url = catalog.QUEUE_HOST
     docs_url = catalog.DOCS_URL
-    supports_cancel = True
     supports_idempotency = False  # the queue API takes no idempotency key
     # "5xx failures are not billed": https://docs.fal.ai/model-apis/model-endpoints/reliability
     bills_failures = False

@@ -26,8 +26,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from gateway import policies
 from gateway.capabilities import Capabilities
 from gateway.errors import (
-    AuthenticationFailed, ConfigError, ContentRejected, GenerationFailed, InsufficientCredits,
-    InvalidRequest, ProtocolError, ProviderError, ProviderRejected, RateLimited, Unavailable,
+    AuthenticationFailed,
+    ConfigError,
+    ContentRejected,
+    GenerationFailed,
+    InsufficientCredits,
+    InvalidRequest,
+    ProtocolError,
+    ProviderError,
+    ProviderRejected,
+    RateLimited,
+    Unavailable,
 )
 from gateway.frames import video_size
 from gateway.pricing import Quote, usd
@@ -205,7 +214,6 @@ class OpenAIVideoAdapter(Provider):
     class attributes (name, credential_env, default_base_url, ...)."""
 
     catalog: ClassVar[OpenAIVideoCatalog]
-    supports_cancel = False  # DELETE /videos/{id} deletes the asset; it is not a cancel
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)

@@ -30,7 +30,6 @@ class RailwailAdapter(OpenAIVideoAdapter):
     docs_url = rw.DOCS
     # OpenAI's DELETE /videos/{id} deletes a video; nothing says it stops (or refunds) a
     # running one, so we do not pretend it cancels.
-    supports_cancel = False
     supports_idempotency = rw.SUPPORTS_IDEMPOTENCY
     bills_failures = rw.BILLS_FAILURES
     poll_initial_s = rw.POLL_INITIAL_S

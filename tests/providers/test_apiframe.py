@@ -60,7 +60,6 @@ def test_class_attributes_declare_the_vendor() -> None:
     assert ApiframeAdapter.name == "apiframe"
     assert ApiframeAdapter.credential_env == "APIFRAME_API_KEY"
     assert ApiframeAdapter.default_base_url == BASE
-    assert ApiframeAdapter.supports_cancel is False
     assert ApiframeAdapter.supports_idempotency is True
     assert ApiframeAdapter.bills_failures is False
     assert (ApiframeAdapter.poll_initial_s, ApiframeAdapter.poll_max_s) == (5.0, 10.0)

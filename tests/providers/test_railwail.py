@@ -209,8 +209,7 @@ def test_capabilities_and_class_attributes() -> None:
     assert caps.resolutions == {Resolution.P540, Resolution.P720} and caps.default_resolution is Resolution.P720
     assert caps.start_image and not caps.end_image and not caps.loop and not caps.concepts
     assert ModelFamily.RAY_2 not in adapter().capabilities()
-    assert (RailwailAdapter.supports_cancel, RailwailAdapter.supports_idempotency,
-            RailwailAdapter.bills_failures) == (False, False, True)
+    assert (RailwailAdapter.supports_idempotency, RailwailAdapter.bills_failures) == (False, True)
     assert RailwailAdapter.credential_env == "RAILWAIL_API_KEY" and RailwailAdapter.default_base_url == BASE
 
 

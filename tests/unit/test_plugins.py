@@ -29,8 +29,8 @@ def test_builtin_providers_load_without_failures():
 def test_every_builtin_provider_declares_what_the_core_needs(name):
     cls = discover().providers[name]
     assert issubclass(cls, Provider) and cls.name == name
-    for attr in ("title", "credential_env", "default_base_url", "docs_url", "supports_cancel",
-                 "supports_idempotency", "bills_failures"):
+    for attr in ("title", "credential_env", "default_base_url", "docs_url", "supports_idempotency",
+                 "bills_failures"):
         assert getattr(cls, attr) is not None, attr
     assert cls.__module__.startswith(f"providers.{name}") or cls.__module__.startswith("providers.")
 

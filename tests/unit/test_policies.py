@@ -6,7 +6,6 @@ import pytest
 
 from gateway.errors import AmbiguousSubmit, AuthenticationFailed, RateLimited, Unavailable, redact
 from gateway.home import reelgate_home
-from gateway.provider import Secret
 from gateway.policies import (
     backoff_s,
     expected_from_progress,
@@ -15,6 +14,7 @@ from gateway.policies import (
     should_retry_submit,
     submit_backoff,
 )
+from gateway.provider import Secret
 from gateway.storage import default_videos_dir
 from gateway.store.sqlite import default_sqlite_path
 

@@ -36,7 +36,6 @@ class ToyAdapter(Provider):
     credential_env = "TOY_API_KEY"
     default_base_url = "https://api.toy.invalid"
     docs_url = "https://toy.invalid/docs"
-    supports_cancel = True
     supports_idempotency = False
     bills_failures = False
     poll_initial_s = 0.05
