@@ -14,6 +14,7 @@ from gateway.job import AttemptOutcome, JobStatus
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.store.sqlite import SqliteJobStore
+from tests.support import until
 
 FAST = PollingConfig(initial_s=0.05, max_s=0.1)
 
@@ -37,8 +38,7 @@ async def test_jobs_in_flight_are_resumed_by_a_new_gateway(tmp_path):
             first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
             jobs = [await first.submit(VideoRequest(prompt=f"fox {i}", aspect_ratio=r))
                     for i, r in enumerate(["16:9", "1:1", "9:21"])]
-            while any(j.status is JobStatus.QUEUED for j in jobs):
-                await asyncio.sleep(0.02)
+            await until(lambda: all(j.status is not JobStatus.QUEUED for j in jobs))
             await stop_abruptly(first)
 
             second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
@@ -59,9 +59,7 @@ async def test_a_submit_cut_off_by_the_stop_is_never_resent_blindly(tmp_path):
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
             first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
             job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
-            async with asyncio.timeout(30):  # the submit is on the wire, its answer delayed 5 s
-                while sandbox.emulators["fal"].calls["submit"] == 0:
-                    await asyncio.sleep(0.01)
+            await until(lambda: sandbox.emulators["fal"].calls["submit"] > 0)  # on the wire, its answer 5 s late
             assert job.current is not None and job.current.vendor_job is None
             await stop_abruptly(first)
             sandbox.emulators["fal"].faults.clear()
