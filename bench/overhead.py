@@ -41,11 +41,19 @@ from dataclasses import dataclass, field
 import aiohttp
 import httpx
 
-from bench.common import machine, median, percentile, sandbox_process, set_timing, stub_process
+from bench.common import (
+    machine,
+    median,
+    percentile,
+    sandbox_process,
+    set_timing,
+    stub_process,
+)
 from gateway.api import Gateway
-from gateway.config import PollingConfig, ProviderConfig, Settings, sandbox_settings
+from gateway.config import PollingConfig, ProviderConfig, Settings
 from gateway.job import JobStatus
 from gateway.request import Resolution, VideoRequest
+from gateway.sandboxed import sandbox_settings
 from gateway.transport import make_client
 from providers.fal.adapter import FalAdapter
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import random
 import time
@@ -20,8 +19,8 @@ from typing import Any
 import httpx
 
 from gateway.budget import Ledger, release_all, reserve_all
-from gateway.config import Settings, provider_settings, sandbox_settings
-from gateway.errors import DeadlineExceeded, IdempotencyConflict, ProviderError, ReelgateError
+from gateway.config import Settings, provider_settings
+from gateway.errors import DeadlineExceeded, IdempotencyConflict, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.pricing import Eligibility
@@ -30,10 +29,12 @@ from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
+from gateway.sandboxed import sandbox_settings
 from gateway.shared import Shared, open_shared
+from gateway.storage.mirror import MirrorOptions, download
 from gateway.store import codec
 from gateway.store.base import JobStore
-from gateway.transport import Phase, make_client, send
+from gateway.transport import make_client
 from gateway.vendor_calls import Nudge, Sleep
 
 log = logging.getLogger("reelgate")
@@ -331,21 +332,18 @@ class Gateway:
         return job
 
     async def download(self, job: VideoJob, path: str | Path) -> Path:
-        """Fetch the finished video (with the vendor's auth where needed) to ``path``."""
+        """Fetch the finished video (with the vendor's auth where needed) to ``path``:
+        streamed, size-capped and written all-or-nothing, as the service mirrors results."""
         attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
         assert job.output is not None and attempt.vendor_job is not None
         provider = self.providers[attempt.provider]
         built = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
-        response = await send(self.client, provider.name, built, Phase.DOWNLOAD)
-        if not response.is_success:
-            raise ProviderError(f"download failed with HTTP {response.status_code}", provider=provider.name,
-                                status_code=response.status_code)
-        target = Path(path).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(response.content)
-        job.output.path = str(target.resolve())
-        job.output.size_bytes = len(response.content)
-        job.output.sha256 = hashlib.sha256(response.content).hexdigest()
+        target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
+        stored = await download(self.client, built, target, provider=provider.name,
+                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes), sleep=self._sleep)
+        job.output.path = str(target)
+        job.output.size_bytes = stored.size_bytes
+        job.output.sha256 = stored.sha256
         return target
 
     # -- internals ----------------------------------------------------------------------------

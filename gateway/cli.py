@@ -21,11 +21,12 @@ from gateway.api import Gateway
 from gateway.cli_service import SANDBOX_POLLING, keys_app, serve
 from gateway.config import Settings, load_settings
 from gateway.emulation.faults import FaultSpec, parse_assignment
-from gateway.emulation.sandbox import BackgroundServer, Sandbox, serve_forever
+from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.errors import ReelgateError
 from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
+from gateway.serving import serve_forever
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="reelgate: one API for video generation across vendors.")

@@ -10,11 +10,13 @@ import typer
 from rich.console import Console
 
 from gateway.config import PollingConfig, load_settings
-from gateway.emulation.sandbox import BackgroundServer, Sandbox, serve_forever
+from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.errors import ReelgateError
+from gateway.home import reelgate_home
 from gateway.keys import KeyStore
 from gateway.plugins import discover
-from gateway.server.service import Service, reelgate_home
+from gateway.server.service import Service
+from gateway.serving import serve_forever
 
 err = Console(stderr=True)
 #: emulated jobs finish in seconds, so poll them on a short schedule

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigError
 from gateway.provider import ProviderSettings, Secret
 from gateway.request import ModelFamily, RoutePolicy
+from gateway.routing.circuit import CircuitSettings
 from gateway.storage import StorageConfig
 
 CONFIG_ENV = "REELGATE_CONFIG"
@@ -63,25 +64,6 @@ class BudgetConfig(BaseModel):
     per_request_usd: float | None = Field(default=None, gt=0)
     #: estimated + settled spend per UTC day, across all jobs of this gateway
     per_day_usd: float | None = Field(default=None, gt=0)
-
-
-class CircuitConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    consecutive_failures: int = Field(default=5, ge=1)
-    failure_rate: float = Field(default=0.5, gt=0, le=1)
-    window_s: float = Field(default=60.0, gt=0)
-    min_calls: int = Field(default=10, ge=1)
-    cooldown_s: float = Field(default=30.0, gt=0)
-    cooldown_growth: float = Field(default=2.0, ge=1)
-    max_cooldown_s: float = Field(default=300.0, gt=0)
-    probe_timeout_s: float = Field(default=300.0, gt=0)
-
-    @model_validator(mode="after")
-    def _cooldowns(self) -> CircuitConfig:
-        if self.max_cooldown_s < self.cooldown_s:
-            raise ValueError("max_cooldown_s must be at least cooldown_s")
-        return self
 
 
 class HedgeConfig(BaseModel):
@@ -163,7 +145,7 @@ class Settings(BaseModel):
     #: after a vendor's moderation rejects a job, try the next vendor (off: stop there)
     content_rejection_fallback: bool = False
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
-    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings)
     hedging: HedgeConfig = Field(default_factory=HedgeConfig)
     #: seconds one HTTP call to a vendor may take
     http_timeout_s: float = Field(default=30.0, gt=0)
@@ -220,12 +202,3 @@ def provider_settings(
         key, ref = None, "none"
     return ProviderSettings(name=name, api_key=key, credential_ref=ref, base_url=conf.base_url,
                             options=dict(conf.options))
-
-
-def sandbox_settings(name: str, sandbox_url: str, settings: Settings) -> ProviderSettings:
-    """An adapter pointed at its emulator in the sandbox (never at a paid vendor)."""
-    from gateway.emulation.sandbox import SANDBOX_KEY
-
-    return ProviderSettings(name=name, api_key=Secret(SANDBOX_KEY), credential_ref="sandbox",
-                            base_url=f"{sandbox_url.rstrip('/')}/{name}",
-                            options=dict(settings.provider(name).options), sandbox=True)

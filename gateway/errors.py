@@ -258,15 +258,3 @@ class AmbiguousSubmit(ProviderError):
 
     code = "ambiguous_submit"
     fallback_safe = False
-
-
-#: every concrete class, by the name used in job records and JSON output
-ERROR_CLASSES: dict[str, type[ReelgateError]] = {
-    c.__name__: c
-    for c in (
-        InvalidRequest, Unsupported, NoRouteAvailable, BudgetExceeded, ConfigError,
-        DeadlineExceeded, LeaseLost, WebhookRejected, ProviderError, RateLimited, Unavailable,
-        AuthenticationFailed, InsufficientCredits, ContentRejected, ProviderRejected, GenerationFailed,
-        ProtocolError, AmbiguousSubmit, StorageError, ObjectNotFound, ObjectTooLarge, InvalidKey,
-    )
-}

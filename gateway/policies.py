@@ -1,12 +1,18 @@
 """Small pure policies with named constants: when to retry, how long to wait, how often to poll.
 
-Randomness comes in as an argument so tests pin it; nothing here sleeps.
+Randomness and clocks come in as arguments so tests pin them; nothing here sleeps.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import httpx
 
 from gateway.errors import ProviderError, RateLimited
 
@@ -27,13 +33,51 @@ def should_retry_submit(error: ProviderError, retries_done: int, max_retries: in
     return True
 
 
+def backoff_s(retries_done: int, base_s: float, cap_s: float, jitter: float = 0.0,
+              rng: Callable[[], float] = random.random) -> float:
+    """Seconds before the next try: ``base_s`` doubled per retry done, capped at ``cap_s``,
+    less a random share of up to ``jitter`` of it (0: none; 1: "full jitter", anywhere up to
+    the cap), so many clients failing together do not retry in lock-step."""
+    ceiling = min(cap_s, base_s * 2.0**retries_done)
+    return ceiling * (1 - jitter * rng()) if jitter else ceiling
+
+
 def submit_backoff(
     error: ProviderError, retries_done: int, base_s: float, cap_s: float, rng: random.Random
 ) -> float:
     """Seconds to wait: the vendor's Retry-After when given, else exponential with full jitter."""
     if isinstance(error, RateLimited) and error.retry_after is not None:
         return max(error.retry_after, 0.0)
-    return rng.uniform(0, min(cap_s, base_s * (2**retries_done)))
+    return backoff_s(retries_done, base_s, cap_s, jitter=1.0, rng=rng.random)
+
+
+def retry_after_s(headers: httpx.Headers, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds from now, or None when absent or unreadable.
+
+    Delta-seconds, or an HTTP-date measured against the answer's own ``Date`` when it has
+    one (two vendor timestamps are immune to our clock's skew), else against ``now`` (unix
+    seconds, default the wall clock). A time in the past is 0."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        when = _http_date(value)
+        if when is None:
+            return None
+        reference = _http_date(headers.get("date", ""))
+        base = reference.timestamp() if reference is not None else (time.time() if now is None else now)
+        return max(when.timestamp() - base, 0.0)
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 #: before the expected finish, wait this share of the time that remains: few polls while

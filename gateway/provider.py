@@ -150,8 +150,6 @@ class Provider(ABC):
     default_base_url: ClassVar[str]
     #: the vendor's API reference
     docs_url: ClassVar[str]
-    #: the vendor has a cancel call
-    supports_cancel: ClassVar[bool]
     #: the vendor deduplicates submits by a key we send (apiframe's Idempotency-Key)
     supports_idempotency: ClassVar[bool]
     #: the vendor does not bill a job that failed on its side

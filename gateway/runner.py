@@ -41,8 +41,8 @@ from gateway.pricing import usd
 from gateway.provider import Provider, VideoResult
 from gateway.request import RoutePolicy
 from gateway.routing import Candidate, Plan
-from gateway.routing.plan import latency_key
 from gateway.routing.health import Health
+from gateway.routing.plan import latency_key
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
 from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
 

@@ -10,14 +10,18 @@ pairs/s here and aiohttp under httpx's API 456 (docs/benchmarks.md).
 :class:`AiohttpTransport` maps aiohttp's errors by what they say about the request
 (``httpx_aiohttp``, which does the same conversion, turns a server that dropped the
 connection after reading a request into ``httpx.ConnectTimeout`` -- "nothing was
-sent" -- which would let a paid submit be repeated elsewhere), and :func:`send` takes
-a direct path to it that skips httpx's per-call client machinery.
+sent" -- which would let a paid submit be repeated elsewhere).
+
+Every vendor call goes through ``client.send`` (one path, no shortcut around httpx) and
+through :class:`TimedTransport`, which times it by provider, operation and outcome: the
+call is tagged (:func:`tag`) with whom it is for and what it does.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,12 +29,14 @@ import aiohttp
 import httpx
 import yarl
 
-from gateway.errors import AmbiguousSubmit, ProviderError, Unavailable
+from gateway.errors import AmbiguousSubmit, Unavailable
 
 
 class Phase(StrEnum):
+    """What a vendor call does (the ``operation`` of its timing)."""
+
     SUBMIT = "submit"
-    POLL = "poll"
+    POLL = "status"
     RESULT = "result"
     CANCEL = "cancel"
     DOWNLOAD = "download"
@@ -57,22 +63,61 @@ class ConnectionLimits:
     keepalive_s: float = 4.0
 
 
+# -- timing every vendor call ----------------------------------------------------------------
+
+#: the ``request.extensions`` key naming a vendor call: ``(provider, Phase)``
+CALL_EXTENSION = "reelgate.call"
+
+#: told of each finished vendor call: provider, operation, outcome, seconds
+CallObserver = Callable[[str, str, str, float], None]
+
+
+def tag(request: httpx.Request, provider: str, phase: Phase) -> httpx.Request:
+    """Mark ``request`` as ``phase`` at ``provider``, for :class:`TimedTransport`."""
+    request.extensions = {**request.extensions, CALL_EXTENSION: (provider, phase)}
+    return request
+
+
+class TimedTransport(httpx.AsyncBaseTransport):
+    """Wraps the real transport and tells its observers how long each tagged call took,
+    from sending to the answer's headers (a streamed body is read afterwards, by its
+    reader). The outcome is the HTTP status code, or the transport failure's httpx class
+    (``ConnectError``, ``ReadTimeout``...). Untagged requests are not vendor calls (the
+    sandbox's stats, say) and pass through untimed."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.observers: list[CallObserver] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        call = request.extensions.get(CALL_EXTENSION)
+        if call is None or not self.observers:
+            return await self.inner.handle_async_request(request)
+        start = time.perf_counter()
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx.TransportError as exc:
+            self._observe(call, type(exc).__name__, start)
+            raise
+        self._observe(call, str(response.status_code), start)
+        return response
+
+    def _observe(self, call: tuple[str, Phase], outcome: str, start: float) -> None:
+        seconds = time.perf_counter() - start
+        provider, phase = call
+        for observer in self.observers:
+            observer(provider, phase.value, outcome, seconds)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class GatewayClient(httpx.AsyncClient):
-    """httpx's client over :class:`AiohttpTransport`, with a direct path for the gateway's
-    own calls.
+    """httpx's client over :class:`AiohttpTransport`, every call timed by ``timing``."""
 
-    Adapters build complete ``httpx.Request``s and the gateway sets no auth, cookies,
-    redirects or event hooks on this client, so for :func:`send` httpx's per-call
-    machinery around the transport (auth flow, redirect loop, cookie extraction, a
-    streamed body read back chunk by chunk) is pure cost: it was about half the CPU of a
-    poll at 64 concurrent jobs (docs/benchmarks.md). Everything else (``client.send``,
-    ``client.get``, streaming) still goes through httpx unchanged.
-    """
-
-    def __init__(self, transport: AiohttpTransport, timeout: httpx.Timeout) -> None:
-        super().__init__(transport=transport, timeout=timeout, follow_redirects=False)
-        self.direct = transport
-        self.direct_timeout = _aiohttp_timeout(timeout.as_dict())
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
+        self.timing = TimedTransport(transport)
+        super().__init__(transport=self.timing, timeout=timeout, follow_redirects=False)
 
 
 def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None) -> GatewayClient:
@@ -83,12 +128,12 @@ def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None)
 
 async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request, phase: Phase) -> httpx.Response:
     """Send ``request`` and read the whole answer; transport failures become gateway errors."""
+    tag(request, provider, phase)
+    # Adapters build their requests themselves, so they carry none of the client's
+    # timeouts (``client.build_request`` would have set them): the client's apply.
+    request.extensions.setdefault("timeout", client.timeout.as_dict())
     try:
-        if isinstance(client, GatewayClient):
-            return await client.direct.fetch(request, client.direct_timeout)
-        response = await client.send(request)
-        await response.aread()
-        return response
+        return await client.send(request)
     except _NOT_SENT as exc:
         raise Unavailable(f"cannot connect ({type(exc).__name__})", provider=provider) from exc
     except httpx.TransportError as exc:
@@ -98,10 +143,6 @@ async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request,
                 provider=provider,
             ) from exc
         raise Unavailable(f"{phase} call failed ({type(exc).__name__})", provider=provider) from exc
-
-
-def describe(error: ProviderError) -> str:
-    return f"{type(error).__name__}: {error.message}"
 
 
 # -- the aiohttp transport -------------------------------------------------------------------
@@ -152,8 +193,6 @@ class _AiohttpStream(httpx.AsyncByteStream):
             self._response.release()
 
 
-RawHeaders = tuple[tuple[bytes, bytes], ...]
-
 #: read size of a streamed body (a download being mirrored)
 _CHUNK_BYTES = 64 * 1024
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
@@ -181,18 +220,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                               request=request, extensions=_EXTENSIONS)
 
     # ASYNC109: ``timeout`` here is aiohttp's per-request setting handed on, not a deadline of ours
-    async def fetch(self, request: httpx.Request, timeout: aiohttp.ClientTimeout) -> httpx.Response:  # noqa: ASYNC109
-        """The whole answer to ``request`` in one step, the connection back in the pool."""
-        with _aiohttp_errors_mapped():
-            response = await self._request(request, timeout)
-            try:
-                body = await response.read()
-            finally:
-                response.release()
-        return _whole_response(response.status, response.raw_headers, body, request)
-
     async def _request(self, request: httpx.Request,
-                       timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:  # noqa: ASYNC109 (as fetch)
+                       timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:  # noqa: ASYNC109
         try:
             data: object = request.content or None
         except httpx.RequestNotRead:
@@ -218,23 +247,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def _whole_response(status: int, raw_headers: RawHeaders, body: bytes, request: httpx.Request) -> httpx.Response:
-    """An ``httpx.Response`` around a body already read in full.
-
-    ``httpx.Response(content=...)`` runs the body through the decoder chain and rewrites
-    Content-Length: ~9 us per response here, against ~1.5 us this way. An unencoded body needs
-    neither, so it is set as the already-read content (what ``read()`` would store; httpx
-    is pinned below 0.29, and tests/unit/test_transport.py pins this). A compressed body
-    takes httpx's own path, which decodes it."""
-    if any(name.lower() == b"content-encoding" for name, _ in raw_headers):
-        return httpx.Response(status, headers=raw_headers, content=body, request=request, extensions=_EXTENSIONS)
-    response = httpx.Response(status, headers=raw_headers, stream=httpx.ByteStream(body), request=request,
-                              extensions=_EXTENSIONS)
-    response._content = body
-    response.is_stream_consumed = response.is_closed = True
-    return response
 
 
 def _aiohttp_timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:

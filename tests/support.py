@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 
@@ -60,3 +61,14 @@ class FakeClock:
         self.sleeps.append(seconds)
         self.t += seconds
         await asyncio.sleep(0)
+
+
+async def until(happened: Callable[[], bool], *, timeout_s: float = 30.0, every_s: float = 0.01) -> None:
+    """Return once ``happened()`` is true: for events in another thread (an emulator served
+    by a background server), where no ``asyncio.Event`` of this loop can say so. The
+    timeout only bounds a test that would otherwise hang; nothing is expected of the clock."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            if happened():
+                return
+            await asyncio.sleep(every_s)

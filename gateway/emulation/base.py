@@ -28,7 +28,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from gateway.emulation.faults import Fault, FaultSet, FaultSpec
-from gateway.emulation.render import frame_size, render_mp4
+from gateway.emulation.render import render_mp4
+from gateway.frames import frame_size
 from gateway.request import AspectRatio, Resolution
 
 Clock = Callable[[], float]

@@ -15,23 +15,8 @@ from functools import lru_cache
 import av
 import numpy as np
 
-from gateway.request import AspectRatio, Resolution
-
 #: frames per second of emulator output; low, because the content is synthetic
 FPS = 12
-
-
-def frame_size(aspect_ratio: AspectRatio, resolution: Resolution) -> tuple[int, int]:
-    """(width, height) with the short side equal to the resolution's lines, both even."""
-    w, h = aspect_ratio.ratio
-    short = resolution.lines
-    if w >= h:
-        return _even(short * w / h), short
-    return short, _even(short * h / w)
-
-
-def _even(x: float) -> int:
-    return int(round(x / 2)) * 2
 
 
 _locks: dict[tuple[int, int, int], threading.Lock] = {}

@@ -18,8 +18,9 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class CircuitState(StrEnum):
@@ -28,33 +29,31 @@ class CircuitState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-@dataclass(frozen=True)
-class CircuitSettings:
-    """When a circuit opens and how long it stays open. Defaults are explained in docs/routing.md."""
+class CircuitSettings(BaseModel):
+    """When a circuit opens and how long it stays open (``circuit:`` in the config file).
+    Defaults are explained in docs/routing.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: this many failures in a row open the circuit: a hard outage trips it fast
-    consecutive_failures: int = 5
+    consecutive_failures: int = Field(default=5, ge=1)
     #: ... or this share of failed calls over the window (flapping vendors never fail 5 in a row)
-    failure_rate: float = 0.5
-    window_s: float = 60.0
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    window_s: float = Field(default=60.0, gt=0)
     #: the rate rule needs this many calls in the window, so 1 of 2 is not "50 % down"
-    min_calls: int = 10
+    min_calls: int = Field(default=10, ge=1)
     #: first wait before a probe; each failed probe multiplies it by the growth, up to the cap
-    cooldown_s: float = 30.0
-    cooldown_growth: float = 2.0
-    max_cooldown_s: float = 300.0
+    cooldown_s: float = Field(default=30.0, gt=0)
+    cooldown_growth: float = Field(default=2.0, ge=1)
+    max_cooldown_s: float = Field(default=300.0, gt=0)
     #: a probe that reports no outcome for this long (its caller died) frees the slot
-    probe_timeout_s: float = 300.0
+    probe_timeout_s: float = Field(default=300.0, gt=0)
 
-    def __post_init__(self) -> None:
-        if self.consecutive_failures < 1 or self.min_calls < 1:
-            raise ValueError("consecutive_failures and min_calls must be at least 1")
-        if not 0 < self.failure_rate <= 1:
-            raise ValueError("failure_rate must be in (0, 1]")
-        if min(self.window_s, self.cooldown_s, self.probe_timeout_s) <= 0:
-            raise ValueError("window_s, cooldown_s and probe_timeout_s must be positive")
-        if self.cooldown_growth < 1 or self.max_cooldown_s < self.cooldown_s:
-            raise ValueError("cooldown_growth must be >= 1 and max_cooldown_s >= cooldown_s")
+    @model_validator(mode="after")
+    def _cooldowns(self) -> CircuitSettings:
+        if self.max_cooldown_s < self.cooldown_s:
+            raise ValueError("max_cooldown_s must be at least cooldown_s")
+        return self
 
 
 class CallWindow:

@@ -89,69 +89,131 @@ def plan_request(
     whose circuit admits calls and that can meet the deadline, and rank them. Raises
     before any vendor call when nothing can take the request."""
     policy = request.route or default_policy
-    wanted = list(request.providers) if request.providers else None
-    unknown = [n for n in wanted or [] if n not in providers]
-    if unknown:
-        raise InvalidRequest(
-            "providers", f"unknown provider {', '.join(unknown)}; installed: {', '.join(providers) or 'none'}"
-        )
+    wanted = _wanted(request, providers)
     pool = {n: p for n, p in providers.items() if wanted is None or n in wanted}
     eligibility = [p.quote(request) for p in pool.values()]
+    checks = _Checks(request, pool, _budget(request.max_cost_usd, max_cost_usd), health, limits or {})
     skipped: dict[str, str] = {}
     candidates: list[Candidate] = []
-    caps = [c for c in (request.max_cost_usd, max_cost_usd) if c is not None]
-    budget = Decimal(str(min(caps))) if caps else None
-    over_budget: list[Quote] = []
-    #: seconds until each provider refused by its circuit may be probed again
-    waits: list[float] = []
     for e in eligibility:
-        if not e.eligible:
-            skipped[e.provider] = "; ".join(e.reasons)
-            continue
-        assert e.quote is not None
-        if not e.configured:
-            skipped[e.provider] = f"no API key configured (set {pool[e.provider].credential_env})"
-            continue
-        if budget is not None and e.quote.usd > budget:
-            skipped[e.provider] = f"costs ${e.quote.usd:.2f}, over max_cost_usd ${budget:.2f}"
-            over_budget.append(e.quote)
-            continue
-        prior = pool[e.provider].latency_prior_s(e.quote.model, e.quote.resolution, e.quote.duration_s)
-        expected = prior
-        if health is not None:
-            allowed, why = health.allow(e.provider, e.quote.vendor_model)
-            if not allowed:
-                skipped[e.provider] = why
-                waits.append(probe_wait_s(health, e.provider, e.quote.vendor_model))
-                continue
-            key, limit = latency_key(e.quote), (limits or {}).get(e.provider)
-            expected = health.expected_s(e.provider, key, prior, limit)
-            if (request.deadline_s is not None
-                    and not health.can_meet(e.provider, key, prior, request.deadline_s, limit)):
-                skipped[e.provider] = f"cannot meet deadline_s {request.deadline_s:g}: expected {expected:.0f} s"
-                continue
-        elif request.deadline_s is not None and prior > request.deadline_s:
-            skipped[e.provider] = f"cannot meet deadline_s {request.deadline_s:g}: expected {prior:.0f} s"
-            continue
-        candidates.append(Candidate(e.provider, e.quote, expected, e.degradations))
-
+        why = checks.skip_reason(e)
+        if why is None:
+            candidates.append(checks.candidate(e))
+        else:
+            skipped[e.provider] = why
     order = wanted if wanted is not None else list(fallback_order)
     if policy is RoutePolicy.WEIGHTED:
         # the draw decides who goes first; the rest still give a fallback order
         order = weighted_order([c.provider for c in candidates], weights or {}, rng or random.Random())
     ranked = rank_candidates(candidates, policy, order)
     if not ranked:
-        if not any(e.eligible for e in eligibility):
-            raise Unsupported({e.provider: list(e.reasons) for e in eligibility})
-        if over_budget and len(over_budget) == sum(e.eligible and e.configured for e in eligibility):
-            cheapest = min(over_budget, key=lambda q: q.usd)
-            raise BudgetExceeded(
-                f"no eligible provider can do this within max_cost_usd ${budget:.2f}; the cheapest is "
-                f"{cheapest.provider} at ${cheapest.usd:.2f}"
-            )
-        raise NoRouteAvailable(
-            "no configured provider can take this request: "
-            + "; ".join(f"{n}: {why}" for n, why in skipped.items()),
-            skipped=skipped, retry_after=min(waits) if waits else None,
-        )
+        raise _no_route(eligibility, skipped, checks.budget, checks.waits)
     return Plan(policy, ranked, skipped, eligibility)
+
+
+def _wanted(request: VideoRequest, providers: Mapping[str, Provider]) -> list[str] | None:
+    """The request's own provider list (checked against what is installed), or None for all."""
+    wanted = list(request.providers) if request.providers else None
+    unknown = [n for n in wanted or [] if n not in providers]
+    if unknown:
+        raise InvalidRequest(
+            "providers", f"unknown provider {', '.join(unknown)}; installed: {', '.join(providers) or 'none'}"
+        )
+    return wanted
+
+
+def _budget(*caps: float | None) -> Decimal | None:
+    """The tightest of the request's and the configuration's cost caps."""
+    given = [c for c in caps if c is not None]
+    return Decimal(str(min(given))) if given else None
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """One check per reason a provider is left out, in the order they are asked."""
+
+    request: VideoRequest
+    pool: Mapping[str, Provider]
+    budget: Decimal | None
+    health: Health | None
+    limits: Mapping[str, int | None]
+    #: seconds until each provider refused by its circuit may be probed again (Retry-After)
+    waits: list[float] = field(default_factory=list)
+
+    def skip_reason(self, e: Eligibility) -> str | None:
+        """Why ``e``'s provider is not a candidate (the first reason found), or None."""
+        for check in (self._can_honour, self._configured, self._within_budget, self._circuit_admits,
+                      self._meets_deadline):
+            why = check(e)
+            if why is not None:
+                return why
+        return None
+
+    def candidate(self, e: Eligibility) -> Candidate:
+        assert e.quote is not None
+        return Candidate(e.provider, e.quote, self._expected_s(e.provider, e.quote), e.degradations)
+
+    def _can_honour(self, e: Eligibility) -> str | None:
+        return None if e.eligible else "; ".join(e.reasons)
+
+    def _configured(self, e: Eligibility) -> str | None:
+        return None if e.configured else f"no API key configured (set {self.pool[e.provider].credential_env})"
+
+    def _within_budget(self, e: Eligibility) -> str | None:
+        assert e.quote is not None
+        if self.budget is None or e.quote.usd <= self.budget:
+            return None
+        return f"costs ${e.quote.usd:.2f}, over max_cost_usd ${self.budget:.2f}"
+
+    def _circuit_admits(self, e: Eligibility) -> str | None:
+        assert e.quote is not None
+        if self.health is None:
+            return None
+        allowed, why = self.health.allow(e.provider, e.quote.vendor_model)
+        if allowed:
+            return None
+        self.waits.append(probe_wait_s(self.health, e.provider, e.quote.vendor_model))
+        return why
+
+    def _meets_deadline(self, e: Eligibility) -> str | None:
+        assert e.quote is not None
+        deadline = self.request.deadline_s
+        if deadline is None:
+            return None
+        prior = self._prior_s(e.provider, e.quote)
+        if self.health is None:
+            fits = prior <= deadline
+        else:
+            fits = self.health.can_meet(e.provider, latency_key(e.quote), prior, deadline,
+                                        self.limits.get(e.provider))
+        if fits:
+            return None
+        return f"cannot meet deadline_s {deadline:g}: expected {self._expected_s(e.provider, e.quote):.0f} s"
+
+    def _prior_s(self, provider: str, quote: Quote) -> float:
+        return self.pool[provider].latency_prior_s(quote.model, quote.resolution, quote.duration_s)
+
+    def _expected_s(self, provider: str, quote: Quote) -> float:
+        """The catalogued prior, or what health has learned of this provider and shape."""
+        prior = self._prior_s(provider, quote)
+        if self.health is None:
+            return prior
+        return self.health.expected_s(provider, latency_key(quote), prior, self.limits.get(provider))
+
+
+def _no_route(eligibility: Sequence[Eligibility], skipped: Mapping[str, str], budget: Decimal | None,
+              waits: Sequence[float]) -> Exception:
+    """The error that says why nothing can take the request."""
+    if not any(e.eligible for e in eligibility):
+        return Unsupported({e.provider: list(e.reasons) for e in eligibility})
+    usable = [e.quote for e in eligibility if e.eligible and e.configured and e.quote is not None]
+    if budget is not None and usable and all(q.usd > budget for q in usable):
+        cheapest = min(usable, key=lambda q: q.usd)
+        return BudgetExceeded(
+            f"no eligible provider can do this within max_cost_usd ${budget:.2f}; the cheapest is "
+            f"{cheapest.provider} at ${cheapest.usd:.2f}"
+        )
+    return NoRouteAvailable(
+        "no configured provider can take this request: " + "; ".join(f"{n}: {why}" for n, why in skipped.items()),
+        skipped=dict(skipped), retry_after=min(waits) if waits else None,
+    )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gateway.job import VideoJob
 from gateway.routing.circuit import CircuitState
 from gateway.routing.health import Health
+from gateway.transport import GatewayClient
 
 
 class Metrics:
@@ -24,8 +23,9 @@ class Metrics:
         self.attempts = Counter("reelgate_attempts", "Vendor attempts by outcome and error class",
                                 ["provider", "outcome", "error_class"], registry=r)
         self.cost = Counter("reelgate_cost_usd", "Settled cost in USD", ["provider"], registry=r)
-        self.vendor_latency = Histogram("reelgate_vendor_request_seconds", "Latency of calls to vendors",
-                                        ["host", "method", "status"], registry=r,
+        self.vendor_latency = Histogram("reelgate_vendor_request_seconds",
+                                        "Latency of calls to vendors, to the answer's headers",
+                                        ["provider", "operation", "outcome"], registry=r,
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.webhooks = Counter("reelgate_vendor_webhooks", "Vendor callbacks received, by outcome",
                                 ["provider", "outcome"], registry=r)
@@ -41,19 +41,14 @@ class Metrics:
                 self.cost.labels(attempt.provider).inc(float(attempt.cost_usd))
 
     def instrument(self, client: httpx.AsyncClient) -> None:
-        """Time every vendor call (to the response headers) through the client's hooks."""
+        """Time every vendor call the gateway's client makes (submit, status, result,
+        cancel, download), whatever path sent it."""
+        if not isinstance(client, GatewayClient):
+            raise TypeError("vendor calls are timed by the gateway's own client (gateway.transport.make_client)")
+        client.timing.observers.append(self.observe_vendor_call)
 
-        async def started(request: httpx.Request) -> None:
-            request.extensions["reelgate_started"] = time.perf_counter()
-
-        async def answered(response: httpx.Response) -> None:
-            start = response.request.extensions.get("reelgate_started")
-            if start is not None:
-                self.vendor_latency.labels(response.request.url.host, response.request.method,
-                                           str(response.status_code)).observe(time.perf_counter() - start)
-
-        hooks = client.event_hooks
-        client.event_hooks = {"request": [*hooks["request"], started], "response": [*hooks["response"], answered]}
+    def observe_vendor_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
+        self.vendor_latency.labels(provider, operation, outcome).observe(seconds)
 
     def render(self, health: Health) -> bytes:
         circuits = health.snapshot().get("circuits", {})

@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config import Settings
-from gateway.emulation.render import frame_size
 from gateway.errors import InvalidRequest
+from gateway.frames import video_size
 from gateway.job import JobStatus, VideoJob
 from gateway.request import AspectRatio, ImageInput, ModelFamily, Resolution, VideoRequest
 from gateway.request_limits import check_strings, shown
 
 #: every WxH we can honour, e.g. "1280x720" -> (16:9, 720p)
 SIZES: dict[str, tuple[AspectRatio, Resolution]] = {
-    "{}x{}".format(*frame_size(a, r)): (a, r) for a in AspectRatio for r in Resolution
+    video_size(a, r): (a, r) for a in AspectRatio for r in Resolution
 }
-DEFAULT_SIZE = "1280x720"
 
 #: body fields beyond OpenAI's that map straight onto ``VideoRequest``
 EXTRA_FIELDS = ("aspect_ratio", "resolution", "loop", "end_image", "start_image", "route", "providers",
@@ -33,10 +32,6 @@ _STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.SUBMITTED: "queued", JobStatus.RUNNING: "in_progress",
     JobStatus.SUCCEEDED: "completed", JobStatus.FAILED: "failed", JobStatus.CANCELLED: "failed",
 }
-
-
-def size_of(aspect_ratio: AspectRatio, resolution: Resolution) -> str:
-    return "{}x{}".format(*frame_size(aspect_ratio, resolution))
 
 
 def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_uri: str | None = None) -> VideoRequest:
@@ -118,7 +113,7 @@ def video_object(job: VideoJob) -> dict[str, Any]:
         "expires_at": None,
         "prompt": request.prompt,
         "seconds": str(request.duration_s),
-        "size": size_of(request.aspect_ratio, resolution),
+        "size": video_size(request.aspect_ratio, resolution),
         "remixed_from_video_id": None,
         "error": error,
         "reelgate": {

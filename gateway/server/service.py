@@ -21,6 +21,7 @@ import httpx
 from gateway.api import Gateway
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
+from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
 from gateway.permissions import private_dir
@@ -29,15 +30,14 @@ from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.metrics import Metrics
 from gateway.shared import Ledger
-from gateway.store import open_store
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
+from gateway.store import open_store
 from gateway.store.base import JobStore
 from gateway.webhooks.inbound import KeyCache, key_fetcher
 from gateway.webhooks.outbound import deliver, job_event, secret_bytes
 
 log = logging.getLogger("reelgate.server")
 
-HOME_ENV = "REELGATE_HOME"
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
 
 
@@ -49,11 +49,6 @@ def refuse_local_files(request: VideoRequest) -> None:
         image = getattr(request, name)
         if image is not None and image.kind is ImageKind.PATH:
             raise InvalidRequest(name, NO_LOCAL_FILES)
-
-
-def reelgate_home(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get(HOME_ENV) or "~/.reelgate").expanduser()
 
 
 @dataclass

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from gateway.budget import Ledger, SpendLedger
 from gateway.errors import ConfigError
-from gateway.routing.circuit import CircuitSettings
 from gateway.routing.health import Health, InProcessHealth
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
 
@@ -41,7 +40,7 @@ class Shared:
     def __init__(self, settings: Settings, state: SharedState | None = None, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.state = state
-        circuit = CircuitSettings(**settings.circuit.model_dump())
+        circuit = settings.circuit
         self.health: Health
         self.limiter: ConcurrencyLimiter
         if state is None:

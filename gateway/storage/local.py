@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+from gateway.home import reelgate_home
 from gateway.permissions import open_private, private_dirs
 from gateway.storage.base import (
     ChunkDigest,
@@ -29,7 +30,6 @@ from gateway.storage.base import (
     validate_key,
 )
 
-DEFAULT_HOME = "~/.reelgate"
 VIDEOS_DIR = "videos"
 READ_CHUNK_BYTES = 1024 * 1024
 #: network chunks are ~16 KiB and a thread hop per chunk dominated (a 64 MiB mirror
@@ -40,7 +40,7 @@ _TEMP_PREFIX = ".part-"
 
 def default_videos_dir(env: Mapping[str, str]) -> Path:
     """``$REELGATE_HOME/videos``, with ``REELGATE_HOME`` defaulting to ``~/.reelgate``."""
-    return Path(env.get("REELGATE_HOME") or DEFAULT_HOME).expanduser() / VIDEOS_DIR
+    return reelgate_home(env) / VIDEOS_DIR
 
 
 class LocalStorage(ResultStorage):
@@ -53,26 +53,8 @@ class LocalStorage(ResultStorage):
     async def put(self, key: str, chunks: Chunks, content_type: str, *,
                   max_bytes: int | None = None) -> StoredObject:
         target = self._path_for_key(key)
-        await asyncio.to_thread(private_dirs, target.parent)
-        temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
-        digest = ChunkDigest(max_bytes)
         # a caller's video is for that caller: 0600 from the first byte (the rename keeps it)
-        handle = await asyncio.to_thread(lambda: os.fdopen(open_private(temp), "wb"))
-        try:
-            pending = bytearray()
-            async with contextlib.aclosing(iter_chunks(chunks)) as stream:
-                async for chunk in stream:
-                    pending += digest.add(chunk)
-                    if len(pending) >= WRITE_BUFFER_BYTES:
-                        await asyncio.to_thread(handle.write, pending)
-                        pending = bytearray()
-            await asyncio.to_thread(_write_and_sync, handle, pending)
-            handle.close()
-            await asyncio.to_thread(os.replace, temp, target)
-        except BaseException:
-            handle.close()
-            temp.unlink(missing_ok=True)
-            raise
+        digest = await write_file(target, chunks, max_bytes=max_bytes, private=True)
         return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
 
     async def open(self, uri: str) -> AsyncIterator[bytes]:
@@ -120,6 +102,40 @@ class LocalStorage(ResultStorage):
         if not resolved.is_relative_to(self.root):
             raise InvalidKey(f"key {key!r} resolves outside {self.root}")
         return path
+
+
+async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = None,
+                     private: bool = False) -> ChunkDigest:
+    """Write ``chunks`` to ``target`` all-or-nothing (a temporary file renamed into place),
+    counted and hashed; ``ObjectTooLarge`` past ``max_bytes`` leaves nothing behind.
+    ``private``: missing directories 0700 and the file 0600 whatever the umask (kept videos
+    under ``REELGATE_HOME``); otherwise as the umask says (a caller's own ``--output``)."""
+    if private:
+        await asyncio.to_thread(private_dirs, target.parent)
+    else:
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
+    digest = ChunkDigest(max_bytes)
+    if private:
+        handle: BinaryIO = await asyncio.to_thread(lambda: os.fdopen(open_private(temp), "wb"))
+    else:
+        handle = await asyncio.to_thread(open, temp, "xb")
+    try:
+        pending = bytearray()
+        async with contextlib.aclosing(iter_chunks(chunks)) as stream:
+            async for chunk in stream:
+                pending += digest.add(chunk)
+                if len(pending) >= WRITE_BUFFER_BYTES:
+                    await asyncio.to_thread(handle.write, pending)
+                    pending = bytearray()
+        await asyncio.to_thread(_write_and_sync, handle, pending)
+        handle.close()
+        await asyncio.to_thread(os.replace, temp, target)
+    except BaseException:
+        handle.close()
+        temp.unlink(missing_ok=True)
+        raise
+    return digest
 
 
 def _write_and_sync(handle: BinaryIO, data: bytes | bytearray) -> None:

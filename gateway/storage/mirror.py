@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
 from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailable
+from gateway.policies import backoff_s, retry_after_s
 from gateway.storage.base import ObjectTooLarge, ResultStorage, StoredObject
+from gateway.storage.local import write_file
+from gateway.transport import Phase, tag
 
 #: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -46,8 +50,9 @@ class MirrorOptions:
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based): the vendor's
     ``Retry-After`` when given, else exponential from ``RETRY_BASE_S``; capped."""
-    delay = retry_after if retry_after is not None else RETRY_BASE_S * 2 ** (attempt - 1)
-    return min(max(delay, 0.0), RETRY_MAX_S)
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), RETRY_MAX_S)
+    return backoff_s(attempt - 1, RETRY_BASE_S, RETRY_MAX_S)
 
 
 async def mirror(
@@ -66,10 +71,43 @@ async def mirror(
     failures, ``ProviderError`` for a refusal (403 on an expired URL, 404),
     ``ProtocolError`` for a body that is not a video, ``ObjectTooLarge`` past the cap.
     """
+    async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
+        return await storage.put(key, body, content_type, max_bytes=options.max_bytes)
+
+    return await _fetch(client, request, put, provider, options, sleep)
+
+
+async def download(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    path: Path,
+    *,
+    provider: str,
+    options: MirrorOptions = MirrorOptions(),
+    sleep: Sleep = asyncio.sleep,
+) -> StoredObject:
+    """:func:`mirror` into a file of the caller's choosing (``Gateway.download``): the same
+    streamed, size-capped, checked and retried download, written all-or-nothing. The
+    stored object's ``uri`` names the file by its absolute path."""
+    target = await asyncio.to_thread(lambda: path.expanduser().resolve())
+
+    async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
+        digest = await write_file(target, body, max_bytes=options.max_bytes)
+        return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
+
+    return await _fetch(client, request, put, provider, options, sleep)
+
+
+#: where a download's checked body goes: (body, content type) -> what was stored
+Put = Callable[[AsyncIterator[bytes], str], Awaitable[StoredObject]]
+
+
+async def _fetch(client: httpx.AsyncClient, request: httpx.Request, put: Put, provider: str,
+                 options: MirrorOptions, sleep: Sleep) -> StoredObject:
     for attempt in range(options.retries + 1):
         try:
             async with asyncio.timeout(options.timeout_s):
-                return await _mirror_once(client, request, storage, key, provider, options)
+                return await _fetch_once(client, request, put, provider, options)
         except (Unavailable, RateLimited) as exc:
             if attempt == options.retries:
                 raise
@@ -81,17 +119,15 @@ async def mirror(
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def _mirror_once(client: httpx.AsyncClient, request: httpx.Request, storage: ResultStorage,
-                       key: str, provider: str, options: MirrorOptions) -> StoredObject:
+async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Put, provider: str,
+                      options: MirrorOptions) -> StoredObject:
     try:
-        response = await client.send(request, stream=True)
+        response = await client.send(tag(request, provider, Phase.DOWNLOAD), stream=True)
     except httpx.TransportError as exc:
         raise Unavailable(f"download failed ({type(exc).__name__})", provider=provider) from exc
     try:
         _check_response(response, provider, options.max_bytes)
-        content_type = _content_type(response)
-        body = _body(response, provider, options.require_mp4)
-        return await storage.put(key, body, content_type, max_bytes=options.max_bytes)
+        return await put(_body(response, provider, options.require_mp4), _content_type(response))
     finally:
         await response.aclose()
 
@@ -100,7 +136,7 @@ def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> 
     status = response.status_code
     if status == 429:
         raise RateLimited("download rate-limited (HTTP 429)", provider=provider, status_code=status,
-                          retry_after=_retry_after(response))
+                          retry_after=retry_after_s(response.headers))
     if status >= 500:
         raise Unavailable(f"download failed with HTTP {status}", provider=provider, status_code=status)
     if not response.is_success:
@@ -113,14 +149,6 @@ def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> 
 def _content_type(response: httpx.Response) -> str:
     declared = response.headers.get("content-type", "").split(";")[0].strip().lower()
     return declared if declared.startswith("video/") else DEFAULT_CONTENT_TYPE
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    try:
-        return float(value)
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
 
 
 async def _body(response: httpx.Response, provider: str, require_mp4: bool) -> AsyncIterator[bytes]:

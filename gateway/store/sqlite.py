@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import InvalidRequest
+from gateway.home import reelgate_home
 from gateway.job import VideoJob
 from gateway.store import codec, migrations
 from gateway.store.base import ACTIVE_STATES, DEFAULT_PAGE, Clock, JobRow, JobStore, LeaseLost
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
-DEFAULT_HOME = "~/.reelgate"
 DB_NAME = "reelgate.db"
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
@@ -41,7 +41,7 @@ _T = TypeVar("_T")
 
 def default_sqlite_path(env: Mapping[str, str]) -> Path:
     """``$REELGATE_HOME/reelgate.db``, with ``REELGATE_HOME`` defaulting to ``~/.reelgate``."""
-    return Path(env.get("REELGATE_HOME") or DEFAULT_HOME).expanduser() / DB_NAME
+    return reelgate_home(env) / DB_NAME
 
 
 class SqliteJobStore(JobStore):

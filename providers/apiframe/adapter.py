@@ -21,13 +21,10 @@ jobs/get and faq), hence ``bills_failures = False``.
 from __future__ import annotations
 
 import hashlib
-import math
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -46,13 +43,16 @@ from gateway.errors import (
     RateLimited,
     Unavailable,
 )
+from gateway.policies import retry_after_s
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 from gateway.webhooks.inbound import WebhookEvent
 from providers.apiframe import catalog, webhooks
-from providers.apiframe.emulator import ApiframeEmulator
 from providers.apiframe.models import ErrorBody, Job, JobAccepted
+
+if TYPE_CHECKING:  # the emulator (PyAV, numpy, starlette) loads only when asked for
+    from providers.apiframe.emulator import ApiframeEmulator
 
 NAME = "apiframe"
 #: the vendor caps Idempotency-Key at 255 characters (AF-OAS)
@@ -76,7 +76,6 @@ class ApiframeAdapter(Provider):
     credential_env = "APIFRAME_API_KEY"
     default_base_url = "https://api.apiframe.ai"
     docs_url = catalog.DOCS_URL
-    supports_cancel = False
     supports_idempotency = True
     bills_failures = False
     # AF-DOCS: poll video jobs every 5-10 s
@@ -174,6 +173,8 @@ class ApiframeAdapter(Provider):
 
     @classmethod
     def emulator(cls, **options: Any) -> ApiframeEmulator:
+        from providers.apiframe.emulator import ApiframeEmulator
+
         return ApiframeEmulator(**options)
 
     def _auth(self) -> dict[str, str]:
@@ -247,28 +248,11 @@ def error_from(response: httpx.Response, *, submit: bool) -> ProviderError:
         return ProviderRejected(f"idempotency key reused with a different request: {said}",
                                 vendor_code="idempotency_conflict", **kw)
     if code == 429:
-        return RateLimited(f"rate limited: {said}", retry_after=retry_after_s(response),
+        return RateLimited(f"rate limited: {said}", retry_after=retry_after_s(response.headers),
                            vendor_code="rate_limited", **kw)
     if code >= 500:
         return Unavailable(f"server error: {said}", vendor_code="server_error", **kw)
     return ProtocolError(f"unexpected HTTP {code}: {said}", vendor_code=f"http_{code}", **kw)
-
-
-def retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` as seconds from now: a number, or an HTTP-date measured against the
-    response's own ``Date`` (two vendor timestamps are immune to our clock's skew)."""
-    value = response.headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        when = _http_date(value)
-        if when is None:
-            return None
-        now = _http_date(response.headers.get("Date", "")) or datetime.now(UTC)
-        return max((when - now).total_seconds(), 0.0)
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _completed(status: VendorStatus, body: Job, response: httpx.Response) -> VendorStatus:
@@ -294,14 +278,6 @@ def _error_body(response: httpx.Response) -> ErrorBody:
         return ErrorBody.model_validate_json(response.content)
     except ValidationError:
         return ErrorBody()
-
-
-def _http_date(value: str) -> datetime | None:
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _num(value: float | None) -> str:

@@ -30,8 +30,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
+from gateway.emulation.outbox import Outbox
 from gateway.request import AspectRatio, Concept
-from gateway.webhooks.outbound import DeliveryRecord, Outbox
+from gateway.webhooks.outbound import DeliveryRecord
 from providers.apiframe import catalog, webhooks
 
 #: what apiframe answers when the upstream model's moderation refuses a job (AF-DOCS jobs/get)

@@ -17,14 +17,13 @@ run is ``COMPLETED`` with ``error``/``error_type``, and the real error is on the
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import ValidationError
 
+from gateway.capabilities import Capabilities
 from gateway.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -37,7 +36,7 @@ from gateway.errors import (
     RateLimited,
     Unavailable,
 )
-from gateway.capabilities import Capabilities
+from gateway.policies import retry_after_s
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
 from gateway.request import ImageKind, ModelFamily, Resolution, VideoRequest
@@ -60,7 +59,6 @@ class FalAdapter(Provider):
     credential_env = "FAL_KEY"
     default_base_url = catalog.QUEUE_HOST
     docs_url = catalog.DOCS_URL
-    supports_cancel = True
     supports_idempotency = False  # the queue API takes no idempotency key
     # "5xx failures are not billed": https://docs.fal.ai/model-apis/model-endpoints/reliability
     bills_failures = False
@@ -299,24 +297,6 @@ def submit_body(request: VideoRequest, resolution: Resolution) -> dict[str, Any]
         if image is not None:
             body[field] = image.value if image.kind is ImageKind.URL else image.as_data_uri()
     return body
-
-
-def retry_after_s(headers: httpx.Headers, now: datetime | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP-date (against the Date header when given)."""
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        date = headers.get("date")
-        ref = parsedate_to_datetime(date) if date else (now or datetime.now(UTC))
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max((when - ref).total_seconds(), 0.0)
 
 
 def _json(response: httpx.Response) -> Any:

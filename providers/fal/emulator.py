@@ -26,14 +26,14 @@ from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
+from gateway.emulation.outbox import Outbox
 from gateway.request import AspectRatio, Resolution
-from gateway.webhooks.outbound import DeliveryRecord, Outbox
+from gateway.webhooks.outbound import DeliveryRecord
 from providers.fal import webhooks
 
 APP_PREFIX = "fal-ai/luma-dream-machine"

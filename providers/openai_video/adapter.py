@@ -14,7 +14,6 @@ class attributes ``Provider`` requires; see ``providers.railwail`` for one.
 
 from __future__ import annotations
 
-import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -24,15 +23,25 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from gateway import policies
 from gateway.capabilities import Capabilities
-from gateway.emulation.render import frame_size
 from gateway.errors import (
-    AuthenticationFailed, ConfigError, ContentRejected, GenerationFailed, InsufficientCredits,
-    InvalidRequest, ProtocolError, ProviderError, ProviderRejected, RateLimited, Unavailable,
+    AuthenticationFailed,
+    ConfigError,
+    ContentRejected,
+    GenerationFailed,
+    InsufficientCredits,
+    InvalidRequest,
+    ProtocolError,
+    ProviderError,
+    ProviderRejected,
+    RateLimited,
+    Unavailable,
 )
+from gateway.frames import video_size
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
-from gateway.request import AspectRatio, ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
+from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 
 Phase = Literal["submit", "status", "content", "model"]
 PriceKey = tuple[ModelFamily, Resolution, int]
@@ -103,12 +112,6 @@ def _price_keys(table: Mapping[str, Any]) -> dict[PriceKey, Decimal]:
     return out
 
 
-def video_size(aspect_ratio: AspectRatio, resolution: Resolution) -> str:
-    """OpenAI's ``size`` ("WxH"), short side = the resolution's lines (16:9 720p -> 1280x720)."""
-    width, height = frame_size(aspect_ratio, resolution)
-    return f"{width}x{height}"
-
-
 # -- vendor models (ignore unknown fields: vendors add them freely) ---------------------
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -160,20 +163,18 @@ def _error_body(response: httpx.Response) -> ErrorBody | None:
 
 
 def retry_after_s(headers: httpx.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (seconds or HTTP date),
-    or ``X-RateLimit-Reset`` (unix time), in the order the OpenAI client prefers them."""
+    """Seconds to wait, from ``retry-after-ms``, ``retry-after`` (the standard header, read
+    by the gateway's one parser), or ``X-RateLimit-Reset`` (unix time), in the order the
+    OpenAI client prefers them."""
     now = time.time() if now is None else now
     try:
         if "retry-after-ms" in headers:
             return max(float(headers["retry-after-ms"]) / 1000, 0.0)
         if "retry-after" in headers:
-            value = headers["retry-after"].strip()
-            if value.replace(".", "", 1).isdigit():
-                return float(value)
-            return max(email.utils.parsedate_to_datetime(value).timestamp() - now, 0.0)
+            return policies.retry_after_s(headers, now)
         if "x-ratelimit-reset" in headers:
             return max(float(headers["x-ratelimit-reset"]) - now, 0.0)
-    except (TypeError, ValueError):
+    except ValueError:
         return None
     return None
 
@@ -213,7 +214,6 @@ class OpenAIVideoAdapter(Provider):
     class attributes (name, credential_env, default_base_url, ...)."""
 
     catalog: ClassVar[OpenAIVideoCatalog]
-    supports_cancel = False  # DELETE /videos/{id} deletes the asset; it is not a cancel
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)

@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
-from gateway.emulation.render import frame_size, render_mp4
+from gateway.emulation.render import render_mp4
+from gateway.frames import frame_size
 from gateway.request import AspectRatio, Resolution, sniff_image_type
 from providers.openai_video.adapter import OpenAIVideoCatalog
 

@@ -13,11 +13,13 @@ error class before the status does, and a 429 without ``Retry-After`` falls back
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from providers.openai_video.adapter import OpenAIVideoAdapter
 from providers.railwail import catalog as rw
-from providers.railwail.emulator import RailwailEmulator
+
+if TYPE_CHECKING:  # the emulator (PyAV, numpy, starlette) loads only when asked for
+    from providers.railwail.emulator import RailwailEmulator
 
 
 class RailwailAdapter(OpenAIVideoAdapter):
@@ -28,7 +30,6 @@ class RailwailAdapter(OpenAIVideoAdapter):
     docs_url = rw.DOCS
     # OpenAI's DELETE /videos/{id} deletes a video; nothing says it stops (or refunds) a
     # running one, so we do not pretend it cancels.
-    supports_cancel = False
     supports_idempotency = rw.SUPPORTS_IDEMPOTENCY
     bills_failures = rw.BILLS_FAILURES
     poll_initial_s = rw.POLL_INITIAL_S
@@ -37,4 +38,6 @@ class RailwailAdapter(OpenAIVideoAdapter):
 
     @classmethod
     def emulator(cls, **options: Any) -> RailwailEmulator:
+        from providers.railwail.emulator import RailwailEmulator
+
         return RailwailEmulator(**options)

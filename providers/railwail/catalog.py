@@ -4,7 +4,7 @@ railwail documents an OpenAI-compatible API (base URL, Bearer keys, OpenAI error
 envelope, ``X-RateLimit-*`` headers, a model catalogue with ``pricing.credit_cost_fixed``)
 but **no video endpoint**. Everything video-specific below is our best inference (the
 OpenAI Videos shape at railwail's base URL) and is marked UNCONFIRMED; each such item can
-be overridden through ``ProviderSettings.options`` (see ``OPTIONS``).
+be overridden through ``ProviderSettings.options`` (listed in docs/providers/railwail.md).
 """
 
 from __future__ import annotations
@@ -99,16 +99,6 @@ CATALOG = OpenAIVideoCatalog(
     content_policy_codes=CONTENT_POLICY_CODES,
     sources={"api": DOCS, "errors": f"{DOCS}/guides/error-codes", "rate_limits": f"{DOCS}/guides/rate-limits"},
 )
-
-#: ``ProviderSettings.options`` railwail understands, with their defaults
-OPTIONS = {
-    "model_ids": {f.value: m for f, m in MODEL_IDS.items()},
-    "paths": {"create": PATHS.create, "retrieve": PATHS.retrieve, "content": PATHS.content,
-              "list": PATHS.list, "delete": PATHS.delete, "model": PATHS.model},
-    "credits": {f"{f.value}/{r.value}/{s}": int(c) for (f, r, s), c in CREDITS.items()},
-    "usd_per_credit": float(USD_PER_CREDIT),
-    "content_policy_codes": sorted(CONTENT_POLICY_CODES),
-}
 
 #: polling guidance: UNCONFIRMED (no video docs); the emulator's openai-poll-after-ms is 2000
 POLL_INITIAL_S = 2.0

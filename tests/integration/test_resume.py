@@ -15,6 +15,7 @@ from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.store.sqlite import SqliteJobStore
+from tests.support import until
 
 FAST = PollingConfig(initial_s=0.05, max_s=0.1)
 
@@ -67,7 +68,7 @@ async def test_a_submit_cut_off_by_the_stop_is_never_resent_blindly(tmp_path):
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
             first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
             job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
-            await asyncio.sleep(0.3)  # the submit is on the wire, its answer delayed
+            await until(lambda: sandbox.emulators["fal"].calls["submit"] > 0)  # on the wire, its answer 5 s late
             assert job.current is not None and job.current.vendor_job is None
             await stop_abruptly(first)
             sandbox.emulators["fal"].faults.clear()

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from gateway.api import Gateway
-from gateway.config import CircuitConfig, HedgeConfig, RetryConfig, Settings
+from gateway.config import HedgeConfig, RetryConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.emulation.faults import parse_fault
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
@@ -16,6 +16,7 @@ from gateway.errors import BudgetExceeded
 from gateway.job import AttemptOutcome, JobStatus
 from gateway.plugins import discover
 from gateway.request import VideoRequest
+from gateway.routing.circuit import CircuitSettings
 from tests.support import FakeClock
 
 
@@ -47,7 +48,7 @@ def accepted(sandbox: Sandbox, vendor: str) -> int:
 async def test_outage_opens_the_circuit_and_a_half_open_probe_closes_it(world):
     # a long cooldown, so the emulated minutes these jobs take do not reach the probe
     settings = Settings(fallback_order=["fal", "apiframe", "railwail"],
-                        circuit=CircuitConfig(cooldown_s=3600, max_cooldown_s=7200))
+                        circuit=CircuitSettings(cooldown_s=3600, max_cooldown_s=7200))
     gw, sandbox, clock = world(settings, faults={"fal": ["outage"]})
     async with gw:
         tried_fal = []

@@ -22,10 +22,11 @@ from gateway.errors import (
     RateLimited,
     Unavailable,
 )
+from gateway.policies import retry_after_s
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 from providers.apiframe import ApiframeAdapter
-from providers.apiframe.adapter import idempotency_key, image_url, retry_after_s
+from providers.apiframe.adapter import idempotency_key, image_url
 from providers.apiframe.emulator import ApiframeEmulator
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "apiframe"
@@ -59,7 +60,6 @@ def test_class_attributes_declare_the_vendor() -> None:
     assert ApiframeAdapter.name == "apiframe"
     assert ApiframeAdapter.credential_env == "APIFRAME_API_KEY"
     assert ApiframeAdapter.default_base_url == BASE
-    assert ApiframeAdapter.supports_cancel is False
     assert ApiframeAdapter.supports_idempotency is True
     assert ApiframeAdapter.bills_failures is False
     assert (ApiframeAdapter.poll_initial_s, ApiframeAdapter.poll_max_s) == (5.0, 10.0)
@@ -267,7 +267,7 @@ def test_rate_limit_with_seconds() -> None:
     ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a past date without Date: now
 ])
 def test_retry_after_edge_cases(headers: dict, expected: float | None) -> None:
-    assert retry_after_s(httpx.Response(429, headers=headers)) == expected
+    assert retry_after_s(httpx.Headers(headers)) == expected
 
 
 def test_non_json_gateway_page_is_classified_by_status() -> None:

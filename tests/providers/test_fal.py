@@ -23,10 +23,10 @@ from gateway.errors import (
     RateLimited,
     Unavailable,
 )
+from gateway.policies import retry_after_s
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState
 from gateway.request import ModelFamily, Resolution, VideoRequest
 from providers.fal import FalAdapter
-from providers.fal.adapter import retry_after_s
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "fal"
 KEY = "fal-test-key-0123456789abcdef"
@@ -202,7 +202,7 @@ def test_retry_after_http_date_uses_date_header() -> None:
 
 
 def test_retry_after_http_date_against_now_and_garbage() -> None:
-    now = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+    now = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC).timestamp()
     assert retry_after_s(httpx.Headers({"Retry-After": "Tue, 24 Nov 2026 10:00:12 GMT"}), now) == 12.0
     assert retry_after_s(httpx.Headers({"Retry-After": "soon"}), now) is None
     assert retry_after_s(httpx.Headers({"Retry-After": "-3"}), now) == 0.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import format_datetime
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -15,8 +15,16 @@ import pytest
 import respx
 
 from gateway.errors import (
-    AuthenticationFailed, ConfigError, ContentRejected, GenerationFailed, InsufficientCredits,
-    InvalidRequest, ProtocolError, ProviderRejected, RateLimited, Unavailable,
+    AuthenticationFailed,
+    ConfigError,
+    ContentRejected,
+    GenerationFailed,
+    InsufficientCredits,
+    InvalidRequest,
+    ProtocolError,
+    ProviderRejected,
+    RateLimited,
+    Unavailable,
 )
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState, VideoResult
 from gateway.request import AspectRatio, ModelFamily, Resolution, VideoRequest
@@ -187,7 +195,7 @@ NOW = 1_764_000_000.0
 
 @pytest.mark.parametrize(("headers", "expected"), [
     ({"Retry-After": "7"}, 7.0),
-    ({"Retry-After": format_datetime(datetime.fromtimestamp(NOW + 30, timezone.utc), usegmt=True)}, 30.0),
+    ({"Retry-After": format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True)}, 30.0),
     ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),
     ({"X-RateLimit-Reset": str(int(NOW + 12)), "X-RateLimit-Remaining": "0"}, 12.0),
     ({}, None),
@@ -209,8 +217,7 @@ def test_capabilities_and_class_attributes() -> None:
     assert caps.resolutions == {Resolution.P540, Resolution.P720} and caps.default_resolution is Resolution.P720
     assert caps.start_image and not caps.end_image and not caps.loop and not caps.concepts
     assert ModelFamily.RAY_2 not in adapter().capabilities()
-    assert (RailwailAdapter.supports_cancel, RailwailAdapter.supports_idempotency,
-            RailwailAdapter.bills_failures) == (False, False, True)
+    assert (RailwailAdapter.supports_idempotency, RailwailAdapter.bills_failures) == (False, True)
     assert RailwailAdapter.credential_env == "RAILWAIL_API_KEY" and RailwailAdapter.default_base_url == BASE
 
 

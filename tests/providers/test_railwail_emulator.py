@@ -12,7 +12,12 @@ from gateway.emulation.base import Timing
 from gateway.emulation.faults import Fault, FaultSpec
 from gateway.emulation.render import probe
 from gateway.errors import (
-    AuthenticationFailed, ContentRejected, GenerationFailed, ProviderRejected, RateLimited, Unavailable,
+    AuthenticationFailed,
+    ContentRejected,
+    GenerationFailed,
+    ProviderRejected,
+    RateLimited,
+    Unavailable,
 )
 from gateway.provider import ProviderSettings, Secret, VendorState
 from gateway.request import Resolution, VideoRequest

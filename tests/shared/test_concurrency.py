@@ -51,12 +51,17 @@ async def test_no_limit_never_waits() -> None:
 
 async def test_redis_slots_hold_the_limit_across_replicas(states: Callable[..., SharedState]) -> None:
     limiters = [RedisLimiter(states()) for _ in range(3)]
-    gauge, done = Gauge(), []
+    gauge, done, full = Gauge(), [], asyncio.Event()
 
     async def job(i: int) -> None:
         async with limiters[i % 3].slot("fal", 4):
             with gauge:
-                await asyncio.sleep(0)  # let the others try while this one holds its slot
+                if gauge.now == 4:
+                    full.set()
+                # the first holders keep their slots until four are held at once, so the
+                # test sees the limit reached whatever the machine's speed (a limiter that
+                # admits fewer never gets there: the wait times out)
+                await asyncio.wait_for(full.wait(), timeout=30)
                 done.append(i)
 
     await asyncio.gather(*(job(i) for i in range(40)))

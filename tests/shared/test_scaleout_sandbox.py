@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from gateway.api import Gateway
-from gateway.config import CircuitConfig, PollingConfig, ProviderConfig, Settings
+from gateway.config import PollingConfig, ProviderConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.emulation.faults import parse_fault
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus
 from gateway.plugins import discover
 from gateway.request import AspectRatio, Resolution, RoutePolicy, VideoRequest
+from gateway.routing.circuit import CircuitSettings
 from gateway.shared import Shared
 from gateway.shared.connection import SharedState
 from tests.shared.conftest import REDIS_URL, eventually
@@ -47,7 +48,7 @@ async def test_a_circuit_opened_by_one_replica_is_skipped_by_the_other(
 ) -> None:
     emulators, url, clock = sandbox
     settings = Settings(fallback_order=ORDER, default_route=RoutePolicy.PRIORITY,
-                        circuit=CircuitConfig(cooldown_s=3600, max_cooldown_s=7200))
+                        circuit=CircuitSettings(cooldown_s=3600, max_cooldown_s=7200))
     a, b = replica(settings, url, clock, states()), replica(settings, url, clock, states())
     async with a, b:
         first = await b.generate(VideoRequest(prompt="a fox"))

@@ -20,7 +20,7 @@ from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailabl
 from gateway.provider import ProviderSettings, Secret
 from gateway.request import VideoRequest
 from gateway.storage import LocalStorage, MirrorOptions, ObjectTooLarge, mirror
-from gateway.storage.mirror import RETRY_MAX_S, retry_delay
+from gateway.storage.mirror import RETRY_MAX_S, download, retry_delay
 from gateway.transport import make_client
 from providers.railwail import RailwailAdapter
 from tests.support import FakeClock, drive_adapter
@@ -135,6 +135,20 @@ async def test_the_size_cap_holds_with_or_without_content_length(serve, storage:
     with pytest.raises(ObjectTooLarge):
         await run_mirror(serve(Vendor().app()), path, storage, clock, MirrorOptions(max_bytes=len(MP4) - 1))
     assert clock.sleeps == [] and not await storage.exists(storage.uri_for(KEY))
+
+
+async def test_a_download_to_a_path_is_streamed_capped_and_all_or_nothing(serve, tmp_path: Path) -> None:
+    """``Gateway.download`` takes the mirror's path: the same checks, into a file of the caller's."""
+    base, target = serve(Vendor().app()), tmp_path / "out dir" / "my fox.mp4"
+    async with make_client() as client:
+        with pytest.raises(ObjectTooLarge):
+            await download(client, httpx.Request("GET", base + "/huge-streamed"), target, provider="cdn",
+                           options=MirrorOptions(max_bytes=len(MP4) - 1), sleep=FakeClock().sleep)
+        assert not target.exists() and list(target.parent.iterdir()) == []
+        stored = await download(client, httpx.Request("GET", base + "/video.mp4"), target, provider="cdn")
+    assert target.read_bytes() == MP4
+    assert (stored.size_bytes, stored.sha256, stored.uri) == (len(MP4), hashlib.sha256(MP4).hexdigest(),
+                                                              target.resolve().as_uri())
 
 
 def test_retry_delay_backs_off_and_honours_retry_after_within_the_cap() -> None:

@@ -29,8 +29,8 @@ def test_builtin_providers_load_without_failures():
 def test_every_builtin_provider_declares_what_the_core_needs(name):
     cls = discover().providers[name]
     assert issubclass(cls, Provider) and cls.name == name
-    for attr in ("title", "credential_env", "default_base_url", "docs_url", "supports_cancel",
-                 "supports_idempotency", "bills_failures"):
+    for attr in ("title", "credential_env", "default_base_url", "docs_url", "supports_idempotency",
+                 "bills_failures"):
         assert getattr(cls, attr) is not None, attr
     assert cls.__module__.startswith(f"providers.{name}") or cls.__module__.startswith("providers.")
 
@@ -55,19 +55,14 @@ def test_a_broken_plugin_is_reported_with_its_error(tmp_path, monkeypatch):
     assert BUILTIN <= set(plugins.providers)  # the others still load
 
 
-@pytest.fixture(scope="module")
-def toy_installed(tmp_path_factory) -> Path:
-    """The toy plugin really installed (pip, into its own target dir): no core file touched."""
-    target = tmp_path_factory.mktemp("site")
-    # Build from a copy: an in-tree build leaves egg-info beside the source, which would
-    # make the toy entry point visible to every other test.
-    source = shutil.copytree(TOY_PLUGIN_DIR, tmp_path_factory.mktemp("src") / "toyvendor")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--target", str(target), str(source)],
-        check=True, capture_output=True, timeout=300,
-    )
-    return target
+@pytest.fixture
+def toy_installed(tmp_path) -> Path:
+    """The toy plugin as an installed distribution is seen (its metadata and entry point
+    in a ``.dist-info`` on the path), with no core file touched and no pip: offline."""
+    site = tmp_path / "site"
+    _fake_distribution(site, "reelgate_toyvendor", "toy = reelgate_toyvendor:ToyAdapter")
+    shutil.copytree(TOY_PLUGIN_DIR / "reelgate_toyvendor", site / "reelgate_toyvendor")
+    return site
 
 
 def _cli(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:

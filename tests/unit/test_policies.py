@@ -1,10 +1,22 @@
 import random
+from pathlib import Path
 
+import httpx
 import pytest
 
 from gateway.errors import AmbiguousSubmit, AuthenticationFailed, RateLimited, Unavailable, redact
+from gateway.home import reelgate_home
+from gateway.policies import (
+    backoff_s,
+    expected_from_progress,
+    next_poll_delay,
+    retry_after_s,
+    should_retry_submit,
+    submit_backoff,
+)
 from gateway.provider import Secret
-from gateway.policies import expected_from_progress, next_poll_delay, should_retry_submit, submit_backoff
+from gateway.storage import default_videos_dir
+from gateway.store.sqlite import default_sqlite_path
 
 
 def test_retry_only_what_the_vendor_rejected_and_may_accept_later():
@@ -64,3 +76,33 @@ def test_secrets_are_redacted_from_messages():
     for secret in ("abcdef123456", "live_123456", "zz_held_key_42", "tok.en.123456"):
         assert secret not in out
     assert "afk_secret99" not in str(Unavailable("X-API-Key=afk_secret99", provider="p"))
+
+
+def test_one_backoff_doubles_to_its_cap_less_its_jitter():
+    assert [backoff_s(n, 1.0, 5.0) for n in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert backoff_s(2, 1.0, 60.0, jitter=0.5, rng=lambda: 1.0) == 2.0  # at most half taken off
+    assert backoff_s(2, 1.0, 60.0, jitter=1.0, rng=lambda: 0.25) == 3.0
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({}, None),
+    ({"Retry-After": " "}, None),
+    ({"Retry-After": "soon"}, None),
+    ({"Retry-After": "nan"}, None),
+    ({"Retry-After": "-3"}, 0.0),
+    ({"Retry-After": "1.5"}, 1.5),
+    # an HTTP-date against the answer's own Date, else against now
+    ({"Date": "Tue, 24 Nov 2026 10:00:00 GMT", "Retry-After": "Tue, 24 Nov 2026 10:00:30 GMT"}, 30.0),
+    ({"Retry-After": "Tue, 24 Nov 2026 10:00:12 GMT"}, 12.0),
+    ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+])
+def test_one_retry_after_parser(headers: dict[str, str], expected: float | None):
+    now = 1795514400.0  # Tue, 24 Nov 2026 10:00:00 GMT
+    assert retry_after_s(httpx.Headers(headers), now) == expected
+
+
+def test_one_reelgate_home(tmp_path):
+    env = {"REELGATE_HOME": str(tmp_path)}
+    assert (reelgate_home(env), default_videos_dir(env), default_sqlite_path(env)) == (
+        tmp_path, tmp_path / "videos", tmp_path / "reelgate.db")
+    assert reelgate_home({}) == Path("~/.reelgate").expanduser()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -164,9 +165,18 @@ async def test_wait_all_waits_for_every_job_and_a_timeout_cancels_none(serve):
 async def test_deadline_cancels_at_the_vendor(serve):
     clock = FakeClock()
     gw, emus = build(serve, clock)
-    gw._sleep = _real_sleep_after(clock)
+    polling = asyncio.Event()
+
+    async def first_poll_never_ends(seconds: float) -> None:
+        # the vendor has the job once the first poll waits: only the deadline ends that wait,
+        # however long the submit took on this machine
+        polling.set()
+        await asyncio.Event().wait()
+
+    gw._sleep = first_poll_never_ends
     async with gw:
-        job = await gw.generate(VideoRequest(prompt="a fox", deadline_s=0.3))
+        job = await gw.generate(VideoRequest(prompt="a fox", deadline_s=1.0))
+    assert polling.is_set()
     assert job.status is JobStatus.FAILED and job.error["class"] == "DeadlineExceeded"
     assert job.attempts[0].outcome is AttemptOutcome.CANCELLED
     (emulated,) = emus["toy"].jobs.values()

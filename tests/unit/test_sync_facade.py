@@ -5,12 +5,12 @@ from __future__ import annotations
 from reelgate_toyvendor import ToyAdapter
 
 from gateway.api import Gateway
-from gateway.sync_facade import SyncGateway
 from gateway.config import PollingConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.job import JobStatus
 from gateway.provider import ProviderSettings, Secret
 from gateway.request import VideoRequest
+from gateway.sync_facade import SyncGateway
 
 
 def test_sync_gateway_quotes_generates_and_downloads(serve, tmp_path):

@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 from gateway.errors import AmbiguousSubmit, Unavailable
-from gateway.transport import AiohttpTransport, ConnectionLimits, Phase, make_client, send
+from gateway.transport import (
+    CALL_EXTENSION,
+    AiohttpTransport,
+    ConnectionLimits,
+    GatewayClient,
+    Phase,
+    make_client,
+    send,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BODY = b'{"ok": true}'
@@ -81,9 +89,48 @@ def unused_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_the_shared_client_uses_the_aiohttp_transport() -> None:
+async def test_the_shared_client_times_calls_over_the_aiohttp_transport() -> None:
     async with client() as http:
-        assert isinstance(http._transport, AiohttpTransport)
+        assert isinstance(http, GatewayClient)
+        assert isinstance(http.timing.inner, AiohttpTransport)
+
+
+Observed = list[tuple[str, str, str, float]]
+
+
+def observed_by(http: httpx.AsyncClient) -> Observed:
+    seen: Observed = []
+    assert isinstance(http, GatewayClient)
+    http.timing.observers.append(lambda *call: seen.append(call))
+    return seen
+
+
+async def test_each_call_is_timed_with_its_provider_operation_and_status() -> None:
+    async with server(answering(OK)) as url, client() as http:
+        seen = observed_by(http)
+        await send(http, "fal", submit(url), Phase.SUBMIT)
+    [(provider, operation, outcome, seconds)] = seen
+    assert (provider, operation, outcome) == ("fal", "submit", "200")
+    assert 0 < seconds < 5
+
+
+async def test_a_streamed_call_is_timed_too() -> None:
+    async with server(answering(OK)) as url, client() as http:
+        seen = observed_by(http)
+        async with http.stream("GET", f"{url}/video", extensions={CALL_EXTENSION: ("apiframe", Phase.DOWNLOAD)}):
+            pass
+        untagged = await http.get(f"{url}/_sandbox/stats")  # not a vendor call: not timed
+    assert untagged.status_code == 200
+    assert [call[:3] for call in seen] == [("apiframe", "download", "200")]
+
+
+async def test_a_failed_call_is_timed_with_the_failure_as_outcome() -> None:
+    url = f"http://127.0.0.1:{unused_port()}"
+    async with client() as http:
+        seen = observed_by(http)
+        with pytest.raises(Unavailable):
+            await send(http, "railwail", poll(url), Phase.POLL)
+    assert [call[:3] for call in seen] == [("railwail", "status", "ConnectError")]
 
 
 async def test_an_answer_is_read_whole() -> None:
@@ -93,7 +140,7 @@ async def test_an_answer_is_read_whole() -> None:
     assert response.json() == {"ok": True}
 
 
-async def test_a_whole_answer_behaves_as_an_httpx_response_read_in_full() -> None:
+async def test_an_answer_is_an_httpx_response_read_in_full() -> None:
     async with server(answering(OK)) as url, client() as http:
         request = poll(url)
         response = await send(http, "vendor", request, Phase.POLL)

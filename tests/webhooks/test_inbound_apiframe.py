@@ -14,11 +14,11 @@ import pytest
 
 from gateway.emulation.base import Timing
 from gateway.emulation.faults import Fault, FaultSpec
+from gateway.emulation.outbox import Outbox
 from gateway.errors import GenerationFailed, ProtocolError, WebhookRejected
 from gateway.provider import ProviderSettings, Secret, VendorState
 from gateway.request import Resolution, VideoRequest
 from gateway.webhooks.inbound import verify_and_parse
-from gateway.webhooks.outbound import Outbox
 from providers.apiframe import ApiframeAdapter
 from providers.apiframe import webhooks as af_webhooks
 from providers.apiframe.emulator import ApiframeEmulator

@@ -13,11 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.emulation.base import Timing
 from gateway.emulation.faults import Fault, FaultSpec
+from gateway.emulation.outbox import Outbox
 from gateway.errors import ContentRejected, GenerationFailed, ProtocolError, WebhookRejected
 from gateway.provider import ProviderSettings, Secret, VendorState
 from gateway.request import Resolution, VideoRequest
 from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher, verify_and_parse
-from gateway.webhooks.outbound import Outbox
 from providers.fal import FalAdapter
 from providers.fal import webhooks as fal_webhooks
 from providers.fal.emulator import FalEmulator

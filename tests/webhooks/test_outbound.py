@@ -9,10 +9,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from gateway.emulation.outbox import Outbox
 from gateway.errors import WebhookRejected
 from gateway.webhooks.outbound import (
     Backoff,
-    Outbox,
     deliver,
     job_event,
     new_secret,

@@ -19,8 +19,13 @@ from starlette.routing import Route
 from gateway.capabilities import Capabilities
 from gateway.emulation.base import Emulator, JobPhase, Outcome
 from gateway.errors import (
-    AuthenticationFailed, ContentRejected, GenerationFailed, ProtocolError,
-    ProviderRejected, RateLimited, Unavailable,
+    AuthenticationFailed,
+    ContentRejected,
+    GenerationFailed,
+    ProtocolError,
+    ProviderRejected,
+    RateLimited,
+    Unavailable,
 )
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, VendorJob, VendorState, VendorStatus
@@ -36,7 +41,6 @@ class ToyAdapter(Provider):
     credential_env = "TOY_API_KEY"
     default_base_url = "https://api.toy.invalid"
     docs_url = "https://toy.invalid/docs"
-    supports_cancel = True
     supports_idempotency = False
     bills_failures = False
     poll_initial_s = 0.05
