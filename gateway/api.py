@@ -22,6 +22,7 @@ from gateway.budget import SpendLedger
 from gateway.config import Settings, provider_settings, sandbox_settings
 from gateway.errors import DeadlineExceeded, ProviderError, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.logs import for_attempt
 from gateway.plugins import discover
 from gateway.provider import Provider, VideoResult
 from gateway.request import VideoRequest
@@ -290,6 +291,7 @@ class Gateway:
         attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
         assert job.output is not None and attempt.vendor_job is not None
         provider = self.providers[attempt.provider]
+        for_attempt(attempt.attempt_key)
         built = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
         response = await send(self.client, provider.name, built, Phase.DOWNLOAD)
         if not response.is_success:

@@ -17,6 +17,7 @@ a direct path to it that skips httpx's per-call client machinery.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -26,6 +27,7 @@ import httpx
 import yarl
 
 from gateway.errors import AmbiguousSubmit, ProviderError, Unavailable
+from gateway.logs import vendor_called
 
 
 class Phase(StrEnum):
@@ -83,6 +85,17 @@ def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None)
 
 async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request, phase: Phase) -> httpx.Response:
     """Send ``request`` and read the whole answer; transport failures become gateway errors."""
+    started = time.perf_counter()
+    try:
+        response = await _send(client, request, provider, phase)
+    except ProviderError as exc:
+        vendor_called(provider, phase.value, started, error=type(exc).__name__)
+        raise
+    vendor_called(provider, phase.value, started, status=response.status_code)
+    return response
+
+
+async def _send(client: httpx.AsyncClient, request: httpx.Request, provider: str, phase: Phase) -> httpx.Response:
     try:
         if isinstance(client, GatewayClient):
             return await client.direct.fetch(request, client.direct_timeout)
