@@ -215,4 +215,4 @@ app.command("serve")(serve)
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

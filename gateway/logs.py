@@ -56,16 +56,30 @@ def level_from(flag: str | None, env: Mapping[str, str] | None = None, *, defaul
 
 
 def configure(level: int, stream: IO[str] | None = None) -> logging.Handler:
-    """Send reelgate's logs at ``level`` and above to ``stream`` (stderr), one line each."""
+    """Send reelgate's logs at ``level`` and above to ``stream`` (default: whatever
+    ``sys.stderr`` is when a line is written), one line each. Called once by a command; a
+    second call replaces the first's handler rather than doubling every line."""
     root = logging.getLogger(ROOT)
     for old in [h for h in root.handlers if isinstance(h.formatter, KeyValueFormatter)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(KeyValueFormatter())
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False  # an app that configures the root logger does not get each line twice
     return handler
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr``, not the one at configuration time (a test
+    runner or an embedding app may swap it, and close the old one)."""
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def for_attempt(attempt_key: str) -> None:

@@ -1,14 +1,14 @@
 """Faults an emulator can inject, parsed from ``VENDOR=FAULT[:key=value,...]``.
 
-| fault               | effect                                                             | options            |
-|---------------------|--------------------------------------------------------------------|--------------------|
-| `outage`            | every call answers 503 (no job is created)                          |                    |
-| `slow`              | every response is delayed                                            | `delay` s (2)      |
-| `rate-limit`        | submits answer 429 with Retry-After (no job is created)              | `retry_after` (1), `times` |
-| `flaky`             | a share of calls answer 5xx before doing anything                    | `rate` 0..1 (0.3), `times` |
-| `fail-late`         | jobs are accepted, run, then fail                                    | `times`            |
-| `drop-after-accept` | the job is created, then the connection drops before the answer     | `times`            |
-| `content-policy`    | the vendor's moderation rejects the job                              | `times`            |
+| fault               | effect                                                          | options                    |
+|---------------------|-----------------------------------------------------------------|----------------------------|
+| `outage`            | every call answers 503 (no job is created)                      |                            |
+| `slow`              | every response is delayed                                       | `delay` s (2)              |
+| `rate-limit`        | submits answer 429 with Retry-After (no job is created)         | `retry_after` (1), `times` |
+| `flaky`             | a share of calls answer 5xx before doing anything               | `rate` 0..1 (0.3), `times` |
+| `fail-late`         | jobs are accepted, run, then fail                               | `times`                    |
+| `drop-after-accept` | the job is created, then the connection drops before the answer | `times`                    |
+| `content-policy`    | the vendor's moderation rejects the job                         | `times`                    |
 
 ``times`` (a whole number, at least 1) limits a fault to the next N calls it applies to;
 it is removed after that. ``outage`` and ``slow`` last until changed, so they take no

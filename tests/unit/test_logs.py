@@ -81,6 +81,7 @@ async def test_a_vendor_that_cannot_be_reached_is_logged_with_the_error_class(ca
 
 async def test_no_log_line_holds_the_vendor_key_or_the_prompt(fal_gateway, caplog):
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="reelgate")
     async with fal_gateway as gw:
         job = await gw.generate(VideoRequest(prompt=PROMPT, metadata={"note": "x"}))
     assert job.status is JobStatus.SUCCEEDED
