@@ -122,9 +122,9 @@ def plan_request(
                 continue
             key, limit = latency_key(e.quote), (limits or {}).get(e.provider)
             expected = health.expected_s(e.provider, key, prior, limit)
-            # the message states the very figure the deadline is checked against
-            p90 = health.p90_s(e.provider, key, prior, limit) if request.deadline_s is not None else 0.0
-            if request.deadline_s is not None and p90 > request.deadline_s:
+            # checked against the 90th percentile, and the message states that very figure
+            p90 = health.p90_s(e.provider, key, prior, limit) if request.deadline_s is not None else None
+            if p90 is not None and request.deadline_s is not None and p90 > request.deadline_s:
                 skipped[e.provider] = (f"cannot meet deadline_s {request.deadline_s:g}: the 90th-percentile "
                                        f"time there is {p90:.1f} s")
                 continue
