@@ -47,19 +47,23 @@ def _root(
     """reelgate: one API for video generation across vendors."""
 
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="reelgate.yaml (default: $REELGATE_CONFIG or ./reelgate.yaml)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config",
+                                                help="reelgate.yaml (default: $REELGATE_CONFIG or ./reelgate.yaml)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 SandboxOpt = Annotated[bool, typer.Option("--sandbox", help="Use the built-in vendor emulators (no keys, no cost).")]
-FaultOpt = Annotated[list[str] | None, typer.Option("--sandbox-fault", help="VENDOR=FAULT, e.g. fal=outage (implies --sandbox).")]
+FaultOpt = Annotated[list[str] | None, typer.Option("--sandbox-fault",
+                                                    help="VENDOR=FAULT, e.g. fal=outage (implies --sandbox).")]
 ImageOpt = Annotated[str | None, typer.Option("--image", help="Start frame: file path, http(s) URL or data URI.")]
 EndImageOpt = Annotated[str | None, typer.Option("--end-image", help="End frame: file path, http(s) URL or data URI.")]
 AspectOpt = Annotated[str | None, typer.Option("--aspect-ratio", help="16:9 9:16 1:1 4:3 3:4 21:9 9:21")]
 ResolutionOpt = Annotated[str | None, typer.Option("--resolution", help="540p 720p 1080p (default: the provider's)")]
 DurationOpt = Annotated[int | None, typer.Option("--duration", help="Seconds: 5 or 9.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help="Blend the end back into the start.")]
-ConceptOpt = Annotated[list[str] | None, typer.Option("--concept", help="Camera concept, e.g. dolly_zoom (repeatable).")]
+ConceptOpt = Annotated[list[str] | None, typer.Option("--concept",
+                                                      help="Camera concept, e.g. dolly_zoom (repeatable).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="ray-2-flash (default) or ray-2")]
-ProviderOpt = Annotated[list[str] | None, typer.Option("--provider", help="Only these providers, in this order (repeatable).")]
+ProviderOpt = Annotated[list[str] | None, typer.Option("--provider",
+                                                       help="Only these providers, in this order (repeatable).")]
 RouteOpt = Annotated[str | None, typer.Option("--route", help="cheapest | fastest | priority")]
 MaxCostOpt = Annotated[float | None, typer.Option("--max-cost", help="Refuse anything costing more (USD).")]
 AllowOpt = Annotated[list[str] | None, typer.Option("--allow", help="Allowed degradation, e.g. higher_resolution.")]

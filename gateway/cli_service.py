@@ -53,7 +53,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     config: Annotated[Path | None, typer.Option("--config", help="reelgate.yaml")] = None,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Run the vendor emulators in this process and route to them.")] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox",
+                                          help="Run the vendor emulators in this process and route to them.")] = False,
     log_level: LogLevelOpt = None,
 ) -> None:
     """Run the HTTP service (OpenAI-compatible /v1/videos and the native API)."""
