@@ -22,6 +22,7 @@ from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
 from gateway.errors import DeadlineExceeded, IdempotencyConflict, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.logs import for_attempt
 from gateway.plugins import discover
 from gateway.pricing import Eligibility
 from gateway.provider import Provider, VideoResult
@@ -337,6 +338,7 @@ class Gateway:
         attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
         assert job.output is not None and attempt.vendor_job is not None
         provider = self.providers[attempt.provider]
+        for_attempt(attempt.attempt_key)
         built = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
         target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
         stored = await download(self.client, built, target, provider=provider.name,

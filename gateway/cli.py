@@ -1,36 +1,50 @@
-"""The ``reelgate`` command: generate | quote | providers | sandbox.
+"""The ``reelgate`` command: generate | quote | providers | sandbox | serve | keys.
 
-User errors (bad input, nothing can honour a request, bad config) print one line and
-exit 2; a job that ends failed exits 1; no traceback reaches the user for either.
+User errors (bad input, nothing can honour a request, bad config, a bad flag) print one
+line and exit 2; a job that ends failed exits 1; Ctrl-C during a job says what was left
+running and exits 130; no traceback reaches the user for any of them. The gateway, the
+sandbox and the HTTP service are imported by the commands that use them, so
+``reelgate --help`` loads none of them (no FastAPI, no PyAV).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import Iterator
+import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
+from gateway import __version__
 from gateway import cli_output as out
-from gateway.api import Gateway
-from gateway.cli_service import SANDBOX_POLLING, keys_app, serve
-from gateway.config import Settings, load_settings
-from gateway.emulation.faults import FaultSpec, parse_assignment
-from gateway.emulation.sandbox import BackgroundServer, Sandbox
+from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
+from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
 from gateway.errors import ReelgateError
-from gateway.job import JobStatus, VideoJob
-from gateway.plugins import discover
-from gateway.request import VideoRequest
-from gateway.serving import serve_forever
+
+if TYPE_CHECKING:
+    from gateway.request import VideoRequest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="reelgate: one API for video generation across vendors.")
-err = Console(stderr=True)
+err = out.make_console(stderr=True)
+#: click's base of usage errors, wherever this typer takes click from (newer typers vendor it)
+_ClickError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"reelgate {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """reelgate: one API for video generation across vendors."""
 
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config",
@@ -57,10 +71,21 @@ DeadlineOpt = Annotated[float | None, typer.Option("--deadline", help="Give up a
 
 
 def main() -> None:
-    app()
+    """The console script: click's usage errors (a bad flag value, a missing argument) become
+    one ``error:`` line and exit 2, like every other bad input."""
+    try:
+        code = app(standalone_mode=False)
+    except _ClickError as exc:
+        out.error(err, exc.format_message())  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except typer.Abort:  # Ctrl-C at a prompt or outside a job
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _request(prompt: str, **opts: Any) -> VideoRequest:
+    from gateway.request import VideoRequest
+
     fields = {
         "prompt": prompt, "start_image": opts.get("image"), "end_image": opts.get("end_image"),
         "aspect_ratio": opts.get("aspect_ratio"), "resolution": opts.get("resolution"),
@@ -73,44 +98,11 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
     return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
 
 
-def _faults(assignments: list[str] | None) -> dict[str, list[FaultSpec]]:
-    faults: dict[str, list[FaultSpec]] = {}
-    for text in assignments or []:
-        try:
-            vendor, spec = parse_assignment(text)
-        except ValueError as exc:
-            raise ReelgateError(f"--sandbox-fault {text}: {exc}") from None
-        faults.setdefault(vendor, []).append(spec)
-    return faults
-
-
-@contextlib.contextmanager
-def _gateway(settings: Settings, *, sandbox: bool, faults: dict[str, list[FaultSpec]],
-             announce: bool = True) -> Iterator[Gateway]:
-    """A gateway on real vendors, or on the sandbox: explicitly, or when no key is set at all."""
-    if not sandbox:
-        gateway = Gateway.from_settings(settings)
-        if any(p.configured for p in gateway.providers.values()):
-            yield gateway
-            return
-        if announce:
-            names = ", ".join(sorted(type(p).credential_env for p in gateway.providers.values()))
-            err.print(f"[yellow]No vendor API key is set ({names}): using the built-in sandbox.[/]")
-    plugins = discover()
-    try:
-        sandbox_app = Sandbox.from_providers(plugins.providers, faults)
-    except ValueError as exc:
-        raise ReelgateError(f"--sandbox-fault: {exc}") from None
-    with BackgroundServer(sandbox_app.app) as server:
-        sandboxed = settings.model_copy(update={"polling": SANDBOX_POLLING})
-        yield Gateway.from_settings(sandboxed, sandbox_url=server.url)
-
-
 def _fail(exc: ReelgateError, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
     else:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        out.error(err, exc.message)
     raise typer.Exit(2)
 
 
@@ -125,12 +117,18 @@ def generate(
     config: ConfigOpt = None,
 ) -> None:
     """Generate a video and save it as an MP4."""
+    opts = {k: v for k, v in locals().items() if k != "prompt"}
+    from gateway.config import load_settings
+    from gateway.job import JobStatus
+
     try:
+        start_logging(None)
         settings = load_settings(config)
-        request = _request(prompt, **{k: v for k, v in locals().items() if k != "prompt"})
-        faults = _faults(sandbox_fault)
-        with _gateway(settings, sandbox=sandbox or bool(faults), faults=faults) as gateway:
-            job = asyncio.run(_generate(gateway, request, output, show_progress=not as_json))
+        request = _request(prompt, **opts)
+        check_output(output)  # before anything is paid for, not after the video is made
+        faults = parse_faults(sandbox_fault, "--sandbox-fault")
+        with open_gateway(settings, err, sandbox=sandbox or bool(faults), faults=faults) as gateway:
+            job = run_generate(gateway, request, output, err, show_progress=not as_json)
     except ReelgateError as exc:
         _fail(exc, as_json)
         return
@@ -139,16 +137,6 @@ def generate(
     else:
         out.print_job(job)
     raise typer.Exit(0 if job.status is JobStatus.SUCCEEDED else 1)
-
-
-async def _generate(gateway: Gateway, request: VideoRequest, output: Path | None, *, show_progress: bool) -> VideoJob:
-    async with gateway:
-        with out.JobProgress(err, enabled=show_progress) as progress:
-            job = await gateway.submit(request, on_update=progress.update)
-            job = await gateway.wait(job)
-        if job.status is JobStatus.SUCCEEDED:
-            await gateway.download(job, output or Path(f"{job.id}.mp4"))
-        return job
 
 
 @app.command()
@@ -160,10 +148,13 @@ def quote(
     config: ConfigOpt = None,
 ) -> None:
     """Price a request at every provider: who can do it, for how much, and who would be chosen."""
+    opts = {k: v for k, v in locals().items() if k != "prompt"}
+    from gateway.config import load_settings
+
     try:
         settings = load_settings(config)
-        request = _request(prompt, **{k: v for k, v in locals().items() if k != "prompt"})
-        with _gateway(settings, sandbox=sandbox, faults={}, announce=not as_json) as gateway:
+        request = _request(prompt, **opts)
+        with open_gateway(settings, err, sandbox=sandbox, faults={}, announce=not as_json) as gateway:
             report = gateway.quote(request)
             asyncio.run(gateway.aclose())
     except ReelgateError as exc:
@@ -179,6 +170,9 @@ def quote(
 @app.command()
 def providers(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Installed provider plugins: models, capabilities, prices' basis, credentials."""
+    from gateway.api import Gateway
+    from gateway.config import load_settings
+
     try:
         gateway = Gateway.from_settings(load_settings(config))
         asyncio.run(gateway.aclose())
@@ -193,22 +187,32 @@ def providers(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
 
 @app.command("sandbox")
 def sandbox_cmd(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8765,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")] = "127.0.0.1",
     fault: Annotated[list[str] | None, typer.Option("--fault", help="VENDOR=FAULT (repeatable).")] = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Serve every provider's emulator (no keys, no cost) until interrupted."""
+    from gateway.emulation.sandbox import Sandbox
+    from gateway.plugins import discover
+    from gateway.serving import serve_forever
+
     try:
-        sandbox_app = Sandbox.from_providers(discover().providers, _faults(fault))
-    except (ReelgateError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        start_logging(log_level, default="info")
+        sandbox_app = Sandbox.from_providers(discover().providers, parse_faults(fault, "--fault"))
+        check_port(host, port)
+    except ReelgateError as exc:
+        out.error(err, exc.message)
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        out.error(err, f"--fault: {exc}")
         raise typer.Exit(2) from None
     err.print(f"reelgate sandbox on http://{host}:{port} — vendors: {', '.join(sandbox_app.emulators)}; "
-              f"stats at /_sandbox/stats", highlight=False)
+              f"stats at /_sandbox/stats", highlight=False, markup=False)
     try:
         serve_forever(sandbox_app.app, host, port)
     except OSError as exc:
-        err.print(f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror}", highlight=False)
+        out.error(err, f"--port: cannot listen on {host}:{port}: {exc.strerror}")
         raise typer.Exit(2) from None
 
 

@@ -1,17 +1,54 @@
-"""How the CLI shows jobs, quotes and providers (rich for people, JSON for programs)."""
+"""How the CLI shows jobs, quotes and providers (rich for people, JSON for programs).
+
+When a stream is not a terminal, every message is one line however long (rich would
+otherwise wrap at 80 columns): a program reading it, or a test, sees one line per event.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gateway.api import Gateway, QuoteReport
-from gateway.job import JobStatus, VideoJob
+if TYPE_CHECKING:
+    from gateway.api import Gateway, QuoteReport
+    from gateway.job import VideoJob
 
-console = Console()
+
+def make_console(*, stderr: bool = False) -> Console:
+    target = Console(stderr=stderr)
+    target.soft_wrap = not target.is_terminal  # no wrapping at 80 columns into a pipe or file
+    return target
+
+
+console = make_console()
+
+
+def error(target: Console, message: str) -> None:
+    """``error: <message>`` on one line; the message is text, never rich markup."""
+    target.print(f"[red]error:[/] {escape(message)}", highlight=False)
+
+
+class Announcer:
+    """Says, once per attempt, that a vendor accepted the job (job id, vendor, vendor job id):
+    what a user needs to find the job again if this process stops."""
+
+    def __init__(self, target: Console, then: Callable[[VideoJob], None]) -> None:
+        self._target = target
+        self._then = then
+        self._told: set[str] = set()
+
+    def __call__(self, job: VideoJob) -> None:
+        attempt = job.current
+        if attempt is not None and attempt.vendor_job is not None and attempt.attempt_key not in self._told:
+            self._told.add(attempt.attempt_key)
+            self._target.print(f"submitted job {job.id} to {attempt.provider} as vendor job "
+                               f"{attempt.vendor_job.vendor_id}", highlight=False, markup=False)
+        self._then(job)
 
 
 class JobProgress:
@@ -44,6 +81,8 @@ def job_json(job: VideoJob) -> dict[str, Any]:
 
 
 def print_job(job: VideoJob) -> None:
+    from gateway.job import JobStatus
+
     if job.status is JobStatus.SUCCEEDED:
         assert job.output is not None
         attempt = job.attempts[-1]

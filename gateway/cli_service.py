@@ -3,56 +3,90 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from gateway.config import PollingConfig, load_settings
-from gateway.emulation.sandbox import BackgroundServer, Sandbox
-from gateway.errors import ReelgateError
-from gateway.home import reelgate_home
-from gateway.keys import KeyStore
-from gateway.plugins import discover
-from gateway.server.service import Service
-from gateway.serving import serve_forever
+from gateway.cli_output import error, make_console
+from gateway.errors import InvalidRequest, ReelgateError
+from gateway.logs import LEVELS, LOG_LEVEL_ENV, configure, level_from
 
-err = Console(stderr=True)
-#: emulated jobs finish in seconds, so poll them on a short schedule
-SANDBOX_POLLING = PollingConfig(initial_s=0.2, max_s=1.0)
+if TYPE_CHECKING:
+    from gateway.config import Settings
+    from gateway.keys import KeyStore
+    from gateway.server.service import Service
+
+err = make_console(stderr=True)
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys for the HTTP service's callers.")
+LogLevelOpt = Annotated[str | None, typer.Option(
+    "--log-level", help=f"{' | '.join(LEVELS)} (default: ${LOG_LEVEL_ENV}, else info). Logs go to stderr.")]
+
+
+def sandboxed(settings: Settings) -> Settings:
+    """``settings`` for the sandbox: emulated jobs finish in seconds, so poll them on a short schedule."""
+    from gateway.config import PollingConfig
+
+    return settings.model_copy(update={"polling": PollingConfig(initial_s=0.2, max_s=1.0)})
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind once and let go, so an address in use is one error line before any banner.
+    (``serve_forever`` binds again: the port could still be taken in between, and is reported then.)"""
+    from gateway.serving import bind
+
+    try:
+        bind(host, port).close()
+    except OSError as exc:
+        field = "--host" if isinstance(exc, socket.gaierror) else "--port"
+        raise InvalidRequest(field, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def start_logging(flag: str | None, *, default: str = "warning") -> None:
+    """Structured logs on stderr at the level of ``--log-level``, else ``$REELGATE_LOG_LEVEL``,
+    else ``default``. A bad value raises ``InvalidRequest`` naming the flag or variable."""
+    configure(level_from(flag, default=default))
 
 
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     config: Annotated[Path | None, typer.Option("--config", help="reelgate.yaml")] = None,
     sandbox: Annotated[bool, typer.Option("--sandbox",
                                           help="Run the vendor emulators in this process and route to them.")] = False,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run the HTTP service (OpenAI-compatible /v1/videos and the native API)."""
+    from gateway.config import load_settings
+    from gateway.emulation.sandbox import BackgroundServer, Sandbox
+    from gateway.home import reelgate_home
+    from gateway.plugins import discover
     from gateway.server import create_app
+    from gateway.server.service import Service
+    from gateway.serving import serve_forever
 
     try:
+        start_logging(log_level, default="info")
         settings = load_settings(config)
+        check_port(host, port)
     except ReelgateError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        error(err, exc.message)
         raise typer.Exit(2) from None
     emulators = BackgroundServer(Sandbox.from_providers(discover().providers).app).start() if sandbox else None
     sandbox_url = emulators.url if emulators else None
     if sandbox:
-        settings = settings.model_copy(update={"polling": SANDBOX_POLLING})
+        settings = sandboxed(settings)
 
     async def start() -> Service:
         return await Service.start(settings, sandbox_url=sandbox_url)
 
     err.print(f"reelgate serving on http://{host}:{port} (state in {reelgate_home()})"
-              + (f"; sandbox emulators at {sandbox_url}" if sandbox_url else ""), highlight=False)
+              + (f"; sandbox emulators at {sandbox_url}" if sandbox_url else ""), highlight=False, markup=False)
     try:
         serve_forever(create_app(start), host, port, lifespan="on")
     except OSError as exc:
-        err.print(f"[red]error:[/] cannot listen on {host}:{port}: {exc.strerror}", highlight=False)
+        error(err, f"--port: cannot listen on {host}:{port}: {exc.strerror}")
         raise typer.Exit(2) from None
     finally:
         if emulators is not None:
@@ -60,6 +94,9 @@ def serve(
 
 
 def _keys() -> KeyStore:
+    from gateway.home import reelgate_home
+    from gateway.keys import KeyStore
+
     return KeyStore(reelgate_home() / "keys.db")
 
 
@@ -73,7 +110,7 @@ def keys_create(
     try:
         key, plaintext = _keys().create(name, budget_usd_per_day=budget, allowed_providers=provider)
     except ReelgateError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        error(err, exc.message)
         raise typer.Exit(2) from None
     err.print(f"created key {key.id} ({key.name}); this is the only time it is shown:", highlight=False)
     typer.echo(plaintext)
@@ -98,6 +135,6 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")
     try:
         revoked = _keys().revoke(key)
     except ReelgateError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        error(err, exc.message)
         raise typer.Exit(2) from None
     err.print(f"revoked {revoked.id} ({revoked.name})", highlight=False)

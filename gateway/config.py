@@ -172,9 +172,11 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
         return Settings()
     file = Path(candidate).expanduser()
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {str(file)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not UTF-8 text (byte {exc.start})") from None
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {str(file)!r} cannot be read: {type(exc).__name__}") from None
     if not isinstance(data, dict):

@@ -31,38 +31,34 @@ Each ``ProviderError`` says two things the router acts on:
   this attempt (the vendor created none, or the one it created is finished).
 
 Messages never contain secrets: adapters build them from status codes and
-structured vendor fields, and ``redact`` scrubs anything that looks like a key.
+structured vendor fields, and ``redact`` scrubs every key the process holds by value.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)(authorization|x-api-key|api[_-]?key|secret|token)(\"?\s*[:=]\s*\"?)"
-               r"(?:(?:Key|Bearer|Basic)\s+)?([^\s\",}]+)"),
-    re.compile(r"(?i)\b(Key|Bearer)\s+[A-Za-z0-9:_\-.]{8,}"),
-]
-
 # Every credential this process holds (see ``gateway.provider.Secret``) is scrubbed by
-# value too, whatever shape a vendor gives its keys. Process-wide on purpose: a key
-# must not leak through any gateway instance's errors.
+# value, whatever shape a vendor gives its keys. By value only: patterns such as "a word
+# after Key" rewrote prose ("no API key configured" became "no API key ***") and still
+# missed keys of other shapes. Process-wide on purpose: a key must not leak through any
+# gateway instance's errors or logs.
 _known_secrets: set[str] = set()
+#: shorter values are too likely to occur in ordinary text to be replaced safely
+_MIN_SECRET_CHARS = 6
 
 
 def register_secret(value: str) -> None:
-    if len(value) >= 6:
+    if len(value) >= _MIN_SECRET_CHARS:
         _known_secrets.add(value)
 
 
 def redact(text: str) -> str:
-    """Scrub anything that looks like a credential out of text bound for a log or error."""
+    """Replace every credential this process holds with ``***`` in text bound for a log or error."""
     for value in _known_secrets:
         if value in text:
             text = text.replace(value, "***")
-    text = _SECRET_PATTERNS[0].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    return _SECRET_PATTERNS[1].sub(lambda m: f"{m.group(1)} ***", text)
+    return text
 
 
 class ReelgateError(Exception):

@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.errors import ReelgateError
+from gateway.logs import job_moved
 from gateway.provider import VendorJob
 from gateway.request import VideoRequest
 
@@ -152,6 +153,8 @@ class VideoJob:
             return
         if status not in _ALLOWED.get(self.status, frozenset()):
             raise InvalidTransition(f"job {self.id}: {self.status} -> {status} is not allowed")
+        job_moved(self.id, len(self.attempts), self.current.provider if self.current else None, self.status.value,
+                  status.value, self.created_at, (self.error or {}).get("class"))
         self.status = status
         self.updated_at = time.time()
 

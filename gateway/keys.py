@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import sqlite3
 import time
@@ -80,8 +81,9 @@ class KeyStore:
         name = name.strip()
         if not name:
             raise InvalidRequest("name", "must not be empty")
-        if budget_usd_per_day is not None and budget_usd_per_day <= 0:
-            raise InvalidRequest("budget", "must be more than 0")
+        # NaN compares false with everything: without isfinite it would be stored and read as "no limit"
+        if budget_usd_per_day is not None and not (math.isfinite(budget_usd_per_day) and budget_usd_per_day > 0):
+            raise InvalidRequest("budget", f"must be a finite number of USD more than 0, not {budget_usd_per_day}")
         key = ApiKey(secrets.token_hex(6), name, time.time(), None, budget_usd_per_day,
                      tuple(allowed_providers) if allowed_providers else None)
         secret = secrets.token_urlsafe(32)

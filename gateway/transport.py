@@ -29,7 +29,8 @@ import aiohttp
 import httpx
 import yarl
 
-from gateway.errors import AmbiguousSubmit, Unavailable
+from gateway.errors import AmbiguousSubmit, ProviderError, Unavailable
+from gateway.logs import vendor_called
 
 
 class Phase(StrEnum):
@@ -128,6 +129,17 @@ def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None)
 
 async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request, phase: Phase) -> httpx.Response:
     """Send ``request`` and read the whole answer; transport failures become gateway errors."""
+    started = time.perf_counter()
+    try:
+        response = await _send(client, request, provider, phase)
+    except ProviderError as exc:
+        vendor_called(provider, phase.value, started, error=type(exc).__name__)
+        raise
+    vendor_called(provider, phase.value, started, status=response.status_code)
+    return response
+
+
+async def _send(client: httpx.AsyncClient, request: httpx.Request, provider: str, phase: Phase) -> httpx.Response:
     tag(request, provider, phase)
     # Adapters build their requests themselves, so they carry none of the client's
     # timeouts (``client.build_request`` would have set them): the client's apply.

@@ -22,6 +22,7 @@ import httpx
 from gateway.config import Settings
 from gateway.errors import AmbiguousSubmit, GenerationFailed, InvalidRequest, ProtocolError, ProviderError
 from gateway.job import Attempt, JobStatus, VideoJob
+from gateway.logs import for_attempt
 from gateway.policies import expected_from_progress, next_poll_delay, should_retry_submit, submit_backoff
 from gateway.provider import Provider, VendorJob, VendorState, VendorStatus, VideoResult
 from gateway.routing import Candidate
@@ -102,6 +103,7 @@ class VendorCalls:
 
     async def submit(self, live: LiveAttempt, job: VideoJob) -> VendorJob:
         provider, attempt, retry = live.provider, live.attempt, self.settings.retry
+        for_attempt(attempt.attempt_key)
         while True:
             try:
                 return await self._submit_once(provider, job, live.candidate, attempt)
@@ -150,6 +152,7 @@ class VendorCalls:
         provider, attempt = live.provider, live.attempt
         vjob = attempt.vendor_job
         assert vjob is not None
+        for_attempt(attempt.attempt_key)
         initial = self.settings.polling.initial_s or provider.poll_initial_s
         cap = self.settings.polling.max_s or provider.poll_max_s
         # With polling overridden (the sandbox), the vendor-scale expectation does not apply.
@@ -234,6 +237,7 @@ class VendorCalls:
         """Best effort: ask the vendor to stop the attempt's job. True when it agreed."""
         if attempt.vendor_job is None:
             return False
+        for_attempt(attempt.attempt_key)
         built = provider.build_cancel(attempt.vendor_job)
         if built is None:
             return False

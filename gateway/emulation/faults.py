@@ -1,20 +1,23 @@
 """Faults an emulator can inject, parsed from ``VENDOR=FAULT[:key=value,...]``.
 
-| fault               | effect                                                             | options            |
-|---------------------|--------------------------------------------------------------------|--------------------|
-| `outage`            | every call answers 503 (no job is created)                          |                    |
-| `slow`              | every response is delayed                                            | `delay` s (2)      |
-| `rate-limit`        | submits answer 429 with Retry-After (no job is created)           | `retry_after` (1), `times` |
-| `flaky`             | a share of calls answer 5xx before doing anything                    | `rate` 0..1 (0.3)  |
-| `fail-late`         | jobs are accepted, run, then fail                                    |                    |
-| `drop-after-accept` | the job is created, then the connection drops before the answer     | `times`            |
-| `content-policy`    | the vendor's moderation rejects the job                              |                    |
+| fault               | effect                                                          | options                    |
+|---------------------|-----------------------------------------------------------------|----------------------------|
+| `outage`            | every call answers 503 (no job is created)                      |                            |
+| `slow`              | every response is delayed                                       | `delay` s (2)              |
+| `rate-limit`        | submits answer 429 with Retry-After (no job is created)         | `retry_after` (1), `times` |
+| `flaky`             | a share of calls answer 5xx before doing anything               | `rate` 0..1 (0.3), `times` |
+| `fail-late`         | jobs are accepted, run, then fail                               | `times`                    |
+| `drop-after-accept` | the job is created, then the connection drops before the answer | `times`                    |
+| `content-policy`    | the vendor's moderation rejects the job                         | `times`                    |
 
-``times`` limits a fault to the next N calls it applies to; it is removed after that.
+``times`` (a whole number, at least 1) limits a fault to the next N calls it applies to;
+it is removed after that. ``outage`` and ``slow`` last until changed, so they take no
+``times``. Any other option is an error, never silently ignored.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -36,6 +39,10 @@ _DEFAULTS: dict[Fault, dict[str, float]] = {
     Fault.RATE_LIMIT: {"retry_after": 1.0},
     Fault.FLAKY: {"rate": 0.3},
 }
+#: the faults that count down ``times`` (the others are checked, not fired, on every call)
+_COUNTED = frozenset({Fault.RATE_LIMIT, Fault.FLAKY, Fault.FAIL_LATE, Fault.DROP_AFTER_ACCEPT, Fault.CONTENT_POLICY})
+#: each numeric option's allowed range (inclusive)
+_RANGES: dict[str, tuple[float, float]] = {"delay": (0.0, 3600.0), "retry_after": (0.0, 3600.0), "rate": (0.0, 1.0)}
 
 
 @dataclass
@@ -69,17 +76,45 @@ def parse_fault(text: str) -> FaultSpec:
     times: int | None = None
     for part in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = part.partition("=")
+        key = key.strip()
         if not eq:
             raise ValueError(f"fault option {part!r} must look like key=value")
-        try:
-            number = float(value)
-        except ValueError:
-            raise ValueError(f"fault option {key}={value!r} must be a number") from None
         if key == "times":
-            times = int(number)
+            times = _times(fault, value)
         else:
-            options[key.strip()] = number
+            options[key] = _option(fault, key, value)
     return FaultSpec(fault, options, times)
+
+
+def _number(key: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"fault option {key}={value!r} must be a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"fault option {key}={value!r} must be a finite number")
+    return number
+
+
+def _times(fault: Fault, value: str) -> int:
+    if fault not in _COUNTED:
+        raise ValueError(f"fault {fault.value} takes no times (it lasts until changed)")
+    number = _number("times", value)
+    if number != int(number) or number < 1:
+        raise ValueError(f"fault option times={value!r} must be a whole number of at least 1")
+    return int(number)
+
+
+def _option(fault: Fault, key: str, value: str) -> float:
+    allowed = sorted(_DEFAULTS.get(fault, {}))
+    if key not in allowed:
+        takes = ", ".join([*allowed, *(["times"] if fault in _COUNTED else [])]) or "no options"
+        raise ValueError(f"fault {fault.value} has no option {key!r}; it takes {takes}")
+    number = _number(key, value)
+    low, high = _RANGES[key]
+    if not low <= number <= high:
+        raise ValueError(f"fault option {key}={value} must be between {low:g} and {high:g}")
+    return number
 
 
 def parse_assignment(text: str) -> tuple[str, FaultSpec]:

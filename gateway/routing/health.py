@@ -45,6 +45,9 @@ class Health(Protocol):
     def can_meet(self, provider: str, key: str, prior_s: float, deadline_s: float, limit: int | None = None) -> bool:
         """Whether the 90th percentile, with the same load penalty, is within the deadline."""
 
+    def p90_s(self, provider: str, key: str, prior_s: float, limit: int | None = None) -> float:
+        """The 90th-percentile seconds ``can_meet`` checks a deadline against (same load penalty)."""
+
     def started(self, provider: str) -> None: ...
 
     def finished(self, provider: str) -> None: ...
@@ -128,6 +131,10 @@ class InProcessHealth:
     def can_meet(self, provider: str, key: str, prior_s: float, deadline_s: float, limit: int | None = None) -> bool:
         with self._lock:
             return self._latency.can_meet(provider, key, prior_s, deadline_s, limit)
+
+    def p90_s(self, provider: str, key: str, prior_s: float, limit: int | None = None) -> float:
+        with self._lock:
+            return self._latency.p90_s(provider, key, prior_s, limit)
 
     def started(self, provider: str) -> None:
         with self._lock:

@@ -40,7 +40,7 @@ async def test_jobs_in_flight_are_resumed_by_a_new_gateway(tmp_path):
             submitted: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
             def on_update(job: VideoJob) -> None:
-                if job.status is not JobStatus.QUEUED:
+                if job.status is JobStatus.RUNNING:  # the vendor job id is stored before the first poll
                     submitted[job.id].set()
 
             jobs = [await first.submit(VideoRequest(prompt=f"fox {i}", aspect_ratio=r), on_update=on_update)

@@ -92,8 +92,8 @@ class Server:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """``serve(**service_settings)``: ``reelgate serve --sandbox`` as its own process, its
+def reelgate_serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """``reelgate_serve(**service_settings)``: ``reelgate serve --sandbox`` as its own process, its
     stderr (the server log) kept in a file."""
     procs: list[subprocess.Popen[bytes]] = []
 

@@ -74,8 +74,8 @@ def test_deep_nesting_is_a_400_not_a_recursion_error(make_app, depth):
             assert "nests deeper than" in response.json()["error"]["message"]
 
 
-def test_a_half_sent_body_gets_408_and_its_connection_closed(serve):
-    server = serve(body_timeout_s=1)
+def test_a_half_sent_body_gets_408_and_its_connection_closed(reelgate_serve):
+    server = reelgate_serve(body_timeout_s=1)
     host, port = server.url.removeprefix("http://").split(":")
     body = json.dumps({"prompt": "a fox"}).encode()
     with socket.create_connection((host, int(port)), timeout=60) as sock:
@@ -96,13 +96,13 @@ def _status_kb(pid: int, field: str) -> int:
     raise AssertionError(f"no {field} for {pid}")
 
 
-def test_four_concurrent_200_mb_chunked_uploads_keep_the_server_flat(serve):
+def test_four_concurrent_200_mb_chunked_uploads_keep_the_server_flat(reelgate_serve):
     """Done means of issue 7: RSS stays under idle + 100 MB, and each upload gets 413."""
     import asyncio
 
     import httpx
 
-    server = serve()  # the default 20 MiB limit
+    server = reelgate_serve()  # the default 20 MiB limit
     httpx.post(f"{server.url}/v1/quotes", headers=server.auth, json={"prompt": "warm up"}).raise_for_status()
     idle_kb = _status_kb(server.proc.pid, "VmRSS")
     with open(f"/proc/{server.proc.pid}/clear_refs", "w") as refs:

@@ -15,10 +15,10 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the openai Videos API methods are marked so
-def test_the_openai_sdk_list_fields_are_understood(serve):
+def test_the_openai_sdk_list_fields_are_understood(reelgate_serve):
     from openai import OpenAI
 
-    server = serve()
+    server = reelgate_serve()
     client = OpenAI(base_url=f"{server.url}/v1", api_key=server.key)
     video = client.videos.create(model="ray-2-flash", prompt="a fox", seconds="5", size="1280x720",
                                  extra_body={"providers": ["apiframe", "fal"], "concepts": ["pan_left"],
@@ -66,8 +66,8 @@ def test_a_multipart_end_image_is_used(make_app):
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "end_image"
 
 
-def test_a_client_hanging_up_mid_upload_leaves_no_traceback(serve):
-    server = serve()
+def test_a_client_hanging_up_mid_upload_leaves_no_traceback(reelgate_serve):
+    server = reelgate_serve()
     host, port = server.url.removeprefix("http://").split(":")
     form = (b'--zz\r\nContent-Disposition: form-data; name="input_reference"; filename="a.png"\r\n'
             b"Content-Type: image/png\r\n\r\n" + PNG)

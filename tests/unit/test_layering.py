@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GATEWAY = ROOT / "gateway"
 #: the command line composes the sandbox (``reelgate sandbox``, ``--sandbox``): the one
 #: place outside the emulation package allowed to start emulators
-ENTRY_POINTS = {"gateway/cli.py", "gateway/cli_service.py"}
+ENTRY_POINTS = {"gateway/cli.py", "gateway/cli_run.py", "gateway/cli_service.py"}
 
 
 def _runtime_nodes(node: ast.AST) -> list[ast.AST]:

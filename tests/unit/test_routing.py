@@ -7,10 +7,11 @@ from decimal import Decimal
 import pytest
 from reelgate_toyvendor import ToyAdapter
 
-from gateway.errors import BudgetExceeded, InvalidRequest, Unsupported
+from gateway.errors import BudgetExceeded, InvalidRequest, NoRouteAvailable, Unsupported
 from gateway.provider import ProviderSettings, Secret
 from gateway.request import RoutePolicy, VideoRequest
 from gateway.routing import plan_request
+from gateway.routing.health import InProcessHealth
 
 
 class Cheap(ToyAdapter):
@@ -96,3 +97,13 @@ def test_no_route_with_every_circuit_open_says_when_the_first_probe_may_go():
     with pytest.raises(NoRouteAvailable) as info:
         plan(VideoRequest(prompt="a"), health=health)
     assert info.value.retry_after == 20.0  # cheap opened first: its probe comes first
+
+
+def test_a_missed_deadline_names_the_figure_it_was_checked_against():
+    # a 35 s prior: the mean is 35 s and the 90th percentile, which a deadline is checked against, 46.2 s
+    opts = {"fast": {"latency_s": 35}, "cheap": {"no_key": True}}
+    with pytest.raises(NoRouteAvailable) as refused:
+        plan(VideoRequest(prompt="a", deadline_s=46), opts=opts, health=InProcessHealth())
+    assert refused.value.skipped["fast"] == "cannot meet deadline_s 46: the 90th-percentile time there is 46.2 s"
+    kept = plan(VideoRequest(prompt="a", deadline_s=46.3), opts=opts, health=InProcessHealth())
+    assert [c.provider for c in kept.candidates] == ["fast"] and kept.candidates[0].expected_s == 35
