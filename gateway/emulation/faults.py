@@ -9,6 +9,7 @@
 | `fail-late`         | jobs are accepted, run, then fail                                    |                    |
 | `drop-after-accept` | the job is created, then the connection drops before the answer     | `times`            |
 | `content-policy`    | the vendor's moderation rejects the job                              |                    |
+| `forget`            | the job is accepted (and counted), then lost: status and result 404  | `times`            |
 
 ``times`` limits a fault to the next N calls it applies to; it is removed after that.
 """
@@ -29,6 +30,8 @@ class Fault(StrEnum):
     FAIL_LATE = "fail-late"
     DROP_AFTER_ACCEPT = "drop-after-accept"
     CONTENT_POLICY = "content-policy"
+    #: a vendor's amnesia (a queue restarted empty): it said yes, then knows nothing
+    FORGET = "forget"
 
 
 _DEFAULTS: dict[Fault, dict[str, float]] = {

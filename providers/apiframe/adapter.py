@@ -45,6 +45,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus
@@ -242,7 +243,8 @@ def error_from(response: httpx.Response, *, submit: bool) -> ProviderError:
     if code == 404:
         if submit:
             return ProviderRejected(f"endpoint not found: {said}", vendor_code="not_found", **kw)
-        return ProtocolError(f"job not found: {said}", vendor_code="not_found", **kw)
+        # we only poll ids apiframe gave us: amnesia, not rejection (the job may still bill)
+        return VendorLostJob(f"job not found: {said}", vendor_code="not_found", **kw)
     if code == 409:
         return ProviderRejected(f"idempotency key reused with a different request: {said}",
                                 vendor_code="idempotency_conflict", **kw)
