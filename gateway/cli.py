@@ -19,6 +19,7 @@ from rich.console import Console
 
 from gateway import cli_output as out
 from gateway.api import Gateway
+from gateway.cli_jobs import jobs
 from gateway.cli_service import SANDBOX_POLLING, keys_app, serve
 from gateway.config import Settings, load_settings
 from gateway.emulation.faults import FaultSpec, parse_assignment
@@ -209,6 +210,7 @@ def sandbox_cmd(
 
 
 app.command("serve")(serve)
+app.command("jobs")(jobs)
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,9 +40,10 @@ async def create_job(request: Request, key: ApiKey | None = Depends(caller)) -> 
 @router.get("/jobs", response_model=None)
 async def list_jobs(request: Request, key: ApiKey | None = Depends(caller),
                     after: str | None = Query(default=None, max_length=200),
-                    limit: int = Query(default=20, ge=1, le=100)) -> dict[str, Any]:
+                    limit: int = Query(default=20, ge=1, le=100),
+                    at_risk: bool = Query(default=False)) -> dict[str, Any]:
     service = service_of(request)
-    jobs = await service.store.list(owner=key.id if key else None, limit=limit + 1, after=after)
+    jobs = await service.store.list(owner=key.id if key else None, limit=limit + 1, after=after, at_risk=at_risk)
     return {"data": [(service.gateway.get(j.id) or j).to_dict() for j in jobs[:limit]], "has_more": len(jobs) > limit}
 
 

@@ -165,7 +165,7 @@ class Service:
                 await self._notify_app(job)
             self.metrics.observe_job(job)
             if job.owner in self._ledgers:
-                self._ledgers[job.owner].settle(job.id, job.cost_usd)
+                self._ledgers[job.owner].settle(job.id, job.cost_usd, job.at_risk_usd)
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:

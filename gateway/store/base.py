@@ -46,11 +46,13 @@ class JobRow:
     created_at: float
     updated_at: float
     doc: str
+    #: some attempt may have been billed without a result (``VideoJob.at_risk_usd``)
+    at_risk: bool = False
 
     @classmethod
     def of(cls, job: VideoJob) -> JobRow:
         return cls(job.id, job.status.value, job.request.idempotency_key, job.created_at,
-                   job.updated_at, codec.dumps(codec.encode_job(job)))
+                   job.updated_at, codec.dumps(codec.encode_job(job)), job.at_risk_usd > 0)
 
 
 class JobStore(ABC):
@@ -104,10 +106,11 @@ class JobStore(ABC):
 
     @abstractmethod
     async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
+                   after: str | None = None, at_risk: bool = False) -> list[VideoJob]:
         """Jobs newest first (``created_at``, then id). ``after`` is the id of the last
         job of the previous page; an unknown id is an ``InvalidRequest``. ``owner=None``
-        lists every owner's jobs."""
+        lists every owner's jobs; ``at_risk`` only those that may have been billed without
+        a result (``VideoJob.at_risk_usd`` above zero)."""
 
     @abstractmethod
     async def delete(self, job_id: str, *, owner: str | None = None) -> bool:

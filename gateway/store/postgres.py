@@ -33,8 +33,8 @@ POOL_MIN, POOL_MAX = 1, 10
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
 
-_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc)"
-           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s)")
+_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
+           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s, %(at_risk)s)")
 
 # One statement, so one transaction: the oldest claimable jobs are locked, skipping
 # rows another claimer has locked right now, and leased before the locks are released.
@@ -109,10 +109,10 @@ class PostgresJobStore(JobStore):
         if lease_owner is None:
             await self._execute(
                 _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, doc = excluded.doc", params)
+                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
             return
         changed = await self._execute(
-            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s"
+            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s, at_risk = %(at_risk)s"
             " WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
         if not changed:
             raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
@@ -130,9 +130,9 @@ class PostgresJobStore(JobStore):
         return rows[0] if rows else None
 
     async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
+                   after: str | None = None, at_risk: bool = False) -> list[VideoJob]:
         params: dict[str, Any] = {"owner": owner, "limit": limit, "after": after,
-                                  "created": None, "id": None}
+                                  "created": None, "id": None, "at_risk": at_risk}
         async with self._pool.connection() as conn:
             if after is not None:
                 cur = await conn.execute("SELECT created_at, id FROM jobs WHERE id = %s", (after,))
@@ -143,6 +143,7 @@ class PostgresJobStore(JobStore):
             cur = await conn.execute(
                 "SELECT doc FROM jobs WHERE (%(owner)s::text IS NULL OR owner = %(owner)s)"
                 " AND (%(after)s::text IS NULL OR (created_at, id) < (%(created)s::float8, %(id)s::text))"
+                " AND (NOT %(at_risk)s OR at_risk)"
                 " ORDER BY created_at DESC, id DESC LIMIT %(limit)s", params)
             return [_job(row) for row in await cur.fetchall()]
 
@@ -186,7 +187,7 @@ class PostgresJobStore(JobStore):
 
 def _params(row: JobRow, **extra: Any) -> dict[str, Any]:
     return {"id": row.id, "status": row.status, "key": row.idempotency_key,
-            "created": row.created_at, "updated": row.updated_at,
+            "created": row.created_at, "updated": row.updated_at, "at_risk": row.at_risk,
             "doc": Jsonb(row.doc, dumps=lambda text: text), **extra}
 
 

@@ -89,9 +89,10 @@ class SqliteJobStore(JobStore):
         def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
             with _write(conn):
                 inserted = conn.execute(
-                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc),
+                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
+                     row.at_risk),
                 ).rowcount
                 if inserted:
                     return job, True
@@ -109,19 +110,20 @@ class SqliteJobStore(JobStore):
         row = JobRow.of(job)
         params = {"id": row.id, "status": row.status, "key": row.idempotency_key,
                   "created": row.created_at, "updated": row.updated_at, "doc": row.doc,
-                  "lease_owner": lease_owner}
+                  "at_risk": row.at_risk, "lease_owner": lease_owner}
 
         def save(conn: sqlite3.Connection) -> None:
             with _write(conn):
                 if lease_owner is None:
                     conn.execute(
-                        "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc)"
-                        " VALUES (:id, :status, :key, :created, :updated, :doc)"
+                        "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
+                        " VALUES (:id, :status, :key, :created, :updated, :doc, :at_risk)"
                         " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                        " updated_at = excluded.updated_at, doc = excluded.doc", params)
+                        " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk",
+                        params)
                     return
                 fenced = conn.execute(
-                    "UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc"
+                    "UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc, at_risk = :at_risk"
                     " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount
                 if not fenced:
                     raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
@@ -138,7 +140,7 @@ class SqliteJobStore(JobStore):
             (owner, key))
 
     async def list(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                   after: str | None = None) -> list[VideoJob]:
+                   after: str | None = None, at_risk: bool = False) -> list[VideoJob]:
         def page(conn: sqlite3.Connection) -> list[VideoJob]:
             cursor: tuple[float | None, str | None] = (None, None)
             if after is not None:
@@ -148,9 +150,9 @@ class SqliteJobStore(JobStore):
                 cursor = tuple(found)
             rows = conn.execute(
                 "SELECT doc FROM jobs WHERE (? IS NULL OR owner = ?)"
-                " AND (? IS NULL OR (created_at, id) < (?, ?))"
+                " AND (? IS NULL OR (created_at, id) < (?, ?)) AND (NOT ? OR at_risk = 1)"
                 " ORDER BY created_at DESC, id DESC LIMIT ?",
-                (owner, owner, after, *cursor, limit)).fetchall()
+                (owner, owner, after, *cursor, at_risk, limit)).fetchall()
             return [_job(r) for r in rows]
 
         return await self._run(page)

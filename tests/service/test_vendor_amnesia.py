@@ -4,6 +4,7 @@ ends failed with ``VendorLostJob`` and its estimate recorded as at risk."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -59,3 +60,11 @@ def test_sandbox_restarted_empty_under_running_jobs_pays_nothing_twice(processes
     assert {j["attempts"][0]["provider"] for j in final} == set(VENDORS)
     stats = httpx.get(f"{sandbox_url}/_sandbox/stats").json()
     assert sum(stats[v]["accepted_submissions"] for v in VENDORS) == 0  # no second submission anywhere
+
+    # an operator finds them: the native API and `reelgate jobs --at-risk`
+    listed = httpx.get(f"{url}/v1/jobs", params={"at_risk": "true"}, headers=auth).raise_for_status().json()
+    assert sorted(j["id"] for j in listed["data"]) == sorted(ids)
+    done = processes.cli("jobs", "--at-risk", "--json", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert {j["id"]: j["at_risk"] for j in json.loads(done.stdout)} == {j["id"]: j["at_risk"] for j in final}
+    assert "emulated-" not in done.stdout

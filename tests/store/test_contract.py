@@ -10,7 +10,7 @@ import pytest
 from gateway.errors import InvalidRequest, Unavailable
 from gateway.job import Attempt, JobStatus, VideoJob
 from gateway.provider import ProviderSettings, Secret
-from gateway.store import JobStore, LeaseLost
+from gateway.store import JobStore, LeaseLost, migrations
 from providers.fal import FalAdapter
 from tests.store.conftest import Backend
 from tests.store.jobs import BILLED, ESTIMATE, finished_job, new_job
@@ -178,7 +178,7 @@ async def test_opening_twice_applies_migrations_once(backend: Backend, store: Jo
         assert await again.get(job.id) == job
     async with backend.make():
         pass
-    assert backend.versions() == [1]
+    assert backend.versions() == [m.version for m in migrations.load(backend.name)]
 
 
 async def test_the_api_key_is_never_stored(backend: Backend, store: JobStore) -> None:
@@ -203,3 +203,27 @@ async def test_the_api_key_is_never_stored(backend: Backend, store: JobStore) ->
     dumped = backend.dump()
     assert vendor_job.vendor_id in dumped and "env:FAL_KEY" in dumped
     assert key not in dumped
+
+
+async def test_list_at_risk_returns_only_jobs_that_may_have_been_billed_without_a_result(store: JobStore) -> None:
+    safe = await store.create(new_job(created_at=1000.0))
+    risky = await store.create(new_job(created_at=1001.0), owner="key_a")
+    other = await store.create(new_job(created_at=1002.0), owner="key_b")
+    for job in (risky, other):
+        job.attempts.append(Attempt(provider="fal", vendor_model="m", started_at=1.0, attempt_key=f"{job.id}.1",
+                                    estimated_usd=ESTIMATE))
+        job.attempts[0].finish_unknown(Unavailable("lost", provider="fal"))
+        job.fail(Unavailable("lost", provider="fal"))
+        await store.save(job)
+    assert [j.id for j in await store.list(at_risk=True)] == [other.id, risky.id]
+    assert [j.id for j in await store.list(at_risk=True, owner="key_a")] == [risky.id]
+    assert [j.id for j in await store.list(at_risk=True, limit=1, after=other.id)] == [risky.id]
+    assert (await store.list(at_risk=True))[0].at_risk_usd == ESTIMATE
+    assert {j.id for j in await store.list()} == {safe.id, risky.id, other.id}
+    # a replica's leased save sets the flag too (an attempt lost while the job moves on)
+    (claimed,) = await store.claim("replica-1", LEASE_S, 10)
+    claimed.attempts.append(Attempt(provider="fal", vendor_model="m", started_at=1.0, attempt_key="k",
+                                    estimated_usd=ESTIMATE))
+    claimed.attempts[0].finish_unknown(Unavailable("lost", provider="fal"))
+    await store.save(claimed, lease_owner="replica-1")
+    assert safe.id in {j.id for j in await store.list(at_risk=True)}
