@@ -33,13 +33,16 @@ from gateway.server.metrics import Metrics
 from gateway.store import open_store
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store.base import JobStore
-from gateway.webhooks.inbound import KeyCache, key_fetcher
-from gateway.webhooks.outbound import deliver, job_event, secret_bytes
+from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher
+from gateway.webhooks.outbound import Backoff, deliver, job_event, secret_bytes
 
 log = logging.getLogger("reelgate.server")
 
 HOME_ENV = "REELGATE_HOME"
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
+#: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
+#: (one fetch per vendor at a time, nothing to spread out)
+KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
 
 
 def reelgate_home(env: Mapping[str, str] | None = None) -> Path:
@@ -101,8 +104,14 @@ class Service:
         """The verification keys of one vendor's callbacks, fetched and cached on demand."""
         if provider not in self._key_caches:
             adapter = self.gateway.providers[provider]
-            self._key_caches[provider] = KeyCache(key_fetcher(adapter, self.gateway.client))
+            self._key_caches[provider] = KeyCache(key_fetcher(adapter, self.gateway.client),
+                                                  backoff=KEY_FETCH_BACKOFF.delay, provider=provider)
         return self._key_caches[provider]
+
+    @property
+    def replay_guard(self) -> ReplayGuard:
+        """Vendor webhooks already acted on, remembered in the store (restarts, replicas)."""
+        return ReplayGuard(self.store.first_sighting)
 
     async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
         owner = key.id if key else None

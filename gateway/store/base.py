@@ -120,6 +120,13 @@ class JobStore(ABC):
     async def non_terminal(self) -> list[VideoJob]:
         """Every job not yet succeeded, failed or cancelled, oldest first (single-process resume)."""
 
+    # -- inbound webhooks ---------------------------------------------------------------
+    @abstractmethod
+    async def first_sighting(self, key: str, *, ttl_s: float) -> bool:
+        """Remember ``key`` for ``ttl_s`` seconds (by ``clock``). True the first time, and
+        again once an earlier sighting expired; False while it is remembered. Atomic: of
+        concurrent callers (processes, replicas) with one key, exactly one gets True."""
+
     # -- leases (scale-out) -----------------------------------------------------------
     @abstractmethod
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:

@@ -155,6 +155,16 @@ class PostgresJobStore(JobStore):
     async def non_terminal(self) -> list[VideoJob]:
         return await self._docs(f"SELECT doc FROM jobs WHERE {_ACTIVE} ORDER BY created_at, id", {})
 
+    # -- inbound webhooks -------------------------------------------------------------------
+    async def first_sighting(self, key: str, *, ttl_s: float) -> bool:
+        now = self.clock()
+        # one statement: a new key is inserted, an expired one taken over; a live one is left
+        # alone and RETURNING yields nothing. Concurrent callers serialise on the key's row.
+        return await self._execute(
+            "INSERT INTO webhook_seen (key, expires_at) VALUES (%(key)s, %(until)s)"
+            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+            " WHERE webhook_seen.expires_at < %(now)s", {"key": key, "until": now + ttl_s, "now": now})
+
     # -- leases --------------------------------------------------------------------------
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
         now = self.clock()

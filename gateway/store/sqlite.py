@@ -168,6 +168,19 @@ class SqliteJobStore(JobStore):
     async def non_terminal(self) -> list[VideoJob]:
         return await self._all(f"SELECT doc FROM jobs WHERE {_ACTIVE} ORDER BY created_at, id", ())
 
+    # -- inbound webhooks -------------------------------------------------------------------
+    async def first_sighting(self, key: str, *, ttl_s: float) -> bool:
+        now = self.clock()
+
+        def sight(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                conn.execute("DELETE FROM webhook_seen WHERE expires_at < ?", (now,))  # forget the expired
+                return conn.execute(
+                    "INSERT INTO webhook_seen (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                    (key, now + ttl_s)).rowcount > 0
+
+        return await self._run(sight)
+
     # -- leases --------------------------------------------------------------------------
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
         now = self.clock()

@@ -227,3 +227,21 @@ async def test_list_at_risk_returns_only_jobs_that_may_have_been_billed_without_
     claimed.attempts[0].finish_unknown(Unavailable("lost", provider="fal"))
     await store.save(claimed, lease_owner="replica-1")
     assert safe.id in {j.id for j in await store.list(at_risk=True)}
+
+
+async def test_a_webhook_key_is_seen_once_until_it_expires_also_after_reopening(
+        backend: Backend, store: JobStore, clock: FakeClock) -> None:
+    assert await store.first_sighting("fal|req-1|succeeded", ttl_s=60)
+    assert not await store.first_sighting("fal|req-1|succeeded", ttl_s=60)
+    assert await store.first_sighting("fal|req-1|running", ttl_s=60)  # another key
+    async with backend.make() as reopened:  # a restarted process remembers
+        assert not await reopened.first_sighting("fal|req-1|succeeded", ttl_s=60)
+    clock.t += 61
+    assert await store.first_sighting("fal|req-1|succeeded", ttl_s=60)  # expired: acted on again
+
+
+async def test_concurrent_sightings_of_one_key_admit_exactly_one(backend: Backend, store: JobStore) -> None:
+    async with backend.make() as other:  # another process or replica on the same database
+        seen = await asyncio.gather(*(s.first_sighting("apiframe|job|succeeded", ttl_s=60)
+                                      for _ in range(20) for s in (store, other)))
+    assert sum(seen) == 1
