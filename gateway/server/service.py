@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ from gateway.store import open_store
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store.base import JobStore
 from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher
-from gateway.webhooks.outbound import Backoff, deliver, job_event, secret_bytes
+from gateway.webhooks.delivery import DeliveryWorker
+from gateway.webhooks.outbound import Backoff, secret_bytes
 
 log = logging.getLogger("reelgate.server")
 
@@ -67,6 +67,9 @@ class Service:
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _ledgers: dict[str, SpendLedger] = field(default_factory=dict)
     _hooks: httpx.AsyncClient | None = None
+    #: sends the jobs' own webhooks from the store's outbox (when a signing secret is set)
+    deliveries: DeliveryWorker | None = None
+    _delivering: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
@@ -85,14 +88,19 @@ class Service:
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret)
         service.metrics.instrument(gateway.client)
+        if secret is not None:  # webhooks queued before a restart continue with their ids
+            service.deliveries = DeliveryWorker(store, service.hooks_client, secret.reveal(),
+                                                busy=service._watchers.__contains__, fetch=gateway.fetch)
+            service._delivering = asyncio.create_task(service.deliveries.run(), name="webhook-deliveries")
         for job in await gateway.resume():
             service._watch(job)
         return service
 
     async def stop(self) -> None:
-        for task in self._watchers.values():
+        tasks = [*self._watchers.values(), *([self._delivering] if self._delivering else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.gateway.aclose()
         if self._hooks is not None:
             await self._hooks.aclose()
@@ -170,8 +178,6 @@ class Service:
             job = await self.gateway.wait(job_id)
             if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
                 await self._keep(job)
-            if job.request.webhook_url and self.webhook_secret is not None:
-                await self._notify_app(job)
             self.metrics.observe_job(job)
             if job.owner in self._ledgers:
                 self._ledgers[job.owner].settle(job.id, job.cost_usd, job.at_risk_usd)
@@ -179,6 +185,8 @@ class Service:
             log.exception("finishing job %s failed", job_id)
         finally:
             self._watchers.pop(job_id, None)
+            if self.deliveries is not None:  # its webhook (queued with the terminal state) may go now
+                self.deliveries.kick()
 
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
@@ -194,14 +202,6 @@ class Service:
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
             job.notes.append(f"the video could not be kept: {exc.message}")
-        await self.store.save(job)
-
-    async def _notify_app(self, job: VideoJob) -> None:
-        """One signed POST of the terminal state, retried until acknowledged; recorded."""
-        assert self.webhook_secret is not None and job.request.webhook_url
-        record = await deliver(self.hooks_client, job.request.webhook_url,
-                               job_event(job.to_dict(), now=time.time()), self.webhook_secret.reveal())
-        job.webhooks.append(record.to_dict())
         await self.store.save(job)
 
     @property
@@ -231,7 +231,10 @@ class Service:
             return None
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
-        return await self.gateway.cancel(job.id)
+        cancelled = await self.gateway.cancel(job.id)
+        if self.deliveries is not None:  # cancelled jobs are announced too (video.cancelled)
+            self.deliveries.kick()
+        return cancelled
 
     async def delete(self, job: VideoJob) -> None:
         """Forget a job: stop it if it runs, remove its record and its kept video."""

@@ -15,6 +15,7 @@ makes ``claim`` exclusive, the role ``FOR UPDATE SKIP LOCKED`` plays in PostgreS
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import random
@@ -28,7 +29,16 @@ from typing import Any, TypeVar
 from gateway.errors import InvalidRequest
 from gateway.job import VideoJob
 from gateway.store import codec, migrations
-from gateway.store.base import ACTIVE_STATES, DEFAULT_PAGE, Clock, JobRow, JobStore, LeaseLost
+from gateway.store.base import (
+    ACTIVE_STATES,
+    DEFAULT_PAGE,
+    Clock,
+    JobRow,
+    JobStore,
+    LeaseLost,
+    OutboxRow,
+    new_message_id,
+)
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
@@ -114,6 +124,10 @@ class SqliteJobStore(JobStore):
 
         def save(conn: sqlite3.Connection) -> None:
             with _write(conn):
+                if row.announce:  # the finished job and its webhook commit together, or neither
+                    conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
+                                 " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                 (new_message_id(), row.id, row.status, self.clock()))
                 if lease_owner is None:
                     conn.execute(
                         "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
@@ -180,6 +194,31 @@ class SqliteJobStore(JobStore):
                     (key, now + ttl_s)).rowcount > 0
 
         return await self._run(sight)
+
+    # -- outbox --------------------------------------------------------------------------
+    async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
+        now = self.clock()
+
+        def lease(conn: sqlite3.Connection) -> builtins.list[OutboxRow]:
+            with _write(conn):  # the one write lock makes the lease exclusive, as in claim()
+                rows = conn.execute(
+                    "UPDATE webhook_outbox SET lease_owner = :owner, lease_until = :until WHERE message_id IN"
+                    " (SELECT message_id FROM webhook_outbox WHERE done_at IS NULL AND next_at <= :now"
+                    "  AND (lease_owner IS NULL OR lease_owner = :owner OR lease_until < :now)"
+                    "  ORDER BY next_at, message_id LIMIT :limit)"
+                    " RETURNING message_id, job_id, status, attempts, next_at, body",
+                    {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
+            return sorted((OutboxRow(*r) for r in rows), key=lambda r: (r.next_at, r.message_id))
+
+        return await self._run(lease)
+
+    async def record_delivery(self, message_id: str, owner_id: str, *, attempts: int, body: str | None,
+                              next_at: float | None, delivered: bool = False) -> bool:
+        done_at = self.clock() if next_at is None else None
+        return await self._change(
+            "UPDATE webhook_outbox SET attempts = ?, body = ?, next_at = coalesce(?, next_at), done_at = ?,"
+            " delivered = ?, lease_owner = NULL, lease_until = NULL WHERE message_id = ? AND lease_owner = ?",
+            (attempts, body, next_at, done_at, delivered, message_id, owner_id))
 
     # -- leases --------------------------------------------------------------------------
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:

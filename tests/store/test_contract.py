@@ -245,3 +245,53 @@ async def test_concurrent_sightings_of_one_key_admit_exactly_one(backend: Backen
         seen = await asyncio.gather(*(s.first_sighting("apiframe|job|succeeded", ttl_s=60)
                                       for _ in range(20) for s in (store, other)))
     assert sum(seen) == 1
+
+
+def finished_with_webhook(created_at: float = 1000.0) -> VideoJob:
+    job = new_job(created_at=created_at, webhook_url="https://app.example/hook")
+    job.fail(Unavailable("down", provider="fal"))
+    return job
+
+
+async def test_saving_a_finished_job_with_a_webhook_queues_one_message(store: JobStore, clock: FakeClock) -> None:
+    quiet = new_job(created_at=999.0)
+    quiet.fail(Unavailable("down", provider="fal"))
+    await store.save(quiet)  # no webhook_url: nothing to send
+    running = new_job(webhook_url="https://app.example/hook")
+    await store.save(running)  # not finished: nothing to announce yet
+    job = finished_with_webhook()
+    await store.save(job)
+    await store.save(job)  # saved again (a later note): still one message
+    (row,) = await store.lease_deliveries("r1", LEASE_S, 10)
+    assert (row.job_id, row.status, row.attempts, row.body) == (job.id, "failed", 0, None)
+    assert row.message_id.startswith("msg_")
+
+
+async def test_an_outbox_message_is_retried_with_the_same_id_until_done(
+        backend: Backend, store: JobStore, clock: FakeClock) -> None:
+    await store.save(finished_with_webhook())
+    (first,) = await store.lease_deliveries("r1", LEASE_S, 10)
+    assert await store.lease_deliveries("r2", LEASE_S, 10) == []  # leased: no one else sends it
+    assert not await store.record_delivery(first.message_id, "r2", attempts=1, body="{}", next_at=clock.t)
+    assert await store.record_delivery(first.message_id, "r1", attempts=1, body='{"a":1}', next_at=clock.t + 5)
+    assert await store.lease_deliveries("r2", LEASE_S, 10) == []  # not due yet
+    clock.t += 5
+    async with backend.make() as restarted:  # a new process continues it
+        (again,) = await restarted.lease_deliveries("r2", LEASE_S, 10)
+        assert (again.message_id, again.attempts, again.body) == (first.message_id, 1, '{"a":1}')
+        assert await restarted.record_delivery(again.message_id, "r2", attempts=2, body=again.body,
+                                               next_at=None, delivered=True)
+    clock.t += 3600
+    assert await store.lease_deliveries("r1", LEASE_S, 10) == []  # delivered: never sent again
+
+
+async def test_a_dead_senders_lease_expires_and_concurrent_senders_never_share(
+        backend: Backend, store: JobStore, clock: FakeClock) -> None:
+    for i in range(10):
+        await store.save(finished_with_webhook(created_at=1000.0 + i))
+    async with backend.make() as other:
+        got = await asyncio.gather(store.lease_deliveries("r1", LEASE_S, 6), other.lease_deliveries("r2", LEASE_S, 6))
+    ids = [r.message_id for rows in got for r in rows]
+    assert len(ids) == len(set(ids)) == 10
+    clock.t += LEASE_S + 1  # both died mid-send
+    assert len(await store.lease_deliveries("r3", LEASE_S, 100)) == 10
