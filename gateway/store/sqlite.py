@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import json
 import os
 import random
@@ -62,6 +63,9 @@ class SqliteJobStore(JobStore):
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        #: saves waiting for the next group commit, and the task that writes them
+        self._pending: list[tuple[JobRow, str | None, asyncio.Future[LeaseLost | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -117,32 +121,58 @@ class SqliteJobStore(JobStore):
         return await self._run(create)
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        row = JobRow.of(job)
-        params = {"id": row.id, "status": row.status, "key": row.idempotency_key,
-                  "created": row.created_at, "updated": row.updated_at, "doc": row.doc,
-                  "at_risk": row.at_risk, "lease_owner": lease_owner}
+        # Group commit: saves arriving while a write is under way go out together in the next
+        # transaction, one commit per batch instead of one per save, so a vendor's accept is
+        # durable without queueing behind every other job's write (bench/accept_durable.py).
+        done: asyncio.Future[LeaseLost | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((JobRow.of(job), lease_owner, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
+        lost = await done
+        if lost is not None:
+            raise lost
 
-        def save(conn: sqlite3.Connection) -> None:
-            with _write(conn):
-                if row.announce:  # the finished job and its webhook commit together, or neither
-                    conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
-                                 " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                 (new_message_id(), row.id, row.status, self.clock()))
-                if lease_owner is None:
-                    conn.execute(
-                        "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
-                        " VALUES (:id, :status, :key, :created, :updated, :doc, :at_risk)"
-                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                        " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk",
-                        params)
-                    return
-                fenced = conn.execute(
-                    "UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc, at_risk = :at_risk"
-                    " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount
-                if not fenced:
-                    raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                rows = [(row, owner) for row, owner, _ in batch]
+                outcomes = await self._run(functools.partial(self._save_batch, batch=rows))
+            except asyncio.CancelledError:
+                for *_, done in batch:
+                    done.cancel()
+                raise
+            except Exception as exc:  # the whole transaction failed: every save in it did
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (*_, done), lost in zip(batch, outcomes, strict=True):
+                if not done.done():  # its caller may have been cancelled meanwhile
+                    done.set_result(lost)
 
-        await self._run(save)
+    def _save_batch(self, conn: sqlite3.Connection,
+                    batch: builtins.list[tuple[JobRow, str | None]]) -> builtins.list[LeaseLost | None]:
+        with _write(conn):
+            return [self._save_row(conn, row, lease_owner) for row, lease_owner in batch]
+
+    def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
+        params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
+                  "updated": row.updated_at, "doc": row.doc, "at_risk": row.at_risk, "lease_owner": lease_owner}
+        if lease_owner is None:
+            conn.execute(
+                "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
+                " VALUES (:id, :status, :key, :created, :updated, :doc, :at_risk)"
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
+        elif not conn.execute("UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc,"
+                              " at_risk = :at_risk WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
+            return LeaseLost(f"job {row.id}: {lease_owner} no longer holds its lease")
+        if row.announce:  # the finished job and its webhook commit together, or neither
+            conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (new_message_id(), row.id, row.status, self.clock()))
+        return None
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         return await self._one("SELECT doc FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",

@@ -295,3 +295,17 @@ async def test_a_dead_senders_lease_expires_and_concurrent_senders_never_share(
     assert len(ids) == len(set(ids)) == 10
     clock.t += LEASE_S + 1  # both died mid-send
     assert len(await store.lease_deliveries("r3", LEASE_S, 100)) == 10
+
+
+async def test_concurrent_saves_all_land_and_a_fenced_one_fails_alone(store: JobStore) -> None:
+    # SQLite writes concurrent saves in one transaction (group commit): one save losing its
+    # lease must not take its batchmates down with it
+    jobs = [await store.create(new_job(created_at=1000.0 + i)) for i in range(30)]
+    (leased,) = await store.claim("replica-1", LEASE_S, 1)
+    for job in jobs:
+        job.move(JobStatus.SUBMITTED)
+    outcomes = await asyncio.gather(*(store.save(j) for j in jobs[1:]),
+                                    store.save(leased, lease_owner="replica-2"), return_exceptions=True)
+    assert all(o is None for o in outcomes[:-1]) and isinstance(outcomes[-1], LeaseLost)
+    for job in jobs[1:]:
+        assert (await store.get(job.id)).status is JobStatus.SUBMITTED
