@@ -384,7 +384,7 @@ class Gateway:
         """The job's task is over: its reservations become what it really cost (zero if
         nothing was billed), once, and the job is retired."""
         for ledger in self._holds.pop(job.id, ()):
-            ledger.settle(job.id, job.cost_usd)
+            ledger.settle(job.id, job.cost_usd, job.at_risk_usd)
         self._retire(job)
 
     def _retire(self, job: VideoJob) -> None:

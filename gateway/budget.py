@@ -7,6 +7,10 @@ and is released on every other way out: a request refused after the check, a rep
 a cancelled job. At any moment the open reservations are the estimates of the jobs
 still running.
 In-process for one gateway; the shared store carries it across replicas.
+
+An attempt whose outcome stayed unknown (an ambiguous submit, a job the vendor lost) is
+settled as *at risk*: kept apart from what was spent, and still counted against the limit,
+because the vendor may well have billed it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ class Ledger(Protocol):
 
     def hold(self, key: str, amount: Decimal) -> None: ...
 
-    def settle(self, key: str, cost: Decimal) -> None: ...
+    def at_risk_today(self) -> Decimal: ...
+
+    def settle(self, key: str, cost: Decimal, at_risk: Decimal = ...) -> None: ...
 
     def release(self, key: str) -> None: ...
 
@@ -46,6 +52,7 @@ class SpendLedger:
         self._clock = clock
         self._day = self._today()
         self._settled = Decimal(0)
+        self._at_risk = Decimal(0)
         self._reserved: dict[str, Decimal] = {}
         self._lock = threading.Lock()
 
@@ -55,18 +62,24 @@ class SpendLedger:
     def _roll(self) -> None:
         today = self._today()
         if today != self._day:  # a new UTC day starts from zero; open reservations carry over
-            self._day, self._settled = today, Decimal(0)
+            self._day, self._settled, self._at_risk = today, Decimal(0), Decimal(0)
 
     def spent_today(self) -> Decimal:
         with self._lock:
             self._roll()
             return self._settled + sum(self._reserved.values(), Decimal(0))
 
+    def at_risk_today(self) -> Decimal:
+        """What may have been billed today without a result (not part of ``spent_today``)."""
+        with self._lock:
+            self._roll()
+            return self._at_risk
+
     def reserve(self, key: str, amount: Decimal) -> None:
         """Hold ``amount`` for attempt ``key``, or raise when it would pass the daily limit."""
         with self._lock:
             self._roll()
-            committed = self._settled + sum(self._reserved.values(), Decimal(0))
+            committed = self._settled + self._at_risk + sum(self._reserved.values(), Decimal(0))
             if self.limit is not None and committed + amount > self.limit:
                 raise BudgetExceeded(
                     f"daily budget ${self.limit:.2f} would be exceeded: ${committed:.2f} spent or reserved "
@@ -79,12 +92,14 @@ class SpendLedger:
         with self._lock:
             self._reserved[key] = amount
 
-    def settle(self, key: str, cost: Decimal) -> None:
-        """The reservation becomes what was really spent (zero when nothing was billed)."""
+    def settle(self, key: str, cost: Decimal, at_risk: Decimal = Decimal(0)) -> None:
+        """The reservation becomes what was really spent (zero when nothing was billed),
+        plus what may have been billed without a result (``at_risk``, kept apart)."""
         with self._lock:
             self._roll()
             self._reserved.pop(key, None)
             self._settled += cost
+            self._at_risk += at_risk
 
     def release(self, key: str) -> None:
         """Drop the reservation: nothing was, or will be, spent for it."""

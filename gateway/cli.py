@@ -19,6 +19,7 @@ import typer
 
 from gateway import __version__
 from gateway import cli_output as out
+from gateway.cli_jobs import jobs
 from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
 from gateway.errors import ReelgateError
@@ -217,6 +218,7 @@ def sandbox_cmd(
 
 
 app.command("serve")(serve)
+app.command("jobs")(jobs)
 app.add_typer(keys_app, name="keys")
 
 if __name__ == "__main__":  # pragma: no cover

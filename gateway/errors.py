@@ -22,13 +22,16 @@ at the adapter boundary.
         ├── ProviderRejected      the vendor refused this request as invalid
         ├── GenerationFailed      the vendor accepted the job, ran it, and it failed
         ├── ProtocolError         a body we cannot parse or a state we do not know
-        └── AmbiguousSubmit       the submit was sent and no answer came: a job may exist
+        ├── AmbiguousSubmit       the submit was sent and no answer came: a job may exist
+        └── VendorLostJob         the vendor accepted a job, then said it does not know it
 
 Each ``ProviderError`` says two things the router acts on:
 
 * ``retryable``: the *same* vendor may be asked again (after ``retry_after``).
 * ``fallback_safe``: moving to another vendor cannot cause a second paid job for
   this attempt (the vendor created none, or the one it created is finished).
+  ``AmbiguousSubmit`` and ``VendorLostJob`` are not: the router moves on from them only
+  when ``allow_duplicate_spend`` is set, and records the attempt's estimate as *at risk*.
 
 Messages never contain secrets: adapters build them from status codes and
 structured vendor fields, and ``redact`` scrubs every key the process holds by value.
@@ -254,3 +257,16 @@ class AmbiguousSubmit(ProviderError):
 
     code = "ambiguous_submit"
     fallback_safe = False
+
+
+class VendorLostJob(ProviderError):
+    """A 404 / "unknown id" on status or result for a job the vendor *accepted*.
+
+    Amnesia is not rejection: the vendor said yes, so a job may exist, run and bill,
+    whatever its lookup says now (a restarted queue, a replica that has not caught up).
+    Asking again may find it (``retryable``); another vendor would be a second payment."""
+
+    code = "vendor_lost_job"
+    retryable = True
+    fallback_safe = False
+

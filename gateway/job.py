@@ -84,12 +84,22 @@ class Attempt:
     #: retries of the submit call inside this attempt (rate limits, transient 5xx)
     submit_retries: int = 0
     polls: int = 0
+    #: what this vendor may have billed although we could not learn the outcome (an
+    #: ambiguous submit, a job the vendor lost): the estimate, kept apart from ``cost_usd``
+    at_risk_usd: Decimal = Decimal(0)
 
     def finish(self, outcome: AttemptOutcome, error: ReelgateError | None = None) -> None:
         self.outcome = outcome
         self.ended_at = time.time()
         if error is not None:
             self.error = error.to_dict()
+
+    def finish_unknown(self, error: ReelgateError) -> None:
+        """End the attempt without knowing whether the vendor runs (and bills) a job: its
+        estimate is recorded as at risk, not spent."""
+        self.finish(AttemptOutcome.UNKNOWN, error)
+        self.cost_usd = Decimal(0)
+        self.at_risk_usd = self.estimated_usd
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +117,7 @@ class Attempt:
             "unit_name": self.unit_name,
             "submit_retries": self.submit_retries,
             "polls": self.polls,
+            "at_risk_usd": float(self.at_risk_usd),
         }
 
 
@@ -178,6 +189,18 @@ class VideoJob:
     def cost_usd(self) -> Decimal:
         return sum((a.cost_usd for a in self.attempts), Decimal(0))
 
+    @property
+    def at_risk_usd(self) -> Decimal:
+        """What vendors may have billed for attempts whose outcome is unknown (not in ``cost_usd``)."""
+        return sum((a.at_risk_usd for a in self.attempts), Decimal(0))
+
+    def at_risk(self) -> list[dict[str, Any]]:
+        """Where this job may have been billed without a result: for an operator to check."""
+        return [{"provider": a.provider, "vendor_job_id": a.vendor_job.vendor_id if a.vendor_job else None,
+                 "attempt_key": a.attempt_key, "usd": float(a.at_risk_usd),
+                 "error_class": a.error["class"] if a.error else None}
+                for a in self.attempts if a.at_risk_usd]
+
     def to_dict(self) -> dict[str, Any]:
         winner = next((a for a in self.attempts if a.outcome is AttemptOutcome.SUCCEEDED), None)
         return {
@@ -190,6 +213,8 @@ class VideoJob:
             "duration_s": self.request.duration_s,
             "aspect_ratio": self.request.aspect_ratio.value,
             "cost_usd": float(self.cost_usd),
+            "at_risk_usd": float(self.at_risk_usd),
+            "at_risk": self.at_risk(),
             "vendor_units": float(winner.vendor_units) if winner and winner.vendor_units is not None else None,
             "unit_name": winner.unit_name if winner else None,
             "progress": self.progress,

@@ -35,6 +35,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.job import Attempt, AttemptOutcome, JobStatus, VideoJob, VideoOutput
 from gateway.pricing import usd
@@ -113,14 +114,18 @@ class JobRunner:
         if provider is None or candidate is None:
             lost: ProviderError = Unavailable("provider no longer configured; the job cannot be followed there",
                                               provider=current.provider)
-            current.finish(AttemptOutcome.UNKNOWN if current.vendor_job is None else AttemptOutcome.FAILED, lost)
+            if current.vendor_job is None:
+                current.finish_unknown(lost)
+            else:  # the vendor accepted it and nothing here can follow it now: it may still bill
+                current.finish(AttemptOutcome.FAILED, lost)
+                current.at_risk_usd = current.estimated_usd
             return await self._continue(job, remaining, lost)
         live = LiveAttempt(provider, current, candidate, elapsed_s=max(time.time() - current.started_at, 0.0))
         if current.vendor_job is None:
             if not provider.supports_idempotency:
                 lost = AmbiguousSubmit("the process stopped while this submit was in flight; a job may exist",
                                        provider=provider.name)
-                current.finish(AttemptOutcome.UNKNOWN, lost)
+                current.finish_unknown(lost)
                 return await self._continue(job, remaining, lost)
             error = await self._submit(job, live)  # same attempt key: the vendor returns its job
             if error is not None:
@@ -191,7 +196,10 @@ class JobRunner:
             async with self._submit_gate:
                 live.attempt.vendor_job = await self.calls.submit(live, job)
         except ProviderError as exc:
-            live.attempt.finish(AttemptOutcome.REJECTED if exc.fallback_safe else AttemptOutcome.UNKNOWN, exc)
+            if exc.fallback_safe:
+                live.attempt.finish(AttemptOutcome.REJECTED, exc)
+            else:
+                live.attempt.finish_unknown(exc)
             self._record_outcome(live, exc)
             await self._save(job)
             return exc
@@ -301,8 +309,11 @@ class JobRunner:
         self._notify(job)
 
     def _failed(self, live: LiveAttempt, exc: ProviderError) -> None:
-        live.attempt.finish(AttemptOutcome.FAILED, exc)
-        live.attempt.cost_usd = live.attempt.estimated_usd if live.provider.bills_failures else Decimal(0)
+        if isinstance(exc, VendorLostJob):  # accepted, then forgotten: whether it bills is unknown
+            live.attempt.finish_unknown(exc)
+        else:
+            live.attempt.finish(AttemptOutcome.FAILED, exc)
+            live.attempt.cost_usd = live.attempt.estimated_usd if live.provider.bills_failures else Decimal(0)
         self._record_outcome(live, exc)
         self._finished(live)
 
@@ -344,10 +355,10 @@ class JobRunner:
         if isinstance(error, _STOP_CLASSES):
             return False
         if not error.fallback_safe:
-            # Unknown outcome at a vendor that cannot deduplicate: moving on may pay twice.
+            # Unknown outcome (an ambiguous submit, a job the vendor lost): moving on may pay twice.
             if not self.settings.allow_duplicate_spend:
                 return False
-            job.notes.append(f"fell back after an ambiguous submit to {error.provider}: that vendor may also bill")
+            job.notes.append(f"fell back after {error.code} at {error.provider}: that vendor may also bill")
         return True
 
     def _record_outcome(self, live: LiveAttempt, exc: ProviderError) -> None:

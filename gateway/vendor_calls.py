@@ -7,7 +7,8 @@ make one vendor's job happen, retrying what may be retried:
 * a submit whose answer never came (``AmbiguousSubmit``) is resent only to a vendor that
   deduplicates by our attempt key, with the same key -- that reconciles instead of
   paying twice;
-* polls are retried freely, within an error budget.
+* polls are retried freely, within an error budget; an accepted job whose polls stop being
+  answered ends as ``VendorLostJob`` (its outcome is unknown, not failed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 import httpx
 
 from gateway.config import Settings
-from gateway.errors import AmbiguousSubmit, GenerationFailed, InvalidRequest, ProtocolError, ProviderError
+from gateway.errors import (
+    AmbiguousSubmit,
+    GenerationFailed,
+    InvalidRequest,
+    ProtocolError,
+    ProviderError,
+    VendorLostJob,
+)
 from gateway.job import Attempt, JobStatus, VideoJob
 from gateway.logs import for_attempt
 from gateway.policies import expected_from_progress, next_poll_delay, should_retry_submit, submit_backoff
@@ -177,8 +185,10 @@ class VendorCalls:
                     status = await self._status(provider, vjob)
                 except ProviderError as exc:
                     errors += 1
-                    if not exc.retryable or errors >= self.settings.retry.poll_error_budget:
+                    if not exc.retryable:
                         raise
+                    if errors >= self.settings.retry.poll_error_budget:
+                        raise _unanswered(exc, errors) from exc
                     continue
                 errors, hint = 0, status.poll_after_s
                 if status.state is VendorState.QUEUED:
@@ -246,6 +256,15 @@ class VendorCalls:
             return provider.parse_cancel(attempt.vendor_job, response)
         except ProviderError:
             return False
+
+
+def _unanswered(exc: ProviderError, polls: int) -> ProviderError:
+    """The error an accepted job's attempt ends with when its polls stopped being answered:
+    the vendor may still run and bill it, so it is never a reason to go elsewhere for free."""
+    if isinstance(exc, VendorLostJob):
+        return exc
+    return VendorLostJob(f"no answer about this job after {polls} polls (last: {exc.code})",
+                         provider=exc.provider, status_code=exc.status_code, vendor_code=exc.vendor_code)
 
 
 def _failure(provider: str, status: VendorStatus) -> ProviderError:

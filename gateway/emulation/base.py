@@ -210,7 +210,8 @@ class Emulator(ABC):
             queue_s=self.timing.queue_s, run_s=self.timing.run_s, aspect_ratio=aspect_ratio,
             resolution=resolution, duration_s=duration_s, outcome=outcome, input=input,
         )
-        self.jobs[job.id] = job
+        if self.faults.fire(Fault.FORGET) is None:
+            self.jobs[job.id] = job
         self.accepted_submissions += 1
         self._count_active(job)
         return job

@@ -9,6 +9,7 @@
 | `fail-late`         | jobs are accepted, run, then fail                               | `times`                    |
 | `drop-after-accept` | the job is created, then the connection drops before the answer | `times`                    |
 | `content-policy`    | the vendor's moderation rejects the job                         | `times`                    |
+| `forget`            | the job is accepted (and counted), then lost: status/result 404 | `times`                    |
 
 ``times`` (a whole number, at least 1) limits a fault to the next N calls it applies to;
 it is removed after that. ``outage`` and ``slow`` last until changed, so they take no
@@ -32,6 +33,8 @@ class Fault(StrEnum):
     FAIL_LATE = "fail-late"
     DROP_AFTER_ACCEPT = "drop-after-accept"
     CONTENT_POLICY = "content-policy"
+    #: a vendor's amnesia (a queue restarted empty): it said yes, then knows nothing
+    FORGET = "forget"
 
 
 _DEFAULTS: dict[Fault, dict[str, float]] = {

@@ -41,10 +41,11 @@ async def create_job(request: Request, key: ApiKey | None = Depends(caller)) -> 
 async def list_jobs(request: Request, key: ApiKey | None = Depends(caller),
                     after: str | None = Query(default=None, max_length=200),
                     limit: int = Query(default=20, ge=1, le=100),
-                    order: Order = Query(default="desc")) -> dict[str, Any]:
+                    order: Order = Query(default="desc"),
+                    at_risk: bool = Query(default=False)) -> dict[str, Any]:
     service = service_of(request)
     jobs = await service.store.list_jobs(owner=key.id if key else None, limit=limit + 1, after=after,
-                                         oldest_first=order == "asc")
+                                         oldest_first=order == "asc", at_risk=at_risk)
     return {"data": [(service.gateway.get(j.id) or j).to_dict() for j in jobs[:limit]], "has_more": len(jobs) > limit}
 
 

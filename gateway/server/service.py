@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +32,16 @@ from gateway.shared import Ledger
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store import open_store
 from gateway.store.base import JobStore
-from gateway.webhooks.inbound import KeyCache, key_fetcher
-from gateway.webhooks.outbound import deliver, job_event, secret_bytes
+from gateway.webhooks.delivery import DeliveryWorker
+from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher
+from gateway.webhooks.outbound import Backoff, secret_bytes
 
 log = logging.getLogger("reelgate.server")
 
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
+#: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
+#: (one fetch per vendor at a time, nothing to spread out)
+KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
 
 
 def refuse_local_files(request: VideoRequest) -> None:
@@ -68,6 +71,9 @@ class Service:
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _ledgers: dict[str, Ledger] = field(default_factory=dict)
     _hooks: httpx.AsyncClient | None = None
+    #: sends the jobs' own webhooks from the store's outbox (when a signing secret is set)
+    deliveries: DeliveryWorker | None = None
+    _delivering: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
@@ -86,15 +92,20 @@ class Service:
                       sandbox=sandbox_url is not None, webhook_secret=secret)
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
+        if secret is not None:  # webhooks queued before a restart continue with their ids
+            service.deliveries = DeliveryWorker(store, service.hooks_client, secret.reveal(),
+                                                busy=service._watchers.__contains__, fetch=gateway.fetch)
+            service._delivering = asyncio.create_task(service.deliveries.run(), name="webhook-deliveries")
         owners = {key.id: key for key in service.keys.list()}
         for job in await gateway.resume(budget_of=lambda owner: service.key_ledger(owners.get(owner or ""))):
             service._watch(job)
         return service
 
     async def stop(self) -> None:
-        for task in self._watchers.values():
+        tasks = [*self._watchers.values(), *([self._delivering] if self._delivering else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._watchers.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.gateway.aclose()
         if self._hooks is not None:
             await self._hooks.aclose()
@@ -106,8 +117,14 @@ class Service:
         """The verification keys of one vendor's callbacks, fetched and cached on demand."""
         if provider not in self._key_caches:
             adapter = self.gateway.providers[provider]
-            self._key_caches[provider] = KeyCache(key_fetcher(adapter, self.gateway.client))
+            self._key_caches[provider] = KeyCache(key_fetcher(adapter, self.gateway.client),
+                                                  backoff=KEY_FETCH_BACKOFF.delay, provider=provider)
         return self._key_caches[provider]
+
+    @property
+    def replay_guard(self) -> ReplayGuard:
+        """Vendor webhooks already acted on, remembered in the store (restarts, replicas)."""
+        return ReplayGuard(self.store.first_sighting)
 
     async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
         """Start (or replay, for a known idempotency key) a caller's job. The key's daily
@@ -171,13 +188,13 @@ class Service:
             job = await self.gateway.wait(job_id)
             if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
                 await self._keep(job)
-            if job.request.webhook_url and self.webhook_secret is not None:
-                await self._notify_app(job)
             self.metrics.observe_job(job)
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:
             self._watchers.pop(job_id, None)
+            if self.deliveries is not None:  # its webhook (queued with the terminal state) may go now
+                self.deliveries.kick()
 
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
@@ -193,14 +210,6 @@ class Service:
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
             job.notes.append(f"the video could not be kept: {exc.message}")
-        await self.store.save(job)
-
-    async def _notify_app(self, job: VideoJob) -> None:
-        """One signed POST of the terminal state, retried until acknowledged; recorded."""
-        assert self.webhook_secret is not None and job.request.webhook_url
-        record = await deliver(self.hooks_client, job.request.webhook_url,
-                               job_event(job.to_dict(), now=time.time()), self.webhook_secret.reveal())
-        job.webhooks.append(record.to_dict())
         await self.store.save(job)
 
     @property
@@ -236,6 +245,8 @@ class Service:
         # a cancel stops the job's task, and with it the watcher that counts finished jobs
         if job.status is JobStatus.CANCELLED:
             self.metrics.observe_job(job)
+        if self.deliveries is not None:  # cancelled jobs are announced too (video.cancelled)
+            self.deliveries.kick()
         return job
 
     async def delete(self, job: VideoJob) -> None:
@@ -245,6 +256,10 @@ class Service:
         watcher = self._watchers.pop(job.id, None)
         if watcher is not None:
             watcher.cancel()
+            # until it has stopped: a watcher cut off while keeping the video must not save
+            # the record back after it is deleted, nor leave the kept file behind
+            await asyncio.gather(watcher, return_exceptions=True)
+            job = self.gateway.get(job.id) or job
         self.gateway.forget(job.id)  # its idempotency key is free again: a new job, not a 500
         await self.store.delete(job.id)
         if job.output is not None and job.output.uri is not None:

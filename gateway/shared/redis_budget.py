@@ -112,6 +112,8 @@ class RedisSpendLedger:
         self._replay: list[tuple[str, list[Any]]] = []
         #: reservations this replica holds in Redis (the local ledger takes them over)
         self._held: dict[str, Decimal] = {}
+        #: what this replica settled as at risk (the limit sees it through the settled total)
+        self._at_risk = SpendLedger(None, clock=clock)
         shared.on_join(self._rejoin)
 
     def _keys(self) -> list[str]:
@@ -176,16 +178,22 @@ class RedisSpendLedger:
         with self._lock:
             self._held[key] = amount
 
-    def settle(self, key: str, cost: Decimal) -> None:
-        args: list[Any] = [key, micros(cost), SETTLED_TTL_S]
+    def settle(self, key: str, cost: Decimal, at_risk: Decimal = Decimal(0)) -> None:
+        """``cost`` plus ``at_risk`` count against the limit (the vendor may have billed
+        both); ``at_risk`` is also reported apart, per replica (``at_risk_today``)."""
+        args: list[Any] = [key, micros(cost + at_risk), SETTLED_TTL_S]
         value = self._run("settle", args)
         with self._lock:
             if value is None:  # the local ledger takes over this replica's reservations first
-                self._fallback().settle(key, cost)
+                self._fallback().settle(key, cost, at_risk)
                 self._replay.append(("settle", args))
             self._held.pop(key, None)
+            self._at_risk.settle(key, Decimal(0), at_risk)
         if value is not None:
             self._last_seen = dollars(int(value))
+
+    def at_risk_today(self) -> Decimal:
+        return self._at_risk.at_risk_today()
 
     def release(self, key: str) -> None:
         """Drop the reservation: nothing was, or will be, spent for it."""

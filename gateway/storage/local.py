@@ -116,10 +116,7 @@ async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = No
         await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
     digest = ChunkDigest(max_bytes)
-    if private:
-        handle: BinaryIO = await asyncio.to_thread(lambda: os.fdopen(open_private(temp), "wb"))
-    else:
-        handle = await asyncio.to_thread(open, temp, "xb")
+    handle = await _open_new(temp, private=private)
     try:
         pending = bytearray()
         async with contextlib.aclosing(iter_chunks(chunks)) as stream:
@@ -136,6 +133,20 @@ async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = No
         temp.unlink(missing_ok=True)
         raise
     return digest
+
+
+async def _open_new(path: Path, *, private: bool) -> BinaryIO:
+    """``path`` created and opened for writing in a thread. Cancelled meanwhile, the file
+    the thread opens anyway is closed and removed, not left to the garbage collector."""
+    opening = asyncio.ensure_future(asyncio.to_thread(
+        lambda: os.fdopen(open_private(path), "wb") if private else open(path, "xb")))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        handle = await opening
+        handle.close()
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise
 
 
 def _write_and_sync(handle: BinaryIO, data: bytes | bytearray) -> None:

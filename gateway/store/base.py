@@ -17,6 +17,7 @@ listings; ``owner_id``/``lease_owner`` is the replica polling the job right now.
 
 from __future__ import annotations
 
+import builtins
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from typing import Self
 from gateway.errors import LeaseLost as LeaseLost  # re-exported: part of this interface
 from gateway.job import JobStatus, VideoJob
 from gateway.store import codec
+from gateway.webhooks.outbound import new_message_id as new_message_id  # the store names messages
 
 #: how many jobs ``list`` returns when the caller does not say
 DEFAULT_PAGE = 50
@@ -46,11 +48,31 @@ class JobRow:
     created_at: float
     updated_at: float
     doc: str
+    #: some attempt may have been billed without a result (``VideoJob.at_risk_usd``)
+    at_risk: bool = False
+    #: a finished job whose caller asked for a webhook: saving it queues the message
+    announce: bool = False
 
     @classmethod
     def of(cls, job: VideoJob) -> JobRow:
         return cls(job.id, job.status.value, job.request.idempotency_key, job.created_at,
-                   job.updated_at, codec.dumps(codec.encode_job(job)))
+                   job.updated_at, codec.dumps(codec.encode_job(job)), job.at_risk_usd > 0,
+                   job.status.terminal and job.request.webhook_url is not None)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One webhook to an app, as the outbox keeps it (see ``JobStore.lease_deliveries``)."""
+
+    message_id: str
+    job_id: str
+    #: the terminal status it announces (``succeeded`` | ``failed`` | ``cancelled``)
+    status: str
+    attempts: int
+    next_at: float
+    #: the exact bytes sent, fixed by the first attempt (None before it)
+    body: str | None
+
 
 
 class JobStore(ABC):
@@ -104,10 +126,12 @@ class JobStore(ABC):
 
     @abstractmethod
     async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                        after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
+                        after: str | None = None, oldest_first: bool = False,
+                        at_risk: bool = False) -> list[VideoJob]:
         """Jobs newest first (``created_at``, then id), or oldest first. ``after`` is the id
         of the last job of the previous page; an unknown id, or another owner's, is an
-        ``InvalidRequest``. ``owner=None`` lists every owner's jobs."""
+        ``InvalidRequest``. ``owner=None`` lists every owner's jobs; ``at_risk`` only those
+        that may have been billed without a result (``VideoJob.at_risk_usd`` above zero)."""
 
     @abstractmethod
     async def delete(self, job_id: str, *, owner: str | None = None) -> bool:
@@ -116,6 +140,29 @@ class JobStore(ABC):
     @abstractmethod
     async def non_terminal(self) -> list[VideoJob]:
         """Every job not yet succeeded, failed or cancelled, oldest first (single-process resume)."""
+
+    # -- inbound webhooks ---------------------------------------------------------------
+    @abstractmethod
+    async def first_sighting(self, key: str, *, ttl_s: float) -> bool:
+        """Remember ``key`` for ``ttl_s`` seconds (by ``clock``). True the first time, and
+        again once an earlier sighting expired; False while it is remembered. Atomic: of
+        concurrent callers (processes, replicas) with one key, exactly one gets True."""
+
+    # -- outbound webhooks (the outbox) ---------------------------------------------------
+    # ``save`` of a finished job whose request has a ``webhook_url`` queues one message per
+    # terminal status, in the same transaction: a crash cannot finish a job and lose its webhook.
+
+    @abstractmethod
+    async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
+        """Lease up to ``limit`` undelivered messages that are due (``next_at`` passed), oldest
+        first, that no one else holds a live lease on. Concurrent callers never share one."""
+
+    @abstractmethod
+    async def record_delivery(self, message_id: str, owner_id: str, *, attempts: int, body: str | None,
+                              next_at: float | None, delivered: bool = False) -> bool:
+        """Write an attempt's outcome and give the lease up: due again at ``next_at``, or done
+        (``next_at=None``: acknowledged when ``delivered``, else given up). False, and nothing
+        written, when ``owner_id`` no longer holds the lease."""
 
     # -- leases (scale-out) -----------------------------------------------------------
     @abstractmethod

@@ -116,6 +116,7 @@ def encode_attempt(attempt: Attempt) -> dict[str, Any]:
         "unit_name": attempt.unit_name,
         "submit_retries": attempt.submit_retries,
         "polls": attempt.polls,
+        "at_risk_usd": _money(attempt.at_risk_usd),
     }
 
 
@@ -136,6 +137,8 @@ def decode_attempt(data: dict[str, Any]) -> Attempt:
         unit_name=data["unit_name"],
         submit_retries=data["submit_retries"],
         polls=data["polls"],
+        # absent from documents written before at-risk bookkeeping: nothing was at risk then
+        at_risk_usd=Decimal(data.get("at_risk_usd") or 0),
     )
 
 

@@ -14,6 +14,7 @@ transaction, and the multi-statement ones use an explicit ``transaction()``.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -24,7 +25,16 @@ from psycopg_pool import AsyncConnectionPool
 from gateway.errors import InvalidRequest
 from gateway.job import VideoJob
 from gateway.store import codec, migrations
-from gateway.store.base import ACTIVE_STATES, DEFAULT_PAGE, Clock, JobRow, JobStore, LeaseLost
+from gateway.store.base import (
+    ACTIVE_STATES,
+    DEFAULT_PAGE,
+    Clock,
+    JobRow,
+    JobStore,
+    LeaseLost,
+    OutboxRow,
+    new_message_id,
+)
 
 DEFAULT_SCHEMA = "reelgate"
 #: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
@@ -33,8 +43,22 @@ POOL_MIN, POOL_MAX = 1, 10
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
 
-_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc)"
-           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s)")
+_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
+           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s, %(at_risk)s)")
+
+_LEASE_DELIVERIES = """
+WITH picked AS (
+    SELECT message_id FROM webhook_outbox
+    WHERE done_at IS NULL AND next_at <= %(now)s
+      AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s)
+    ORDER BY next_at, message_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhook_outbox SET lease_owner = %(owner)s, lease_until = %(until)s
+FROM picked WHERE webhook_outbox.message_id = picked.message_id
+RETURNING webhook_outbox.message_id, job_id, status, attempts, next_at, body
+"""
 
 # One statement, so one transaction: the oldest claimable jobs are locked, skipping
 # rows another claimer has locked right now, and leased before the locks are released.
@@ -105,17 +129,24 @@ class PostgresJobStore(JobStore):
             return _job(await cur.fetchone()), False
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        params = _params(JobRow.of(job), owner=None, lease_owner=lease_owner)
-        if lease_owner is None:
-            await self._execute(
-                _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, doc = excluded.doc", params)
-            return
-        changed = await self._execute(
-            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s"
-            " WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
-        if not changed:
-            raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
+        row = JobRow.of(job)
+        params = _params(row, owner=None, lease_owner=lease_owner, message_id=new_message_id(), now=self.clock())
+        async with self._pool.connection() as conn, conn.transaction():
+            # the finished job and its webhook commit together, or neither
+            if lease_owner is None:
+                await conn.execute(
+                    _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                    " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
+            else:
+                cur = await conn.execute(
+                    "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s,"
+                    " at_risk = %(at_risk)s WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
+                if not cur.rowcount:
+                    raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
+            if row.announce:
+                await conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
+                                   " VALUES (%(message_id)s, %(id)s, %(status)s, %(now)s) ON CONFLICT DO NOTHING",
+                                   params)
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         rows = await self._docs(
@@ -130,9 +161,10 @@ class PostgresJobStore(JobStore):
         return rows[0] if rows else None
 
     async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                        after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
+                        after: str | None = None, oldest_first: bool = False,
+                        at_risk: bool = False) -> list[VideoJob]:
         params: dict[str, Any] = {"owner": owner, "limit": limit, "after": after,
-                                  "created": None, "id": None}
+                                  "created": None, "id": None, "at_risk": at_risk}
         direction, beyond = ("ASC", ">") if oldest_first else ("DESC", "<")
         async with self._pool.connection() as conn:
             if after is not None:
@@ -147,6 +179,7 @@ class PostgresJobStore(JobStore):
             cur = await conn.execute(
                 "SELECT doc FROM jobs WHERE (%(owner)s::text IS NULL OR owner = %(owner)s)"
                 f" AND (%(after)s::text IS NULL OR (created_at, id) {beyond} (%(created)s::float8, %(id)s::text))"
+                " AND (NOT %(at_risk)s OR at_risk)"
                 f" ORDER BY created_at {direction}, id {direction} LIMIT %(limit)s", params)
             return [_job(row) for row in await cur.fetchall()]
 
@@ -157,6 +190,34 @@ class PostgresJobStore(JobStore):
 
     async def non_terminal(self) -> list[VideoJob]:
         return await self._docs(f"SELECT doc FROM jobs WHERE {_ACTIVE} ORDER BY created_at, id", {})
+
+    # -- inbound webhooks -------------------------------------------------------------------
+    async def first_sighting(self, key: str, *, ttl_s: float) -> bool:
+        now = self.clock()
+        # one statement: a new key is inserted, an expired one taken over; a live one is left
+        # alone and RETURNING yields nothing. Concurrent callers serialise on the key's row.
+        return await self._execute(
+            "INSERT INTO webhook_seen (key, expires_at) VALUES (%(key)s, %(until)s)"
+            " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
+            " WHERE webhook_seen.expires_at < %(now)s", {"key": key, "until": now + ttl_s, "now": now})
+
+    # -- outbox --------------------------------------------------------------------------
+    async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
+        now = self.clock()
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_LEASE_DELIVERIES, {"owner": owner_id, "now": now, "until": now + lease_s,
+                                                         "limit": limit})
+            rows = [OutboxRow(*r) for r in await cur.fetchall()]
+        return sorted(rows, key=lambda r: (r.next_at, r.message_id))
+
+    async def record_delivery(self, message_id: str, owner_id: str, *, attempts: int, body: str | None,
+                              next_at: float | None, delivered: bool = False) -> bool:
+        return await self._execute(
+            "UPDATE webhook_outbox SET attempts = %(attempts)s, body = %(body)s,"
+            " next_at = coalesce(%(next_at)s, next_at), done_at = %(done_at)s, delivered = %(delivered)s,"
+            " lease_owner = NULL, lease_until = NULL WHERE message_id = %(id)s AND lease_owner = %(owner)s",
+            {"attempts": attempts, "body": body, "next_at": next_at, "delivered": delivered, "id": message_id,
+             "owner": owner_id, "done_at": self.clock() if next_at is None else None})
 
     # -- leases --------------------------------------------------------------------------
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
@@ -190,7 +251,7 @@ class PostgresJobStore(JobStore):
 
 def _params(row: JobRow, **extra: Any) -> dict[str, Any]:
     return {"id": row.id, "status": row.status, "key": row.idempotency_key,
-            "created": row.created_at, "updated": row.updated_at,
+            "created": row.created_at, "updated": row.updated_at, "at_risk": row.at_risk,
             "doc": Jsonb(row.doc, dumps=lambda text: text), **extra}
 
 

@@ -15,6 +15,8 @@ makes ``claim`` exclusive, the role ``FOR UPDATE SKIP LOCKED`` plays in PostgreS
 from __future__ import annotations
 
 import asyncio
+import builtins
+import functools
 import json
 import os
 import random
@@ -29,7 +31,16 @@ from gateway.errors import InvalidRequest
 from gateway.home import reelgate_home
 from gateway.job import VideoJob
 from gateway.store import codec, migrations
-from gateway.store.base import ACTIVE_STATES, DEFAULT_PAGE, Clock, JobRow, JobStore, LeaseLost
+from gateway.store.base import (
+    ACTIVE_STATES,
+    DEFAULT_PAGE,
+    Clock,
+    JobRow,
+    JobStore,
+    LeaseLost,
+    OutboxRow,
+    new_message_id,
+)
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
@@ -52,6 +63,9 @@ class SqliteJobStore(JobStore):
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        #: saves waiting for the next group commit, and the task that writes them
+        self._pending: list[tuple[JobRow, str | None, asyncio.Future[LeaseLost | None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -97,9 +111,10 @@ class SqliteJobStore(JobStore):
         def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
             with _write(conn):
                 inserted = conn.execute(
-                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc),
+                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
+                     row.at_risk),
                 ).rowcount
                 if inserted:
                     return job, True
@@ -114,27 +129,58 @@ class SqliteJobStore(JobStore):
         return await self._run(create)
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        row = JobRow.of(job)
-        params = {"id": row.id, "status": row.status, "key": row.idempotency_key,
-                  "created": row.created_at, "updated": row.updated_at, "doc": row.doc,
-                  "lease_owner": lease_owner}
+        # Group commit: saves arriving while a write is under way go out together in the next
+        # transaction, one commit per batch instead of one per save, so a vendor's accept is
+        # durable without queueing behind every other job's write (bench/accept_durable.py).
+        done: asyncio.Future[LeaseLost | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((JobRow.of(job), lease_owner, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
+        lost = await done
+        if lost is not None:
+            raise lost
 
-        def save(conn: sqlite3.Connection) -> None:
-            with _write(conn):
-                if lease_owner is None:
-                    conn.execute(
-                        "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc)"
-                        " VALUES (:id, :status, :key, :created, :updated, :doc)"
-                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                        " updated_at = excluded.updated_at, doc = excluded.doc", params)
-                    return
-                fenced = conn.execute(
-                    "UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc"
-                    " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount
-                if not fenced:
-                    raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                rows = [(row, owner) for row, owner, _ in batch]
+                outcomes = await self._run(functools.partial(self._save_batch, batch=rows))
+            except asyncio.CancelledError:
+                for *_, done in batch:
+                    done.cancel()
+                raise
+            except Exception as exc:  # the whole transaction failed: every save in it did
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (*_, done), lost in zip(batch, outcomes, strict=True):
+                if not done.done():  # its caller may have been cancelled meanwhile
+                    done.set_result(lost)
 
-        await self._run(save)
+    def _save_batch(self, conn: sqlite3.Connection,
+                    batch: builtins.list[tuple[JobRow, str | None]]) -> builtins.list[LeaseLost | None]:
+        with _write(conn):
+            return [self._save_row(conn, row, lease_owner) for row, lease_owner in batch]
+
+    def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
+        params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
+                  "updated": row.updated_at, "doc": row.doc, "at_risk": row.at_risk, "lease_owner": lease_owner}
+        if lease_owner is None:
+            conn.execute(
+                "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
+                " VALUES (:id, :status, :key, :created, :updated, :doc, :at_risk)"
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
+        elif not conn.execute("UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc,"
+                              " at_risk = :at_risk WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
+            return LeaseLost(f"job {row.id}: {lease_owner} no longer holds its lease")
+        if row.announce:  # the finished job and its webhook commit together, or neither
+            conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (new_message_id(), row.id, row.status, self.clock()))
+        return None
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         return await self._one("SELECT doc FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
@@ -146,7 +192,8 @@ class SqliteJobStore(JobStore):
             (owner, key))
 
     async def list_jobs(self, *, owner: str | None = None, limit: int = DEFAULT_PAGE,
-                        after: str | None = None, oldest_first: bool = False) -> list[VideoJob]:
+                        after: str | None = None, oldest_first: bool = False,
+                        at_risk: bool = False) -> list[VideoJob]:
         direction, beyond = ("ASC", ">") if oldest_first else ("DESC", "<")
 
         def page(conn: sqlite3.Connection) -> list[VideoJob]:
@@ -160,9 +207,9 @@ class SqliteJobStore(JobStore):
                 cursor = tuple(found)
             rows = conn.execute(
                 "SELECT doc FROM jobs WHERE (? IS NULL OR owner = ?)"
-                f" AND (? IS NULL OR (created_at, id) {beyond} (?, ?))"
+                f" AND (? IS NULL OR (created_at, id) {beyond} (?, ?)) AND (NOT ? OR at_risk = 1)"
                 f" ORDER BY created_at {direction}, id {direction} LIMIT ?",
-                (owner, owner, after, *cursor, limit)).fetchall()
+                (owner, owner, after, *cursor, at_risk, limit)).fetchall()
             return [_job(r) for r in rows]
 
         return await self._run(page)
@@ -177,6 +224,44 @@ class SqliteJobStore(JobStore):
 
     async def non_terminal(self) -> list[VideoJob]:
         return await self._all(f"SELECT doc FROM jobs WHERE {_ACTIVE} ORDER BY created_at, id", ())
+
+    # -- inbound webhooks -------------------------------------------------------------------
+    async def first_sighting(self, key: str, *, ttl_s: float) -> bool:
+        now = self.clock()
+
+        def sight(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                conn.execute("DELETE FROM webhook_seen WHERE expires_at < ?", (now,))  # forget the expired
+                return conn.execute(
+                    "INSERT INTO webhook_seen (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                    (key, now + ttl_s)).rowcount > 0
+
+        return await self._run(sight)
+
+    # -- outbox --------------------------------------------------------------------------
+    async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
+        now = self.clock()
+
+        def lease(conn: sqlite3.Connection) -> builtins.list[OutboxRow]:
+            with _write(conn):  # the one write lock makes the lease exclusive, as in claim()
+                rows = conn.execute(
+                    "UPDATE webhook_outbox SET lease_owner = :owner, lease_until = :until WHERE message_id IN"
+                    " (SELECT message_id FROM webhook_outbox WHERE done_at IS NULL AND next_at <= :now"
+                    "  AND (lease_owner IS NULL OR lease_owner = :owner OR lease_until < :now)"
+                    "  ORDER BY next_at, message_id LIMIT :limit)"
+                    " RETURNING message_id, job_id, status, attempts, next_at, body",
+                    {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
+            return sorted((OutboxRow(*r) for r in rows), key=lambda r: (r.next_at, r.message_id))
+
+        return await self._run(lease)
+
+    async def record_delivery(self, message_id: str, owner_id: str, *, attempts: int, body: str | None,
+                              next_at: float | None, delivered: bool = False) -> bool:
+        done_at = self.clock() if next_at is None else None
+        return await self._change(
+            "UPDATE webhook_outbox SET attempts = ?, body = ?, next_at = coalesce(?, next_at), done_at = ?,"
+            " delivered = ?, lease_owner = NULL, lease_until = NULL WHERE message_id = ? AND lease_owner = ?",
+            (attempts, body, next_at, done_at, delivered, message_id, owner_id))
 
     # -- leases --------------------------------------------------------------------------
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:

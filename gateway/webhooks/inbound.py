@@ -9,7 +9,8 @@ already seen.
 Duplicates and reordering are expected (vendors retry deliveries, and a poll may have
 already seen the terminal state). Parsing is pure and so harmless to repeat; the service
 acts at most once per :attr:`WebhookEvent.dedupe_key` -- vendor, vendor job id and state
--- and ignores an event for a job that is already terminal.
+-- remembered durably in the job store (:class:`ReplayGuard`), and ignores an event for
+a job that is already terminal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from gateway.errors import WebhookRejected
+from gateway.errors import ReelgateError, Unavailable, WebhookRejected
 
 if TYPE_CHECKING:
     from gateway.provider import Provider, VendorStatus
@@ -35,9 +36,16 @@ DEFAULT_KEY_TTL_S = 3600.0
 #: a signature that fails against cached keys refetches them (the vendor may have
 #: rotated), but no more often than this, so forged traffic cannot hammer the vendor
 MIN_REFRESH_INTERVAL_S = 60.0
+#: how long a vendor webhook's dedupe key is remembered: longer than any vendor retries a
+#: delivery (fal: ~2 h); past it a replay finds its job terminal and changes nothing either
+SEEN_TTL_S = 24 * 3600.0
 
 Clock = Callable[[], float]
 KeyFetcher = Callable[[], Awaitable[list[Any]]]
+#: seconds to wait after the n-th failed key fetch in a row (1-based)
+FetchBackoff = Callable[[int], float]
+#: remembers a key for ``ttl_s``; True the first time (``JobStore.first_sighting``)
+Sighting = Callable[..., Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -87,18 +95,26 @@ class KeyCache:
     """Verification keys fetched on demand and kept for at most ``ttl_s`` (≤ 24 h).
 
     ``fetch`` is injected (see :func:`key_fetcher`), so tests hand in a list and the
-    service hands in an HTTP call through its own client."""
+    service hands in an HTTP call through its own client. A failed fetch is not repeated
+    for every incoming webhook: the next one waits ``backoff(failures)`` seconds (at least
+    ``min_refresh_s``), and meanwhile :meth:`keys` raises ``Unavailable`` at once, naming
+    the wait (``retry_in_s``) so the caller can answer 503 with Retry-After."""
 
     def __init__(self, fetch: KeyFetcher, *, ttl_s: float = DEFAULT_KEY_TTL_S, clock: Clock = time.monotonic,
-                 min_refresh_s: float = MIN_REFRESH_INTERVAL_S) -> None:
+                 min_refresh_s: float = MIN_REFRESH_INTERVAL_S, backoff: FetchBackoff | None = None,
+                 provider: str = "webhooks") -> None:
         if not 0 < ttl_s <= MAX_KEY_TTL_S:
             raise ValueError(f"key TTL must be in (0, {MAX_KEY_TTL_S:g}] seconds, not {ttl_s}")
         self._fetch = fetch
         self.ttl_s = ttl_s
         self.min_refresh_s = min_refresh_s
+        self._backoff = backoff
+        self.provider = provider
         self._clock = clock
         self._keys: list[Any] | None = None
         self._fetched_at = float("-inf")
+        self._failures = 0
+        self._failed_at = float("-inf")
         self.fetches = 0
 
     async def keys(self) -> list[Any]:
@@ -107,14 +123,34 @@ class KeyCache:
         return list(self._keys or [])
 
     async def refresh(self) -> None:
+        wait = self.retry_in_s()
+        if wait > 0:
+            raise Unavailable(f"webhook verification keys unavailable; next fetch in {wait:.0f} s",
+                              provider=self.provider, vendor_code="keys_unavailable")
         self.fetches += 1
-        self._keys = list(await self._fetch())
+        try:
+            keys = list(await self._fetch())
+        except (ReelgateError, httpx.HTTPError) as exc:
+            self._failures += 1
+            self._failed_at = self._clock()
+            raise Unavailable(f"fetching webhook verification keys failed ({type(exc).__name__}); "
+                              f"next fetch in {self.retry_in_s():.0f} s",
+                              provider=self.provider, vendor_code="keys_unavailable") from exc
+        self._failures = 0
+        self._keys = keys
         self._fetched_at = self._clock()
+
+    def retry_in_s(self) -> float:
+        """Seconds before the next fetch is allowed after failed ones (0 when it is now)."""
+        if not self._failures:
+            return 0.0
+        delay = max(self._backoff(self._failures) if self._backoff else 0.0, self.min_refresh_s)
+        return max(self._failed_at + delay - self._clock(), 0.0)
 
     @property
     def may_refresh(self) -> bool:
         """True when an early refetch (after a failed verification) is allowed now."""
-        return self._clock() - self._fetched_at >= self.min_refresh_s
+        return self._clock() - self._fetched_at >= self.min_refresh_s and self.retry_in_s() == 0
 
 
 def key_fetcher(provider: Provider, client: httpx.AsyncClient) -> KeyFetcher:
@@ -145,21 +181,15 @@ async def verify_and_parse(provider: Provider, headers: Mapping[str, str], body:
 
 
 class ReplayGuard:
-    """Remembers message ids for ``window_s`` so a captured delivery replayed inside the
-    timestamp tolerance is noticed. Beyond the window the timestamp check rejects it.
+    """Acts once per :attr:`WebhookEvent.dedupe_key`: a vendor's retried delivery, or a
+    captured one replayed (apiframe signs no timestamp, so its deliveries verify forever),
+    wakes no second poll. Remembered for ``ttl_s`` in the job store, so it holds across a
+    restart and across replicas sharing the store."""
 
-    Memory only: across replicas the service's dedupe by :attr:`WebhookEvent.dedupe_key`
-    is what keeps a replay harmless."""
+    def __init__(self, sighting: Sighting, *, ttl_s: float = SEEN_TTL_S) -> None:
+        self._sighting = sighting
+        self.ttl_s = ttl_s
 
-    def __init__(self, *, window_s: float = TIMESTAMP_TOLERANCE_S, clock: Clock = time.monotonic) -> None:
-        self.window_s = window_s
-        self._clock = clock
-        self._seen: dict[str, float] = {}
-
-    def first_sighting(self, message_id: str) -> bool:
-        now = self._clock()
-        self._seen = {k: t for k, t in self._seen.items() if now - t < self.window_s}
-        if message_id in self._seen:
-            return False
-        self._seen[message_id] = now
-        return True
+    async def first_sighting(self, event: WebhookEvent) -> bool:
+        # unit separators: no vendor id or state word contains one
+        return await self._sighting("\x1f".join(event.dedupe_key), ttl_s=self.ttl_s)

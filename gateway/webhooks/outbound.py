@@ -101,6 +101,11 @@ def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
+def encode_body(payload: Mapping[str, Any]) -> bytes:
+    """The bytes of a message: compact, keys sorted, so equal payloads are equal bodies."""
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+
+
 # -- delivery ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Backoff:
@@ -157,7 +162,7 @@ async def post_with_retries(client: httpx.AsyncClient, url: str, render: Render,
                             backoff: Backoff = Backoff(), rng: Callable[[], float] = random.random,
                             timeout_s: float = 15.0) -> DeliveryRecord:
     """POST until a 2xx or ``max_attempts``; any signing scheme (``render`` decides)."""
-    record = DeliveryRecord(message_id, _without_query(url))
+    record = DeliveryRecord(message_id, without_query(url))
     for number in range(1, max_attempts + 1):
         body, headers = render()
         started = clock()
@@ -184,7 +189,7 @@ async def deliver(client: httpx.AsyncClient, url: str, payload: Mapping[str, Any
     its own timestamp. Pass the same ``message_id`` when resending after a restart."""
     secret_bytes(secret)  # a malformed secret fails here, before any network call
     msg_id = message_id or new_message_id()
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    body = encode_body(payload)
 
     def render() -> tuple[bytes, Mapping[str, str]]:
         return body, signed_headers(secret, msg_id, int(clock()), body)
@@ -193,7 +198,7 @@ async def deliver(client: httpx.AsyncClient, url: str, payload: Mapping[str, Any
                                    max_attempts=max_attempts, backoff=backoff, rng=rng)
 
 
-def _without_query(url: str) -> str:
+def without_query(url: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 

@@ -42,6 +42,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.policies import retry_after_s
 from gateway.pricing import Quote, usd
@@ -243,7 +244,8 @@ def error_from(response: httpx.Response, *, submit: bool) -> ProviderError:
     if code == 404:
         if submit:
             return ProviderRejected(f"endpoint not found: {said}", vendor_code="not_found", **kw)
-        return ProtocolError(f"job not found: {said}", vendor_code="not_found", **kw)
+        # we only poll ids apiframe gave us: amnesia, not rejection (the job may still bill)
+        return VendorLostJob(f"job not found: {said}", vendor_code="not_found", **kw)
     if code == 409:
         return ProviderRejected(f"idempotency key reused with a different request: {said}",
                                 vendor_code="idempotency_conflict", **kw)

@@ -35,6 +35,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.policies import retry_after_s
 from gateway.pricing import Quote, usd
@@ -243,14 +244,15 @@ class FalAdapter(Provider):
                 # the run's own failure replayed by the queue (fal retried it already, bills nothing)
                 return GenerationFailed(f"the run failed (HTTP {code}): {text}", **kw)
             return Unavailable(f"HTTP {code}: {text}", **kw)
+        if code == 404 and phase in ("status", "result"):
+            # fal accepted this request (the URL is its own answer): amnesia, not rejection
+            return VendorLostJob(f"fal does not know this request any more: {text}", **kw)
         if parsed is None:
             return ProtocolError(f"HTTP {code} with a body that is not fal's error JSON", **kw)
         if vendor_code == CONTENT_POLICY:
             return ContentRejected(f"content policy: {text}", **kw)
-        if code == 404:
-            if phase == "submit":
-                return ProviderRejected(f"unknown endpoint: {text}", **kw)
-            return ProtocolError(f"fal does not know this request any more: {text}", **kw)
+        if code == 404:  # submit: the endpoint is unknown, no request was made
+            return ProviderRejected(f"unknown endpoint: {text}", **kw)
         if phase == "result" and code == 400 and isinstance(body.detail, str) and error_type is None:
             # fal answers 400 {"detail": "Request is still in progress"} before completion:
             # structurally a plain-string detail with no error_type. Retryable, not a failure.

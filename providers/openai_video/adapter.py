@@ -37,6 +37,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.frames import video_size
 from gateway.pricing import Quote, usd
@@ -190,6 +191,10 @@ def classify_error(
     message = (body.message if body and body.message else None) or f"HTTP {status} without an error body"
     kw: dict[str, Any] = {"provider": provider, "status_code": status,
                           "vendor_code": code or (body.type if body else None)}
+    if status == 404 and phase in ("status", "content"):
+        # we only ask for jobs the vendor gave us: it accepted this one and now forgets it,
+        # which is amnesia, not rejection (the job may still run and bill)
+        return VendorLostJob(f"job not found: {message}", **kw)
     by_code = catalog.error_codes.get(code or "")
     if status == 429 or by_code is RateLimited:
         return RateLimited(message, retry_after=retry_after_s(response.headers, now), **kw)
@@ -199,9 +204,6 @@ def classify_error(
         return AuthenticationFailed(message, **kw)
     if status == 402:
         return InsufficientCredits(message, **kw)
-    if status == 404 and phase in ("status", "content"):
-        # we only ask for jobs the vendor gave us: a 404 means the vendor broke its word
-        return ProtocolError(f"job not found: {message}", **kw)
     if status == 408 or status >= 500:
         return Unavailable(message, **kw)
     if 400 <= status < 500:

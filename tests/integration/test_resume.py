@@ -95,3 +95,36 @@ async def test_idempotency_key_is_shared_through_the_store(tmp_path):
                 await a.wait(one.id) if one.id in a.jobs else await b.wait(two.id)
     stats = sandbox.stats()
     assert sum(stats[v]["accepted_submissions"] for v in stats) == 1
+
+
+async def test_an_accept_lost_to_the_stop_is_reconciled_by_the_same_idempotency_key(tmp_path):
+    # apiframe made the job, but the process died before the job's id was written: the next
+    # process asks again with the same Idempotency-Key and gets that job back -- reconciled,
+    # not paid twice, not left at risk
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.1, run_s=0.2))
+    emulator = sandbox.emulators["apiframe"]
+    with BackgroundServer(sandbox.app) as server:
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            real_save, dying = store.save, asyncio.Event()
+
+            async def save_until_the_accept(job, **kw):
+                if job.current is not None and job.current.vendor_job is not None:
+                    dying.set()  # the accept is in: the process dies before writing it
+                    await asyncio.Event().wait()
+                await real_save(job, **kw)
+
+            store.save = save_until_the_accept
+            first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            job = await first.submit(VideoRequest(prompt="fox", providers=("apiframe",)))
+            await dying.wait()
+            await stop_abruptly(first)
+            store.save = real_save
+            assert (await store.get(job.id)).current.vendor_job is None  # its id never written
+
+            second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+            async with second:
+                await second.resume()
+                done = await second.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED and len(done.attempts) == 1
+    assert done.attempts[0].vendor_job.vendor_id == next(iter(emulator.jobs))  # the job it made first
+    assert emulator.accepted_submissions == 1 and done.at_risk_usd == 0

@@ -172,3 +172,34 @@ async def test_polls_follow_the_vendors_progress_and_the_durations_learned(world
     polls = [j.attempts[0].polls for j in (reported, first, second)]
     assert polls[0] <= 10, polls
     assert polls[2] <= 10 and polls[2] < polls[1], polls
+
+
+@pytest.mark.parametrize(("vendor", "shape"), [("fal", {"aspect_ratio": "9:21"}),
+                                               ("apiframe", {"providers": ["apiframe"]}),
+                                               ("railwail", {"providers": ["railwail"]})])
+async def test_a_job_the_vendor_forgets_is_lost_not_rejected(world, vendor, shape):
+    # the vendor accepts, then answers 404 for it (a queue restarted empty): retried within the
+    # poll budget, then failed as VendorLostJob with the estimate at risk -- never resubmitted
+    gw, sandbox, _ = world(faults={vendor: ["forget"]})
+    async with gw:
+        job = await gw.generate(VideoRequest(prompt="a fox", **shape))
+    assert job.status is JobStatus.FAILED and job.error["class"] == "VendorLostJob"
+    (attempt,) = job.attempts
+    assert attempt.provider == vendor and attempt.outcome is AttemptOutcome.UNKNOWN
+    assert attempt.polls == gw.settings.retry.poll_error_budget  # asked again, within the budget
+    assert attempt.cost_usd == 0 and attempt.at_risk_usd == attempt.estimated_usd > 0
+    assert job.at_risk_usd == attempt.estimated_usd and job.cost_usd == 0
+    assert job.to_dict()["at_risk"][0]["provider"] == vendor
+    assert {v: accepted(sandbox, v) for v in ("fal", "apiframe", "railwail")} == \
+        {v: int(v == vendor) for v in ("fal", "apiframe", "railwail")}
+
+
+async def test_a_lost_job_falls_back_only_when_duplicate_spend_is_allowed(world):
+    settings = Settings(fallback_order=["fal", "apiframe", "railwail"], allow_duplicate_spend=True)
+    gw, sandbox, _ = world(settings, faults={"fal": ["forget"]})
+    async with gw:
+        job = await gw.generate(VideoRequest(prompt="a fox", route="priority", providers=("fal", "railwail")))
+    assert job.status is JobStatus.SUCCEEDED and job.provider == "railwail"
+    assert job.attempts[0].error["class"] == "VendorLostJob" and job.at_risk_usd == job.attempts[0].estimated_usd
+    assert any("vendor_lost_job at fal" in n for n in job.notes)
+    assert accepted(sandbox, "fal") == 1 and accepted(sandbox, "railwail") == 1

@@ -21,6 +21,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.policies import retry_after_s
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState
@@ -138,6 +139,18 @@ async def test_status_wire_shape() -> None:
     assert sent.method == "GET" and sent.headers["X-API-Key"] == KEY and sent.content == b""
     assert "Idempotency-Key" not in sent.headers
     assert a.parse_status(vendor_job(a), response).state is VendorState.QUEUED
+
+
+@respx.mock
+async def test_a_job_apiframe_forgot_is_a_lost_job_not_a_rejection() -> None:
+    respx.get(f"{BASE}/v2/jobs/{JOB_ID}").mock(return_value=reply(404, "error_404.json"))
+    a = adapter()
+    async with httpx.AsyncClient() as client:
+        response = await client.send(a.build_status(vendor_job(a)))
+    with pytest.raises(VendorLostJob) as lost:
+        a.parse_status(vendor_job(a), response)
+    assert lost.value.retryable and not lost.value.fallback_safe
+    assert (lost.value.status_code, lost.value.vendor_code) == (404, "not_found")
 
 
 def test_base_url_override_and_model_id_options() -> None:
@@ -348,7 +361,7 @@ def test_status_non_json_is_protocol_error() -> None:
 
 
 @pytest.mark.parametrize(("code", "name", "cls"), [
-    (404, "error_404.json", ProtocolError),
+    (404, "error_404.json", VendorLostJob),
     (400, "error_400_validation.json", ProtocolError),
     (401, "error_401.json", AuthenticationFailed),
     (403, "error_403.json", AuthenticationFailed),

@@ -16,10 +16,10 @@ from gateway.errors import (
     AuthenticationFailed,
     GenerationFailed,
     InsufficientCredits,
-    ProtocolError,
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState
 from gateway.request import Resolution, VideoRequest
@@ -214,7 +214,7 @@ async def test_validation_reject_reaches_the_adapter_with_its_path(serve: Callab
 async def test_unknown_job_is_404_and_bad_id_is_400(serve: Callable, client: httpx.AsyncClient) -> None:
     _, a, url = start(serve)
     ghost = VendorJob("apiframe", "luma-ray-flash-2", str(uuid.uuid4()), url, "test")
-    with pytest.raises(ProtocolError, match="not found") as info:
+    with pytest.raises(VendorLostJob, match="not found") as info:
         a.parse_status(ghost, await client.send(a.build_status(ghost)))
     assert info.value.status_code == 404
     bad = await client.get(url + "/v2/jobs/not-a-uuid", headers={"X-API-Key": KEY})

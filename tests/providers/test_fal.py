@@ -22,6 +22,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.policies import retry_after_s
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState
@@ -155,7 +156,8 @@ def test_status_protocol_errors(name: str) -> None:
     ("error_403", "status", AuthenticationFailed, None),
     ("error_402", "submit", InsufficientCredits, None),
     ("error_404", "submit", ProviderRejected, None),
-    ("error_404", "status", ProtocolError, None),
+    ("error_404", "status", VendorLostJob, None),
+    ("error_404", "result", VendorLostJob, None),
     ("error_409", "submit", Unavailable, None),
     ("error_400_bad_request", "submit", ProviderRejected, "bad_request"),
     ("error_422_validation", "submit", ProviderRejected, "enum"),
@@ -180,6 +182,23 @@ def test_error_mapping(name: str, phase: str, cls: type, vendor_code: str | None
     assert type(error) is cls
     assert (error.provider, error.status_code, error.vendor_code) == ("fal", response.status_code, vendor_code)
     assert KEY not in error.message
+
+
+@respx.mock
+async def test_a_forgotten_request_is_a_lost_job_not_a_rejection() -> None:
+    # fal's answer for a request id its queue does not know (the emulator's, restarted empty)
+    respx.get(f"{JOB_BASE}/status").respond(404, json={"detail": "Request not found"})
+    respx.get(JOB_BASE).respond(404, json={"detail": "Request not found"})
+    fal, vjob = adapter(), job()
+    async with httpx.AsyncClient() as client:
+        status = await client.send(fal.build_status(vjob))
+        result = await client.send(fal.build_result(vjob))
+    with pytest.raises(VendorLostJob) as on_status:
+        fal.parse_status(vjob, status)
+    with pytest.raises(VendorLostJob) as on_result:
+        fal.parse_result(vjob, result)
+    for error in (on_status.value, on_result.value):
+        assert error.retryable and not error.fallback_safe and error.status_code == 404
 
 
 def test_parse_methods_raise_mapped_errors() -> None:

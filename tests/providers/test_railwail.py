@@ -25,6 +25,7 @@ from gateway.errors import (
     ProviderRejected,
     RateLimited,
     Unavailable,
+    VendorLostJob,
 )
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState, VideoResult
 from gateway.request import AspectRatio, ModelFamily, Resolution, VideoRequest
@@ -118,6 +119,20 @@ async def test_status_and_download_requests_are_authenticated() -> None:
     assert a.build_result(job()) is None and a.build_cancel(job()) is None
 
 
+@respx.mock
+async def test_a_video_railwail_forgot_is_a_lost_job_on_status_and_content() -> None:
+    a = adapter()
+    respx.get(f"{BASE}/videos/{VID}").mock(return_value=fixture("error_404.json", 404))
+    respx.get(f"{BASE}/videos/{VID}/content").mock(return_value=fixture("error_404.json", 404))
+    async with httpx.AsyncClient() as client:
+        status = await client.send(a.build_status(job()))
+        content = await client.get(f"{BASE}/videos/{VID}/content")
+    with pytest.raises(VendorLostJob):
+        a.parse_status(job(), status)
+    lost = classify_error("railwail", CATALOG, content, phase="content")
+    assert isinstance(lost, VendorLostJob) and not lost.fallback_safe and lost.status_code == 404
+
+
 def test_parse_submit_keeps_everything_but_the_key() -> None:
     a = adapter()
     vendor_job = a.parse_submit(VideoRequest(prompt="p"), fixture("video_queued.json"))
@@ -157,9 +172,10 @@ def test_status_unknown_or_unreadable_is_protocol_error(name: str) -> None:
         adapter().parse_status(job(), fixture(name))
 
 
-def test_status_404_is_protocol_error_but_submit_404_is_rejection() -> None:
-    with pytest.raises(ProtocolError):
+def test_status_404_is_a_lost_job_but_submit_404_is_rejection() -> None:
+    with pytest.raises(VendorLostJob) as lost:
         adapter().parse_status(job(), fixture("error_404.json", 404))
+    assert lost.value.retryable and not lost.value.fallback_safe
     with pytest.raises(ProviderRejected):
         adapter().parse_submit(VideoRequest(prompt="p"), fixture("error_404.json", 404))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -137,3 +138,35 @@ def test_build_storage_makes_a_local_directory_storage(tmp_path: Path) -> None:
     assert isinstance(built, LocalStorage) and built.root == (tmp_path / "videos").resolve()
     chosen = build_storage(StorageConfig(path=str(tmp_path / "elsewhere")), {})
     assert isinstance(chosen, LocalStorage) and chosen.root == (tmp_path / "elsewhere").resolve()
+
+
+async def test_a_write_cancelled_while_its_file_is_being_opened_leaves_nothing_open(tmp_path, monkeypatch):
+    """The open runs in a thread that a cancel cannot stop: the file it opens is closed and
+    removed, not left to the garbage collector (a ResourceWarning, an error in this suite)."""
+    import gc
+    import threading
+
+    from gateway.storage import local
+
+    opening, release = threading.Event(), threading.Event()
+    real_open_private = local.open_private
+
+    def slow_open_private(path):
+        opening.set()
+        release.wait(30)
+        return real_open_private(path)
+
+    monkeypatch.setattr(local, "open_private", slow_open_private)
+
+    async def chunks():
+        yield b"never written"
+
+    target = tmp_path / "kept" / "video.mp4"
+    task = asyncio.ensure_future(local.write_file(target, chunks(), private=True))
+    await asyncio.to_thread(opening.wait, 30)
+    task.cancel()
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    gc.collect()
+    assert list(target.parent.iterdir()) == []

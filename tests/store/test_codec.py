@@ -82,3 +82,13 @@ def test_nan_is_refused_rather_than_written_as_invalid_json() -> None:
     job.progress = float("nan")
     with pytest.raises(ValueError):
         codec.dumps(codec.encode_job(job))
+
+
+def test_an_at_risk_amount_comes_back_exact_and_older_documents_have_none() -> None:
+    job = finished_job()
+    job.attempts[0].at_risk_usd = ESTIMATE
+    assert round_trip(job).attempts[0].at_risk_usd == ESTIMATE == round_trip(job).at_risk_usd
+    doc = codec.encode_job(finished_job())
+    for attempt in doc["attempts"]:
+        del attempt["at_risk_usd"]  # written before at-risk bookkeeping existed
+    assert codec.decode_job(doc).at_risk_usd == Decimal(0)

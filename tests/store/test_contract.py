@@ -10,7 +10,7 @@ import pytest
 from gateway.errors import InvalidRequest, Unavailable
 from gateway.job import Attempt, JobStatus, VideoJob
 from gateway.provider import ProviderSettings, Secret
-from gateway.store import JobStore, LeaseLost
+from gateway.store import JobStore, LeaseLost, migrations
 from gateway.store.codec import fingerprint
 from providers.fal import FalAdapter
 from tests.store.conftest import Backend
@@ -201,7 +201,7 @@ async def test_opening_twice_applies_migrations_once(backend: Backend, store: Jo
         assert await again.get(job.id) == job
     async with backend.make():
         pass
-    assert backend.versions() == [1]
+    assert backend.versions() == [m.version for m in migrations.load(backend.name)]
 
 
 async def test_the_api_key_is_never_stored(backend: Backend, store: JobStore) -> None:
@@ -237,3 +237,109 @@ async def test_the_request_fingerprint_is_kept_with_the_job(store: JobStore) -> 
     for loaded in (await store.get(job.id), await store.get_by_idempotency_key("pay-once", "key_a")):
         assert loaded is not None and loaded.fingerprint == fingerprint(job.request)
         assert loaded.fingerprint != fingerprint(new_job("another prompt", key="pay-once").request)
+
+
+async def test_list_at_risk_returns_only_jobs_that_may_have_been_billed_without_a_result(store: JobStore) -> None:
+    safe = await store.create(new_job(created_at=1000.0))
+    risky = await store.create(new_job(created_at=1001.0), owner="key_a")
+    other = await store.create(new_job(created_at=1002.0), owner="key_b")
+    for job in (risky, other):
+        job.attempts.append(Attempt(provider="fal", vendor_model="m", started_at=1.0, attempt_key=f"{job.id}.1",
+                                    estimated_usd=ESTIMATE))
+        job.attempts[0].finish_unknown(Unavailable("lost", provider="fal"))
+        job.fail(Unavailable("lost", provider="fal"))
+        await store.save(job)
+    assert [j.id for j in await store.list_jobs(at_risk=True)] == [other.id, risky.id]
+    assert [j.id for j in await store.list_jobs(at_risk=True, owner="key_a")] == [risky.id]
+    assert [j.id for j in await store.list_jobs(at_risk=True, limit=1, after=other.id)] == [risky.id]
+    assert (await store.list_jobs(at_risk=True))[0].at_risk_usd == ESTIMATE
+    assert {j.id for j in await store.list_jobs()} == {safe.id, risky.id, other.id}
+    # a replica's leased save sets the flag too (an attempt lost while the job moves on)
+    (claimed,) = await store.claim("replica-1", LEASE_S, 10)
+    claimed.attempts.append(Attempt(provider="fal", vendor_model="m", started_at=1.0, attempt_key="k",
+                                    estimated_usd=ESTIMATE))
+    claimed.attempts[0].finish_unknown(Unavailable("lost", provider="fal"))
+    await store.save(claimed, lease_owner="replica-1")
+    assert safe.id in {j.id for j in await store.list_jobs(at_risk=True)}
+
+
+async def test_a_webhook_key_is_seen_once_until_it_expires_also_after_reopening(
+        backend: Backend, store: JobStore, clock: FakeClock) -> None:
+    assert await store.first_sighting("fal|req-1|succeeded", ttl_s=60)
+    assert not await store.first_sighting("fal|req-1|succeeded", ttl_s=60)
+    assert await store.first_sighting("fal|req-1|running", ttl_s=60)  # another key
+    async with backend.make() as reopened:  # a restarted process remembers
+        assert not await reopened.first_sighting("fal|req-1|succeeded", ttl_s=60)
+    clock.t += 61
+    assert await store.first_sighting("fal|req-1|succeeded", ttl_s=60)  # expired: acted on again
+
+
+async def test_concurrent_sightings_of_one_key_admit_exactly_one(backend: Backend, store: JobStore) -> None:
+    async with backend.make() as other:  # another process or replica on the same database
+        seen = await asyncio.gather(*(s.first_sighting("apiframe|job|succeeded", ttl_s=60)
+                                      for _ in range(20) for s in (store, other)))
+    assert sum(seen) == 1
+
+
+def finished_with_webhook(created_at: float = 1000.0) -> VideoJob:
+    job = new_job(created_at=created_at, webhook_url="https://app.example/hook")
+    job.fail(Unavailable("down", provider="fal"))
+    return job
+
+
+async def test_saving_a_finished_job_with_a_webhook_queues_one_message(store: JobStore, clock: FakeClock) -> None:
+    quiet = new_job(created_at=999.0)
+    quiet.fail(Unavailable("down", provider="fal"))
+    await store.save(quiet)  # no webhook_url: nothing to send
+    running = new_job(webhook_url="https://app.example/hook")
+    await store.save(running)  # not finished: nothing to announce yet
+    job = finished_with_webhook()
+    await store.save(job)
+    await store.save(job)  # saved again (a later note): still one message
+    (row,) = await store.lease_deliveries("r1", LEASE_S, 10)
+    assert (row.job_id, row.status, row.attempts, row.body) == (job.id, "failed", 0, None)
+    assert row.message_id.startswith("msg_")
+
+
+async def test_an_outbox_message_is_retried_with_the_same_id_until_done(
+        backend: Backend, store: JobStore, clock: FakeClock) -> None:
+    await store.save(finished_with_webhook())
+    (first,) = await store.lease_deliveries("r1", LEASE_S, 10)
+    assert await store.lease_deliveries("r2", LEASE_S, 10) == []  # leased: no one else sends it
+    assert not await store.record_delivery(first.message_id, "r2", attempts=1, body="{}", next_at=clock.t)
+    assert await store.record_delivery(first.message_id, "r1", attempts=1, body='{"a":1}', next_at=clock.t + 5)
+    assert await store.lease_deliveries("r2", LEASE_S, 10) == []  # not due yet
+    clock.t += 5
+    async with backend.make() as restarted:  # a new process continues it
+        (again,) = await restarted.lease_deliveries("r2", LEASE_S, 10)
+        assert (again.message_id, again.attempts, again.body) == (first.message_id, 1, '{"a":1}')
+        assert await restarted.record_delivery(again.message_id, "r2", attempts=2, body=again.body,
+                                               next_at=None, delivered=True)
+    clock.t += 3600
+    assert await store.lease_deliveries("r1", LEASE_S, 10) == []  # delivered: never sent again
+
+
+async def test_a_dead_senders_lease_expires_and_concurrent_senders_never_share(
+        backend: Backend, store: JobStore, clock: FakeClock) -> None:
+    for i in range(10):
+        await store.save(finished_with_webhook(created_at=1000.0 + i))
+    async with backend.make() as other:
+        got = await asyncio.gather(store.lease_deliveries("r1", LEASE_S, 6), other.lease_deliveries("r2", LEASE_S, 6))
+    ids = [r.message_id for rows in got for r in rows]
+    assert len(ids) == len(set(ids)) == 10
+    clock.t += LEASE_S + 1  # both died mid-send
+    assert len(await store.lease_deliveries("r3", LEASE_S, 100)) == 10
+
+
+async def test_concurrent_saves_all_land_and_a_fenced_one_fails_alone(store: JobStore) -> None:
+    # SQLite writes concurrent saves in one transaction (group commit): one save losing its
+    # lease must not take its batchmates down with it
+    jobs = [await store.create(new_job(created_at=1000.0 + i)) for i in range(30)]
+    (leased,) = await store.claim("replica-1", LEASE_S, 1)
+    for job in jobs:
+        job.move(JobStatus.SUBMITTED)
+    outcomes = await asyncio.gather(*(store.save(j) for j in jobs[1:]),
+                                    store.save(leased, lease_owner="replica-2"), return_exceptions=True)
+    assert all(o is None for o in outcomes[:-1]) and isinstance(outcomes[-1], LeaseLost)
+    for job in jobs[1:]:
+        assert (await store.get(job.id)).status is JobStatus.SUBMITTED

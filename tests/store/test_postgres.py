@@ -10,6 +10,7 @@ import asyncio
 import psycopg
 from psycopg import sql
 
+from gateway.store import migrations
 from gateway.store.postgres import PostgresJobStore
 from tests.store.conftest import PG_DSN, postgres_backend
 from tests.store.jobs import BILLED, finished_job, new_job
@@ -55,7 +56,7 @@ async def test_replicas_starting_together_migrate_once(pg_schema: str) -> None:
     replicas = [backend.make() for _ in range(5)]
     await asyncio.gather(*(r.open() for r in replicas))
     try:
-        assert backend.versions() == [1]
+        assert backend.versions() == [m.version for m in migrations.load("postgres")]
         await replicas[0].create(new_job())
         assert len(await replicas[4].list_jobs()) == 1
     finally:

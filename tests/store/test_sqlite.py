@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import ConfigError
-from gateway.store import SqliteJobStore, default_sqlite_path, open_store
+from gateway.store import SqliteJobStore, default_sqlite_path, migrations, open_store
 from gateway.store.postgres import PostgresJobStore
 from tests.store.jobs import new_job
 
@@ -78,4 +78,5 @@ async def test_two_processes_share_one_file(tmp_path: Path) -> None:
     async with SqliteJobStore(path) as store:
         assert len(await store.list_jobs(limit=1000)) == 3 * JOBS_PER_PROCESS
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        versions = conn.execute("SELECT version FROM schema_version").fetchall()
+        assert versions == [(m.version,) for m in migrations.load("sqlite")]

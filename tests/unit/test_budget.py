@@ -25,6 +25,18 @@ def test_ledger_refuses_past_the_daily_limit_and_rolls_over_at_midnight():
     assert ledger.spent_today() == Decimal("0")
 
 
+def test_an_at_risk_amount_is_kept_apart_from_spend_and_still_counts_against_the_limit():
+    now = [1_700_000_000.0]
+    ledger = SpendLedger(1.0, clock=lambda: now[0])
+    ledger.reserve("lost", Decimal("0.60"))
+    ledger.settle("lost", Decimal("0"), at_risk=Decimal("0.60"))  # the vendor lost the job: it may bill
+    assert (ledger.spent_today(), ledger.at_risk_today()) == (Decimal("0"), Decimal("0.60"))
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve("next", Decimal("0.50"))
+    now[0] += 86_400
+    assert ledger.at_risk_today() == Decimal("0")
+
+
 async def test_daily_budget_is_enforced_before_any_vendor_call(serve):
     clock = FakeClock()
     settings = Settings(fallback_order=["toy"], budgets=BudgetConfig(per_day_usd=0.15))

@@ -14,9 +14,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from gateway.emulation.base import Timing
 from gateway.emulation.faults import Fault, FaultSpec
 from gateway.emulation.outbox import Outbox
-from gateway.errors import ContentRejected, GenerationFailed, ProtocolError, WebhookRejected
+from gateway.errors import ContentRejected, GenerationFailed, ProtocolError, Unavailable, WebhookRejected
 from gateway.provider import ProviderSettings, Secret, VendorState
 from gateway.request import Resolution, VideoRequest
+from gateway.store import SqliteJobStore
 from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher, verify_and_parse
 from providers.fal import FalAdapter
 from providers.fal import webhooks as fal_webhooks
@@ -210,12 +211,43 @@ async def test_a_rotated_key_is_picked_up_by_one_early_refetch() -> None:
     assert event.vendor_id == "req-1" and cache.fetches == 2
 
 
-def test_replay_guard_notices_a_repeat_inside_the_window() -> None:
+async def test_replay_guard_acts_once_per_dedupe_key_until_it_expires(tmp_path) -> None:
     clock = FakeClock()
-    guard = ReplayGuard(window_s=300, clock=clock.now)
-    assert guard.first_sighting("req-1:sig") and not guard.first_sighting("req-1:sig")
-    clock.t += 300
-    assert guard.first_sighting("req-1:sig")  # older than the window: the timestamp check rejects it
+    async with SqliteJobStore(tmp_path / "r.db", clock=clock.now) as store:
+        guard = ReplayGuard(store.first_sighting, ttl_s=300)
+        event = fal_webhooks.parse(json.dumps(OK).encode(), cancelled_error_types=["client_cancelled"])
+        assert await guard.first_sighting(event) and not await guard.first_sighting(event)
+        clock.t += 301
+        assert await guard.first_sighting(event)
+
+
+async def test_a_failed_key_fetch_backs_off_instead_of_refetching_per_request() -> None:
+    clock = FakeClock()
+    down = [True]
+
+    async def fetch() -> list:
+        if down[0]:
+            raise httpx.ConnectError("refused")
+        return [KEY.public_key()]
+
+    cache = KeyCache(fetch, clock=clock.now, backoff=lambda failures: 60.0 * 2 ** (failures - 1))
+    headers, raw = signed(OK)
+    for _ in range(50):  # a burst of deliveries while fal's JWKS is unreachable
+        with pytest.raises(Unavailable):
+            await verify_and_parse(adapter(), headers, raw, now=NOW, keys=cache)
+    assert cache.fetches == 1 and cache.retry_in_s() == 60
+    await clock.sleep(60)
+    with pytest.raises(Unavailable):
+        await cache.keys()
+    assert cache.fetches == 2 and cache.retry_in_s() == 120  # the next wait doubles
+    down[0] = False
+    await clock.sleep(119)
+    with pytest.raises(Unavailable):
+        await cache.keys()
+    assert cache.fetches == 2
+    await clock.sleep(1)
+    assert (await verify_and_parse(adapter(), headers, raw, now=NOW, keys=cache)).vendor_id == "req-1"
+    assert cache.fetches == 3 and cache.retry_in_s() == 0
 
 
 # -- the emulator ----------------------------------------------------------------------------

@@ -1,0 +1,21 @@
+-- The jobs' own webhooks (to apps), waiting to be delivered: a row per terminal event,
+-- written in the same transaction as the terminal job, so a SIGKILL loses none; after a
+-- restart delivery continues with the same message id (the Standard Webhooks webhook-id).
+-- lease_owner / lease_until let one replica of several send a row at a time.
+CREATE TABLE webhook_outbox (
+    message_id  TEXT PRIMARY KEY,
+    job_id      TEXT NOT NULL,
+    -- the job's terminal status the message announces
+    status      TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    next_at     REAL NOT NULL,
+    -- fixed at the first attempt: every retry sends the same bytes
+    body        TEXT,
+    -- set when acknowledged or given up
+    done_at     REAL,
+    delivered   INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL,
+    UNIQUE (job_id, status)
+);
+CREATE INDEX webhook_outbox_due ON webhook_outbox (next_at) WHERE done_at IS NULL;
