@@ -221,7 +221,8 @@ class Gateway:
         job_id = job if isinstance(job, str) else job.id
         task = self._tasks.get(job_id)
         if task is not None:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
+                await asyncio.shield(task)
         return await self._known(job)
 
     async def wait_all(self, jobs: Iterable[VideoJob | str], *,

@@ -53,7 +53,8 @@ class BodyReader:
         if self.complete:
             return await self._receive()
         try:
-            message = await asyncio.wait_for(self._receive(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: it can swallow a cancel (3.11)
+                message = await self._receive()
         except TimeoutError:
             raise ApiError(408, f"the request body stopped arriving for {self.timeout_s:g} s", code="body_timeout",
                            headers={"Connection": "close"}) from None

@@ -149,8 +149,9 @@ class RedisLimiter:
                     self._held.setdefault(provider, set()).add(token)
                     self._start_renewing()
                     return token
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(released.wait(), self.poll_s)
+                with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel (3.11)
+                    async with asyncio.timeout(self.poll_s):
+                        await released.wait()
         except asyncio.CancelledError:  # the job was cancelled while queued: leave the queue
             self.shared.spawn(self._release(keys=keys, args=[token]))
             raise

@@ -15,6 +15,7 @@ sender's message is taken over when its lease expires (``LEASE_S``, longer than 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -84,10 +85,12 @@ class DeliveryWorker:
                 more = False
             if not more:
                 self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), TICK_S)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel
+                # that arrives as the event is set (a job finishing as the service stops),
+                # and this loop then never ended (a shutdown that hung)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TICK_S):
+                        await self._wake.wait()
 
     async def deliver_due(self) -> bool:
         """One round: lease what is due and attempt each once. True when more may be due."""

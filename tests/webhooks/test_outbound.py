@@ -174,3 +174,27 @@ async def test_outbox_delivers_only_what_is_due() -> None:
     done["a"] = True
     records = await outbox.deliver_due()
     assert [r.delivered for r in records] == [True] and seen == [b"a"] and outbox.pending == 0
+
+
+async def test_the_delivery_worker_stops_when_cancelled_as_a_job_finishes(tmp_path):
+    """A service stopping cancels its watchers, whose last act is ``kick``, and the worker in
+    the same step: the cancel must win (``asyncio.wait_for`` on 3.11 swallowed it when the
+    event was set at that moment, and the shutdown waited for ever)."""
+    import asyncio
+
+    import httpx
+
+    from gateway.store.sqlite import SqliteJobStore
+    from gateway.webhooks.delivery import DeliveryWorker
+
+    async with SqliteJobStore(tmp_path / "jobs.db") as store, httpx.AsyncClient() as client:
+        worker = DeliveryWorker(store, client, SECRET)
+        running = asyncio.ensure_future(worker.run())
+        for _ in range(50):  # until it waits for work (its first round found none)
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.05)
+        worker.kick()
+        running.cancel()
+        done, _ = await asyncio.wait([running], timeout=5)
+        assert done, "the worker went on after it was cancelled"
+        assert running.cancelled()
