@@ -58,6 +58,11 @@ class Adoptions:
         self._waiting: dict[str, tuple[str, asyncio.Future[str]]] = {}
         self._early: OrderedDict[tuple[str, str], str] = OrderedDict()
 
+    @property
+    def waiting(self) -> int:
+        """Attempts waiting now."""
+        return len(self._waiting)
+
     def possible(self, provider: Provider) -> bool:
         return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY and self.settings.adoption_window_s > 0
                 and callback_url(self.settings, provider, "") is not None)
