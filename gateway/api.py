@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
 from gateway.errors import DeadlineExceeded, IdempotencyConflict, ReelgateError
@@ -109,6 +110,7 @@ class Gateway:
         self._listeners: dict[str, list[OnUpdate]] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
+        self.adoptions = Adoptions(settings)
         self.ledger: Ledger = self.shared.ledger("gateway", settings.budgets.per_day_usd)
         #: the ledgers each unfinished job is charged to, until it is settled (``_close``)
         self._holds: dict[str, tuple[Ledger, ...]] = {}
@@ -295,6 +297,12 @@ class Gateway:
         event.set()
         return True
 
+    def adopt(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
+        """A verified callback for ``provider``'s job ``vendor_id`` names ``attempt_key``:
+        an attempt whose submit answer was lost follows that job (``gateway.adoption``).
+        True when such an attempt was waiting here."""
+        return self.adoptions.offer(provider, attempt_key, vendor_id)
+
     async def resume(self, *, budget_of: Callable[[str | None], Ledger | None] | None = None) -> list[VideoJob]:
         """Start following every unfinished job in the store (after a restart): polls what
         vendors accepted, never resubmits blindly what may have been sent. Each job's estimate
@@ -412,7 +420,8 @@ class Gateway:
             runner = self._shared_runner = JobRunner(
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
                 on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
-                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter)
+                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
+                adoptions=self.adoptions)
         return runner
 
     def _fail(self, job: VideoJob, error: ReelgateError) -> None:

@@ -142,6 +142,9 @@ class Settings(BaseModel):
     #: after an ambiguous submit at a vendor that cannot deduplicate, may we try another
     #: vendor even though the first may also bill? Off: the job fails and says why.
     allow_duplicate_spend: bool = False
+    #: seconds after a submit whose answer was lost during which the vendor's job may still
+    #: be adopted (a fal callback naming the attempt); then the attempt fails, at risk
+    adoption_window_s: float = Field(default=300.0, ge=0)
     #: after a vendor's moderation rejects a job, try the next vendor (off: stop there)
     content_rejection_fallback: bool = False
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)

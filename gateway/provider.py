@@ -29,6 +29,18 @@ if TYPE_CHECKING:
     from gateway.webhooks.inbound import WebhookEvent
 
 
+class Adoption(StrEnum):
+    """How the gateway finds a vendor job whose submit answer it lost, without paying twice
+    (declared per vendor in its catalog; read by ``gateway.adoption``)."""
+
+    #: nothing: a lost answer leaves the attempt unknown and at risk
+    NONE = "none"
+    #: the submit is resent with the same key and the vendor returns the job it made
+    IDEMPOTENCY_KEY = "idempotency_key"
+    #: the submit's callback URL names the attempt; the vendor's signed callback names its job
+    WEBHOOK_ATTEMPT_KEY = "webhook_attempt_key"
+
+
 class Secret:
     """A credential that never prints itself: repr, str and f-strings show ``***``."""
 
@@ -160,6 +172,8 @@ class Provider(ABC):
     #: the vendor calls ``callback_url`` (given to ``build_submit``) when a job finishes;
     #: such adapters override ``verify_webhook`` and ``parse_webhook``
     supports_webhooks: ClassVar[bool] = False
+    #: how a job whose submit answer was lost is found again (``Adoption``)
+    adoption: ClassVar[Adoption] = Adoption.NONE
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
@@ -214,6 +228,12 @@ class Provider(ABC):
     @abstractmethod
     def parse_submit(self, request: VideoRequest, response: httpx.Response) -> VendorJob:
         """A vendor job from the submit answer, or raise a classified ``ProviderError``."""
+
+    def adopted_job(self, vendor_model: str, vendor_id: str) -> VendorJob | None:
+        """The vendor job ``vendor_id`` of ``vendor_model``, known from a verified callback
+        rather than a submit answer (``Adoption.WEBHOOK_ATTEMPT_KEY``); None when this vendor
+        cannot address a job by its id alone."""
+        return None
 
     @abstractmethod
     def build_status(self, job: VendorJob) -> httpx.Request: ...

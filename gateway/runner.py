@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from gateway.adoption import Adoptions
 from gateway.config import Settings
 from gateway.errors import (
     AmbiguousSubmit,
@@ -76,6 +77,7 @@ class JobRunner:
         nudges: dict[tuple[str, str], Nudge] | None = None,
         submit_gate: asyncio.Semaphore | None = None,
         limiter: ConcurrencyLimiter | None = None,
+        adoptions: Adoptions | None = None,
     ) -> None:
         self.providers = providers
         self.settings = settings
@@ -90,6 +92,8 @@ class JobRunner:
         self._submit_gate = submit_gate or asyncio.Semaphore(SUBMITS_IN_FLIGHT)
         #: ``concurrency_limit`` slots per vendor, held from submit to the vendor job's end
         self.limiter = limiter or LocalLimiter()
+        #: attempts whose submit answer was lost, waiting for a vendor callback naming them
+        self.adoptions = adoptions or Adoptions(settings)
 
     def run(self, job: VideoJob, plan: Plan) -> Coroutine[Any, Any, VideoJob]:
         """Drive ``job`` through the plan's candidates to a terminal state (await it)."""
@@ -125,10 +129,12 @@ class JobRunner:
             if not provider.supports_idempotency:
                 lost = AmbiguousSubmit("the process stopped while this submit was in flight; a job may exist",
                                        provider=provider.name)
-                current.finish_unknown(lost)
-                return await self._continue(job, remaining, lost)
-            error = await self._submit(job, live)  # same attempt key: the vendor returns its job
-            if error is not None:
+                current.vendor_job = await self.adoptions.adopt(provider, current, lost)
+                if current.vendor_job is None:
+                    current.finish_unknown(lost)
+                    return await self._continue(job, remaining, lost)
+                await self._accepted(job, live)  # a callback named this attempt: follow its job
+            elif (error := await self._submit(job, live)) is not None:  # same key: the vendor returns its job
                 return await self._continue(job, remaining, error)
         elif self.health:
             self.health.started(provider.name)
@@ -196,6 +202,11 @@ class JobRunner:
             async with self._submit_gate:
                 live.attempt.vendor_job = await self.calls.submit(live, job)
         except ProviderError as exc:
+            # an answer lost on the way: the vendor's callback may still name this attempt
+            live.attempt.vendor_job = await self.adoptions.adopt(live.provider, live.attempt, exc)
+            if live.attempt.vendor_job is not None:
+                await self._accepted(job, live)
+                return None
             if exc.fallback_safe:
                 live.attempt.finish(AttemptOutcome.REJECTED, exc)
             else:
@@ -203,15 +214,19 @@ class JobRunner:
             self._record_outcome(live, exc)
             await self._save(job)
             return exc
+        await self._accepted(job, live)
+        return None
+
+    async def _accepted(self, job: VideoJob, live: LiveAttempt) -> None:
+        """The vendor has the attempt's job (its answer, or a callback adopting it)."""
         if self.health:
-            self.health.record_success(name, model)  # the vendor is up: it took the job
-            self.health.started(name)
+            self.health.record_success(live.provider.name, live.attempt.vendor_model)  # it took the job
+            self.health.started(live.provider.name)
         job.resolution = live.candidate.quote.resolution.value
         job.degradations = list(live.candidate.degradations)
         job.move(JobStatus.SUBMITTED)
         self._notify(job)
         await self._save(job)  # the vendor job id is on record before the first poll
-        return None
 
     async def _attempt(
         self, job: VideoJob, candidate: Candidate, hedge: Candidate | None, remaining: list[Candidate]

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from gateway.adoption import callback_url
 from gateway.config import Settings
 from gateway.errors import (
     AmbiguousSubmit,
@@ -133,7 +134,8 @@ class VendorCalls:
                            attempt: Attempt) -> VendorJob:
         try:
             built = provider.build_submit(job.request, resolution=candidate.quote.resolution,
-                                          attempt_key=attempt.attempt_key, **self._callback(provider))
+                                          attempt_key=attempt.attempt_key,
+                                          callback_url=callback_url(self.settings, provider, attempt.attempt_key))
         except ValueError as exc:  # e.g. an image the vendor cannot take after all
             raise InvalidRequest("request", str(exc)) from exc
         response = await send(self.client, provider.name, built, Phase.SUBMIT)
@@ -144,13 +146,6 @@ class VendorCalls:
                 raise AmbiguousSubmit(f"accepted with an unreadable answer ({exc.message})",
                                       provider=provider.name, status_code=response.status_code) from exc
             raise
-
-    def _callback(self, provider: Provider) -> dict[str, str]:
-        """Where the vendor should call back, when it can and this service is reachable."""
-        public = self.settings.service.public_url
-        if not public or not provider.supports_webhooks:
-            return {}
-        return {"callback_url": f"{public.rstrip('/')}/webhooks/{provider.name}"}
 
     async def poll_until_done(self, live: LiveAttempt, job: VideoJob, notify: Notify) -> VideoResult:
         """Poll the attempt's vendor job to its end; the video's result, or its error raised.

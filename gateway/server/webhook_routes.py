@@ -14,6 +14,7 @@ import time
 
 from fastapi import APIRouter, Request
 
+from gateway.adoption import ATTEMPT_PARAM
 from gateway.errors import ProtocolError, Unavailable, WebhookRejected
 from gateway.server.http import ApiError, read_body, service_of
 from gateway.webhooks.inbound import verify_and_parse
@@ -45,6 +46,9 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
         service.metrics.webhooks.labels(provider, "duplicate").inc()
         return {"received": True, "matched": False, "duplicate": True}
     matched = service.gateway.nudge(provider, event.vendor_id)
+    attempt = request.query_params.get(ATTEMPT_PARAM)
+    if not matched and attempt:  # a job whose submit answer was lost, named by our callback URL
+        matched = service.gateway.adopt(provider, attempt, event.vendor_id)
     service.metrics.webhooks.labels(provider, "matched" if matched else "unknown_job").inc()
     # 200 even for a job we do not follow: the vendor must stop retrying a settled delivery
     return {"received": True, "matched": matched}

@@ -78,6 +78,7 @@ class ApiframeAdapter(Provider):
     default_base_url = "https://api.apiframe.ai"
     docs_url = catalog.DOCS_URL
     supports_idempotency = True
+    adoption = catalog.ADOPTION
     bills_failures = False
     # AF-DOCS: poll video jobs every 5-10 s
     poll_initial_s = 5.0

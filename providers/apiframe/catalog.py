@@ -25,9 +25,12 @@ from typing import Any
 
 from gateway.capabilities import Capabilities
 from gateway.errors import ConfigError
+from gateway.provider import Adoption
 from gateway.request import AspectRatio, Concept, ImageKind, ModelFamily, Resolution
 
 DOCS_URL = "https://docs-v2.apiframe.ai/docs/videos"
+#: a lost submit answer is reconciled by resending with the same Idempotency-Key
+ADOPTION = Adoption.IDEMPOTENCY_KEY
 
 #: neutral family -> apiframe ``model`` value (AF-OAS GenerateVideoRequest enum; the SDK's
 #: MIGRATION.md spells "ray-flash-2", which is stale -- the spec and docs agree on these)

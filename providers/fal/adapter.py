@@ -16,6 +16,7 @@ run is ``COMPLETED`` with ``error``/``error_type``, and the real error is on the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 CONTENT_POLICY = "content_policy_violation"
 #: error_type we give a result that is not ready yet (fal's 400 "still in progress" has none)
 NOT_READY = "not_ready"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _STATES = {"IN_QUEUE": VendorState.QUEUED, "IN_PROGRESS": VendorState.RUNNING}
 
 
@@ -66,6 +68,7 @@ class FalAdapter(Provider):
     poll_initial_s = 1.0
     poll_max_s = 5.0
     supports_webhooks = True
+    adoption = catalog.ADOPTION
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
@@ -138,6 +141,15 @@ class FalAdapter(Provider):
         self._check_hosts(urls)
         return VendorJob(provider=self.name, vendor_model=self.endpoint(request), vendor_id=answer.request_id,
                          base_url=self.base_url, credential_ref=self.settings.credential_ref, urls=urls)
+
+    def adopted_job(self, vendor_model: str, vendor_id: str) -> VendorJob | None:
+        # fal's request ids are UUIDs; anything else from a callback body is not put in a URL
+        if not _REQUEST_ID.fullmatch(vendor_id):
+            return None
+        base = f"{self.base_url}/{'/'.join(vendor_model.split('/')[:catalog.APP_SEGMENTS])}/requests/{vendor_id}"
+        return VendorJob(provider=self.name, vendor_model=vendor_model, vendor_id=vendor_id, base_url=self.base_url,
+                         credential_ref=self.settings.credential_ref,
+                         urls={"status": f"{base}/status", "response": base, "cancel": f"{base}/cancel"})
 
     def build_status(self, job: VendorJob) -> httpx.Request:
         url: str | httpx.URL = job.urls["status"]

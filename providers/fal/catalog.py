@@ -11,11 +11,18 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.capabilities import Capabilities
+from gateway.provider import Adoption
 from gateway.request import AspectRatio, ImageKind, ModelFamily, Resolution
 
 DOCS_URL = "https://docs.fal.ai/model-apis/model-endpoints/queue"
 QUEUE_HOST = "https://queue.fal.run"  # FALQ openapi `servers`
 I2V_SUFFIX = "/image-to-video"
+#: a lost submit answer is found again through the callback: the ``fal_webhook`` URL names
+#: the attempt and fal's signed callback names its request id (only with a public URL)
+ADOPTION = Adoption.WEBHOOK_ATTEMPT_KEY
+#: status, result and cancel live under the app id, the endpoint's first two segments
+#: (vendors.md s.1: "submit uses the full id; status/result/cancel use only owner/app")
+APP_SEGMENTS = 2
 
 #: neutral family -> text-to-video endpoint id; image-to-video is the same id + I2V_SUFFIX
 #: https://fal.ai/models/fal-ai/luma-dream-machine/ray-2-flash/llms.txt and …/ray-2/playground

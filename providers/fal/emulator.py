@@ -120,14 +120,15 @@ class FalEmulator(Emulator):
             resolution=Resolution(body.get("resolution", "540p")),
             duration_s=int(body.get("duration", "5s")[:-1]), input=body,
         )
+        callback = request.query_params.get(webhooks.QUERY_PARAM)
+        if callback:  # fal calls back for every request it accepted, whether its answer arrived or not
+            self._schedule_webhook(job, callback, self.media_url(request, job))
         dropped = self.maybe_drop()
         if dropped is not None:
             return dropped
         answer = {**self._urls(request, job), "queue_position": self._queue_position(job), "status": "IN_QUEUE"}
-        callback = request.query_params.get(webhooks.QUERY_PARAM)
         if callback:
             answer["gateway_request_id"] = job.id
-            self._schedule_webhook(job, callback, self.media_url(request, job))
         return JSONResponse(answer, headers={"x-fal-request-id": job.id})
 
     # -- webhooks ------------------------------------------------------------------------

@@ -128,3 +128,31 @@ async def test_an_accept_lost_to_the_stop_is_reconciled_by_the_same_idempotency_
     assert done.status is JobStatus.SUCCEEDED and len(done.attempts) == 1
     assert done.attempts[0].vendor_job.vendor_id == next(iter(emulator.jobs))  # the job it made first
     assert emulator.accepted_submissions == 1 and done.at_risk_usd == 0
+
+
+async def test_a_submit_cut_off_by_the_stop_is_adopted_when_fal_calls_back_naming_it(tmp_path):
+    sandbox = Sandbox.from_providers(discover().providers, {"fal": [parse_fault("drop-after-accept")]},
+                                     timing=Timing(queue_s=0.1, run_s=0.2))
+    with BackgroundServer(sandbox.app) as server:
+        # fal's own callbacks find no receiver there (404): this test hands the callback over itself
+        adopting = settings(service={"public_url": f"{server.url}/nobody"}, adoption_window_s=60)
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            first = Gateway.from_settings(adopting, sandbox_url=server.url, store=store)
+            job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
+            fal = sandbox.emulators["fal"]
+            await until(lambda: first.adoptions.waiting == 1)  # accepted, its answer lost: waiting
+            await stop_abruptly(first)  # the attempt is on record, pending, with no vendor job
+            assert job.current is not None and job.current.vendor_job is None
+            (vendor_id,) = fal.jobs
+
+            second = Gateway.from_settings(adopting, sandbox_url=server.url, store=store)
+            async with second:
+                await second.resume()
+                # what the webhook route does with fal's verified callback to ...?attempt=<key>
+                await until(lambda: bool(second.adoptions.waiting) or second.jobs[job.id].status.terminal)
+                assert second.adopt("fal", f"{job.id}.1", vendor_id) is True
+                done = await second.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    (attempt,) = done.attempts
+    assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id
+    assert done.at_risk_usd == 0 and fal.accepted_submissions == 1

@@ -34,6 +34,9 @@ def test_a_sigkill_at_a_random_moment_of_a_burst_pays_for_nothing(processes, tmp
                           **({"options": {"webhook_jwks_url": f"{sandbox_url}/fal/.well-known/jwks.json"}}
                              if v == "fal" else {})} for v in VENDORS},
         "polling": {"initial_s": 0.3, "max_s": 1.0},
+        # a fal submit cut off by the kill waits this long for fal's callback naming it; a
+        # callback the emulator sent while the server was down is lost (its retries last ~1 s)
+        "adoption_window_s": 20,
         "service": {"public_url": f"http://127.0.0.1:{port}"},  # vendors call back here
     }))
     auth = {"Authorization": f"Bearer {processes.create_key('app')}"}
