@@ -172,6 +172,11 @@ class JobStore(ABC):
         holds. Concurrent claimers never receive the same job."""
 
     @abstractmethod
+    async def acquire(self, job_id: str, owner_id: str, lease_s: float) -> bool:
+        """Lease one job to ``owner_id`` (the replica that just created it), as ``claim``
+        would: only when no one else holds a live lease on it. False: another replica has it."""
+
+    @abstractmethod
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
         """Extend ``owner_id``'s lease; False when it no longer holds it."""
 

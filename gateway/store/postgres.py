@@ -226,6 +226,13 @@ class PostgresJobStore(JobStore):
                                          "limit": limit})
         return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
+    async def acquire(self, job_id: str, owner_id: str, lease_s: float) -> bool:
+        now = self.clock()
+        return await self._execute(
+            "UPDATE jobs SET lease_owner = %(owner)s, lease_until = %(until)s WHERE id = %(id)s"
+            " AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s)",
+            {"owner": owner_id, "until": now + lease_s, "id": job_id, "now": now})
+
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
         return await self._execute(
             "UPDATE jobs SET lease_until = %(until)s WHERE id = %(id)s AND lease_owner = %(owner)s",

@@ -282,6 +282,13 @@ class SqliteJobStore(JobStore):
 
         return await self._run(claim)
 
+    async def acquire(self, job_id: str, owner_id: str, lease_s: float) -> bool:
+        now = self.clock()
+        return await self._change(
+            "UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id = ?"
+            " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
+            (owner_id, now + lease_s, job_id, owner_id, now))
+
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
         until = self.clock() + lease_s
         return await self._change("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ?",

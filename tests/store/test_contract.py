@@ -170,6 +170,18 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(
     assert [j.id for j in await store.claim("replica-c", LEASE_S, limit=10)] == [active[1].id]
 
 
+async def test_acquire_leases_a_new_job_unless_another_replica_holds_it(store: JobStore, clock: FakeClock) -> None:
+    job = await store.create(new_job())
+    assert await store.acquire(job.id, "replica-a", LEASE_S)
+    assert await store.claim("replica-b", LEASE_S, limit=10) == []  # the creator's, while live
+    assert not await store.acquire(job.id, "replica-b", LEASE_S)
+    await store.save(job, lease_owner="replica-a")
+    clock.t += LEASE_S * 2  # replica-a died
+    assert await store.acquire(job.id, "replica-b", LEASE_S)
+    with pytest.raises(LeaseLost):
+        await store.save(job, lease_owner="replica-a")
+
+
 async def test_a_claimer_reclaims_its_own_jobs(store: JobStore) -> None:
     job = await store.create(new_job())
     assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=1)] == [job.id]
