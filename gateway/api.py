@@ -201,14 +201,11 @@ class Gateway:
         ledgers = reserve_all((budget, self.ledger), job.id, plan.candidates[0].quote.usd)
         try:
             if self.store is not None:
-                stored, created = await self.store.create_or_get(job, owner=owner)
+                lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
+                stored, created = await self.store.create_or_get(job, owner=owner, lease=lease)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
                     return _replayed(self.jobs.get(stored.id, stored), digest), False
-                if self.lease_owner is not None and not await self.store.acquire(
-                        job.id, self.lease_owner, self.lease_s):
-                    release_all(ledgers, job.id)  # another replica claimed it at once and follows it
-                    return job, True
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)
             raise

@@ -1,7 +1,7 @@
 """Replicas sharing one store: which one follows which job.
 
 Each ``reelgate serve`` replica has an id. A job is leased by the replica that creates it
-(``JobStore.acquire``), renewed while that replica follows it and released at its
+(``JobStore.create_or_get`` with ``lease``), renewed while that replica follows it and released at its
 terminal state. Every ``lease_s / 3`` seconds a replica renews its leases and claims jobs
 whose lease has expired (their replica died) or that no one holds, up to a cap, and
 follows them as a restart's resume does: what a vendor accepted is polled, a submit that
@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.api import Gateway
 from gateway.budget import Ledger
@@ -35,7 +35,7 @@ class Leases:
     """The lease loop of one replica (claim, renew, drop lost jobs)."""
 
     def __init__(self, store: JobStore, gateway: Gateway, replica_id: str, *, lease_s: float, max_claimed: int,
-                 follow: Callable[[VideoJob], None],
+                 follow: Callable[[VideoJob], None], cancel: Callable[[str], Awaitable[None]],
                  budget_of: Callable[[str | None], Ledger | None] | None = None) -> None:
         self.store = store
         self.gateway = gateway
@@ -43,6 +43,7 @@ class Leases:
         self.lease_s = lease_s
         self.max_claimed = max_claimed
         self._follow = follow
+        self._cancel = cancel
         self._budget_of = budget_of
         #: jobs this replica took over from others (the cap counts these)
         self.claimed: set[str] = set()
@@ -68,11 +69,15 @@ class Leases:
             await asyncio.sleep(self.interval_s)
 
     async def tick(self) -> None:
-        """One round: renew what this replica follows, then claim what no live replica holds."""
+        """One round: renew what this replica follows, cancel those whose cancel was asked at
+        another replica, then claim what no live replica holds."""
         for job_id in list(self.gateway.following()):
             if not await self.store.renew(job_id, self.replica_id, self.lease_s):
                 log.warning("job %s: lease lost by replica %s, no longer followed here", job_id, self.replica_id)
                 await self.drop(job_id)
+        for job_id in await self.store.take_cancels(self.replica_id):  # asked at another replica
+            if job_id in self.gateway.following():
+                await self._cancel(job_id)
         self.claimed &= set(self.gateway.following())
         room = self.max_claimed - len(self.claimed)
         if room <= 0:

@@ -120,6 +120,7 @@ class Service:
         if leased or (leased is None and self.store_kind != "sqlite"):
             self.leases = Leases(self.store, self.gateway, self.replica_id, lease_s=self.settings.service.lease_s,
                                  max_claimed=self.settings.service.max_claimed_jobs, follow=self._watch,
+                                 cancel=self._cancel_here,
                                  budget_of=budget_of)
             self._leasing = asyncio.create_task(self.leases.run(), name="leases")  # its first round claims
         else:  # the one process on this store: every unfinished job is its own
@@ -216,12 +217,11 @@ class Service:
             if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
                 await self._keep(job)
             self.metrics.observe_job(job)
+            await self._release(job_id)  # not when cut off: a cancel still saves the job, under the lease
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:
             self._watchers.pop(job_id, None)
-            if self.leases is not None:
-                await self.leases.release(job_id)
             if self.deliveries is not None:  # its webhook (queued with the terminal state) may go now
                 self.deliveries.kick()
 
@@ -266,9 +266,24 @@ class Service:
         job = await self.get(job_id, key)
         if job is None:
             return None
+        if not job.status.terminal and job.id not in self.gateway.jobs and self.leases is not None:
+            await self.store.request_cancel(job.id)  # another replica follows it: it cancels next round
+            return job
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
-        return self._count_cancel(await self.gateway.cancel(job.id))
+        job = self._count_cancel(await self.gateway.cancel(job.id))
+        await self._release(job.id)
+        return job
+
+    async def _cancel_here(self, job_id: str) -> None:
+        """A cancel asked at another replica, for a job this one follows."""
+        if job_id in self.gateway.jobs:
+            self._count_cancel(await self.gateway.cancel(job_id))
+            await self._release(job_id)
+
+    async def _release(self, job_id: str) -> None:
+        if self.leases is not None:
+            await self.leases.release(job_id)
 
     def _count_cancel(self, job: VideoJob) -> VideoJob:
         # a cancel stops the job's task, and with it the watcher that counts finished jobs

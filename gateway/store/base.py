@@ -99,8 +99,10 @@ class JobStore(ABC):
 
     # -- jobs ------------------------------------------------------------------------
     @abstractmethod
-    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
-        """Persist a new job and reserve its idempotency key, atomically.
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
+                            lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
+        """Persist a new job and reserve its idempotency key, atomically; with ``lease``
+        (replica id, seconds) the new job is leased to that replica in the same write.
 
         Returns ``(job, True)`` when it was stored, or ``(existing, False)`` when a job
         with the same id, or the same ``(owner, request.idempotency_key)``, exists:
@@ -172,9 +174,12 @@ class JobStore(ABC):
         holds. Concurrent claimers never receive the same job."""
 
     @abstractmethod
-    async def acquire(self, job_id: str, owner_id: str, lease_s: float) -> bool:
-        """Lease one job to ``owner_id`` (the replica that just created it), as ``claim``
-        would: only when no one else holds a live lease on it. False: another replica has it."""
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask whichever replica follows the job to cancel it (see ``take_cancels``)."""
+
+    @abstractmethod
+    async def take_cancels(self, owner_id: str) -> list[str]:
+        """The jobs leased to ``owner_id`` whose cancel was asked, each returned once."""
 
     @abstractmethod
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:

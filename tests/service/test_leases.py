@@ -133,7 +133,7 @@ async def test_a_replica_that_lost_a_lease_stops_following_the_job(replicas: Sta
     await all_accepted(a, [job])
     # another replica holds the row now (a's lease expired while a stalled, say)
     await b.store.release(job.id, "a")
-    assert await b.store.acquire(job.id, "intruder", 60)
+    assert [j.id for j in await b.store.claim("intruder", 60, limit=10)] == [job.id]
     assert a.leases is not None
     await a.leases.wait_rounds(2)  # a renew is refused: the job is dropped at once
 
@@ -159,3 +159,31 @@ def test_replicas_on_a_shared_store_lease_and_report_it(tmp_path: Path, sandbox:
     with TestClient(app) as client:
         replica = client.get("/readyz").json()["replica"]
     assert replica == {"id": "replica-7", "store": "sqlite", "leases": True}
+
+
+async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sandbox: tuple[Sandbox, str]):
+    for emulator in sandbox[0].emulators.values():  # the jobs outlast the test unless cancelled
+        emulator.timing = Timing(queue_s=60, run_s=60)
+    a, b = await replicas("a"), await replicas("b")
+    kept, dropped = await submit(a, 2, "a")
+    await all_accepted(a, [kept, dropped])
+
+    seen = await b.get(kept.id, None)  # b does not follow it: read from the store
+    assert seen is not None and seen.id == kept.id and kept.id not in b.gateway.following()
+    asked = await b.cancel(kept.id, None)
+    assert asked is not None and not asked.status.terminal  # asked; a cancels it on its next round
+    assert a.leases is not None
+    async with asyncio.timeout(30):
+        while not await finished(b, kept.id):
+            await a.leases.wait_rounds(1)
+    row = await b.store.get(kept.id)
+    assert row is not None and row.status is JobStatus.CANCELLED, row.error
+    assert kept.id not in a.gateway.following()
+
+    stored = await b.get(dropped.id, None)
+    assert stored is not None
+    await b.delete(stored)
+    async with asyncio.timeout(30):  # a's next save or renew finds the row gone: it stops
+        while dropped.id in a.gateway.following():
+            await a.leases.wait_rounds(1)
+    assert await b.store.get(dropped.id) is None  # and it wrote nothing back
