@@ -21,7 +21,7 @@ import httpx
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
-from gateway.errors import DeadlineExceeded, IdempotencyConflict, ReelgateError
+from gateway.errors import DeadlineExceeded, IdempotencyConflict, LeaseLost, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.logs import for_attempt
 from gateway.plugins import discover
@@ -115,6 +115,9 @@ class Gateway:
         #: the ledgers each unfinished job is charged to, until it is settled (``_close``)
         self._holds: dict[str, tuple[Ledger, ...]] = {}
         self._shared_runner: JobRunner | None = None
+        #: the replica id this gateway leases its jobs under (None: one process owns the store)
+        self.lease_owner: str | None = None
+        self.lease_s = 30.0
 
     @classmethod
     def from_settings(
@@ -200,7 +203,8 @@ class Gateway:
         ledgers = reserve_all((budget, self.ledger), job.id, plan.candidates[0].quote.usd)
         try:
             if self.store is not None:
-                stored, created = await self.store.create_or_get(job, owner=owner)
+                lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
+                stored, created = await self.store.create_or_get(job, owner=owner, lease=lease)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
                     return _replayed(self.jobs.get(stored.id, stored), digest), False
@@ -303,14 +307,15 @@ class Gateway:
         True when such an attempt was waiting here."""
         return self.adoptions.offer(provider, attempt_key, vendor_id)
 
-    async def resume(self, *, budget_of: Callable[[str | None], Ledger | None] | None = None) -> list[VideoJob]:
+    async def resume(self, *, budget_of: Callable[[str | None], Ledger | None] | None = None,
+                     jobs: list[VideoJob] | None = None) -> list[VideoJob]:
         """Start following every unfinished job in the store (after a restart): polls what
         vendors accepted, never resubmits blindly what may have been sent. Each job's estimate
         is held again in the gateway's ledger and in ``budget_of(job.owner)``'s."""
         if self.store is None:
             return []
         resumed = []
-        for job in await self.store.non_terminal():
+        for job in await self.store.non_terminal() if jobs is None else jobs:  # jobs: claimed by this replica
             if job.id in self._tasks:
                 continue
             try:
@@ -325,6 +330,19 @@ class Gateway:
             self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
             resumed.append(job)
         return resumed
+
+    def following(self) -> list[str]:
+        """The jobs whose tasks run in this process now."""
+        return list(self._tasks)
+
+    async def abandon(self, job_id: str) -> None:
+        """Stop following a job whose lease another replica now holds: its task ends and
+        nothing more is written (the store refuses this replica's saves anyway)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.jobs.pop(job_id, None)
 
     async def cancel(self, job: VideoJob | str) -> VideoJob:
         """Stop the job here and, where the vendor can, at the vendor."""
@@ -379,12 +397,18 @@ class Gateway:
                     await self._cancel_current(job, status=None)
                     self._fail(job, DeadlineExceeded(
                         f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
+            except LeaseLost:
+                raise
             except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
                 self._fail(job, exc)
             except Exception as exc:  # never leave a job without a terminal state
                 log.exception("job %s failed unexpectedly", job.id)
                 self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
             await self._save(job)
+            return job
+        except LeaseLost:  # another replica follows the job now: this one writes nothing more
+            log.info("job %s: lease lost, no longer followed here", job.id)
+            self.jobs.pop(job.id, None)
             return job
         finally:
             self._close(job)
@@ -410,7 +434,7 @@ class Gateway:
 
     async def _save(self, job: VideoJob) -> None:
         if self.store is not None:
-            await self.store.save(job)
+            await self.store.save(job, lease_owner=self.lease_owner)
 
     def _runner(self) -> JobRunner:
         """The one runner every job of this gateway shares (it keeps no per-job state), made

@@ -56,6 +56,8 @@ def serve(
     sandbox: Annotated[bool, typer.Option("--sandbox",
                                           help="Run the vendor emulators in this process and route to them.")] = False,
     log_level: LogLevelOpt = None,
+    replica_id: Annotated[str | None, typer.Option(
+        "--replica-id", help="This replica's id among those sharing the store (default: host-pid-random).")] = None,
 ) -> None:
     """Run the HTTP service (OpenAI-compatible /v1/videos and the native API)."""
     from gateway.config import load_settings
@@ -79,7 +81,7 @@ def serve(
         settings = sandboxed(settings)
 
     async def start() -> Service:
-        return await Service.start(settings, sandbox_url=sandbox_url)
+        return await Service.start(settings, sandbox_url=sandbox_url, replica_id=replica_id)
 
     err.print(f"reelgate serving on http://{host}:{port} (state in {reelgate_home()})"
               + (f"; sandbox emulators at {sandbox_url}" if sandbox_url else ""), highlight=False, markup=False)

@@ -128,6 +128,13 @@ class ServiceConfig(BaseModel):
     #: browser origins (``https://app.example.com``) allowed to call the API across origins;
     #: empty: none (no CORS headers, cross-origin writes refused with 403); ``["*"]``: any
     cors_allow_origins: list[str] = Field(default_factory=list)
+    #: replicas share the store and lease its jobs (docs/deploy.md); None: on for PostgreSQL,
+    #: off for SQLite (one process owns the store and resumes every unfinished job at start)
+    leases: bool | None = None
+    #: how long a replica's lease on a job lasts unrenewed: a dead replica's jobs move on after it
+    lease_s: float = Field(default=30.0, gt=0)
+    #: the most jobs one replica follows that it claimed from others (its own submits not counted)
+    max_claimed_jobs: int = Field(default=1000, gt=0)
 
 
 class Settings(BaseModel):

@@ -32,7 +32,9 @@ async def readyz(request: Request) -> JSONResponse:
     ready = checks["store"] == "ok" and bool(configured)
     # shared state on local fallback still serves: reported, not a reason to leave the pool
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks,
-                         "shared_state": service.gateway.shared.status()},
+                         "shared_state": service.gateway.shared.status(),
+                         "replica": {"id": service.replica_id, "store": service.store_kind,
+                                     "leases": service.leases is not None}},
                         status_code=200 if ready else 503)
 
 

@@ -27,6 +27,7 @@ from gateway.permissions import private_dir
 from gateway.provider import Secret, VideoResult
 from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
+from gateway.server.leases import Leases, new_replica_id
 from gateway.server.metrics import Metrics
 from gateway.shared import Ledger
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
@@ -74,13 +75,20 @@ class Service:
     #: sends the jobs' own webhooks from the store's outbox (when a signing secret is set)
     deliveries: DeliveryWorker | None = None
     _delivering: asyncio.Task[None] | None = None
+    #: this process among the replicas sharing the store (docs/deploy.md)
+    replica_id: str = ""
+    #: the store's kind for /readyz: "sqlite" or "postgresql"
+    store_kind: str = "sqlite"
+    #: the lease loop, when replicas share the store (``service.leases``)
+    leases: Leases | None = None
+    _leasing: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
-                    env: Mapping[str, str] | None = None) -> Service:
+                    env: Mapping[str, str] | None = None, replica_id: str | None = None) -> Service:
         home = private_dir(reelgate_home(env))
-        store = open_store(settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}",
-                           env=os.environ if env is None else env)
+        store_url = settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}"
+        store = open_store(store_url, env=os.environ if env is None else env)
         await store.open()
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
         env = os.environ if env is None else env
@@ -89,20 +97,40 @@ class Service:
             secret_bytes(secret.reveal())  # a malformed secret stops the start, not a delivery
         storage = build_storage(settings.storage, {**env, HOME_ENV: str(home)})
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
-                      sandbox=sandbox_url is not None, webhook_secret=secret)
+                      sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
         if secret is not None:  # webhooks queued before a restart continue with their ids
             service.deliveries = DeliveryWorker(store, service.hooks_client, secret.reveal(),
                                                 busy=service._watchers.__contains__, fetch=gateway.fetch)
             service._delivering = asyncio.create_task(service.deliveries.run(), name="webhook-deliveries")
-        owners = {key.id: key for key in service.keys.list()}
-        for job in await gateway.resume(budget_of=lambda owner: service.key_ledger(owners.get(owner or ""))):
-            service._watch(job)
+        await service._follow_jobs(store_url)
         return service
 
+    async def _follow_jobs(self, store_url: str) -> None:
+        """Start following the store's unfinished jobs: all of them (one process owns the
+        store), or, when replicas share it, those this one claims (gateway/server/leases.py)."""
+        owners = {key.id: key for key in self.keys.list()}
+
+        def budget_of(owner: str | None) -> Ledger | None:
+            return self.key_ledger(owners.get(owner or ""))
+
+        self.store_kind = store_url.split(":", 1)[0].split("+", 1)[0]
+        leased = self.settings.service.leases
+        if leased or (leased is None and self.store_kind != "sqlite"):
+            self.leases = Leases(self.store, self.gateway, self.replica_id, lease_s=self.settings.service.lease_s,
+                                 max_claimed=self.settings.service.max_claimed_jobs, follow=self._watch,
+                                 cancel=self._cancel_here,
+                                 budget_of=budget_of)
+            self._leasing = asyncio.create_task(self.leases.run(), name="leases")  # its first round claims
+        else:  # the one process on this store: every unfinished job is its own
+            for job in await self.gateway.resume(budget_of=budget_of):
+                self._watch(job)
+        log.info("replica %s started (store: %s, leases: %s)", self.replica_id, self.store_kind,
+                 "on" if self.leases else "off")
+
     async def stop(self) -> None:
-        tasks = [*self._watchers.values(), *([self._delivering] if self._delivering else [])]
+        tasks = [*self._watchers.values(), *(t for t in (self._delivering, self._leasing) if t is not None)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -179,7 +207,7 @@ class Service:
                 await fetcher.check_public(request.webhook_url, field="webhook_url")
 
     def _watch(self, job: VideoJob) -> None:
-        if job.id not in self._watchers and not job.status.terminal:
+        if job.id not in self._watchers and not job.status.terminal and self.gateway.get(job.id) is not None:
             self._watchers[job.id] = asyncio.create_task(self._finish(job.id), name=f"watch-{job.id}")
 
     async def _finish(self, job_id: str) -> None:
@@ -189,6 +217,7 @@ class Service:
             if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
                 await self._keep(job)
             self.metrics.observe_job(job)
+            await self._release(job_id)  # not when cut off: a cancel still saves the job, under the lease
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:
@@ -210,7 +239,7 @@ class Service:
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
             job.notes.append(f"the video could not be kept: {exc.message}")
-        await self.store.save(job)
+        await self.store.save(job, lease_owner=self.gateway.lease_owner)
 
     @property
     def hooks_client(self) -> httpx.AsyncClient:
@@ -237,9 +266,24 @@ class Service:
         job = await self.get(job_id, key)
         if job is None:
             return None
+        if not job.status.terminal and job.id not in self.gateway.jobs and self.leases is not None:
+            await self.store.request_cancel(job.id)  # another replica follows it: it cancels next round
+            return job
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
-        return self._count_cancel(await self.gateway.cancel(job.id))
+        job = self._count_cancel(await self.gateway.cancel(job.id))
+        await self._release(job.id)
+        return job
+
+    async def _cancel_here(self, job_id: str) -> None:
+        """A cancel asked at another replica, for a job this one follows."""
+        if job_id in self.gateway.jobs:
+            self._count_cancel(await self.gateway.cancel(job_id))
+            await self._release(job_id)
+
+    async def _release(self, job_id: str) -> None:
+        if self.leases is not None:
+            await self.leases.release(job_id)
 
     def _count_cancel(self, job: VideoJob) -> VideoJob:
         # a cancel stops the job's task, and with it the watcher that counts finished jobs

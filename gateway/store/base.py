@@ -99,8 +99,10 @@ class JobStore(ABC):
 
     # -- jobs ------------------------------------------------------------------------
     @abstractmethod
-    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
-        """Persist a new job and reserve its idempotency key, atomically.
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
+                            lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
+        """Persist a new job and reserve its idempotency key, atomically; with ``lease``
+        (replica id, seconds) the new job is leased to that replica in the same write.
 
         Returns ``(job, True)`` when it was stored, or ``(existing, False)`` when a job
         with the same id, or the same ``(owner, request.idempotency_key)``, exists:
@@ -170,6 +172,14 @@ class JobStore(ABC):
         """Lease up to ``limit`` unfinished jobs to ``owner_id`` for ``lease_s`` seconds,
         oldest first: jobs with no lease, an expired one, or one ``owner_id`` already
         holds. Concurrent claimers never receive the same job."""
+
+    @abstractmethod
+    async def request_cancel(self, job_id: str) -> None:
+        """Ask whichever replica follows the job to cancel it (see ``take_cancels``)."""
+
+    @abstractmethod
+    async def take_cancels(self, owner_id: str) -> list[str]:
+        """The jobs leased to ``owner_id`` whose cancel was asked, each returned once."""
 
     @abstractmethod
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:

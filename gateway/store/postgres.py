@@ -115,10 +115,16 @@ class PostgresJobStore(JobStore):
                                    (migration.version, migration.name))
 
     # -- jobs --------------------------------------------------------------------------
-    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
+                            lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
         params = _params(JobRow.of(job), owner=owner)
+        params["lease_owner"], params["lease_until"] = (lease[0], self.clock() + lease[1]) if lease else (None, None)
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_INSERT + " ON CONFLICT DO NOTHING RETURNING id", params)
+            cur = await conn.execute(
+                "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
+                " lease_owner, lease_until) VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s,"
+                " %(updated)s, %(doc)s, %(at_risk)s, %(lease_owner)s, %(lease_until)s)"
+                " ON CONFLICT DO NOTHING RETURNING id", params)
             if await cur.fetchone() is not None:
                 return job, True
             # the losing insert waited for the winner's commit, so the winner is visible now
@@ -225,6 +231,17 @@ class PostgresJobStore(JobStore):
         jobs = await self._docs(_CLAIM, {"owner": owner_id, "now": now, "until": now + lease_s,
                                          "limit": limit})
         return sorted(jobs, key=lambda j: (j.created_at, j.id))
+
+    async def request_cancel(self, job_id: str) -> None:
+        await self._execute("INSERT INTO cancel_requests (job_id) VALUES (%(id)s) ON CONFLICT DO NOTHING",
+                            {"id": job_id})
+
+    async def take_cancels(self, owner_id: str) -> list[str]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("DELETE FROM cancel_requests WHERE job_id IN"
+                                     " (SELECT id FROM jobs WHERE lease_owner = %(owner)s) RETURNING job_id",
+                                     {"owner": owner_id})
+            return [job_id for (job_id,) in await cur.fetchall()]
 
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
         return await self._execute(

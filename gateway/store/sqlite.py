@@ -105,16 +105,18 @@ class SqliteJobStore(JobStore):
                     await asyncio.wait([work])
 
     # -- jobs --------------------------------------------------------------------------
-    async def create_or_get(self, job: VideoJob, *, owner: str | None = None) -> tuple[VideoJob, bool]:
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
+                            lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
         row = JobRow.of(job)
+        lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
 
         def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
             with _write(conn):
                 inserted = conn.execute(
-                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
+                    " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
-                     row.at_risk),
+                     row.at_risk, lease_owner, lease_until),
                 ).rowcount
                 if inserted:
                     return job, True
@@ -281,6 +283,19 @@ class SqliteJobStore(JobStore):
             return sorted((_job(r) for r in rows), key=lambda j: (j.created_at, j.id))
 
         return await self._run(claim)
+
+    async def request_cancel(self, job_id: str) -> None:
+        await self._change("INSERT OR IGNORE INTO cancel_requests (job_id) VALUES (?)", (job_id,))
+
+    async def take_cancels(self, owner_id: str) -> list[str]:
+        def take(conn: sqlite3.Connection) -> list[str]:
+            with _write(conn):
+                rows = conn.execute("DELETE FROM cancel_requests WHERE job_id IN"
+                                    " (SELECT id FROM jobs WHERE lease_owner = ?) RETURNING job_id",
+                                    (owner_id,)).fetchall()
+            return [job_id for (job_id,) in rows]
+
+        return await self._run(take)
 
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
         until = self.clock() + lease_s

@@ -147,3 +147,10 @@ def test_a_webhook_url_into_a_private_network_is_refused(service):
     response = service.client.post("/v1/jobs", headers=service.auth,
                                    json={"prompt": "a", "webhook_url": "http://169.254.169.254/latest"})
     assert response.status_code == 400 and error_of(response)["param"] == "webhook_url"
+
+
+def test_readyz_names_the_replica_and_its_store(service):
+    """One process on SQLite: no leases (it resumes every unfinished job itself)."""
+    replica = service.client.get("/readyz").json()["replica"]
+    assert replica["store"] == "sqlite" and replica["leases"] is False
+    assert replica["id"].count("-") >= 2  # host-pid-random

@@ -170,6 +170,26 @@ async def test_an_expired_lease_is_taken_over_and_the_old_owner_is_fenced(
     assert [j.id for j in await store.claim("replica-c", LEASE_S, limit=10)] == [active[1].id]
 
 
+async def test_a_job_created_with_a_lease_is_its_creators(store: JobStore, clock: FakeClock) -> None:
+    job, created = await store.create_or_get(new_job(), lease=("replica-a", LEASE_S))
+    assert created
+    assert await store.claim("replica-b", LEASE_S, limit=10) == []  # the creator's, while live
+    await store.save(job, lease_owner="replica-a")
+    clock.t += LEASE_S * 2  # replica-a died
+    assert [j.id for j in await store.claim("replica-b", LEASE_S, limit=10)] == [job.id]
+    with pytest.raises(LeaseLost):
+        await store.save(job, lease_owner="replica-a")
+
+
+async def test_a_cancel_asked_anywhere_reaches_the_lease_holder_once(store: JobStore) -> None:
+    job, _ = await store.create_or_get(new_job(), lease=("replica-a", LEASE_S))
+    await store.request_cancel(job.id)
+    await store.request_cancel(job.id)  # twice: one request
+    assert await store.take_cancels("replica-b") == []
+    assert await store.take_cancels("replica-a") == [job.id]
+    assert await store.take_cancels("replica-a") == []
+
+
 async def test_a_claimer_reclaims_its_own_jobs(store: JobStore) -> None:
     job = await store.create(new_job())
     assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=1)] == [job.id]

@@ -1,0 +1,108 @@
+"""Replicas sharing one store: which one follows which job.
+
+Each ``reelgate serve`` replica has an id. A job is leased by the replica that creates it
+(``JobStore.create_or_get`` with ``lease``), renewed while that replica follows it and released at its
+terminal state. Every ``lease_s / 3`` seconds a replica renews its leases and claims jobs
+whose lease has expired (their replica died) or that no one holds, up to a cap, and
+follows them as a restart's resume does: what a vendor accepted is polled, a submit that
+may have left is never resent blindly. A replica whose lease is gone (renew refused, or a
+save raising ``LeaseLost``) stops following that job at once and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+
+from gateway.api import Gateway
+from gateway.budget import Ledger
+from gateway.job import VideoJob
+from gateway.store.base import JobStore
+
+log = logging.getLogger("reelgate.server")
+
+
+def new_replica_id() -> str:
+    """hostname + pid + random: unique even for a pid reused after a restart."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class Leases:
+    """The lease loop of one replica (claim, renew, drop lost jobs)."""
+
+    def __init__(self, store: JobStore, gateway: Gateway, replica_id: str, *, lease_s: float, max_claimed: int,
+                 follow: Callable[[VideoJob], None], cancel: Callable[[str], Awaitable[None]],
+                 budget_of: Callable[[str | None], Ledger | None] | None = None) -> None:
+        self.store = store
+        self.gateway = gateway
+        self.replica_id = replica_id
+        self.lease_s = lease_s
+        self.max_claimed = max_claimed
+        self._follow = follow
+        self._cancel = cancel
+        self._budget_of = budget_of
+        #: jobs this replica took over from others (the cap counts these)
+        self.claimed: set[str] = set()
+        #: set after each round of renew and claim (tests wait on it, not on a clock)
+        self.rounds = asyncio.Condition()
+        self.round = 0
+        gateway.lease_owner, gateway.lease_s = replica_id, lease_s
+
+    @property
+    def interval_s(self) -> float:
+        # renewed three times per lease: two renewals can fail (a slow store) before it lapses
+        return self.lease_s / 3
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # the store may be briefly down: try again next round
+                log.exception("lease round of replica %s failed", self.replica_id)
+            async with self.rounds:
+                self.round += 1
+                self.rounds.notify_all()
+            await asyncio.sleep(self.interval_s)
+
+    async def tick(self) -> None:
+        """One round: renew what this replica follows, cancel those whose cancel was asked at
+        another replica, then claim what no live replica holds."""
+        for job_id in list(self.gateway.following()):
+            if not await self.store.renew(job_id, self.replica_id, self.lease_s):
+                log.warning("job %s: lease lost by replica %s, no longer followed here", job_id, self.replica_id)
+                await self.drop(job_id)
+        for job_id in await self.store.take_cancels(self.replica_id):  # asked at another replica
+            if job_id in self.gateway.following():
+                await self._cancel(job_id)
+        self.claimed &= set(self.gateway.following())
+        room = self.max_claimed - len(self.claimed)
+        if room <= 0:
+            return
+        jobs = [job for job in await self.store.claim(self.replica_id, self.lease_s, room)
+                if job.id not in self.gateway.following()]
+        for job in await self.gateway.resume(budget_of=self._budget_of, jobs=jobs):
+            log.info("job %s: claimed by replica %s", job.id, self.replica_id)
+            self.claimed.add(job.id)
+            self._follow(job)
+
+    async def drop(self, job_id: str) -> None:
+        self.claimed.discard(job_id)
+        await self.gateway.abandon(job_id)
+
+    async def release(self, job_id: str) -> None:
+        """The job is over here (terminal, or deleted): anyone may take the row's lease."""
+        self.claimed.discard(job_id)
+        try:
+            await self.store.release(job_id, self.replica_id)
+        except Exception:  # a lease left behind only expires: nothing is lost
+            log.warning("job %s: releasing its lease failed", job_id)
+
+    async def wait_rounds(self, n: int = 1) -> None:
+        """Until ``n`` more rounds have run (for tests and orderly shutdowns)."""
+        async with self.rounds:
+            target = self.round + n
+            await self.rounds.wait_for(lambda: self.round >= target)

@@ -1,0 +1,189 @@
+"""Two ``Service`` replicas on one store (SQLite file and the real PostgreSQL): each job is
+followed by exactly one of them, and a dead replica's jobs are taken over by the other,
+finishing with exactly one accepted submission each at the emulators."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import PollingConfig, ServiceConfig, Settings
+from gateway.emulation.base import Timing
+from gateway.emulation.sandbox import BackgroundServer, Sandbox
+from gateway.job import JobStatus, VideoJob
+from gateway.plugins import discover
+from gateway.request import VideoRequest
+from gateway.server import service as service_module
+from gateway.server.service import Service
+from gateway.store.base import JobStore
+from gateway.store.postgres import PostgresJobStore
+from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
+
+LEASE_S = 0.6
+Start = Callable[[str], Awaitable[Service]]
+
+
+@pytest.fixture
+def sandbox() -> Iterator[tuple[Sandbox, str]]:
+    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.3, run_s=0.6))
+    with BackgroundServer(sandbox.app) as emulators:
+        yield sandbox, emulators.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path, sandbox: tuple[Sandbox, str],
+                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Start]:
+    """Starts replicas by id on one store; stops those still running afterwards."""
+    if request.param == "sqlite":
+        store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:  # the real server, in a schema of this test's own
+        schema = request.getfixturevalue("pg_schema")
+        store_url = PG_DSN
+
+        def open_pg(_url: str, env: object) -> JobStore:
+            return PostgresJobStore(PG_DSN, schema=schema)
+
+        monkeypatch.setattr(service_module, "open_store", open_pg)
+    settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2),
+                        service=ServiceConfig(store_url=store_url, leases=True, lease_s=LEASE_S))
+    started: list[Service] = []
+
+    async def start(replica_id: str) -> Service:
+        env = {"REELGATE_HOME": str(tmp_path / replica_id)}
+        service = await Service.start(settings, sandbox_url=sandbox[1], env=env, replica_id=replica_id)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        if service.leases is not None:  # not killed
+            await service.stop()
+
+
+def accepted(sandbox: Sandbox) -> int:
+    return sum(int(stats["accepted_submissions"]) for stats in sandbox.stats().values())  # type: ignore[index]
+
+
+async def submit(service: Service, n: int, tag: str) -> list[VideoJob]:
+    return [await service.submit(VideoRequest(prompt=f"fox {tag} {i}", providers=["fal"]), None) for i in range(n)]
+
+
+async def die(service: Service) -> None:
+    """Stop a replica's tasks without releasing anything, as a SIGKILL would."""
+    service.leases = None
+    tasks = [t for t in (service._leasing, *service.gateway._tasks.values(), *service._watchers.values()) if t]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await service.gateway.aclose()
+    await service.store.close()
+
+
+async def all_accepted(service: Service, jobs: list[VideoJob]) -> None:
+    """Until every job has its vendor job id on record (nothing in flight at the kill)."""
+    async with asyncio.timeout(30):
+        await _all_accepted(service, jobs)
+
+
+async def _all_accepted(service: Service, jobs: list[VideoJob]) -> None:
+    while True:
+        stored = [await service.store.get(job.id) for job in jobs]
+        if all(j is not None and j.current is not None and j.current.vendor_job is not None for j in stored):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_each_job_is_followed_by_the_replica_that_created_it(replicas: Start, sandbox: tuple[Sandbox, str]):
+    a, b = await replicas("a"), await replicas("b")
+    jobs_a, jobs_b = await submit(a, 4, "a"), await submit(b, 4, "b")
+    assert a.leases is not None and b.leases is not None
+    await asyncio.gather(a.leases.wait_rounds(2), b.leases.wait_rounds(2))  # both renewed and claimed meanwhile
+
+    assert not set(a.gateway.following()) & set(b.gateway.following())
+    assert not a.leases.claimed and not b.leases.claimed  # a live replica's jobs are never taken
+    done = [await a.gateway.wait(j.id) for j in jobs_a] + [await b.gateway.wait(j.id) for j in jobs_b]
+    assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 8
+    assert accepted(sandbox[0]) == 8
+    rows = [await a.store.get(j.id) for j in done]
+    assert all(r is not None and r.status is JobStatus.SUCCEEDED for r in rows)
+
+
+async def test_a_dead_replicas_jobs_are_taken_over_and_submitted_once(replicas: Start, sandbox: tuple[Sandbox, str]):
+    a, b = await replicas("a"), await replicas("b")
+    jobs = await submit(a, 6, "a")
+    await all_accepted(a, jobs)
+    await die(a)
+    assert b.leases is not None
+    ids = {j.id for j in jobs}
+    async with asyncio.timeout(30):  # a failure, not a hang, when no one takes them over
+        while not ids <= b.leases.claimed | {j.id for j in jobs if await finished(b, j.id)}:
+            await b.leases.wait_rounds(1)
+
+    done = [await b.gateway.wait(job_id) for job_id in ids]
+    assert {j.status for j in done} == {JobStatus.SUCCEEDED}
+    assert accepted(sandbox[0]) == 6  # polled where they were, never resubmitted
+
+
+async def test_a_replica_that_lost_a_lease_stops_following_the_job(replicas: Start):
+    a, b = await replicas("a"), await replicas("b")
+    [job] = await submit(a, 1, "a")
+    await all_accepted(a, [job])
+    # another replica holds the row now (a's lease expired while a stalled, say)
+    await b.store.release(job.id, "a")
+    assert [j.id for j in await b.store.claim("intruder", 60, limit=10)] == [job.id]
+    assert a.leases is not None
+    await a.leases.wait_rounds(2)  # a renew is refused: the job is dropped at once
+
+    assert job.id not in a.gateway.following()
+    row = await b.store.get(job.id)
+    assert row is not None and not row.status.terminal  # a wrote nothing more
+
+
+async def finished(service: Service, job_id: str) -> bool:
+    row = await service.store.get(job_id)
+    return row is not None and row.status.terminal
+
+
+
+def test_replicas_on_a_shared_store_lease_and_report_it(tmp_path: Path, sandbox: tuple[Sandbox, str]) -> None:
+    from starlette.testclient import TestClient
+
+    from gateway.server import create_app
+
+    settings = Settings(service=ServiceConfig(store_url=f"sqlite:///{tmp_path / 'shared.db'}", leases=True))
+    env = {"REELGATE_HOME": str(tmp_path / "home")}
+    app = create_app(lambda: Service.start(settings, sandbox_url=sandbox[1], env=env, replica_id="replica-7"))
+    with TestClient(app) as client:
+        replica = client.get("/readyz").json()["replica"]
+    assert replica == {"id": "replica-7", "store": "sqlite", "leases": True}
+
+
+async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sandbox: tuple[Sandbox, str]):
+    for emulator in sandbox[0].emulators.values():  # the jobs outlast the test unless cancelled
+        emulator.timing = Timing(queue_s=60, run_s=60)
+    a, b = await replicas("a"), await replicas("b")
+    kept, dropped = await submit(a, 2, "a")
+    await all_accepted(a, [kept, dropped])
+
+    seen = await b.get(kept.id, None)  # b does not follow it: read from the store
+    assert seen is not None and seen.id == kept.id and kept.id not in b.gateway.following()
+    asked = await b.cancel(kept.id, None)
+    assert asked is not None and not asked.status.terminal  # asked; a cancels it on its next round
+    assert a.leases is not None
+    async with asyncio.timeout(30):
+        while not await finished(b, kept.id):
+            await a.leases.wait_rounds(1)
+    row = await b.store.get(kept.id)
+    assert row is not None and row.status is JobStatus.CANCELLED, row.error
+    assert kept.id not in a.gateway.following()
+
+    stored = await b.get(dropped.id, None)
+    assert stored is not None
+    await b.delete(stored)
+    async with asyncio.timeout(30):  # a's next save or renew finds the row gone: it stops
+        while dropped.id in a.gateway.following():
+            await a.leases.wait_rounds(1)
+    assert await b.store.get(dropped.id) is None  # and it wrote nothing back
