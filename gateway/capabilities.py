@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.operations import Operation
 from gateway.request import (
     AspectRatio,
     Concept,
@@ -41,6 +42,8 @@ class Capabilities:
     max_prompt_chars: int
     #: where these facts come from (vendor doc URL or note), shown in docs/providers.md
     source: str = ""
+    #: what it can do beyond generating (modify, reframe, extend); generation only unless declared
+    operations: frozenset[Operation] = frozenset({Operation.GENERATE})
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ def match(provider: str, caps_by_model: dict[ModelFamily, Capabilities], request
     caps = caps_by_model.get(request.model)
     if caps is None:
         return Match(provider, (f"model {request.model} is not offered by {provider}",))
+    if request.operation not in caps.operations:
+        reason = f"{provider} cannot {request.operation.value} (model {request.model})"
+        return Match(provider, (reason,), capabilities=caps)
     reasons: list[str] = []
     degradations: list[str] = []
 

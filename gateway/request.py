@@ -26,6 +26,7 @@ from pydantic import (
 
 from gateway import request_limits as limits
 from gateway.errors import InvalidRequest
+from gateway.operations import Operation, OperationSpec, VideoKind, remote_only_spec
 
 MAX_PROMPT_CHARS = 4000
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -269,6 +270,8 @@ class VideoRequest(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS)
     webhook_url: str | None = Field(default=None, max_length=limits.MAX_URL_CHARS)
     metadata: dict[str, str] = Field(default_factory=dict)
+    #: what to do to a source video (modify, reframe, extend); None is plain generation
+    edit: OperationSpec | None = None
 
     def __init__(self, **data: Any) -> None:
         limits.check_strings(data)
@@ -285,6 +288,11 @@ class VideoRequest(BaseModel):
         if not local_files:
             limits.check_strings(data)  # before any value is looked at (again in __init__: cheap)
             data = {**data, **_remote_images(data)}
+            if data.get("edit") is not None:
+                try:
+                    data["edit"] = remote_only_spec(data["edit"])
+                except ValueError as exc:
+                    raise InvalidRequest("edit.source", str(exc)) from None
         return cls(**data)
 
     @field_validator("prompt")
@@ -368,6 +376,10 @@ class VideoRequest(BaseModel):
         return self
 
     @property
+    def operation(self) -> Operation:
+        return Operation(self.edit.operation) if self.edit is not None else Operation.GENERATE
+
+    @property
     def is_image_to_video(self) -> bool:
         return self.start_image is not None or self.end_image is not None
 
@@ -378,6 +390,8 @@ class VideoRequest(BaseModel):
             image = getattr(self, key)
             if image is not None:
                 data[key] = image.describe() if image.kind is ImageKind.DATA_URI else image.value
+        if self.edit is not None and self.edit.source.kind is VideoKind.DATA_URI:
+            data["edit"]["source"] = self.edit.source.describe()
         return data
 
 

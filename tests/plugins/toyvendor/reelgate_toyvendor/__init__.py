@@ -27,6 +27,7 @@ from gateway.errors import (
     RateLimited,
     Unavailable,
 )
+from gateway.operations import Operation
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, VendorJob, VendorState, VendorStatus
 from gateway.request import AspectRatio, ImageKind, ModelFamily, Resolution, VideoRequest
@@ -53,6 +54,8 @@ class ToyAdapter(Provider):
             resolution_selectable=True, durations=frozenset({5}), start_image=False, end_image=False,
             loop=False, concepts=frozenset(), image_kinds=frozenset({ImageKind.URL}), max_prompt_chars=500,
             source="made up for tests",
+            # the "operations" option lets a test make one toy able to modify, reframe, extend
+            operations=frozenset(Operation(o) for o in self.settings.options.get("operations", ["generate"])),
         )
         return {ModelFamily.RAY_2_FLASH: caps}
 

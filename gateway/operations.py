@@ -1,0 +1,220 @@
+"""Operations beyond generating one clip: modify, reframe and extend a *source video*.
+
+A request carries one :class:`Operation`; every operation but ``generate`` carries its own
+validated spec (:class:`ModifySpec`, :class:`ReframeSpec`, :class:`ExtendSpec`). Whether a
+provider can run an operation is provider data (``Capabilities.operations``), so the core
+judges every provider by the same rule and names the reason ("cannot modify").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway import request_limits as limits
+
+MAX_VIDEO_BYTES = 100 * 1024 * 1024
+#: an inlined video is capped far lower than a file: it travels inside a JSON request
+MAX_VIDEO_DATA_URI_BYTES = 20 * 1024 * 1024
+MAX_VIDEO_DATA_URI_CHARS = MAX_VIDEO_DATA_URI_BYTES * 4 // 3 + 100
+#: the longest sequence ``extend`` may ask for (Ray Flash 2's page: "~20-second sequences")
+MAX_EXTEND_SECONDS = 30
+NO_LOCAL_VIDEO_FILES = ("must be an http(s) URL or a data:video/...;base64 URI; "
+                        "server file paths are not accepted")
+
+
+class Operation(StrEnum):
+    GENERATE = "generate"
+    MODIFY = "modify"
+    REFRAME = "reframe"
+    EXTEND = "extend"
+
+
+class ModifyMode(StrEnum):
+    """Luma Ray 2's modify strengths, from closest to the source to freest (fal ModifyVideoRequest)."""
+
+    ADHERE_1 = "adhere_1"
+    ADHERE_2 = "adhere_2"
+    ADHERE_3 = "adhere_3"
+    FLEX_1 = "flex_1"
+    FLEX_2 = "flex_2"
+    FLEX_3 = "flex_3"
+    REIMAGINE_1 = "reimagine_1"
+    REIMAGINE_2 = "reimagine_2"
+    REIMAGINE_3 = "reimagine_3"
+
+
+class VideoKind(StrEnum):
+    URL = "url"
+    DATA_URI = "data_uri"
+    PATH = "path"
+
+
+def sniff_video_type(data: bytes) -> str | None:
+    """The video MIME type from magic bytes (MP4, QuickTime MOV, WebM), or None."""
+    if data[4:8] == b"ftyp":
+        return "video/quicktime" if data[8:12] == b"qt  " else "video/mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    return None
+
+
+class SourceVideo(BaseModel):
+    """The video an operation works on: an http(s) URL, a ``data:video/...;base64,`` URI or a
+    local file (checked when the request is built: exists, within the size cap, really a video)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: VideoKind
+    value: str
+
+    @classmethod
+    def parse(cls, value: str | Path | SourceVideo, *, local_files: bool = True) -> SourceVideo:
+        """``local_files=False`` (the HTTP service) refuses a server path without looking at it."""
+        if isinstance(value, SourceVideo):
+            if value.kind is VideoKind.PATH and not local_files:
+                raise ValueError(NO_LOCAL_VIDEO_FILES)
+            return value
+        text = str(value).strip()
+        if not text:
+            raise ValueError("is empty")
+        if text.startswith("data:"):
+            if len(text) > MAX_VIDEO_DATA_URI_CHARS:
+                raise ValueError(f"data URI is larger than {MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB")
+            _decode_video_data_uri(text)
+            return cls(kind=VideoKind.DATA_URI, value=text)
+        parts = urlsplit(text)
+        if parts.scheme.lower() in ("http", "https"):
+            if len(text) > limits.MAX_URL_CHARS:
+                raise ValueError(f"URL is longer than {limits.MAX_URL_CHARS} characters")
+            if not parts.netloc:
+                raise ValueError(f"URL {text!r} has no host")
+            return cls(kind=VideoKind.URL, value=text)
+        if not local_files:
+            raise ValueError(NO_LOCAL_VIDEO_FILES)
+        if parts.scheme and len(parts.scheme) > 1:  # "C:" style drive letters are paths
+            raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use http(s), a data URI or a file path")
+        path = Path(text).expanduser()
+        read_video_file(path)
+        return cls(kind=VideoKind.PATH, value=str(path.resolve()))
+
+    def describe(self) -> str:
+        """A log-safe description (a data URI is never printed whole)."""
+        if self.kind is VideoKind.DATA_URI:
+            return f"data URI ({len(self.value)} chars)"
+        return self.value
+
+
+def _decode_video_data_uri(text: str) -> bytes:
+    head, sep, payload = text.partition(",")
+    if not sep or not head.startswith("data:video/") or not head.endswith(";base64"):
+        raise ValueError("data URI must look like data:video/<type>;base64,<data>")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("data URI payload is not valid base64") from None
+    if sniff_video_type(data) is None:
+        raise ValueError("data URI does not contain an MP4, MOV or WebM video")
+    return data
+
+
+def read_video_file(path: Path) -> tuple[bytes, str]:
+    """The file's bytes and MIME type, or ValueError naming what is wrong with it."""
+    if not path.exists():
+        raise ValueError(f"file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{str(path)!r} is not a file")
+    if path.stat().st_size > MAX_VIDEO_BYTES:
+        raise ValueError(f"file {str(path)!r} is larger than {MAX_VIDEO_BYTES // (1024 * 1024)} MiB")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"file {str(path)!r} cannot be read ({exc.strerror})") from None
+    mime = sniff_video_type(data)
+    if mime is None:
+        raise ValueError(f"file {str(path)!r} is not an MP4, MOV or WebM video")
+    return data, mime
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    source: SourceVideo
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _parse_source(cls, v: object) -> object:
+        if isinstance(v, (SourceVideo, dict)):
+            return v
+        if isinstance(v, (str, Path)):
+            return SourceVideo.parse(v)
+        raise ValueError("must be a URL, a data:video/... URI or a file path")
+
+
+class ModifySpec(_Spec):
+    """Restyle a video, keeping its motion; the request's ``start_image`` is the optional first frame."""
+
+    operation: Literal["modify"] = "modify"
+    mode: ModifyMode = ModifyMode.FLEX_1
+
+
+class GridPosition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    x: int = Field(ge=0)
+    y: int = Field(ge=0)
+
+
+class CropBox(BaseModel):
+    """Where the source sits in the reframed canvas, in pixels (fal's x_start..y_end)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    x_start: int = Field(ge=0)
+    x_end: int = Field(gt=0)
+    y_start: int = Field(ge=0)
+    y_end: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CropBox:
+        if self.x_end <= self.x_start or self.y_end <= self.y_start:
+            raise ValueError("x_end must exceed x_start and y_end must exceed y_start")
+        return self
+
+
+class ReframeSpec(_Spec):
+    """Change a video's aspect ratio; the request's ``aspect_ratio`` is the target."""
+
+    operation: Literal["reframe"] = "reframe"
+    grid_position: GridPosition | None = None
+    crop_box: CropBox | None = None
+
+
+class ExtendSpec(_Spec):
+    """Continue a video up to ``target_seconds`` (modelled only: no provider executes it yet)."""
+
+    operation: Literal["extend"] = "extend"
+    target_seconds: int = Field(gt=5, le=MAX_EXTEND_SECONDS)
+
+
+OperationSpec = Annotated[ModifySpec | ReframeSpec | ExtendSpec, Field(discriminator="operation")]
+
+
+def remote_only_spec(data: object) -> object:
+    """The spec's source parsed as a URL or data URI only (the HTTP service), before the model sees it."""
+    if not isinstance(data, dict) or "source" not in data:
+        return data
+    source = data["source"]
+    if isinstance(source, dict):
+        if source.get("kind") == VideoKind.PATH.value or not isinstance(source.get("value"), str):
+            raise ValueError(NO_LOCAL_VIDEO_FILES)
+        source = source["value"]
+    if not isinstance(source, str):
+        raise ValueError("source must be a URL or a data:video/... URI")
+    return {**data, "source": SourceVideo.parse(source, local_files=False)}
