@@ -10,9 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +19,14 @@ import httpx
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
-from gateway.errors import DeadlineExceeded, IdempotencyConflict, LeaseLost, ReelgateError
+from gateway.errors import DeadlineExceeded, LeaseLost, ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.live_jobs import LiveJobs
 from gateway.logs import for_attempt
 from gateway.plugins import discover
-from gateway.pricing import Eligibility
 from gateway.provider import Provider, VideoResult
+from gateway.quote_report import QuoteReport as QuoteReport
+from gateway.quote_report import held_estimate, planned, replayed
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
@@ -40,29 +40,6 @@ from gateway.transport import make_client
 from gateway.vendor_calls import Nudge, Sleep
 
 log = logging.getLogger("reelgate")
-
-
-class QuoteReport:
-    """Every provider's answer for one request, and which would be chosen."""
-
-    def __init__(self, plan: Plan | None, eligibility: list[Eligibility], error: ReelgateError | None = None) -> None:
-        self.plan = plan
-        self.eligibility = eligibility
-        self.error = error
-
-    @property
-    def chosen(self) -> str | None:
-        return self.plan.chosen.provider if self.plan and self.plan.chosen else None
-
-    def to_dict(self) -> dict[str, Any]:
-        skipped = self.plan.skipped if self.plan else {}
-        return {
-            "chosen": self.chosen,
-            "policy": self.plan.policy.value if self.plan else None,
-            "order": [c.provider for c in self.plan.candidates] if self.plan else [],
-            "providers": [{**e.to_dict(), "skipped": skipped.get(e.provider)} for e in self.eligibility],
-            "error": self.error.to_dict() if self.error else None,
-        }
 
 
 #: finished jobs a gateway keeps in memory (``get``, ``wait``, in-process idempotency keys);
@@ -101,13 +78,9 @@ class Gateway:
         self.health: Health = health or self.shared.health
         #: where jobs are persisted before any vendor call; None keeps them in this process only
         self.store = store
-        self.jobs: dict[str, VideoJob] = {}
-        #: finished jobs still in ``jobs``, oldest first (see RETAIN_FINISHED)
-        self._finished: deque[str] = deque()
-        self.retain_finished = retain_finished
+        self.live = LiveJobs(retain_finished)
+        self.jobs = self.live.jobs
         self._tasks: dict[str, asyncio.Task[VideoJob]] = {}
-        self._by_idempotency_key: dict[tuple[str | None, str], str] = {}
-        self._listeners: dict[str, list[OnUpdate]] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
         self.adoptions = Adoptions(settings)
@@ -196,7 +169,7 @@ class Gateway:
         if key is not None:
             existing = await self._by_key(key, owner)
             if existing is not None:
-                return _replayed(existing, digest), False
+                return replayed(existing, digest), False
         plan = self.plan(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest)
         # the caller's budget, then the gateway's, refuse before any vendor call
@@ -207,16 +180,12 @@ class Gateway:
                 stored, created = await self.store.create_or_get(job, owner=owner, lease=lease)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
-                    return _replayed(self.jobs.get(stored.id, stored), digest), False
+                    return replayed(self.jobs.get(stored.id, stored), digest), False
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)
             raise
         self._holds[job.id] = ledgers
-        self.jobs[job.id] = job
-        if key is not None:
-            self._by_idempotency_key[(owner, key)] = job.id
-        if on_update is not None:
-            self._listeners.setdefault(job.id, []).append(on_update)
+        self.live.add(job, on_update)
         # the job keeps its candidates, not every provider's quote (those are for quote reports)
         lean = Plan(plan.policy, plan.candidates, plan.skipped)
         self._tasks[job.id] = asyncio.create_task(self._run(job, lean), name=f"reelgate-{job.id}")
@@ -277,19 +246,16 @@ class Gateway:
         return await self.store.get(job_id, owner=owner) if self.store is not None else None
 
     async def _by_key(self, key: str, owner: str | None) -> VideoJob | None:
-        job_id = self._by_idempotency_key.get((owner, key))
-        if job_id is not None and job_id in self.jobs:
-            return self.jobs[job_id]
+        live = self.live.by_key(owner, key)
+        if live is not None:
+            return live
         if self.store is not None:
             return await self.store.get_by_idempotency_key(key, owner)
         return None
 
     def forget(self, job_id: str) -> None:
         """Let go of a job deleted from the store: its idempotency key is free again."""
-        job = self.jobs.pop(job_id, None)
-        self._listeners.pop(job_id, None)
-        if job is not None and job.request.idempotency_key is not None:
-            self._by_idempotency_key.pop((job.owner, job.request.idempotency_key), None)
+        self.live.forget(job_id)
 
     def nudge(self, provider: str, vendor_id: str) -> bool:
         """A vendor says its job changed: poll it now. Only a poll's answer changes the job,
@@ -326,7 +292,7 @@ class Gateway:
             ledgers = (budget_of(job.owner) if budget_of else None, self.ledger)
             self._holds[job.id] = tuple(ledger for ledger in ledgers if ledger is not None)
             for ledger in self._holds[job.id]:  # already running: counted, never refused
-                ledger.hold(job.id, _estimate(job, plan))
+                ledger.hold(job.id, held_estimate(job, plan))
             self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
             resumed.append(job)
         return resumed
@@ -362,11 +328,8 @@ class Gateway:
     async def download(self, job: VideoJob, path: str | Path) -> Path:
         """Fetch the finished video (with the vendor's auth where needed) to ``path``:
         streamed, size-capped and written all-or-nothing, as the service mirrors results."""
-        attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
-        assert job.output is not None and attempt.vendor_job is not None
-        provider = self.providers[attempt.provider]
-        for_attempt(attempt.attempt_key)
-        built = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
+        provider, built = self.result_request(job)
+        assert job.output is not None
         target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
         stored = await download(self.client, built, target, provider=provider.name,
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes), sleep=self._sleep)
@@ -374,6 +337,14 @@ class Gateway:
         job.output.size_bytes = stored.size_bytes
         job.output.sha256 = stored.sha256
         return target
+
+    def result_request(self, job: VideoJob) -> tuple[Provider, httpx.Request]:
+        """The request that fetches a finished job's video from its vendor (with its auth)."""
+        attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
+        assert job.output is not None and attempt.vendor_job is not None
+        for_attempt(attempt.attempt_key)
+        provider = self.providers[attempt.provider]
+        return provider, provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
 
     # -- internals ----------------------------------------------------------------------------
     async def _run(self, job: VideoJob, plan: Plan | None, *, resume: bool = False) -> VideoJob:
@@ -384,7 +355,7 @@ class Gateway:
         runner = self._runner()
         try:
             try:
-                work = runner.resume(job, plan) if resume else runner.run(job, _planned(plan))
+                work = runner.resume(job, plan) if resume else runner.run(job, planned(plan))
                 if job.request.deadline_s is None:
                     job = await work
                 else:
@@ -421,16 +392,8 @@ class Gateway:
         self._retire(job)
 
     def _retire(self, job: VideoJob) -> None:
-        """The job's task is ending: keep the job at hand for a while, then let it go, so a
-        process that runs for weeks does not keep every job it ever ran."""
         self._tasks.pop(job.id, None)
-        self._finished.append(job.id)
-        while len(self._finished) > self.retain_finished:
-            job_id = self._finished.popleft()
-            self._listeners.pop(job_id, None)
-            old = self.jobs.pop(job_id, None)
-            if old is not None and old.request.idempotency_key is not None:
-                self._by_idempotency_key.pop((old.owner, old.request.idempotency_key), None)
+        self.live.finished(job.id)
 
     async def _save(self, job: VideoJob) -> None:
         if self.store is not None:
@@ -467,25 +430,4 @@ class Gateway:
             self._emit(job)
 
     def _emit(self, job: VideoJob) -> None:
-        for listener in self._listeners.get(job.id, []):
-            listener(job)
-
-
-def _replayed(job: VideoJob, digest: str) -> VideoJob:
-    """The job an idempotency key already names, if the request is the same one."""
-    known = job.fingerprint or codec.fingerprint(job.request)  # jobs stored before fingerprints
-    if known != digest:
-        raise IdempotencyConflict(job.request.idempotency_key or "", job.id)
-    return job
-
-
-def _estimate(job: VideoJob, plan: Plan | None) -> Decimal:
-    """What a resumed job may still cost: its attempt in flight, or the next one it will make."""
-    if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
-        return job.current.estimated_usd
-    return plan.candidates[0].quote.usd if plan is not None and plan.candidates else Decimal(0)
-
-
-def _planned(plan: Plan | None) -> Plan:
-    assert plan is not None, "a new job always has a plan"
-    return plan
+        self.live.emit(job)

@@ -41,9 +41,9 @@ from gateway.errors import (
 from gateway.job import Attempt, AttemptOutcome, JobStatus, VideoJob, VideoOutput
 from gateway.pricing import usd
 from gateway.provider import Provider, VideoResult
-from gateway.request import RoutePolicy
 from gateway.routing import Candidate, Plan
 from gateway.routing.health import Health
+from gateway.routing.next_step import hedge_candidate, may_fall_back
 from gateway.routing.plan import latency_key
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
 from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
@@ -55,9 +55,6 @@ Checkpoint = Callable[[VideoJob], Awaitable[None]]
 #: submits one gateway has in flight at once by default: the connections it keeps per vendor
 #: (``transport.ConnectionLimits.per_host``); more would only queue on the pool
 SUBMITS_IN_FLIGHT = 64
-#: errors after which trying another vendor cannot help (the request itself is the problem);
-#: a content rejection also stops, unless ``content_rejection_fallback`` is set
-_STOP_CLASSES: tuple[type[ProviderError], ...] = (ProviderRejected,)
 #: errors that show the vendor up and answering (the request or our pace is the cause)
 _NOT_HEALTH: tuple[type[ProviderError], ...] = (ContentRejected, ProviderRejected, RateLimited)
 
@@ -157,19 +154,19 @@ class JobRunner:
         return Candidate(provider.name, e.quote, prior, e.degradations)
 
     async def _continue(self, job: VideoJob, remaining: list[Candidate], last: ProviderError | None) -> VideoJob:
-        if last is not None and not self._may_fall_back(job, last):
+        if last is not None and not may_fall_back(self.settings, job, last):
             remaining = []
         while remaining:
             candidate = remaining.pop(0)
             if job.status is not JobStatus.QUEUED:
                 job.move(JobStatus.QUEUED)  # falling back: the one backward edge
-            hedge = self._hedge_candidate(job, candidate, remaining)
+            hedge = hedge_candidate(self.settings, job, candidate, remaining)
             limit = self.settings.provider(candidate.provider).concurrency_limit
             async with self.limiter.slot(candidate.provider, limit):  # a vendor account's jobs at once
                 last = await self._attempt(job, candidate, hedge, remaining)
             if last is None:
                 return job
-            if not self._may_fall_back(job, last):
+            if not may_fall_back(self.settings, job, last):
                 break
         job.fail(last or NoRouteAvailable("no candidate left to try"))
         self._notify(job)
@@ -333,16 +330,6 @@ class JobRunner:
         self._finished(live)
 
     # -- hedging -------------------------------------------------------------------------------
-    def _hedge_candidate(self, job: VideoJob, candidate: Candidate, remaining: list[Candidate]) -> Candidate | None:
-        if not self.settings.hedging.enabled or job.plan.get("policy") != RoutePolicy.FASTEST.value or not remaining:
-            return None
-        budget = job.request.max_cost_usd or self.settings.budgets.per_request_usd
-        spent = job.cost_usd + candidate.quote.usd
-        for other in remaining:
-            if budget is None or spent + other.quote.usd <= Decimal(str(budget)):
-                return other
-        return None
-
     async def _maybe_hedge(self, job: VideoJob, primary: LiveAttempt, primary_task: asyncio.Task[VideoResult],
                            hedge: Candidate) -> tuple[bool, LiveAttempt | None]:
         """(whether the hedge was tried, the hedge attempt now in flight if it was accepted)"""
@@ -362,20 +349,6 @@ class JobRunner:
         return True, second
 
     # -- policy and bookkeeping ------------------------------------------------------------------
-    def _may_fall_back(self, job: VideoJob, error: ProviderError) -> bool:
-        if not job.request.fallback:
-            return False
-        if isinstance(error, ContentRejected):
-            return self.settings.content_rejection_fallback
-        if isinstance(error, _STOP_CLASSES):
-            return False
-        if not error.fallback_safe:
-            # Unknown outcome (an ambiguous submit, a job the vendor lost): moving on may pay twice.
-            if not self.settings.allow_duplicate_spend:
-                return False
-            job.notes.append(f"fell back after {error.code} at {error.provider}: that vendor may also bill")
-        return True
-
     def _record_outcome(self, live: LiveAttempt, exc: ProviderError) -> None:
         """Close the health record of a call that ended in ``exc`` (every ``acquire`` must)."""
         if not self.health:

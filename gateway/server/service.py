@@ -21,10 +21,10 @@ from gateway.api import Gateway
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
-from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
 from gateway.permissions import private_dir
-from gateway.provider import Secret, VideoResult
+from gateway.provider import Secret
 from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
 from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
 from gateway.server.leases import Leases, new_replica_id
@@ -228,10 +228,7 @@ class Service:
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
         assert job.output is not None
-        attempt = next(a for a in job.attempts if a.outcome is AttemptOutcome.SUCCEEDED)
-        provider = self.gateway.providers[attempt.provider]
-        assert attempt.vendor_job is not None
-        request = provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
+        provider, request = self.gateway.result_request(job)
         try:
             kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
                                 provider=provider.name,
