@@ -304,10 +304,17 @@ class Gateway:
     async def abandon(self, job_id: str) -> None:
         """Stop following a job whose lease another replica now holds: its task ends and
         nothing more is written (the store refuses this replica's saves anyway)."""
+        self._hand_over(job_id)  # before the task ends: its ``_close`` must settle nothing
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def _hand_over(self, job_id: str) -> None:
+        """The job's lease is another replica's: its reservations and its cost are that
+        replica's to settle, so this one lets go of both (and of the job)."""
+        for ledger in self._holds.pop(job_id, ()):
+            ledger.handover(job_id)
         self.jobs.pop(job_id, None)
 
     async def cancel(self, job: VideoJob | str) -> VideoJob:
@@ -379,7 +386,7 @@ class Gateway:
             return job
         except LeaseLost:  # another replica follows the job now: this one writes nothing more
             log.info("job %s: lease lost, no longer followed here", job.id)
-            self.jobs.pop(job.id, None)
+            self._hand_over(job.id)
             return job
         finally:
             self._close(job)

@@ -43,6 +43,8 @@ class Ledger(Protocol):
 
     def release(self, key: str) -> None: ...
 
+    def handover(self, key: str) -> None: ...
+
     def reserved(self) -> dict[str, Decimal]: ...
 
 
@@ -104,6 +106,12 @@ class SpendLedger:
     def release(self, key: str) -> None:
         """Drop the reservation: nothing was, or will be, spent for it."""
         self.settle(key, Decimal(0))
+
+    def handover(self, key: str) -> None:
+        """Another replica follows the job now (its lease moved): this process's reservation
+        goes, and what the job costs is the new holder's to settle, once."""
+        with self._lock:
+            self._reserved.pop(key, None)
 
     def reserved(self) -> dict[str, Decimal]:
         """The open reservations by key (attempt or job id)."""

@@ -199,6 +199,15 @@ class RedisSpendLedger:
         """Drop the reservation: nothing was, or will be, spent for it."""
         self.settle(key, Decimal(0))
 
+    def handover(self, key: str) -> None:
+        """Another replica follows the job now: the reservation in Redis is its hold (``hold``
+        by the same key), so only this replica's own record of it goes; settling here would
+        drop that hold, or count the job's cost twice."""
+        with self._lock:
+            self._held.pop(key, None)
+            if self._local is not None:
+                self._local.handover(key)
+
     def reserved(self) -> dict[str, Decimal]:
         """The reservations this replica holds (the others' are theirs to report)."""
         with self._lock:

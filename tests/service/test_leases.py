@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from gateway.budget import SpendLedger
 from gateway.config import PollingConfig, ServiceConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
@@ -129,6 +131,7 @@ async def test_a_dead_replicas_jobs_are_taken_over_and_submitted_once(replicas: 
 
 async def test_a_replica_that_lost_a_lease_stops_following_the_job(replicas: Start):
     a, b = await replicas("a"), await replicas("b")
+    a.gateway.ledger = ledger = RecordingLedger(None)
     [job] = await submit(a, 1, "a")
     await all_accepted(a, [job])
     # another replica holds the row now (a's lease expired while a stalled, say)
@@ -140,6 +143,23 @@ async def test_a_replica_that_lost_a_lease_stops_following_the_job(replicas: Sta
     assert job.id not in a.gateway.following()
     row = await b.store.get(job.id)
     assert row is not None and not row.status.terminal  # a wrote nothing more
+    # nor settles anything: the job's reservation and cost are the new holder's (settling
+    # here would drop the new holder's hold in a shared ledger, or count the cost twice)
+    assert ledger.calls == [("handover", job.id)] and ledger.reserved() == {}
+
+
+class RecordingLedger(SpendLedger):
+    def __init__(self, per_day_usd: float | None) -> None:
+        super().__init__(per_day_usd)
+        self.calls: list[tuple[str, str]] = []
+
+    def settle(self, key: str, cost: Decimal, at_risk: Decimal = Decimal(0)) -> None:
+        self.calls.append(("settle", key))
+        super().settle(key, cost, at_risk)
+
+    def handover(self, key: str) -> None:
+        self.calls.append(("handover", key))
+        super().handover(key)
 
 
 async def finished(service: Service, job_id: str) -> bool:

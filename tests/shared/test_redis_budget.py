@@ -52,6 +52,17 @@ def test_reserve_hold_release_settle_as_the_in_process_ledger_does(states: Calla
     assert a.spent_today() == Decimal("1.00")
 
 
+def test_a_job_handed_over_to_another_replica_is_held_and_settled_once(states: Callable[..., SharedState]) -> None:
+    a, b = RedisSpendLedger(states(), "gateway", 1.0), RedisSpendLedger(states(), "gateway", 1.0)
+    a.reserve("job-1", Decimal("0.50"))
+    b.hold("job-1", Decimal("0.50"))  # b took the lease over and holds the job's estimate again
+    a.handover("job-1")  # a learns it lost the lease: its record goes, b's hold stays
+    assert a.reserved() == {} and b.reserved() == {"job-1": Decimal("0.50")}
+    assert a.spent_today() == Decimal("0.50")  # still held once, not dropped, not doubled
+    b.settle("job-1", Decimal("0.40"))
+    assert a.spent_today() == b.spent_today() == Decimal("0.40")
+
+
 def test_a_reservation_its_replica_never_settles_lapses(states: Callable[..., SharedState]) -> None:
     state = states()
     ledger = RedisSpendLedger(state, "gateway", 1.0)
