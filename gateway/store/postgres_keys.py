@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import time
+from collections.abc import Callable
 
 from psycopg.errors import UniqueViolation
 
@@ -13,8 +14,9 @@ from gateway.store.postgres import PostgresJobStore
 
 
 class PostgresKeys(Keys):
-    def __init__(self, store: PostgresJobStore, *, cache_s: float = DEFAULT_CACHE_S) -> None:
-        super().__init__(cache_s=cache_s)
+    def __init__(self, store: PostgresJobStore, *, cache_s: float = DEFAULT_CACHE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(cache_s=cache_s, clock=clock)
         self.store = store
 
     async def acreate(self, name: str, *, budget_usd_per_day: float | None = None,
