@@ -43,6 +43,16 @@ WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
 #: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
 #: (one fetch per vendor at a time, nothing to spread out)
 KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
+#: the note of a finished job whose video could not be kept
+KEEP_FAILED = "the video could not be kept"
+
+
+#: the longest a /content request waits for another replica to keep a finished video
+KEEP_WAIT_S = 30.0
+
+
+def _keeping_failed(job: VideoJob) -> bool:
+    return any(note.startswith(KEEP_FAILED) for note in job.notes)
 
 
 def service_store_url(settings: Settings, home: Path) -> str:
@@ -250,7 +260,7 @@ class Service:
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
-            job.notes.append(f"the video could not be kept: {exc.message}")
+            job.notes.append(f"{KEEP_FAILED}: {exc.message}")
         await self.store.save(job, lease_owner=self.gateway.lease_owner)
 
     @property
@@ -267,11 +277,24 @@ class Service:
         return await self.gateway.fetch(job_id, owner=key.id if key else None)
 
     async def wait_kept(self, job: VideoJob) -> VideoJob:
-        """The job once its video is kept (or it ended without one)."""
+        """The job once its video is kept (or it ended without one). When another replica
+        follows it, that one keeps the video a moment after the job turns succeeded: wait
+        for its save (read from the store) rather than answer 404 in between."""
         watcher = self._watchers.get(job.id)
         if watcher is not None:
             await asyncio.shield(watcher)
-        return (await self.store.get(job.id)) or job
+            return (await self.store.get(job.id)) or job
+        job = (await self.store.get(job.id)) or job
+        if self.leases is None:  # one process on the store: nobody else keeps it
+            return job
+        try:
+            async with asyncio.timeout(KEEP_WAIT_S):
+                while job.output is not None and job.output.uri is None and not _keeping_failed(job):
+                    await asyncio.sleep(0.1)
+                    job = (await self.store.get(job.id)) or job
+        except TimeoutError:  # its replica died before keeping it: the route says so
+            pass
+        return job
 
     async def cancel(self, job_id: str, key: ApiKey | None) -> VideoJob | None:
         """The job after asking it to stop; None when this caller has no such job."""

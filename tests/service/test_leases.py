@@ -187,3 +187,26 @@ async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sa
         while dropped.id in a.gateway.following():
             await a.leases.wait_rounds(1)
     assert await b.store.get(dropped.id) is None  # and it wrote nothing back
+
+
+async def test_content_at_another_replica_waits_for_the_video_to_be_kept(
+        replicas: Start, monkeypatch: pytest.MonkeyPatch):
+    a, b = await replicas("a"), await replicas("b")
+    keeping = asyncio.Event()
+    keep = a._keep
+
+    async def slow_keep(job: VideoJob) -> None:  # a keeps the video a while after "succeeded"
+        keeping.set()
+        await asyncio.sleep(0.5)
+        await keep(job)
+
+    monkeypatch.setattr(a, "_keep", slow_keep)
+    (job,) = await submit(a, 1, "a")
+    async with asyncio.timeout(30):
+        await keeping.wait()
+    succeeded = await b.get(job.id, None)
+    assert succeeded is not None and succeeded.status is JobStatus.SUCCEEDED
+    assert succeeded.output is not None and succeeded.output.uri is None  # not kept yet
+    kept = await b.wait_kept(succeeded)
+    assert kept.output is not None and kept.output.uri is not None
+    assert await a.storage.exists(kept.output.uri)  # (separate homes here: a shared directory in deployment)

@@ -8,30 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
-from psycopg import sql
 
 from tests.service.conftest import Processes
-from tests.store.conftest import PG_DSN
 
 CACHE_S = 0.5
-
-
-@pytest.fixture
-def pg_database() -> Iterator[str]:
-    """The DSN of a new, empty database (the processes use the default schema), dropped after."""
-    name = f"reelgate_keys_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield PG_DSN.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def start_replica(processes: Processes, config: Path, replica_id: str) -> str:
