@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -15,9 +17,10 @@ from gateway.logs import LEVELS, LOG_LEVEL_ENV, configure, level_from
 
 if TYPE_CHECKING:
     from gateway.config import Settings
-    from gateway.keys import KeyStore
+    from gateway.keys import Keys
     from gateway.server.service import Service
 
+T = TypeVar("T")
 err = make_console(stderr=True)
 keys_app = typer.Typer(add_completion=False, no_args_is_help=True, help="API keys for the HTTP service's callers.")
 LogLevelOpt = Annotated[str | None, typer.Option(
@@ -95,11 +98,43 @@ def serve(
             emulators.stop()
 
 
-def _keys() -> KeyStore:
-    from gateway.home import reelgate_home
-    from gateway.keys import KeyStore
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", help="reelgate.yaml: the keys go to the store it names (service.store_url), as `serve` uses.")]
 
-    return KeyStore(reelgate_home() / "keys.db")
+
+def _with_keys(config: Path | None, act: Callable[[Keys], Awaitable[T]]) -> T:
+    """Run ``act`` on the caller keys of the store ``config`` names (a PostgreSQL store's
+    api_keys table, else $REELGATE_HOME/keys.db); a bad config or input exits 2 with one line."""
+    import asyncio
+
+    from gateway.config import load_settings
+    from gateway.home import reelgate_home
+    from gateway.keys import open_keys
+    from gateway.server.service import service_store_url
+    from gateway.store import open_store
+
+    async def run() -> T:
+        home = reelgate_home()
+        store = open_store(service_store_url(settings, home), env=os.environ)
+        async with store:
+            keys = open_keys(store, home, cache_s=0)
+            try:
+                return await act(keys)
+            finally:
+                await keys.aclose()
+
+    try:
+        settings = load_settings(config)
+        return asyncio.run(run())
+    except ReelgateError as exc:
+        error(err, exc.message)
+        raise typer.Exit(2) from None
+    except Exception as exc:
+        if not (isinstance(exc, OSError) or type(exc).__module__.startswith(("psycopg", "sqlite3"))):
+            raise
+        # the store cannot be reached: say its error's kind, never its DSN (it may hold a password)
+        error(err, f"--config: the key store cannot be used ({type(exc).__name__})")
+        raise typer.Exit(2) from None
 
 
 @keys_app.command("create")
@@ -107,21 +142,19 @@ def keys_create(
     name: Annotated[str, typer.Option("--name", help="A name to recognise the key by.")],
     budget: Annotated[float | None, typer.Option("--budget", help="USD per day this key may spend.")] = None,
     provider: Annotated[list[str] | None, typer.Option("--provider", help="Only these providers (repeatable).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Create a key and print it once (it is stored hashed and cannot be shown again)."""
-    try:
-        key, plaintext = _keys().create(name, budget_usd_per_day=budget, allowed_providers=provider)
-    except ReelgateError as exc:
-        error(err, exc.message)
-        raise typer.Exit(2) from None
+    key, plaintext = _with_keys(config, lambda keys: keys.acreate(name, budget_usd_per_day=budget,
+                                                                  allowed_providers=provider))
     err.print(f"created key {key.id} ({key.name}); this is the only time it is shown:", highlight=False)
     typer.echo(plaintext)
 
 
 @keys_app.command("list")
-def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None) -> None:
     """Keys by id and name (never the secret)."""
-    keys = [k.to_dict() for k in _keys().list()]
+    keys = [k.to_dict() for k in _with_keys(config, lambda store: store.alist())]
     if as_json:
         typer.echo(json.dumps(keys, indent=2))
         return
@@ -132,11 +165,7 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")]) -> None:
-    """Revoke a key: requests with it get 401 from now on."""
-    try:
-        revoked = _keys().revoke(key)
-    except ReelgateError as exc:
-        error(err, exc.message)
-        raise typer.Exit(2) from None
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key's id or name.")], config: ConfigOpt = None) -> None:
+    """Revoke a key: every replica answers 401 to it within service.key_cache_s (default 2 s)."""
+    revoked = _with_keys(config, lambda keys: keys.arevoke(key))
     err.print(f"revoked {revoked.id} ({revoked.name})", highlight=False)

@@ -135,6 +135,9 @@ class ServiceConfig(BaseModel):
     lease_s: float = Field(default=30.0, gt=0)
     #: the most jobs one replica follows that it claimed from others (its own submits not counted)
     max_claimed_jobs: int = Field(default=1000, gt=0)
+    #: how long a replica trusts a caller key it has verified without asking the store again:
+    #: the longest a ``reelgate keys revoke`` takes to reach every replica (0: every request asks)
+    key_cache_s: float = Field(default=2.0, ge=0, le=300)
 
 
 class Settings(BaseModel):

@@ -1,28 +1,45 @@
-"""API keys for the HTTP service's callers, hashed at rest.
+"""API keys for the HTTP service's callers, hashed at rest, in the store the service uses.
 
 A key reads ``rg_<id>_<secret>``: the id finds the row, the secret is checked against a
 SHA-256 digest (a 256-bit random secret needs no slow hash) with a constant-time compare.
 The plaintext is shown once, when created, and never stored or logged.
+
+Where keys live follows the job store (``open_keys``): with a PostgreSQL store, its
+``api_keys`` table (gateway/store/postgres_keys.py), so a key made once works on every
+replica; with SQLite, ``$REELGATE_HOME/keys.db`` as always (``KeyStore`` below).
+
+A verified key is remembered for ``cache_s`` seconds: a request then costs no store
+round trip, and a revocation reaches every replica within that bound (docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
+import builtins
 import hashlib
 import hmac
 import json
 import math
 import secrets
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequest
 from gateway.permissions import private_dir, private_file
 
+if TYPE_CHECKING:
+    from gateway.store.base import JobStore
+
 PREFIX = "rg_"
+#: how long a verified key is trusted without asking the store again (the longest a
+#: revocation takes to reach a replica that has just seen the key)
+DEFAULT_CACHE_S = 2.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -35,6 +52,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     allowed_providers TEXT
 )
 """
+#: the columns of an ApiKey, in its field order, then the digest
+COLUMNS = "id, name, created_at, revoked_at, budget_usd_per_day, allowed_providers"
 
 
 @dataclass(frozen=True)
@@ -56,79 +75,202 @@ class ApiKey:
                 "allowed_providers": list(self.allowed_providers) if self.allowed_providers else None}
 
 
-def _digest(secret: str) -> str:
+@dataclass(frozen=True)
+class NewKey:
+    """A key about to be stored: its record, the digest kept, and the plaintext shown once."""
+    key: ApiKey
+    digest: str
+    plaintext: str
+
+    @property
+    def providers_json(self) -> str | None:
+        return json.dumps(list(self.key.allowed_providers)) if self.key.allowed_providers else None
+
+
+def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class KeyStore:
-    """Keys in one SQLite file (``$REELGATE_HOME/keys.db`` by default)."""
+def new_key(name: str, budget_usd_per_day: float | None, allowed_providers: builtins.list[str] | None) -> NewKey:
+    """A fresh id and secret for ``name``, the inputs checked (400 naming the field)."""
+    name = name.strip()
+    if not name:
+        raise InvalidRequest("name", "must not be empty")
+    # NaN compares false with everything: without isfinite it would be stored and read as "no limit"
+    if budget_usd_per_day is not None and not (math.isfinite(budget_usd_per_day) and budget_usd_per_day > 0):
+        raise InvalidRequest("budget", f"must be a finite number of USD more than 0, not {budget_usd_per_day}")
+    key = ApiKey(secrets.token_hex(6), name, time.time(), None, budget_usd_per_day,
+                 tuple(allowed_providers) if allowed_providers else None)
+    secret = secrets.token_urlsafe(32)
+    return NewKey(key, digest(secret), f"{PREFIX}{key.id}_{secret}")
 
-    def __init__(self, path: str | Path) -> None:
+
+def name_taken(name: str) -> InvalidRequest:
+    return InvalidRequest("name", f"a key named {name.strip()!r} exists already")
+
+
+def no_such_key(id_or_name: str) -> InvalidRequest:
+    return InvalidRequest("key", f"no active key with id or name {id_or_name!r}")
+
+
+def key_of(row: tuple[Any, ...]) -> ApiKey:
+    """An ApiKey from the ``COLUMNS`` of a row."""
+    providers = tuple(json.loads(row[5])) if row[5] else None
+    return ApiKey(row[0], row[1], row[2], row[3], row[4], providers)
+
+
+class Keys(abc.ABC):
+    """The caller keys of one deployment, whatever holds them. Verifying goes through a
+    cache of ``cache_s`` seconds (0: ask the store every time)."""
+
+    def __init__(self, *, cache_s: float = DEFAULT_CACHE_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cache_s = cache_s
+        self._clock = clock
+        #: key id -> (record, digest, when read); unknown ids are never cached
+        self._cache: dict[str, tuple[ApiKey, str, float]] = {}
+
+    @abc.abstractmethod
+    async def acreate(self, name: str, *, budget_usd_per_day: float | None = None,
+                      allowed_providers: builtins.list[str] | None = None) -> tuple[ApiKey, str]:
+        """A new key and its plaintext (shown once)."""
+
+    @abc.abstractmethod
+    async def alist(self) -> builtins.list[ApiKey]:
+        """Every key, oldest first (never a secret)."""
+
+    @abc.abstractmethod
+    async def _arevoke(self, id_or_name: str) -> ApiKey:
+        """Mark the key revoked; ``no_such_key`` when none is active."""
+
+    @abc.abstractmethod
+    async def _afetch(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """The record and digest of ``key_id``, from the store."""
+
+    async def arevoke(self, id_or_name: str) -> ApiKey:
+        revoked = await self._arevoke(id_or_name)
+        self._cache.pop(revoked.id, None)
+        return revoked
+
+    async def averify(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` belongs to, or None."""
+        parsed = _parse(presented)
+        if parsed is None:
+            return None
+        key_id, secret = parsed
+        now = self._clock()
+        cached = self._cache.get(key_id)
+        if cached is None or now - cached[2] >= self.cache_s:
+            found = await self._afetch(key_id)
+            if found is None:
+                self._cache.pop(key_id, None)
+                return None
+            cached = (*found, now)
+            if self.cache_s > 0:
+                self._cache[key_id] = cached
+        key, stored, _ = cached
+        if not hmac.compare_digest(stored, digest(secret)):
+            return None
+        return key if key.active else None
+
+    async def aclose(self) -> None:
+        """Let go of what this holds of its own (the job store's pool is the store's to close)."""
+        self._cache.clear()
+
+
+class KeyStore(Keys):
+    """Keys in one SQLite file (``$REELGATE_HOME/keys.db``), through one connection kept
+    open (a connection per request was a third of a busy service's time)."""
+
+    def __init__(self, path: str | Path, *, cache_s: float = DEFAULT_CACHE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(cache_s=cache_s, clock=clock)
         self.path = Path(path).expanduser()
         # hashed secrets still say who may call: the file is the operator's alone
         private_file(private_dir(self.path.parent) / self.path.name)
-        with self._connect() as db:
-            db.execute(_SCHEMA)
+        self._db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+        # one connection for every thread: sqlite3 objects must not be used at once
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(_SCHEMA)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> builtins.list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def create(self, name: str, *, budget_usd_per_day: float | None = None,
-               allowed_providers: list[str] | None = None) -> tuple[ApiKey, str]:
+               allowed_providers: builtins.list[str] | None = None) -> tuple[ApiKey, str]:
         """A new key and its plaintext (shown once)."""
-        name = name.strip()
-        if not name:
-            raise InvalidRequest("name", "must not be empty")
-        # NaN compares false with everything: without isfinite it would be stored and read as "no limit"
-        if budget_usd_per_day is not None and not (math.isfinite(budget_usd_per_day) and budget_usd_per_day > 0):
-            raise InvalidRequest("budget", f"must be a finite number of USD more than 0, not {budget_usd_per_day}")
-        key = ApiKey(secrets.token_hex(6), name, time.time(), None, budget_usd_per_day,
-                     tuple(allowed_providers) if allowed_providers else None)
-        secret = secrets.token_urlsafe(32)
-        with self._connect() as db:
-            try:
-                db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL, ?, ?)",
-                           (key.id, key.name, _digest(secret), key.created_at, budget_usd_per_day,
-                            json.dumps(allowed_providers) if allowed_providers else None))
-            except sqlite3.IntegrityError:
-                raise InvalidRequest("name", f"a key named {name!r} exists already") from None
-        return key, f"{PREFIX}{key.id}_{secret}"
+        made = new_key(name, budget_usd_per_day, allowed_providers)
+        try:
+            self._query("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                        (made.key.id, made.key.name, made.digest, made.key.created_at, budget_usd_per_day,
+                         made.providers_json))
+        except sqlite3.IntegrityError:
+            raise name_taken(name) from None
+        return made.key, made.plaintext
 
-    def list(self) -> list[ApiKey]:
-        with self._connect() as db:
-            rows = db.execute("SELECT id, name, created_at, revoked_at, budget_usd_per_day, allowed_providers"
-                              " FROM api_keys ORDER BY created_at").fetchall()
-        return [self._key(r) for r in rows]
+    def list(self) -> builtins.list[ApiKey]:
+        return [key_of(r) for r in self._query(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at")]
 
     def revoke(self, id_or_name: str) -> ApiKey:
-        with self._connect() as db:
-            done = db.execute("UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
-                              (time.time(), id_or_name, id_or_name)).rowcount
+        with self._lock:
+            done = self._db.execute("UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?)"
+                                    " AND revoked_at IS NULL", (time.time(), id_or_name, id_or_name)).rowcount
         if not done:
-            raise InvalidRequest("key", f"no active key with id or name {id_or_name!r}")
+            raise no_such_key(id_or_name)
+        self._cache.clear()
         return next(k for k in self.list() if id_or_name in (k.id, k.name))
 
+    def fetch(self, key_id: str) -> tuple[ApiKey, str] | None:
+        rows = self._query(f"SELECT {COLUMNS}, secret_sha256 FROM api_keys WHERE id = ?", (key_id,))
+        return (key_of(rows[0][:6]), rows[0][6]) if rows else None
+
     def verify(self, presented: str) -> ApiKey | None:
-        """The active key ``presented`` belongs to, or None."""
-        if not presented.startswith(PREFIX):
+        """The active key ``presented`` belongs to, or None (no cache: for tools)."""
+        parsed = _parse(presented)
+        found = self.fetch(parsed[0]) if parsed else None
+        if parsed is None or found is None or not hmac.compare_digest(found[1], digest(parsed[1])):
             return None
-        key_id, sep, secret = presented[len(PREFIX):].partition("_")
-        if not sep:
-            return None
-        with self._connect() as db:
-            row = db.execute("SELECT id, name, created_at, revoked_at, budget_usd_per_day, allowed_providers,"
-                             " secret_sha256 FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        if row is None or not hmac.compare_digest(row[6], _digest(secret)):
-            return None
-        key = self._key(row[:6])
-        return key if key.active else None
+        return found[0] if found[0].active else None
 
-    async def averify(self, presented: str) -> ApiKey | None:
-        return await asyncio.to_thread(self.verify, presented)
+    async def acreate(self, name: str, *, budget_usd_per_day: float | None = None,
+                      allowed_providers: builtins.list[str] | None = None) -> tuple[ApiKey, str]:
+        return await asyncio.to_thread(self.create, name, budget_usd_per_day=budget_usd_per_day,
+                                       allowed_providers=allowed_providers)
 
-    @staticmethod
-    def _key(row: tuple[Any, ...]) -> ApiKey:
-        providers = tuple(json.loads(row[5])) if row[5] else None
-        return ApiKey(row[0], row[1], row[2], row[3], row[4], providers)
+    async def alist(self) -> builtins.list[ApiKey]:
+        return await asyncio.to_thread(self.list)
+
+    async def _arevoke(self, id_or_name: str) -> ApiKey:
+        return await asyncio.to_thread(self.revoke, id_or_name)
+
+    async def _afetch(self, key_id: str) -> tuple[ApiKey, str] | None:
+        return await asyncio.to_thread(self.fetch, key_id)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        with self._lock:
+            self._db.close()
+
+
+def _parse(presented: str) -> tuple[str, str] | None:
+    """``(id, secret)`` of a key in the ``rg_<id>_<secret>`` form, else None."""
+    if not presented.startswith(PREFIX):
+        return None
+    key_id, sep, secret = presented[len(PREFIX):].partition("_")
+    return (key_id, secret) if sep else None
+
+
+def open_keys(store: JobStore, home: Path, *, cache_s: float = DEFAULT_CACHE_S) -> Keys:
+    """The keys that go with an opened ``store``: in PostgreSQL beside its jobs (over the
+    store's pool), else in ``home/keys.db``."""
+    from gateway.store.sqlite import SqliteJobStore
+
+    if not isinstance(store, SqliteJobStore):
+        from gateway.store.postgres import PostgresJobStore
+        from gateway.store.postgres_keys import PostgresKeys
+
+        if isinstance(store, PostgresJobStore):
+            return PostgresKeys(store, cache_s=cache_s)
+    return KeyStore(home / "keys.db", cache_s=cache_s)

@@ -36,7 +36,8 @@ class Leases:
 
     def __init__(self, store: JobStore, gateway: Gateway, replica_id: str, *, lease_s: float, max_claimed: int,
                  follow: Callable[[VideoJob], None], cancel: Callable[[str], Awaitable[None]],
-                 budget_of: Callable[[str | None], Ledger | None] | None = None) -> None:
+                 budget_of: Callable[[str | None], Ledger | None] | None = None,
+                 prepare: Callable[[list[VideoJob]], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.gateway = gateway
         self.replica_id = replica_id
@@ -45,6 +46,8 @@ class Leases:
         self._follow = follow
         self._cancel = cancel
         self._budget_of = budget_of
+        #: runs before claimed jobs resume (the service learns keys made since it started)
+        self._prepare = prepare
         #: jobs this replica took over from others (the cap counts these)
         self.claimed: set[str] = set()
         #: set after each round of renew and claim (tests wait on it, not on a clock)
@@ -84,6 +87,8 @@ class Leases:
             return
         jobs = [job for job in await self.store.claim(self.replica_id, self.lease_s, room)
                 if job.id not in self.gateway.following()]
+        if jobs and self._prepare is not None:
+            await self._prepare(jobs)
         for job in await self.gateway.resume(budget_of=self._budget_of, jobs=jobs):
             log.info("job %s: claimed by replica %s", job.id, self.replica_id)
             self.claimed.add(job.id)

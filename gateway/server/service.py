@@ -22,7 +22,7 @@ from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
-from gateway.keys import ApiKey, KeyStore
+from gateway.keys import ApiKey, Keys, open_keys
 from gateway.permissions import private_dir
 from gateway.provider import Secret
 from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
@@ -43,6 +43,22 @@ WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
 #: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
 #: (one fetch per vendor at a time, nothing to spread out)
 KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
+#: the note of a finished job whose video could not be kept
+KEEP_FAILED = "the video could not be kept"
+
+
+#: the longest a /content request waits for another replica to keep a finished video
+KEEP_WAIT_S = 30.0
+
+
+def _keeping_failed(job: VideoJob) -> bool:
+    return any(note.startswith(KEEP_FAILED) for note in job.notes)
+
+
+def service_store_url(settings: Settings, home: Path) -> str:
+    """The store ``reelgate serve`` (and ``reelgate keys``) use: ``service.store_url``, else
+    the SQLite file in ``home``."""
+    return settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}"
 
 
 def refuse_local_files(request: VideoRequest) -> None:
@@ -60,7 +76,7 @@ class Service:
     settings: Settings
     gateway: Gateway
     store: JobStore
-    keys: KeyStore
+    keys: Keys
     home: Path
     storage: ResultStorage
     #: the vendors are the sandbox's emulators (so image URLs on loopback are allowed)
@@ -71,6 +87,8 @@ class Service:
     _key_caches: dict[str, KeyCache] = field(default_factory=dict)
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     _ledgers: dict[str, Ledger] = field(default_factory=dict)
+    #: the keys by id, for the budgets of jobs resumed or taken over
+    _owners: dict[str, ApiKey] = field(default_factory=dict)
     _hooks: httpx.AsyncClient | None = None
     #: sends the jobs' own webhooks from the store's outbox (when a signing secret is set)
     deliveries: DeliveryWorker | None = None
@@ -87,16 +105,17 @@ class Service:
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
                     env: Mapping[str, str] | None = None, replica_id: str | None = None) -> Service:
         home = private_dir(reelgate_home(env))
-        store_url = settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}"
+        store_url = service_store_url(settings, home)
         store = open_store(store_url, env=os.environ if env is None else env)
         await store.open()
+        keys = open_keys(store, home, cache_s=settings.service.key_cache_s)
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
         env = os.environ if env is None else env
         secret = Secret(env[WEBHOOK_SECRET_ENV]) if env.get(WEBHOOK_SECRET_ENV) else None
         if secret is not None:
             secret_bytes(secret.reveal())  # a malformed secret stops the start, not a delivery
         storage = build_storage(settings.storage, {**env, HOME_ENV: str(home)})
-        service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
+        service = cls(settings, gateway, store, keys, home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
@@ -110,10 +129,10 @@ class Service:
     async def _follow_jobs(self, store_url: str) -> None:
         """Start following the store's unfinished jobs: all of them (one process owns the
         store), or, when replicas share it, those this one claims (gateway/server/leases.py)."""
-        owners = {key.id: key for key in self.keys.list()}
+        self._owners = {key.id: key for key in await self.keys.alist()}
 
         def budget_of(owner: str | None) -> Ledger | None:
-            return self.key_ledger(owners.get(owner or ""))
+            return self.key_ledger(self._owners.get(owner or ""))
 
         self.store_kind = store_url.split(":", 1)[0].split("+", 1)[0]
         leased = self.settings.service.leases
@@ -121,13 +140,18 @@ class Service:
             self.leases = Leases(self.store, self.gateway, self.replica_id, lease_s=self.settings.service.lease_s,
                                  max_claimed=self.settings.service.max_claimed_jobs, follow=self._watch,
                                  cancel=self._cancel_here,
-                                 budget_of=budget_of)
+                                 budget_of=budget_of, prepare=self._know_owners)
             self._leasing = asyncio.create_task(self.leases.run(), name="leases")  # its first round claims
         else:  # the one process on this store: every unfinished job is its own
             for job in await self.gateway.resume(budget_of=budget_of):
                 self._watch(job)
         log.info("replica %s started (store: %s, leases: %s)", self.replica_id, self.store_kind,
                  "on" if self.leases else "off")
+
+    async def _know_owners(self, jobs: list[VideoJob]) -> None:
+        """Before jobs taken over resume: their keys' budgets, for keys made since the start."""
+        if any(job.owner and job.owner not in self._owners for job in jobs):
+            self._owners = {key.id: key for key in await self.keys.alist()}
 
     async def stop(self) -> None:
         tasks = [*self._watchers.values(), *(t for t in (self._delivering, self._leasing) if t is not None)]
@@ -137,6 +161,7 @@ class Service:
         await self.gateway.aclose()
         if self._hooks is not None:
             await self._hooks.aclose()
+        await self.keys.aclose()
         await self.store.close()
         await self.storage.aclose()
 
@@ -235,7 +260,7 @@ class Service:
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
-            job.notes.append(f"the video could not be kept: {exc.message}")
+            job.notes.append(f"{KEEP_FAILED}: {exc.message}")
         await self.store.save(job, lease_owner=self.gateway.lease_owner)
 
     @property
@@ -252,11 +277,24 @@ class Service:
         return await self.gateway.fetch(job_id, owner=key.id if key else None)
 
     async def wait_kept(self, job: VideoJob) -> VideoJob:
-        """The job once its video is kept (or it ended without one)."""
+        """The job once its video is kept (or it ended without one). When another replica
+        follows it, that one keeps the video a moment after the job turns succeeded: wait
+        for its save (read from the store) rather than answer 404 in between."""
         watcher = self._watchers.get(job.id)
         if watcher is not None:
             await asyncio.shield(watcher)
-        return (await self.store.get(job.id)) or job
+            return (await self.store.get(job.id)) or job
+        job = (await self.store.get(job.id)) or job
+        if self.leases is None:  # one process on the store: nobody else keeps it
+            return job
+        try:
+            async with asyncio.timeout(KEEP_WAIT_S):
+                while job.output is not None and job.output.uri is None and not _keeping_failed(job):
+                    await asyncio.sleep(0.1)
+                    job = (await self.store.get(job.id)) or job
+        except TimeoutError:  # its replica died before keeping it: the route says so
+            pass
+        return job
 
     async def cancel(self, job_id: str, key: ApiKey | None) -> VideoJob | None:
         """The job after asking it to stop; None when this caller has no such job."""

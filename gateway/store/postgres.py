@@ -96,6 +96,11 @@ class PostgresJobStore(JobStore):
     async def close(self) -> None:
         await self._pool.close()
 
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
+        """The store's connections, for tables kept beside the jobs (postgres_keys.py)."""
+        return self._pool
+
     async def _configure(self, conn: AsyncConnection[TupleRow]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
 

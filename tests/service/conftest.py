@@ -8,12 +8,17 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
+
+from tests.store.conftest import PG_DSN
 
 KEY_VARS = ("FAL_KEY", "APIFRAME_API_KEY", "RAILWAIL_API_KEY")
 #: the signing secret of the in-process service's outbound webhooks (a test value)
@@ -113,3 +118,15 @@ def service(tmp_path) -> Iterator[InProcess]:
         _, key = KeyStore(home / "keys.db").create("tests")
         with TestClient(app, raise_server_exceptions=False) as client:
             yield InProcess(client, {"Authorization": f"Bearer {key}"}, home)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """The DSN of a new, empty PostgreSQL database, for ``reelgate`` processes (which use the
+    default schema), dropped afterwards. Fails, never skips, when PostgreSQL does not answer."""
+    name = f"reelgate_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield PG_DSN.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -207,3 +207,44 @@ async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sa
         while dropped.id in a.gateway.following():
             await a.leases.wait_rounds(1)
     assert await b.store.get(dropped.id) is None  # and it wrote nothing back
+
+
+async def test_content_at_another_replica_waits_for_the_video_to_be_kept(
+        replicas: Start, monkeypatch: pytest.MonkeyPatch):
+    a, b = await replicas("a"), await replicas("b")
+    keeping = asyncio.Event()
+    keep = a._keep
+
+    async def slow_keep(job: VideoJob) -> None:  # a keeps the video a while after "succeeded"
+        keeping.set()
+        await asyncio.sleep(0.5)
+        await keep(job)
+
+    monkeypatch.setattr(a, "_keep", slow_keep)
+    (job,) = await submit(a, 1, "a")
+    async with asyncio.timeout(30):
+        await keeping.wait()
+    succeeded = await b.get(job.id, None)
+    assert succeeded is not None and succeeded.status is JobStatus.SUCCEEDED
+    assert succeeded.output is not None and succeeded.output.uri is None  # not kept yet
+    kept = await b.wait_kept(succeeded)
+    assert kept.output is not None and kept.output.uri is not None
+    assert await a.storage.exists(kept.output.uri)  # (separate homes here: a shared directory in deployment)
+
+
+@pytest.mark.parametrize("replicas", ["postgres"], indirect=True)  # the store both replicas read keys from
+async def test_a_job_taken_over_is_held_in_the_budget_of_a_key_made_after_start(replicas: Start):
+    a, b = await replicas("a"), await replicas("b")
+    made, plaintext = await a.keys.acreate("late", budget_usd_per_day=50.0)  # b started before it existed
+    key = await a.keys.averify(plaintext)
+    job = await a.submit(VideoRequest(prompt="fox late", providers=["fal"]), key)
+    await all_accepted(a, [job])
+    await die(a)
+    assert b.leases is not None
+    async with asyncio.timeout(30):
+        while job.id not in b.leases.claimed and not await finished(b, job.id):
+            await b.leases.wait_rounds(1)
+    ledger = b._ledgers.get(made.id)  # b learned the key from the store when it claimed the job
+    assert ledger is not None
+    assert (await b.gateway.wait(job.id)).status is JobStatus.SUCCEEDED
+    assert ledger.spent_today() > 0  # the job's cost settled against the key's daily budget

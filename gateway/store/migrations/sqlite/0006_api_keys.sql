@@ -1,0 +1,4 @@
+-- Nothing to do on SQLite: here caller keys stay in $REELGATE_HOME/keys.db, as they
+-- always have (gateway/keys.py, KeyStore), so existing key files keep working. The
+-- version exists so both backends keep one numbering; PostgreSQL's 0006 creates the
+-- api_keys table its replicas share.
