@@ -1,4 +1,4 @@
-"""The ``reelgate`` command: generate | quote | providers | sandbox | serve | keys.
+"""The ``reelgate`` command: generate | modify | reframe | quote | providers | sandbox | serve | keys.
 
 User errors (bad input, nothing can honour a request, bad config, a bad flag) print one
 line and exit 2; a job that ends failed exits 1; Ctrl-C during a job says what was left
@@ -19,6 +19,7 @@ import typer
 
 from gateway import __version__
 from gateway import cli_output as out
+from gateway.cli_edit import modify, reframe
 from gateway.cli_jobs import jobs
 from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
@@ -217,6 +218,8 @@ def sandbox_cmd(
         raise typer.Exit(2) from None
 
 
+app.command("modify")(modify)
+app.command("reframe")(reframe)
 app.command("serve")(serve)
 app.command("jobs")(jobs)
 app.add_typer(keys_app, name="keys")
