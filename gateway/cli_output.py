@@ -89,9 +89,10 @@ def print_job(job: VideoJob) -> None:
         units = f" ({attempt.vendor_units:g} {attempt.unit_name})" if attempt.vendor_units is not None else ""
         console.print(f"[green]✓[/] {job.output.path or job.output.url}", highlight=False)
         # an edit's length and size follow its source: only a generation has them from the request
-        shape = (f"{job.resolution}, {job.request.duration_s}s {job.request.aspect_ratio.value}"
-                 if job.request.edit is None else f"{job.request.operation.value} of {job.request.edit.source.describe()}"
-                 + (f" to {job.request.aspect_ratio.value}" if job.request.operation.value == "reframe" else ""))
+        edit = job.request.edit
+        shape = (f"{job.resolution}, {job.request.duration_s}s {job.request.aspect_ratio.value}" if edit is None
+                 else f"{edit.operation} of {edit.source.describe()}"
+                 + (f" to {job.request.aspect_ratio.value}" if edit.operation == "reframe" else ""))
         console.print(f"  made by [bold]{job.provider}[/] ({attempt.vendor_model}), {shape}; "
                       f"cost ${job.cost_usd:.2f}{units}", highlight=False)
     else:
