@@ -18,6 +18,7 @@ from gateway.job import JobStatus
 from gateway.operations import VideoKind
 from gateway.plugins import discover
 from gateway.request import VideoRequest
+from tests.support import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +29,12 @@ def world() -> Iterator:
 
     def make(faults: dict[str, list[str]] | None = None) -> tuple[Gateway, Sandbox]:
         parsed = {v: [parse_fault(f) for f in fs] for v, fs in (faults or {}).items()}
-        sandbox = Sandbox.from_providers(discover().providers, parsed, Timing(queue_s=0.02, run_s=0.05))
+        clock = FakeClock()  # jobs of emulated minutes run in milliseconds
+        sandbox = Sandbox.from_providers(discover().providers, parsed, Timing(queue_s=5, run_s=20), clock=clock.now)
         server = BackgroundServer(sandbox.app).start()
         servers.append(server)
-        return Gateway.from_settings(Settings(fallback_order=["fal", "apiframe", "railwail"]),
-                                     sandbox_url=server.url), sandbox
+        return Gateway.from_settings(Settings(fallback_order=["fal", "apiframe", "railwail"]), sandbox_url=server.url,
+                                     sleep=clock.sleep, clock=clock.now), sandbox
 
     yield make
     for server in servers:
