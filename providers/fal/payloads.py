@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.errors import InvalidRequest
 from gateway.images import ImageInput, ImageKind
 from gateway.operations import ModifySpec, ReframeSpec, SourceVideo, VideoKind
 from gateway.request import Resolution, VideoRequest
@@ -80,4 +81,7 @@ def video_url(source: SourceVideo) -> str:
         return source.value
     if source.kind is VideoKind.JOB:  # the gateway resolves job ids before planning
         raise ValueError(f"job {source.value} was not resolved to its video")
-    return source.as_data_uri()
+    try:
+        return source.as_data_uri()
+    except ValueError as exc:  # e.g. a file past the inline cap: the caller's input, named
+        raise InvalidRequest("edit.source", str(exc)) from None

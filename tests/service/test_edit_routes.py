@@ -103,3 +103,28 @@ def test_unknown_routes_answer_json_naming_what_is_served(service) -> None:
         assert served in message
     lost = service.client.get("/v2/whatever", headers=service.auth)
     assert lost.status_code == 404 and lost.json()["error"]["code"] == "unknown_route"
+
+
+def test_a_source_url_follows_the_image_rules_outside_the_sandbox(service) -> None:
+    service.client.app.state.service.sandbox = False  # as `reelgate serve` without --sandbox
+    inside = service.client.post("/v1/jobs", headers=service.auth, json={
+        "edit": {"operation": "modify", "source": "http://127.0.0.1:9/clip.mp4"}})
+    assert inside.status_code == 400 and inside.json()["error"]["param"] == "edit.source"
+    assert "loopback" in inside.json()["error"]["message"]
+    remix_url = service.client.post("/v1/videos/edits", headers=service.auth,
+                                    json={"prompt": "x", "video_url": "http://10.0.0.7/clip.mp4"})
+    assert remix_url.status_code == 400 and remix_url.json()["error"]["param"] == "edit.source"
+
+
+def test_a_source_url_that_is_not_a_video_is_refused(service, serve) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    async def page(_request: object) -> HTMLResponse:
+        return HTMLResponse("<html>a page, not a clip</html>")
+
+    url = serve(Starlette(routes=[Route("/clip.mp4", page)])) + "/clip.mp4"
+    refused = service.client.post("/v1/jobs", headers=service.auth, json={
+        "aspect_ratio": "9:16", "edit": {"operation": "reframe", "source": url}})
+    assert refused.status_code == 400 and "is not an MP4, MOV or WebM video" in refused.json()["error"]["message"]
