@@ -141,7 +141,7 @@ def _match_edit(provider: str, caps: Capabilities, request: VideoRequest) -> Mat
     for name, given in (("resolution", request.resolution is not None), ("loop", request.loop),
                         ("end_image", request.end_image is not None), ("concepts", bool(request.concepts))):
         if given:
-            reasons.append(f"{name} cannot be set for {op} (the output follows the source video)")
+            reasons.append(f"{name} cannot be set for {op} at {provider} (the output follows the source video)")
     image = request.start_image
     if image is not None and image.kind in (ImageKind.PATH, ImageKind.DATA_URI) \
             and ImageKind.DATA_URI not in caps.image_kinds:

@@ -73,3 +73,18 @@ def test_bad_input_names_the_field(tmp_path: Path, wide: Path) -> None:
     assert bad_file.exit_code == 2 and "is not an MP4, MOV or WebM video" in bad_file.output
     unknown_job = run("modify", "vid_" + "a" * 32, "--sandbox")
     assert unknown_job.exit_code == 2 and "is not known" in unknown_job.output
+
+
+def test_reelgate_quote_prices_modify_and_reframe(wide: Path) -> None:
+    framed = run("quote", "--reframe", str(wide), "--aspect-ratio", "9:16", "--sandbox", "--json")
+    assert framed.exit_code == 0, framed.output
+    report = json.loads(framed.stdout)
+    fal = next(p for p in report["providers"] if p["provider"] == "fal")
+    assert report["chosen"] == "fal" and fal["quote"]["vendor_model"].endswith("/ray-2-flash/reframe")
+    modified = run("quote", "make it snow", "--modify", str(wide), "--mode", "flex_3", "--model", "ray-2",
+                   "--sandbox", "--json")
+    assert modified.exit_code == 0, modified.output
+    fal = next(p for p in json.loads(modified.stdout)["providers"] if p["provider"] == "fal")
+    assert fal["quote"]["vendor_model"].endswith("/ray-2/modify") and fal["quote"]["cost_usd"] == 0.5
+    refused = run("quote", "--modify", str(wide), "--resolution", "1080p", "--sandbox")
+    assert refused.exit_code == 2 and "resolution cannot be set for modify at fal" in refused.output

@@ -101,8 +101,8 @@ def test_fal_declares_modify_and_reframe_and_reframe_to_1_1() -> None:
 def test_fields_an_edit_cannot_honour_are_refused_with_reasons() -> None:
     caps = adapter().capabilities()
     m = match("fal", caps, modify(resolution="1080p", loop=True))
-    assert "resolution cannot be set for modify (the output follows the source video)" in m.reasons
-    assert "loop cannot be set for modify (the output follows the source video)" in m.reasons
+    assert "resolution cannot be set for modify at fal (the output follows the source video)" in m.reasons
+    assert "loop cannot be set for modify at fal (the output follows the source video)" in m.reasons
     assert not match("fal", caps, VideoRequest(prompt="x", edit={
         "operation": "extend", "source": SRC, "target_seconds": 20})).ok
 
