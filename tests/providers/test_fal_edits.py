@@ -124,3 +124,16 @@ def test_a_deployment_price_for_an_edit_endpoint_replaces_the_unconfirmed_one() 
     fal = adapter(base_usd={"fal-ai/luma-dream-machine/ray-2-flash/modify": "0.31"})
     price = fal.quote(modify()).quote
     assert price is not None and price.usd == Decimal("0.31") and "UNCONFIRMED" not in price.basis
+
+
+def test_a_budget_below_the_edit_price_refuses_it_before_any_call() -> None:
+    from gateway.errors import ReelgateError
+    from gateway.request import RoutePolicy
+    from gateway.routing import plan_request
+
+    pool = {"fal": adapter()}
+    plan = plan_request(modify(model="ray-2"), pool, default_policy=RoutePolicy.CHEAPEST)
+    assert plan.candidates[0].quote.usd == Decimal("0.50")
+    with pytest.raises(ReelgateError) as info:
+        plan_request(modify(model="ray-2", max_cost_usd=0.3), pool, default_policy=RoutePolicy.CHEAPEST)
+    assert "0.50" in info.value.message or "max_cost" in info.value.message
