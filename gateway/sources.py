@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING
 
+import httpx
+
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import JobStatus
 from gateway.operations import MAX_VIDEO_DATA_URI_BYTES, SourceVideo, VideoKind, sniff_video_type
@@ -35,7 +37,7 @@ async def resolve_source(gateway: Gateway, request: VideoRequest, owner: str | N
         raise InvalidRequest(FIELD, f"job {job_id} is not known{hint}")
     if job.status is not JobStatus.SUCCEEDED or job.output is None:
         raise InvalidRequest(FIELD, f"job {job_id} has no finished video (it is {job.status.value})")
-    provider, download = gateway.result_request(job)
+    _provider, download = gateway.result_request(job)
     if "authorization" not in download.headers:
         source = SourceVideo(kind=VideoKind.URL, value=job.output.url)
     else:
@@ -43,10 +45,7 @@ async def resolve_source(gateway: Gateway, request: VideoRequest, owner: str | N
     return request.model_copy(update={"edit": edit.model_copy(update={"source": source})})
 
 
-async def _inline(gateway: Gateway, download: object, job_id: str) -> str:
-    import httpx
-
-    assert isinstance(download, httpx.Request)
+async def _inline(gateway: Gateway, download: httpx.Request, job_id: str) -> str:
     try:
         response = await gateway.client.send(download, stream=True)
         try:

@@ -94,3 +94,18 @@ async def test_the_same_idempotency_key_returns_the_same_edit_job(world) -> None
         done = await gw.wait(first)
     assert done.status is JobStatus.SUCCEEDED
     assert sandbox.stats()["fal"]["accepted_submissions"] == 2  # the source and one modify
+
+
+async def test_a_source_only_its_vendor_key_can_fetch_is_inlined_not_handed_over(world, tmp_path) -> None:
+    gw, sandbox = world()
+    async with gw:
+        made = await gw.generate(VideoRequest(prompt="a fox", providers=["railwail"]))
+        assert made.status is JobStatus.SUCCEEDED
+        job = await gw.generate(VideoRequest(edit={"operation": "modify", "source": made.id}),
+                                output=tmp_path / "m.mp4")
+    assert job.status is JobStatus.SUCCEEDED and job.provider == "fal"
+    # railwail's content URL wants railwail's key: fal gets the bytes, never that URL or key
+    assert job.request.edit is not None and job.request.edit.source.kind is VideoKind.DATA_URI
+    sent = [j.input["video_url"] for j in sandbox.emulators["fal"].jobs.values() if "video_url" in j.input]
+    assert len(sent) == 1 and sent[0].startswith("data:video/mp4;base64,")
+    assert probe((tmp_path / "m.mp4").read_bytes())["codec"] == "h264"
