@@ -257,9 +257,10 @@ class VideoRequest(BaseModel):
         if self.end_image is not None and self.start_image is None and self.loop:
             # Luma blends the end into the start for a loop; an end frame alone cannot loop.
             raise ValueError("loop cannot be combined with an end_image and no start_image")
-        if not self.prompt and self.operation in (Operation.GENERATE, Operation.EXTEND):
-            # not a ValueError: pydantic would name no field; this one names it
-            raise InvalidRequest("prompt", "must not be empty (only modify and reframe may omit it)")
+        if not self.prompt and self.operation is Operation.GENERATE:
+            # not a ValueError: pydantic would name no field; this one names it. An operation on a
+            # source video may omit it (modify, reframe; extend decides per segment)
+            raise InvalidRequest("prompt", "must not be empty (only an operation on a source video may omit it)")
         return self
 
     @property

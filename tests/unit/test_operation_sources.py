@@ -35,13 +35,12 @@ def test_near_job_ids_are_not_job_ids() -> None:
             SourceVideo.parse(text, local_files=False)
 
 
-def test_modify_and_reframe_may_omit_the_prompt_generate_and_extend_may_not() -> None:
+def test_operations_on_a_source_may_omit_the_prompt_generation_may_not() -> None:
     assert VideoRequest(edit={"operation": "modify", "source": URL}).prompt == ""
     assert VideoRequest(aspect_ratio="1:1", edit={"operation": "reframe", "source": URL}).prompt == ""
-    for data in ({}, {"edit": {"operation": "extend", "source": URL, "target_seconds": 20}}):
-        with pytest.raises(InvalidRequest) as info:
-            VideoRequest(**data)
-        assert info.value.field == "prompt" and "must not be empty" in info.value.reason
+    with pytest.raises(InvalidRequest) as info:
+        VideoRequest()
+    assert info.value.field == "prompt" and "must not be empty" in info.value.reason
     with pytest.raises(InvalidRequest) as info:
         VideoRequest(prompt="   ", edit={"operation": "modify", "source": URL})
     assert info.value.field == "prompt"
