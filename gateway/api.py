@@ -33,6 +33,7 @@ from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
 from gateway.sandboxed import sandbox_settings
 from gateway.shared import Shared, open_shared
+from gateway.sources import resolve_source
 from gateway.storage.mirror import MirrorOptions, download
 from gateway.store import codec
 from gateway.store.base import JobStore
@@ -170,6 +171,7 @@ class Gateway:
             existing = await self._by_key(key, owner)
             if existing is not None:
                 return replayed(existing, digest), False
+        request = await resolve_source(self, request, owner)  # a job-id source becomes its video
         plan = self.plan(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest)
         # the caller's budget, then the gateway's, refuse before any vendor call

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gateway.operations import Operation
+from gateway.operations import Operation, VideoKind
 from gateway.request import (
     AspectRatio,
     Concept,
@@ -44,6 +44,8 @@ class Capabilities:
     source: str = ""
     #: what it can do beyond generating (modify, reframe, extend); generation only unless declared
     operations: frozenset[Operation] = frozenset({Operation.GENERATE})
+    #: the target aspect ratios of a reframe when they differ from generation's (fal: + 1:1)
+    reframe_aspect_ratios: frozenset[AspectRatio] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ def match(provider: str, caps_by_model: dict[ModelFamily, Capabilities], request
     if request.operation not in caps.operations:
         reason = f"{provider} cannot {request.operation.value} (model {request.model})"
         return Match(provider, (reason,), capabilities=caps)
+    if request.operation in (Operation.MODIFY, Operation.REFRAME):
+        return _match_edit(provider, caps, request)
     reasons: list[str] = []
     degradations: list[str] = []
 
@@ -123,3 +127,28 @@ def _resolution(
         hint += "; allow higher_resolution to accept it"
     reasons.append(f"resolution {wanted} is not offered by {provider}{hint}")
     return None
+
+
+def _match_edit(provider: str, caps: Capabilities, request: VideoRequest) -> Match:
+    """Modify and reframe keep the source's length and picture: the generation fields that
+    would change those (resolution, loop, end frame, concepts) are refused, never ignored."""
+    op = request.operation.value
+    reasons: list[str] = []
+    if request.operation is Operation.REFRAME:
+        targets = caps.reframe_aspect_ratios or caps.aspect_ratios
+        if request.aspect_ratio not in targets:
+            reasons.append(f"reframe to aspect_ratio {request.aspect_ratio} is not offered by {provider}")
+    for name, given in (("resolution", request.resolution is not None), ("loop", request.loop),
+                        ("end_image", request.end_image is not None), ("concepts", bool(request.concepts))):
+        if given:
+            reasons.append(f"{name} cannot be set for {op} at {provider} (the output follows the source video)")
+    image = request.start_image
+    if image is not None and image.kind in (ImageKind.PATH, ImageKind.DATA_URI) \
+            and ImageKind.DATA_URI not in caps.image_kinds:
+        reasons.append(f"start_image as a local file or data URI is not accepted by {provider} (give a URL)")
+    assert request.edit is not None
+    if request.edit.source.kind in (VideoKind.PATH, VideoKind.DATA_URI) and ImageKind.DATA_URI not in caps.image_kinds:
+        reasons.append(f"edit.source as a local file or data URI is not accepted by {provider} (give a URL)")
+    if len(request.prompt) > caps.max_prompt_chars:
+        reasons.append(f"prompt longer than {caps.max_prompt_chars} characters is not accepted by {provider}")
+    return Match(provider, tuple(reasons), caps.default_resolution, (), caps)

@@ -1,4 +1,4 @@
-"""The ``reelgate`` command: generate | quote | providers | sandbox | serve | keys.
+"""The ``reelgate`` command: generate | modify | reframe | quote | providers | sandbox | serve | keys.
 
 User errors (bad input, nothing can honour a request, bad config, a bad flag) print one
 line and exit 2; a job that ends failed exits 1; Ctrl-C during a job says what was left
@@ -19,10 +19,11 @@ import typer
 
 from gateway import __version__
 from gateway import cli_output as out
+from gateway.cli_edit import modify, reframe
 from gateway.cli_jobs import jobs
 from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
-from gateway.errors import ReelgateError
+from gateway.errors import InvalidRequest, ReelgateError
 
 if TYPE_CHECKING:
     from gateway.request import VideoRequest
@@ -94,7 +95,7 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
         "concepts": opts.get("concept") or None, "model": opts.get("model"),
         "providers": opts.get("provider") or None, "route": opts.get("route"),
         "max_cost_usd": opts.get("max_cost"), "allow": opts.get("allow") or None,
-        "deadline_s": opts.get("deadline"),
+        "deadline_s": opts.get("deadline"), "edit": opts.get("edit"),
     }
     return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
 
@@ -142,18 +143,30 @@ def generate(
 
 @app.command()
 def quote(
-    prompt: str, image: ImageOpt = None, end_image: EndImageOpt = None, aspect_ratio: AspectOpt = None,
+    prompt: Annotated[str, typer.Argument(help="What to generate (optional with --modify/--reframe).")] = "",
+    image: ImageOpt = None, end_image: EndImageOpt = None, aspect_ratio: AspectOpt = None,
     resolution: ResolutionOpt = None, duration: DurationOpt = None, loop: LoopOpt = False,
     concept: ConceptOpt = None, model: ModelOpt = None, provider: ProviderOpt = None, route: RouteOpt = None,
     max_cost: MaxCostOpt = None, allow: AllowOpt = None, as_json: JsonOpt = False, sandbox: SandboxOpt = False,
     config: ConfigOpt = None,
+    modify: Annotated[str | None, typer.Option("--modify", help="Price a modify of this SOURCE instead.")] = None,
+    reframe: Annotated[str | None, typer.Option("--reframe", help="Price a reframe of this SOURCE instead.")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="With --modify: adhere_1..reimagine_3.")] = None,
 ) -> None:
     """Price a request at every provider: who can do it, for how much, and who would be chosen."""
-    opts = {k: v for k, v in locals().items() if k != "prompt"}
+    opts = {k: v for k, v in locals().items() if k not in ("prompt", "modify", "reframe", "mode")}
     from gateway.config import load_settings
 
     try:
         settings = load_settings(config)
+        if modify is not None and reframe is not None:
+            raise InvalidRequest("--modify", "give --modify or --reframe, not both")
+        if modify is not None or reframe is not None:
+            # an operation on a source video: any generation-only flag given is a reason, not dropped
+            opts["edit"] = {"operation": "modify" if modify is not None else "reframe",
+                            "source": modify or reframe, **({"mode": mode} if mode is not None else {})}
+        elif mode is not None:
+            raise InvalidRequest("--mode", "only goes with --modify")
         request = _request(prompt, **opts)
         with open_gateway(settings, err, sandbox=sandbox, faults={}, announce=not as_json) as gateway:
             report = gateway.quote(request)
@@ -217,6 +230,8 @@ def sandbox_cmd(
         raise typer.Exit(2) from None
 
 
+app.command("modify")(modify)
+app.command("reframe")(reframe)
 app.command("serve")(serve)
 app.command("jobs")(jobs)
 app.add_typer(keys_app, name="keys")

@@ -88,8 +88,12 @@ def print_job(job: VideoJob) -> None:
         attempt = job.attempts[-1]
         units = f" ({attempt.vendor_units:g} {attempt.unit_name})" if attempt.vendor_units is not None else ""
         console.print(f"[green]✓[/] {job.output.path or job.output.url}", highlight=False)
-        console.print(f"  made by [bold]{job.provider}[/] ({attempt.vendor_model}), {job.resolution}, "
-                      f"{job.request.duration_s}s {job.request.aspect_ratio.value}; "
+        # an edit's length and size follow its source: only a generation has them from the request
+        edit = job.request.edit
+        shape = (f"{job.resolution}, {job.request.duration_s}s {job.request.aspect_ratio.value}" if edit is None
+                 else f"{edit.operation} of {edit.source.describe()}"
+                 + (f" to {job.request.aspect_ratio.value}" if edit.operation == "reframe" else ""))
+        console.print(f"  made by [bold]{job.provider}[/] ({attempt.vendor_model}), {shape}; "
                       f"cost ${job.cost_usd:.2f}{units}", highlight=False)
     else:
         message = (job.error or {}).get("message", job.status.value)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.operations import Operation
 from gateway.provider import Provider, ProviderSettings
 from gateway.request import AspectRatio, Concept, ModelFamily, Resolution, VideoRequest
 
@@ -70,6 +71,7 @@ def render(providers: Mapping[str, type[Provider]]) -> str:
         for family in p.capabilities():
             cells = [_price_cell(p, family, r, d) for r in Resolution for d in (5, 9)]
             lines.append(f"| {name} | {family.value} | " + " | ".join(cells) + " |")
+    lines += _operations(built)
     lines += ["", "## Sources", ""]
     for name, p in built.items():
         lines.append(f"- **{name}** ({type(p).title}): {type(p).docs_url}")
@@ -77,6 +79,43 @@ def render(providers: Mapping[str, type[Provider]]) -> str:
             if caps.source:
                 lines.append(f"  - {family.value}: {caps.source}")
     return "\n".join(lines) + "\n"
+
+
+_SAMPLE_SOURCE = "https://example.com/source.mp4"
+_OPERATION_SAMPLES: dict[Operation, dict[str, object]] = {
+    Operation.GENERATE: {"prompt": _SAMPLE_PROMPT},
+    Operation.MODIFY: {"edit": {"operation": "modify", "source": _SAMPLE_SOURCE}},
+    Operation.REFRAME: {"aspect_ratio": "9:16", "edit": {"operation": "reframe", "source": _SAMPLE_SOURCE}},
+    Operation.EXTEND: {"prompt": _SAMPLE_PROMPT,
+                       "edit": {"operation": "extend", "source": _SAMPLE_SOURCE, "target_seconds": 20}},
+}
+
+
+def _operations(built: Mapping[str, Provider]) -> list[str]:
+    """Which provider runs which operation, on which vendor model, at what price (and its basis)."""
+    lines = ["", "## Operations", "",
+             "What each provider can do to a source video (a job id, URL or file), per model family. "
+             "A cell gives the vendor model and the list price at the default resolution for a 5 s clip or source "
+             "(modify and reframe have no resolution or duration field: the output follows the "
+             "source); UNCONFIRMED prices come from no first-party page (fal publishes none for "
+             "Ray 2 modify/reframe: they are priced as a generation until it does).", "",
+             "| provider | model | " + " | ".join(op.value for op in _OPERATION_SAMPLES) + " | reframe targets |",
+             "|---|---|" + "---|" * (len(_OPERATION_SAMPLES) + 1)]
+    for name, p in built.items():
+        for family, caps in p.capabilities().items():
+            cells = []
+            for op, sample in _OPERATION_SAMPLES.items():
+                if op not in caps.operations:
+                    cells.append("—")
+                    continue
+                quote = p.quote(VideoRequest(model=family, **sample)).quote
+                flag = " UNCONFIRMED" if quote is not None and "UNCONFIRMED" in quote.basis else ""
+                cells.append("—" if quote is None else f"`{quote.vendor_model}` ${quote.usd:.2f}{flag}")
+            targets = caps.reframe_aspect_ratios or caps.aspect_ratios
+            reframe = " ".join(a.value for a in AspectRatio if a in targets) if Operation.REFRAME in caps.operations \
+                else "—"
+            lines.append(f"| {name} | {family.value} | " + " | ".join(cells) + f" | {reframe} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

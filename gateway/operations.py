@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +26,7 @@ MAX_VIDEO_DATA_URI_BYTES = 20 * 1024 * 1024
 MAX_VIDEO_DATA_URI_CHARS = MAX_VIDEO_DATA_URI_BYTES * 4 // 3 + 100
 #: the longest sequence ``extend`` may ask for (Ray Flash 2's page: "~20-second sequences")
 MAX_EXTEND_SECONDS = 30
-NO_LOCAL_VIDEO_FILES = ("must be an http(s) URL or a data:video/...;base64 URI; "
+NO_LOCAL_VIDEO_FILES = ("must be a job id, an http(s) URL or a data:video/...;base64 URI; "
                         "server file paths are not accepted")
 
 
@@ -54,7 +55,12 @@ class VideoKind(StrEnum):
     URL = "url"
     DATA_URI = "data_uri"
     PATH = "path"
+    #: a finished job of this gateway, resolved to its video's URL before any vendor is called
+    JOB = "job"
 
+
+#: the gateway's job ids (``VideoJob.id``): ``vid_`` and 32 hex digits
+JOB_ID = re.compile(r"vid_[0-9a-f]{32}")
 
 def sniff_video_type(data: bytes) -> str | None:
     """The video MIME type from magic bytes (MP4, QuickTime MOV, WebM), or None."""
@@ -66,8 +72,9 @@ def sniff_video_type(data: bytes) -> str | None:
 
 
 class SourceVideo(BaseModel):
-    """The video an operation works on: an http(s) URL, a ``data:video/...;base64,`` URI or a
-    local file (checked when the request is built: exists, within the size cap, really a video)."""
+    """The video an operation works on: an http(s) URL, a ``data:video/...;base64,`` URI, a
+    finished job's id (``vid_...``) or a local file (checked when the request is built:
+    exists, within the size cap, really a video)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -89,6 +96,8 @@ class SourceVideo(BaseModel):
                 raise ValueError(f"data URI is larger than {MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB")
             _decode_video_data_uri(text)
             return cls(kind=VideoKind.DATA_URI, value=text)
+        if JOB_ID.fullmatch(text) and not (local_files and Path(text).exists()):
+            return cls(kind=VideoKind.JOB, value=text)
         parts = urlsplit(text)
         if parts.scheme.lower() in ("http", "https"):
             if len(text) > limits.MAX_URL_CHARS:
@@ -109,6 +118,18 @@ class SourceVideo(BaseModel):
         if self.kind is VideoKind.DATA_URI:
             return f"data URI ({len(self.value)} chars)"
         return self.value
+
+    def as_data_uri(self) -> str:
+        """The video inlined as a data URI (a local file for a vendor that takes data URIs)."""
+        if self.kind is VideoKind.DATA_URI:
+            return self.value
+        if self.kind is VideoKind.PATH:
+            data, mime = read_video_file(Path(self.value))
+            if len(data) > MAX_VIDEO_DATA_URI_BYTES:
+                raise ValueError(f"file {self.value!r} is larger than the "
+                                 f"{MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB a vendor takes inline")
+            return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        raise ValueError(f"a {self.kind.value} source cannot be inlined")
 
 
 def _decode_video_data_uri(text: str) -> bytes:
@@ -154,7 +175,7 @@ class _Spec(BaseModel):
             return v
         if isinstance(v, (str, Path)):
             return SourceVideo.parse(v)
-        raise ValueError("must be a URL, a data:video/... URI or a file path")
+        raise ValueError("must be a job id, a URL, a data:video/... URI or a file path")
 
 
 class ModifySpec(_Spec):
@@ -216,5 +237,5 @@ def remote_only_spec(data: object) -> object:
             raise ValueError(NO_LOCAL_VIDEO_FILES)
         source = source["value"]
     if not isinstance(source, str):
-        raise ValueError("source must be a URL or a data:video/... URI")
+        raise ValueError("source must be a job id, a URL or a data:video/... URI")
     return {**data, "source": SourceVideo.parse(source, local_files=False)}

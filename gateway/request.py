@@ -134,7 +134,8 @@ class VideoRequest(BaseModel):
     # store cannot write (its JSON refuses NaN and infinities)
     model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False, allow_inf_nan=False)
 
-    prompt: str = Field(max_length=MAX_PROMPT_CHARS)
+    #: required to generate or extend; optional for modify and reframe (the source leads)
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
     model: ModelFamily = ModelFamily.RAY_2_FLASH
     start_image: ImageField
     end_image: ImageField
@@ -181,7 +182,7 @@ class VideoRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt_not_blank(cls, v: str) -> str:
-        if not v.strip():
+        if v and not v.strip():  # "" is "no prompt", judged with the operation (_frames)
             raise ValueError("must not be empty")
         return v
 
@@ -256,6 +257,10 @@ class VideoRequest(BaseModel):
         if self.end_image is not None and self.start_image is None and self.loop:
             # Luma blends the end into the start for a loop; an end frame alone cannot loop.
             raise ValueError("loop cannot be combined with an end_image and no start_image")
+        if not self.prompt and self.operation is Operation.GENERATE:
+            # not a ValueError: pydantic would name no field; this one names it. An operation on a
+            # source video may omit it (modify, reframe; extend decides per segment)
+            raise InvalidRequest("prompt", "must not be empty (only an operation on a source video may omit it)")
         return self
 
     @property

@@ -177,11 +177,13 @@ class SafeFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str, *, field: str) -> FetchedImage:
-        """The image at ``url``; ``InvalidRequest(field, reason)`` when it may not or cannot be had."""
+    async def fetch(self, url: str, *, field: str, sniff: Callable[[bytes], str | None] = sniff_image_type,
+                    what: str = "a PNG, JPEG, GIF or WebP image") -> FetchedImage:
+        """The image (or, with another ``sniff``, the video) at ``url``; ``InvalidRequest(field,
+        reason)`` when it may not or cannot be had."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._follow(url, field)
+                return await self._follow(url, field, sniff, what)
         except TimeoutError:
             raise InvalidRequest(field, f"fetching {url} took longer than {self.timeout_s:g} s") from None
 
@@ -190,7 +192,7 @@ class SafeFetcher:
         sent). For URLs the service will call later, such as a job's own webhook."""
         await self.vetter.address(_parse_url(url, field), field)
 
-    async def _follow(self, url: str, field: str) -> FetchedImage:
+    async def _follow(self, url: str, field: str, sniff: Callable[[bytes], str | None], what: str) -> FetchedImage:
         current = _parse_url(url, field)
         for _hop in range(self.max_redirects + 1):
             response = await self._send(current, field)
@@ -203,9 +205,9 @@ class SafeFetcher:
                 data = await self._read_capped(response, current, field)
             finally:
                 await response.aclose()
-            content_type = sniff_image_type(data)
+            content_type = sniff(data)
             if content_type is None:
-                raise InvalidRequest(field, f"{current} is not a PNG, JPEG, GIF or WebP image")
+                raise InvalidRequest(field, f"{current} is not {what}")
             return FetchedImage(data, content_type, str(current))
         raise InvalidRequest(field, f"{url} redirected more than {self.max_redirects} times")
 

@@ -239,8 +239,9 @@ class Emulator(ABC):
         job = self.jobs.get(request.path_params["job_id"])
         if job is None or job.phase(self.clock()) is not JobPhase.SUCCEEDED:
             return Response(status_code=404)
-        width, height = job.size
-        data = await asyncio.to_thread(render_mp4, width, height, job.duration_s)
+        # an edit's output follows its source (width, height, seconds); a generation its request
+        width, height, seconds = job.extra.get("render", (*job.size, job.duration_s))
+        data = await asyncio.to_thread(render_mp4, width, height, seconds)
         return Response(data, media_type="video/mp4")
 
     def stats(self) -> dict[str, Any]:

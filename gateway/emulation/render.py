@@ -23,24 +23,26 @@ _locks: dict[tuple[int, int, int], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def render_mp4(width: int, height: int, duration_s: int) -> bytes:
-    """The MP4 bytes for one shape (rendered on first use, then cached)."""
-    key = (width, height, duration_s)
+def render_mp4(width: int, height: int, duration_s: float) -> bytes:
+    """The MP4 bytes for one shape (rendered on first use, then cached); the length is
+    rounded to whole frames (an edit keeps its source's, which need not be whole seconds)."""
+    frames = max(1, round(duration_s * FPS))
+    key = (width, height, frames)
     with _locks_guard:
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # two jobs of a new shape must not both pay for the render
-        return _render_cached(width, height, duration_s)
+        return _render_cached(width, height, frames)
 
 
 @lru_cache(maxsize=64)
-def _render_cached(width: int, height: int, duration_s: int) -> bytes:
+def _render_cached(width: int, height: int, frames: int) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=FPS)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         stream.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": "30"}
-        for frame in _frames(width, height, duration_s * FPS):
+        for frame in _frames(width, height, frames):
             for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():

@@ -44,6 +44,7 @@ _STATUS: list[tuple[type[ReelgateError], int, str]] = [
 def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
     """The app; ``start`` builds the service when the server starts (and it is stopped at exit)."""
     from gateway.server.native_routes import router as native
+    from gateway.server.openai_edit_routes import router as openai_edits
     from gateway.server.openai_routes import router as openai
     from gateway.server.ops_routes import router as ops
     from gateway.server.webhook_routes import router as webhooks
@@ -59,6 +60,7 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
     app = FastAPI(title="reelgate", version="0.1.0", lifespan=lifespan,
                   description="One API for video generation: OpenAI-compatible /v1/videos plus the native API.")
     app.include_router(openai)
+    app.include_router(openai_edits)
     app.include_router(native)
     app.include_router(ops)
     app.include_router(webhooks)
@@ -88,10 +90,25 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
                         type_="invalid_request_error", param=param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code in (404, 405) and exc.detail in ("Not Found", "Method Not Allowed"):
+            # no route, or a path that only matched a ``{id}`` pattern of another method (POST
+            # /v1/videos/edits used to be a bare 405): say so, and name what is served nearby
+            return envelope(404, unknown_route(app, request.method, request.url.path), code="unknown_route",
+                            type_="invalid_request_error")
         return envelope(exc.status_code, str(exc.detail), code="http_error", type_="invalid_request_error")
 
     return app
+
+
+def unknown_route(app: FastAPI, method: str, path: str) -> str:
+    """"POST /v1/videos/nope is not served; under /v1/videos: GET /v1/videos, POST ..." """
+    prefix = "/".join(path.split("/")[:3]) or "/"
+    # from the OpenAPI paths: the documented routes, however the routers were included
+    paths: dict[str, dict[str, Any]] = _openapi(app).get("paths", {})
+    served = [f"{m.upper()} {p}" for p, ops in sorted(paths.items()) if p.startswith(prefix) for m in sorted(ops)]
+    where = f"under {prefix}: " if served else "see GET /docs; "
+    return f"{method} {path[:200]} is not served; {where}{', '.join(served) or 'nothing matches that prefix'}"
 
 
 def _retry_after(exc: ReelgateError) -> dict[str, str] | None:

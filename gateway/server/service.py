@@ -23,6 +23,7 @@ from gateway.errors import InvalidRequest, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, Keys, open_keys
+from gateway.operations import MAX_VIDEO_BYTES, NO_LOCAL_VIDEO_FILES, VideoKind, sniff_video_type
 from gateway.permissions import private_dir
 from gateway.provider import Secret
 from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
@@ -69,6 +70,8 @@ def refuse_local_files(request: VideoRequest) -> None:
         image = getattr(request, name)
         if image is not None and image.kind is ImageKind.PATH:
             raise InvalidRequest(name, NO_LOCAL_FILES)
+    if request.edit is not None and request.edit.source.kind is VideoKind.PATH:
+        raise InvalidRequest("edit.source", NO_LOCAL_VIDEO_FILES)
 
 
 @dataclass
@@ -223,6 +226,12 @@ class Service:
         URL's addresses the same way. The service is never a way into its own network."""
         urls = {name: image.value for name in ("start_image", "end_image")
                 if (image := getattr(request, name)) is not None and image.kind is ImageKind.URL}
+        source = request.edit.source if request.edit is not None else None
+        if source is not None and source.kind is VideoKind.URL:
+            # a source video: the same rules as an image (public address, size cap, sniffed type)
+            async with SafeFetcher(allow_private=self.sandbox, max_bytes=MAX_VIDEO_BYTES) as videos:
+                await videos.fetch(source.value, field="edit.source", sniff=sniff_video_type,
+                                   what="an MP4, MOV or WebM video")
         if not urls and not request.webhook_url:
             return
         async with SafeFetcher(allow_private=self.sandbox, max_bytes=self.settings.service.max_upload_bytes) as fetcher:

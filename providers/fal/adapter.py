@@ -3,7 +3,8 @@
 Endpoints spoken (reference: https://docs.fal.ai/model-apis/model-endpoints/queue,
 errors: https://docs.fal.ai/errors):
 
-* ``POST {base}/fal-ai/luma-dream-machine/{ray-2|ray-2-flash}[/image-to-video]`` submit
+* ``POST {base}/fal-ai/luma-dream-machine/{ray-2|ray-2-flash}[/image-to-video|/modify|/reframe]``
+  submit (bodies: ``payloads.py``)
 * ``GET  {status_url}?logs=1``  status (IN_QUEUE 202 / IN_PROGRESS 202 / COMPLETED 200)
 * ``GET  {response_url}``       result (``{"video": {"url": ...}}`` or the run's error replayed)
 * ``PUT  {cancel_url}``         cancel (202 CANCELLATION_REQUESTED / 400 ALREADY_COMPLETED / 404)
@@ -38,13 +39,15 @@ from gateway.errors import (
     Unavailable,
     VendorLostJob,
 )
+from gateway.operations import Operation
 from gateway.policies import retry_after_s
 from gateway.pricing import Quote, usd
 from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
-from gateway.request import ImageKind, ModelFamily, Resolution, VideoRequest
+from gateway.request import ModelFamily, Resolution, VideoRequest
 from gateway.webhooks.inbound import WebhookEvent
 from providers.fal import catalog, webhooks
 from providers.fal.models import ErrorBody, StatusAnswer, SubmitAnswer, VideoOutput
+from providers.fal.payloads import submit_body as submit_body  # re-exported: tests pin it here
 
 if TYPE_CHECKING:
     from providers.fal.emulator import FalEmulator
@@ -94,11 +97,17 @@ class FalAdapter(Provider):
     def capabilities(self) -> dict[ModelFamily, Capabilities]:
         return dict(catalog.CAPABILITIES)
 
+    @staticmethod
+    def _suffix(request: VideoRequest) -> str:
+        if request.operation is not Operation.GENERATE:
+            return catalog.OPERATION_SUFFIX[request.operation]
+        return catalog.I2V_SUFFIX if request.is_image_to_video else ""
+
     def _default_endpoint(self, request: VideoRequest) -> str:
-        return catalog.ENDPOINTS[request.model] + (catalog.I2V_SUFFIX if request.is_image_to_video else "")
+        return catalog.ENDPOINTS[request.model] + self._suffix(request)
 
     def endpoint(self, request: VideoRequest) -> str:
-        key = request.model.value + (catalog.I2V_SUFFIX if request.is_image_to_video else "")
+        key = request.model.value + self._suffix(request)
         return str(self.options["endpoints"].get(key, self._default_endpoint(request)))
 
     def price(self, request: VideoRequest, resolution: Resolution) -> Quote:
@@ -106,6 +115,11 @@ class FalAdapter(Provider):
         # an overridden endpoint without its own price keeps the catalogued endpoint's price
         fallback = catalog.BASE_USD.get(endpoint, catalog.BASE_USD[self._default_endpoint(request)])
         base = Decimal(str(self.options["base_usd"].get(endpoint, fallback)))
+        if request.operation is not Operation.GENERATE:
+            # no resolution or duration field: the output follows the source (priced per 5 s)
+            unconfirmed = endpoint in catalog.UNCONFIRMED_PRICES and endpoint not in self.options["base_usd"]
+            basis = f"${base:.2f} per 5 s of source" + (" (UNCONFIRMED)" if unconfirmed else "")
+            return Quote(self.name, request.model, endpoint, resolution, request.duration_s, usd(base), basis=basis)
         res_x = catalog.RESOLUTION_FACTOR[resolution]
         dur_x = catalog.DURATION_FACTOR[request.duration_s]
         basis = f"${base:.2f} base"
@@ -296,21 +310,6 @@ def _with_logs(status_url: str) -> str | httpx.URL:
     if "?" not in status_url and "#" not in status_url:
         return f"{status_url}?logs=1"
     return httpx.URL(status_url).copy_merge_params({"logs": "1"})
-
-
-def submit_body(request: VideoRequest, resolution: Resolution) -> dict[str, Any]:
-    """The fal input JSON for one neutral request (pure; tests pin it)."""
-    body: dict[str, Any] = {
-        "prompt": request.prompt,
-        "aspect_ratio": request.aspect_ratio.value,
-        "resolution": resolution.value,
-        "duration": f"{request.duration_s}s",
-        "loop": request.loop,
-    }
-    for field, image in (("image_url", request.start_image), ("end_image_url", request.end_image)):
-        if image is not None:
-            body[field] = image.value if image.kind is ImageKind.URL else image.as_data_uri()
-    return body
 
 
 def _json(response: httpx.Response) -> Any:

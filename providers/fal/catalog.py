@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from gateway.capabilities import Capabilities
+from gateway.operations import Operation
 from gateway.provider import Adoption
 from gateway.request import AspectRatio, ImageKind, ModelFamily, Resolution
 
@@ -31,6 +32,10 @@ ENDPOINTS: dict[ModelFamily, str] = {
     ModelFamily.RAY_2: "fal-ai/luma-dream-machine/ray-2",
 }
 
+#: operation -> the suffix of its endpoint under the family's id (vendors.md s.1.10; the
+#: ModifyVideoRequest / ReframeVideoRequest schemas in seed 002, fal's Ray 2 API page)
+OPERATION_SUFFIX: dict[Operation, str] = {Operation.MODIFY: "/modify", Operation.REFRAME: "/reframe"}
+
 #: USD per 5 s at 540p, keyed by endpoint id
 BASE_USD: dict[str, Decimal] = {
     # https://fal.ai/models/fal-ai/luma-dream-machine/ray-2-flash/llms.txt "$0.2 per 5 seconds"
@@ -41,7 +46,19 @@ BASE_USD: dict[str, Decimal] = {
     "fal-ai/luma-dream-machine/ray-2": Decimal("0.50"),
     # UNCONFIRMED: fal's page shows no price; third-party catalogues say the t2v figure
     "fal-ai/luma-dream-machine/ray-2/image-to-video": Decimal("0.50"),
+    # UNCONFIRMED (all four): fal publishes no Ray 2 modify/reframe price (vendors.md s.1.11 and s.7:
+    # "still not found first-hand"). Priced as a 5 s generation at the family's base, per 5 s of
+    # source, until a first-party figure exists; the ``base_usd`` option corrects it per endpoint.
+    "fal-ai/luma-dream-machine/ray-2-flash/modify": Decimal("0.20"),
+    "fal-ai/luma-dream-machine/ray-2-flash/reframe": Decimal("0.20"),
+    "fal-ai/luma-dream-machine/ray-2/modify": Decimal("0.50"),
+    "fal-ai/luma-dream-machine/ray-2/reframe": Decimal("0.50"),
 }
+#: endpoints whose price no first-party source states (shown as such in quotes and docs)
+UNCONFIRMED_PRICES = frozenset({
+    "fal-ai/luma-dream-machine/ray-2/image-to-video",
+    *(f"{family}{suffix}" for family in ENDPOINTS.values() for suffix in OPERATION_SUFFIX.values()),
+})
 
 #: input schema text: "720p costs 2x more, 1080p costs 4x more" (llms.txt above)
 RESOLUTION_FACTOR: dict[Resolution, int] = {Resolution.P540: 1, Resolution.P720: 2, Resolution.P1080: 4}
@@ -50,7 +67,8 @@ DURATION_FACTOR: dict[int, int] = {5: 1, 9: 2}
 
 _CAPS_SOURCE = (
     "https://fal.ai/models/fal-ai/luma-dream-machine/ray-2-flash/llms.txt, "
-    "…/ray-2-flash/image-to-video/llms.txt, …/ray-2/playground; "
+    "…/ray-2-flash/image-to-video/llms.txt, …/ray-2/playground; modify/reframe: the "
+    "ModifyVideoRequest/ReframeVideoRequest schemas on fal's Ray 2 API page; "
     "max_prompt_chars UNCONFIRMED (fal states no limit; gateway-wide 4000)"
 )
 
@@ -73,6 +91,9 @@ def _caps(model: ModelFamily) -> Capabilities:
         image_kinds=frozenset({ImageKind.URL, ImageKind.DATA_URI}),
         max_prompt_chars=4000,
         source=_CAPS_SOURCE,
+        operations=frozenset({Operation.GENERATE, *OPERATION_SUFFIX}),
+        # ReframeVideoRequest's AspectRatioEnum is the only one with 1:1
+        reframe_aspect_ratios=frozenset(AspectRatio),
     )
 
 

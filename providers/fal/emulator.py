@@ -11,6 +11,10 @@ inputs, except image fields on a text-to-video endpoint (422, so a caller never 
 a silent text-to-video); a cancelled job later reports COMPLETED +
 ``error_type: client_cancelled`` and its result answers 499.
 
+Modify and reframe (``…/modify``, ``…/reframe``): the source video is fetched and checked at
+submit (``emulator_edits.py``); the output really has the requested aspect ratio (reframe) and
+the source's length (modify).
+
 Webhooks: a submit with ``?fal_webhook=<url>`` gets a signed POST to that URL once the job
 ends (``providers/fal/webhooks.py`` builds and signs it with a key generated when the
 emulator starts; ``GET /.well-known/jwks.json`` serves the public half). Delivery is
@@ -34,15 +38,15 @@ from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
 from gateway.emulation.outbox import Outbox
 from gateway.request import AspectRatio, Resolution
 from gateway.webhooks.outbound import DeliveryRecord
+from providers.fal import emulator_edits as edits
 from providers.fal import webhooks
 
 APP_PREFIX = "fal-ai/luma-dream-machine"
-#: endpoint path -> image-to-video?
+#: endpoint path -> what it does: t2v, i2v, modify or reframe
 ENDPOINTS = {
-    f"{APP_PREFIX}/ray-2-flash": False,
-    f"{APP_PREFIX}/ray-2": False,
-    f"{APP_PREFIX}/ray-2-flash/image-to-video": True,
-    f"{APP_PREFIX}/ray-2/image-to-video": True,
+    f"{APP_PREFIX}/{family}{suffix}": kind
+    for family in ("ray-2-flash", "ray-2")
+    for suffix, kind in (("", "t2v"), ("/image-to-video", "i2v"), ("/modify", "modify"), ("/reframe", "reframe"))
 }
 ASPECTS = ["16:9", "9:16", "4:3", "3:4", "21:9", "9:21"]
 RESOLUTIONS = ["540p", "720p", "1080p"]
@@ -111,15 +115,22 @@ class FalEmulator(Emulator):
             body = json.loads(await request.body())
         except ValueError:
             body = None
-        problems = validate(body, image_to_video=ENDPOINTS[endpoint])
-        if problems:
-            self.rejected_submissions += 1
-            return JSONResponse({"detail": problems}, status_code=422)
-        job = self.new_job(
-            model=endpoint, aspect_ratio=AspectRatio(body.get("aspect_ratio", "16:9")),
-            resolution=Resolution(body.get("resolution", "540p")),
-            duration_s=int(body.get("duration", "5s")[:-1]), input=body,
-        )
+        kind = ENDPOINTS[endpoint]
+        if kind in ("modify", "reframe"):
+            made = await self._edit_job(endpoint, kind, body)
+            if isinstance(made, Response):
+                return made
+            job = made
+        else:
+            problems = validate(body, image_to_video=kind == "i2v")
+            if problems:
+                self.rejected_submissions += 1
+                return JSONResponse({"detail": problems}, status_code=422)
+            job = self.new_job(
+                model=endpoint, aspect_ratio=AspectRatio(body.get("aspect_ratio", "16:9")),
+                resolution=Resolution(body.get("resolution", "540p")),
+                duration_s=int(body.get("duration", "5s")[:-1]), input=body,
+            )
         callback = request.query_params.get(webhooks.QUERY_PARAM)
         if callback:  # fal calls back for every request it accepted, whether its answer arrived or not
             self._schedule_webhook(job, callback, self.media_url(request, job))
@@ -130,6 +141,20 @@ class FalEmulator(Emulator):
         if callback:
             answer["gateway_request_id"] = job.id
         return JSONResponse(answer, headers={"x-fal-request-id": job.id})
+
+    async def _edit_job(self, endpoint: str, kind: str, body: Any) -> EmulatedJob | Response:
+        """A modify/reframe job whose output has the shape the source and body call for."""
+        problems = edits.validate_edit(body, kind)
+        source = problems or await edits.fetch_source(body["video_url"])
+        if isinstance(source, list):
+            self.rejected_submissions += 1
+            return JSONResponse({"detail": source}, status_code=422)
+        width, height, seconds = edits.output_shape(kind, body, source)
+        aspect = body.get("aspect_ratio", "16:9" if width >= height else "9:16")
+        job = self.new_job(model=endpoint, aspect_ratio=AspectRatio(aspect), resolution=Resolution.P540,
+                           duration_s=max(1, round(seconds)), input=body)
+        job.extra["render"] = (width, height, seconds)  # what /media serves (base.Emulator._media)
+        return job
 
     # -- webhooks ------------------------------------------------------------------------
     async def _jwks(self, request: Request) -> Response:
