@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from gateway import sequence
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
@@ -32,6 +35,7 @@ from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
 from gateway.sandboxed import sandbox_settings
+from gateway.sequence import SequenceQuote
 from gateway.shared import Shared, open_shared
 from gateway.storage.mirror import MirrorOptions, download
 from gateway.store import codec
@@ -91,6 +95,10 @@ class Gateway:
         #: the replica id this gateway leases its jobs under (None: one process owns the store)
         self.lease_owner: str | None = None
         self.lease_s = 30.0
+        #: where sequences keep their clips while they run (None: a directory under the system's temp)
+        self.workdir: Path | None = None
+        #: fetch a sequence's source URL from public addresses only (the HTTP service)
+        self.public_sources_only = False
 
     @classmethod
     def from_settings(
@@ -134,8 +142,11 @@ class Gateway:
             weights={n: self.settings.provider(n).weight for n in names},
         )
 
-    def quote(self, request: VideoRequest) -> QuoteReport:
-        """What each provider would charge, who is eligible and why not, and the choice."""
+    def quote(self, request: VideoRequest) -> QuoteReport | SequenceQuote:
+        """What each provider would charge, who is eligible and why not, and the choice; for a
+        sequence, that of each segment and their sum."""
+        if sequence.is_sequence(request):
+            return sequence.quote(self, request)
         try:
             plan = self.plan(request)
             return QuoteReport(plan, plan.eligibility)
@@ -170,10 +181,10 @@ class Gateway:
             existing = await self._by_key(key, owner)
             if existing is not None:
                 return replayed(existing, digest), False
-        plan = self.plan(request)
+        plan, estimate = self._estimate(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest)
         # the caller's budget, then the gateway's, refuse before any vendor call
-        ledgers = reserve_all((budget, self.ledger), job.id, plan.candidates[0].quote.usd)
+        ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:
             if self.store is not None:
                 lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
@@ -184,12 +195,48 @@ class Gateway:
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)
             raise
+        # the job keeps its candidates, not every provider's quote (those are for quote reports)
+        self._start(job, plan and Plan(plan.policy, plan.candidates, plan.skipped), ledgers, on_update)
+        return job, True
+
+    def _estimate(self, request: VideoRequest) -> tuple[Plan | None, Decimal]:
+        """The plan (none for a sequence: each segment has its own) and what to reserve."""
+        if not sequence.is_sequence(request):
+            plan = self.plan(request)
+            return plan, plan.candidates[0].quote.usd
+        report = sequence.quote(self, request)
+        if report.error is not None:
+            raise report.error
+        return None, report.usd
+
+    def _start(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
+               *, resume: bool = False) -> None:
         self._holds[job.id] = ledgers
         self.live.add(job, on_update)
-        # the job keeps its candidates, not every provider's quote (those are for quote reports)
-        lean = Plan(plan.policy, plan.candidates, plan.skipped)
-        self._tasks[job.id] = asyncio.create_task(self._run(job, lean), name=f"reelgate-{job.id}")
-        return job, True
+        self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=resume), name=f"reelgate-{job.id}")
+
+    async def start_segment(self, request: VideoRequest, *, job_id: str, parent: VideoJob,
+                            on_update: OnUpdate) -> VideoJob:
+        """A sequence's segment as a job of its own (stored, planned, routed); the parent holds
+        its budget. An existing job with that id (a race, a resume) is followed instead."""
+        plan = self.plan(request)
+        job = VideoJob(request=request, id=job_id, owner=parent.owner, parent_id=parent.id)
+        if self.store is not None:
+            lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
+            stored, created = await self.store.create_or_get(job, owner=parent.owner, lease=lease)
+            if not created:
+                return stored if stored.status.terminal else self.follow_segment(stored, on_update=on_update)
+        self._start(job, Plan(plan.policy, plan.candidates, plan.skipped), (), on_update)
+        return job
+
+    def follow_segment(self, job: VideoJob, *, on_update: OnUpdate) -> VideoJob:
+        """Resume a segment a stopped process left in flight (it holds no budget: its parent does)."""
+        try:
+            plan: Plan | None = self.plan(job.request)
+        except ReelgateError:
+            plan = None
+        self._start(job, plan, (), on_update, resume=True)
+        return job
 
     # ASYNC109: ``timeout`` is public API, as in asyncio.wait: the caller need not wrap each call
     async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
@@ -282,18 +329,17 @@ class Gateway:
             return []
         resumed = []
         for job in await self.store.non_terminal() if jobs is None else jobs:  # jobs: claimed by this replica
-            if job.id in self._tasks:
+            if job.id in self._tasks or job.parent_id is not None:  # a segment: its parent resumes it
                 continue
             try:
-                plan: Plan | None = self.plan(job.request)
+                plan, estimate = self._estimate(job.request)
             except ReelgateError:
-                plan = None  # nothing new can be tried; the attempt in flight is still followed
-            self.jobs[job.id] = job
-            ledgers = (budget_of(job.owner) if budget_of else None, self.ledger)
-            self._holds[job.id] = tuple(ledger for ledger in ledgers if ledger is not None)
-            for ledger in self._holds[job.id]:  # already running: counted, never refused
-                ledger.hold(job.id, held_estimate(job, plan))
-            self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
+                plan, estimate = None, Decimal(0)  # nothing new can be tried; what is in flight is followed
+            ledgers = tuple(ledger for ledger in (budget_of(job.owner) if budget_of else None, self.ledger)
+                            if ledger is not None)
+            for ledger in ledgers:  # already running: counted, never refused
+                ledger.hold(job.id, estimate if plan is None else held_estimate(job, plan))
+            self._start(job, plan, ledgers, None, resume=True)
             resumed.append(job)
         return resumed
 
@@ -328,9 +374,11 @@ class Gateway:
     async def download(self, job: VideoJob, path: str | Path) -> Path:
         """Fetch the finished video (with the vendor's auth where needed) to ``path``:
         streamed, size-capped and written all-or-nothing, as the service mirrors results."""
+        target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
+        if sequence.is_sequence(job.request):  # joined here: a local file
+            return await sequence.copy_output(self, job, target)
         provider, built = self.result_request(job)
         assert job.output is not None
-        target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
         stored = await download(self.client, built, target, provider=provider.name,
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes), sleep=self._sleep)
         job.output.path = str(target)
@@ -355,7 +403,8 @@ class Gateway:
         runner = self._runner()
         try:
             try:
-                work = runner.resume(job, plan) if resume else runner.run(job, planned(plan))
+                work = (sequence.drive(self, job) if sequence.is_sequence(job.request)
+                        else runner.resume(job, plan) if resume else runner.run(job, planned(plan)))
                 if job.request.deadline_s is None:
                     job = await work
                 else:
@@ -394,6 +443,16 @@ class Gateway:
     def _retire(self, job: VideoJob) -> None:
         self._tasks.pop(job.id, None)
         self.live.finished(job.id)
+
+    def sequence_dir(self) -> Path:
+        return self.workdir or Path(tempfile.gettempdir()) / "reelgate-sequences"
+
+    async def checkpoint(self, job: VideoJob) -> None:
+        """Persist ``job`` now (a sequence between its segments)."""
+        await self._save(job)
+
+    def emit(self, job: VideoJob) -> None:
+        self.live.emit(job)
 
     async def _save(self, job: VideoJob) -> None:
         if self.store is not None:

@@ -19,6 +19,7 @@ import typer
 
 from gateway import __version__
 from gateway import cli_output as out
+from gateway.cli_extend import extend as extend_cmd
 from gateway.cli_jobs import jobs
 from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
@@ -58,7 +59,8 @@ ImageOpt = Annotated[str | None, typer.Option("--image", help="Start frame: file
 EndImageOpt = Annotated[str | None, typer.Option("--end-image", help="End frame: file path, http(s) URL or data URI.")]
 AspectOpt = Annotated[str | None, typer.Option("--aspect-ratio", help="16:9 9:16 1:1 4:3 3:4 21:9 9:21")]
 ResolutionOpt = Annotated[str | None, typer.Option("--resolution", help="540p 720p 1080p (default: the provider's)")]
-DurationOpt = Annotated[int | None, typer.Option("--duration", help="Seconds: 5 or 9.")]
+DurationOpt = Annotated[int | None, typer.Option("--duration",
+                                                 help="Seconds: 5 or 9, or up to 30 as a chain of clips.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help="Blend the end back into the start.")]
 ConceptOpt = Annotated[list[str] | None, typer.Option("--concept",
                                                       help="Camera concept, e.g. dolly_zoom (repeatable).")]
@@ -96,6 +98,15 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
         "max_cost_usd": opts.get("max_cost"), "allow": opts.get("allow") or None,
         "deadline_s": opts.get("deadline"),
     }
+    duration = opts.get("duration")
+    if isinstance(duration, int) and duration > 9:
+        # longer than any clip: a chain of clips (gateway.sequence)
+        fields["edit"] = {"operation": "extend", "target_seconds": fields.pop("duration_s")}
+    if opts.get("extend") is not None:
+        from gateway.cli_extend import extend_request
+
+        return extend_request(opts["extend"], opts.get("seconds") or 0, [prompt],  # type: ignore[no-any-return]
+                              config=opts.get("config"), **{k: v for k, v in fields.items() if k != "prompt"})
     return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
 
 
@@ -147,6 +158,8 @@ def quote(
     concept: ConceptOpt = None, model: ModelOpt = None, provider: ProviderOpt = None, route: RouteOpt = None,
     max_cost: MaxCostOpt = None, allow: AllowOpt = None, as_json: JsonOpt = False, sandbox: SandboxOpt = False,
     config: ConfigOpt = None,
+    extend: Annotated[str | None, typer.Option("--extend", help="Price `reelgate extend SOURCE` instead.")] = None,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="With --extend: the whole length.")] = None,
 ) -> None:
     """Price a request at every provider: who can do it, for how much, and who would be chosen."""
     opts = {k: v for k, v in locals().items() if k != "prompt"}
@@ -217,6 +230,7 @@ def sandbox_cmd(
         raise typer.Exit(2) from None
 
 
+app.command("extend")(extend_cmd)
 app.command("serve")(serve)
 app.command("jobs")(jobs)
 app.add_typer(keys_app, name="keys")
