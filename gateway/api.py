@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
@@ -95,9 +94,9 @@ class Gateway:
         #: the replica id this gateway leases its jobs under (None: one process owns the store)
         self.lease_owner: str | None = None
         self.lease_s = 30.0
-        #: where sequences keep their clips while they run (None: a directory under the system's temp)
+        #: where sequences keep their clips (None: the system's temp); fetch their sources from
+        #: public addresses only (the HTTP service)
         self.workdir: Path | None = None
-        #: fetch a sequence's source URL from public addresses only (the HTTP service)
         self.public_sources_only = False
 
     @classmethod
@@ -196,47 +195,22 @@ class Gateway:
             release_all(ledgers, job.id)
             raise
         # the job keeps its candidates, not every provider's quote (those are for quote reports)
-        self._start(job, plan and Plan(plan.policy, plan.candidates, plan.skipped), ledgers, on_update)
+        self.launch(job, plan and Plan(plan.policy, plan.candidates, plan.skipped), ledgers, on_update)
         return job, True
 
     def _estimate(self, request: VideoRequest) -> tuple[Plan | None, Decimal]:
         """The plan (none for a sequence: each segment has its own) and what to reserve."""
-        if not sequence.is_sequence(request):
-            plan = self.plan(request)
-            return plan, plan.candidates[0].quote.usd
-        report = sequence.quote(self, request)
-        if report.error is not None:
-            raise report.error
-        return None, report.usd
+        if sequence.is_sequence(request):
+            return None, sequence.estimate(self, request)
+        plan = self.plan(request)
+        return plan, plan.candidates[0].quote.usd
 
-    def _start(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
+    def launch(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
                *, resume: bool = False) -> None:
+        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is)."""
         self._holds[job.id] = ledgers
         self.live.add(job, on_update)
         self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=resume), name=f"reelgate-{job.id}")
-
-    async def start_segment(self, request: VideoRequest, *, job_id: str, parent: VideoJob,
-                            on_update: OnUpdate) -> VideoJob:
-        """A sequence's segment as a job of its own (stored, planned, routed); the parent holds
-        its budget. An existing job with that id (a race, a resume) is followed instead."""
-        plan = self.plan(request)
-        job = VideoJob(request=request, id=job_id, owner=parent.owner, parent_id=parent.id)
-        if self.store is not None:
-            lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
-            stored, created = await self.store.create_or_get(job, owner=parent.owner, lease=lease)
-            if not created:
-                return stored if stored.status.terminal else self.follow_segment(stored, on_update=on_update)
-        self._start(job, Plan(plan.policy, plan.candidates, plan.skipped), (), on_update)
-        return job
-
-    def follow_segment(self, job: VideoJob, *, on_update: OnUpdate) -> VideoJob:
-        """Resume a segment a stopped process left in flight (it holds no budget: its parent does)."""
-        try:
-            plan: Plan | None = self.plan(job.request)
-        except ReelgateError:
-            plan = None
-        self._start(job, plan, (), on_update, resume=True)
-        return job
 
     # ASYNC109: ``timeout`` is public API, as in asyncio.wait: the caller need not wrap each call
     async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
@@ -339,7 +313,7 @@ class Gateway:
                             if ledger is not None)
             for ledger in ledgers:  # already running: counted, never refused
                 ledger.hold(job.id, estimate if plan is None else held_estimate(job, plan))
-            self._start(job, plan, ledgers, None, resume=True)
+            self.launch(job, plan, ledgers, None, resume=True)
             resumed.append(job)
         return resumed
 
@@ -443,16 +417,6 @@ class Gateway:
     def _retire(self, job: VideoJob) -> None:
         self._tasks.pop(job.id, None)
         self.live.finished(job.id)
-
-    def sequence_dir(self) -> Path:
-        return self.workdir or Path(tempfile.gettempdir()) / "reelgate-sequences"
-
-    async def checkpoint(self, job: VideoJob) -> None:
-        """Persist ``job`` now (a sequence between its segments)."""
-        await self._save(job)
-
-    def emit(self, job: VideoJob) -> None:
-        self.live.emit(job)
 
     async def _save(self, job: VideoJob) -> None:
         if self.store is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,9 +32,11 @@ from typing import TYPE_CHECKING, Any
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.images import ImageInput
 from gateway.job import JobStatus, VideoJob, VideoOutput
+from gateway.live_jobs import OnUpdate
 from gateway.operations import ExtendSpec
 from gateway.quote_report import QuoteReport
 from gateway.request import Resolution, VideoRequest
+from gateway.routing import Plan
 from gateway.sequence_source import ASSUMED_SOURCE_S, fetch_source, known_duration
 
 if TYPE_CHECKING:
@@ -147,6 +150,15 @@ class SequenceQuote:
         }
 
 
+def estimate(gateway: Gateway, request: VideoRequest) -> Decimal:
+    """What a sequence reserves before anything is paid: the sum of its segments' quotes;
+    the first reason a segment cannot be had is raised."""
+    report = quote(gateway, request)
+    if report.error is not None:
+        raise report.error
+    return report.usd
+
+
 def quote(gateway: Gateway, request: VideoRequest) -> SequenceQuote:
     """Each segment's quote report; ``error`` is the first reason a segment cannot be had."""
     spec = spec_of(request)
@@ -179,7 +191,7 @@ def quote(gateway: Gateway, request: VideoRequest) -> SequenceQuote:
 async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
     """Run (or resume) a sequence to its end: segments in order, then the join."""
     spec = spec_of(parent.request)
-    work = gateway.sequence_dir() / parent.id
+    work = work_dir(gateway) / parent.id
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     try:
         source = await fetch_source(gateway, parent, work)
@@ -198,7 +210,7 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
         state = {"source_s": source_s, "segments": [{"index": i + 1, "job_id": segment_id(parent.id, i),
                                                      "duration_s": n} for i, n in enumerate(lengths)]}
         parent.plan = {"sequence": state}
-        await gateway.checkpoint(parent)
+        await _save(gateway, parent)
     lengths = [s["duration_s"] for s in state["segments"]]
     files = [source] if source is not None else []
     start = None if source is None else png_image(await asyncio.to_thread(joining.last_frame_png, source))
@@ -222,10 +234,13 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
         seg.update(provider=child.provider, cost_usd=float(child.cost_usd), status=child.status.value)
         if i + 1 < len(lengths):
             start = png_image(await asyncio.to_thread(joining.last_frame_png, path))
-        await gateway.checkpoint(parent)
+        await _save(gateway, parent)
     joined = work / JOINED
     result, reencoded = await asyncio.to_thread(joining.join, files, joined)
     size = (await asyncio.to_thread(joined.stat)).st_size
+    for clip in files:  # the clips are in the joined file now (a caller's own source file stays)
+        if clip.parent == work:
+            await asyncio.to_thread(clip.unlink, missing_ok=True)
     # no server path in the URL a caller sees; ``path`` is this process's file until it is kept
     parent.output = VideoOutput(url=f"{SEQUENCE_URL}{parent.id}", path=str(joined), size_bytes=size)
     parent.resolution = done[0].resolution if done else None
@@ -233,7 +248,7 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
     parent.notes.append(f"{len(files)} clips joined ({state['joined']}) into {result.duration_s:g} s")
     parent.progress = 1.0
     _advance(parent, JobStatus.SUCCEEDED)
-    gateway.emit(parent)
+    gateway.live.emit(parent)
     return parent
 
 
@@ -245,13 +260,13 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
         _mirror(parent, [*done, child])
         parent.progress = (len(done) + (child.progress or 0.0)) / len(parent.plan["sequence"]["segments"])
         _advance(parent, JobStatus.RUNNING)
-        gateway.emit(parent)
+        gateway.live.emit(parent)
 
     child = await gateway.fetch(job_id)
     if child is None:
-        child = await gateway.start_segment(build(), job_id=job_id, parent=parent, on_update=on_update)
+        child = await _start_segment(gateway, build(), job_id, parent, on_update)
     elif not child.status.terminal and job_id not in gateway.following():
-        gateway.follow_segment(child, on_update=on_update)
+        _follow_segment(gateway, child, on_update)
     if child.status.terminal:
         return child
     _advance(parent, JobStatus.RUNNING)
@@ -266,6 +281,42 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
 def _resolution_of(width: int, height: int) -> str | None:
     lines = f"{min(width, height)}p"
     return lines if lines in {r.value for r in Resolution} else None
+
+
+async def _start_segment(gateway: Gateway, request: VideoRequest, job_id: str, parent: VideoJob,
+                         on_update: OnUpdate) -> VideoJob:
+    """A segment as a job of its own (planned, stored before its submit, routed); its parent
+    holds its budget. A job already stored under that id (a race) is followed instead."""
+    plan = gateway.plan(request)
+    job = VideoJob(request=request, id=job_id, owner=parent.owner, parent_id=parent.id)
+    if gateway.store is not None:
+        lease = (gateway.lease_owner, gateway.lease_s) if gateway.lease_owner is not None else None
+        stored, created = await gateway.store.create_or_get(job, owner=parent.owner, lease=lease)
+        if not created:
+            return stored if stored.status.terminal else _follow_segment(gateway, stored, on_update)
+    gateway.launch(job, Plan(plan.policy, plan.candidates, plan.skipped), (), on_update)
+    return job
+
+
+def _follow_segment(gateway: Gateway, job: VideoJob, on_update: OnUpdate) -> VideoJob:
+    """Resume a segment a stopped process left in flight, as any resumed job: polled if the
+    vendor has it, never resubmitted blindly."""
+    try:
+        plan: Plan | None = gateway.plan(job.request)
+    except ReelgateError:
+        plan = None
+    gateway.launch(job, plan, (), on_update, resume=True)
+    return job
+
+
+def work_dir(gateway: Gateway) -> Path:
+    return gateway.workdir or Path(tempfile.gettempdir()) / "reelgate-sequences"
+
+
+async def _save(gateway: Gateway, parent: VideoJob) -> None:
+    """The parent on record between its segments (what a resume starts from)."""
+    if gateway.store is not None:
+        await gateway.store.save(parent, lease_owner=gateway.lease_owner)
 
 
 def _mirror(parent: VideoJob, children: list[VideoJob]) -> None:
@@ -296,7 +347,7 @@ def _failed(parent: VideoJob, child: VideoJob, index: int) -> VideoJob:
 async def copy_output(gateway: Gateway, job: VideoJob, target: Path) -> Path:
     """The joined video to ``target`` (``Gateway.download`` of a sequence)."""
     assert job.output is not None
-    source = gateway.sequence_dir() / job.id / JOINED
+    source = work_dir(gateway) / job.id / JOINED
     if source != target:
         await asyncio.to_thread(shutil.copyfile, source, target)
     job.output.path = str(target)

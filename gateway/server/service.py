@@ -17,12 +17,14 @@ from pathlib import Path
 
 import httpx
 
+from gateway import sequence
 from gateway.api import Gateway
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
+from gateway.operations import NO_LOCAL_VIDEO_FILES, VideoKind
 from gateway.permissions import private_dir
 from gateway.provider import Secret
 from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
@@ -53,6 +55,9 @@ def refuse_local_files(request: VideoRequest) -> None:
         image = getattr(request, name)
         if image is not None and image.kind is ImageKind.PATH:
             raise InvalidRequest(name, NO_LOCAL_FILES)
+    source = request.edit.source if request.edit is not None else None
+    if source is not None and source.kind is VideoKind.PATH:
+        raise InvalidRequest("edit.source", NO_LOCAL_VIDEO_FILES)
 
 
 @dataclass
@@ -91,6 +96,8 @@ class Service:
         store = open_store(store_url, env=os.environ if env is None else env)
         await store.open()
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
+        gateway.workdir = home / "sequences"  # a killed server's sequences resume from their clips here
+        gateway.public_sources_only = sandbox_url is None
         env = os.environ if env is None else env
         secret = Secret(env[WEBHOOK_SECRET_ENV]) if env.get(WEBHOOK_SECRET_ENV) else None
         if secret is not None:
@@ -162,6 +169,7 @@ class Service:
         if request.webhook_url and self.webhook_secret is None:
             raise InvalidRequest("webhook_url", f"this service signs no webhooks: set {WEBHOOK_SECRET_ENV}")
         await self._check_urls(request)
+        await self._check_source_job(request, key)
         if key is not None and key.allowed_providers:
             request = self.restrict(request, key.allowed_providers)
         job, started = await self.gateway.admit(request, owner=owner, budget=self.key_ledger(key))
@@ -198,13 +206,27 @@ class Service:
         URL's addresses the same way. The service is never a way into its own network."""
         urls = {name: image.value for name in ("start_image", "end_image")
                 if (image := getattr(request, name)) is not None and image.kind is ImageKind.URL}
-        if not urls and not request.webhook_url:
+        source = request.edit.source if request.edit is not None else None
+        if not urls and not request.webhook_url and (source is None or source.kind is not VideoKind.URL):
             return
         async with SafeFetcher(allow_private=self.sandbox, max_bytes=self.settings.service.max_upload_bytes) as fetcher:
             for name, url in urls.items():
                 await fetcher.fetch(url, field=name)
+            if source is not None and source.kind is VideoKind.URL:  # fetched by the job, from public addresses
+                await fetcher.check_public(source.value, field="edit.source")
             if request.webhook_url:  # we will POST there: it must not reach into our network
                 await fetcher.check_public(request.webhook_url, field="webhook_url")
+
+    async def _check_source_job(self, request: VideoRequest, key: ApiKey | None) -> None:
+        """A video to extend named by id is this caller's, and finished: a 400 now, not a failed job later."""
+        source_job = getattr(request.edit, "source_job", None)
+        if source_job is None:
+            return
+        job = await self.get(source_job, key)
+        if job is None:
+            raise InvalidRequest("edit.source_job", f"there is no video {source_job}")
+        if job.status is not JobStatus.SUCCEEDED:
+            raise InvalidRequest("edit.source_job", f"video {source_job} is not finished ({job.status.value})")
 
     def _watch(self, job: VideoJob) -> None:
         if job.id not in self._watchers and not job.status.terminal and self.gateway.get(job.id) is not None:
@@ -228,11 +250,16 @@ class Service:
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
         assert job.output is not None
-        provider, request = self.gateway.result_request(job)
         try:
-            kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
-                                provider=provider.name,
-                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
+            if sequence.is_sequence(job.request):  # joined here, not at a vendor
+                kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
+                                              "video/mp4", max_bytes=self.settings.storage.max_bytes)
+                job.output.path = None  # a server path is no caller's business
+            else:
+                provider, request = self.gateway.result_request(job)
+                kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
+                                    provider=provider.name,
+                                    options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
             job.notes.append(f"the video could not be kept: {exc.message}")
