@@ -71,7 +71,8 @@ def test_native_job_extends_a_data_uri_source(service):
     ({"prompt": "x", "video": {"id": "v", "extra": 1}, "seconds": "4"}, "video"),
     ({"prompt": "x", "video": {"id": "vid_1"}, "seconds": "forty"}, "seconds"),
     ({"prompt": "x", "video": "/etc/passwd", "seconds": "4"}, "edit.source"),
-    ({"prompt": "x", "video": {"url": "https://example.com/v.mp4"}, "target_seconds": 99}, "edit.extend.target_seconds"),
+    ({"prompt": "x", "video": {"url": "https://example.com/v.mp4"}, "target_seconds": 99},
+     "edit.extend.target_seconds"),
 ])
 def test_bad_extension_requests_name_the_field(service, body, param):
     response = service.client.post("/v1/videos/extensions", headers=service.auth, json=body)
