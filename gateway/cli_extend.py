@@ -52,10 +52,16 @@ def resolve_source(source: str, config: Path | None) -> dict[str, Any]:
 
 def shape_of(source: str) -> tuple[str | None, str | None]:
     """(aspect ratio, resolution) of a local source file, when they are ones a request can name."""
-    path = Path(source).expanduser()
-    if not path.is_file():
-        return None, None
     from gateway import joining
+    from gateway.operations import SourceVideo, VideoKind
+
+    try:
+        parsed = SourceVideo.parse(source)  # what it is, checked before PyAV looks at it
+    except ValueError as exc:
+        raise InvalidRequest("SOURCE", str(exc)) from None
+    if parsed.kind is not VideoKind.PATH:
+        return None, None
+    path = Path(parsed.value)
     from gateway.request import AspectRatio, Resolution
 
     try:

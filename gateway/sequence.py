@@ -142,7 +142,7 @@ class SequenceQuote:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "chosen": self.chosen, "operation": "extend", "usd": float(self.usd) if self.error is None else None,
+            "chosen": self.chosen, "operation": "extend", "cost_usd": float(self.usd) if self.error is None else None,
             "source_s": self.source_s, "notes": self.notes,
             "segments": [{"index": i + 1, "duration_s": n, **report.to_dict()}
                          for i, (n, report) in enumerate(self.segments)],
