@@ -29,7 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import InvalidRequest, ReelgateError
+from gateway.errors import BudgetExceeded, InvalidRequest, ReelgateError
 from gateway.images import ImageInput
 from gateway.job import JobStatus, VideoJob, VideoOutput
 from gateway.live_jobs import OnUpdate
@@ -185,6 +185,11 @@ def quote(gateway: Gateway, request: VideoRequest) -> SequenceQuote:
         result.segments.append((lengths[i], report))
         if report.error is not None and result.error is None:
             result.error = report.error
+    caps = [c for c in (request.max_cost_usd, gateway.settings.budgets.per_request_usd) if c is not None]
+    if result.error is None and caps and result.usd > Decimal(str(min(caps))):
+        # the request's budget is the whole sequence's (its segments carry none of their own)
+        result.error = BudgetExceeded(f"the sequence of {len(lengths)} clips costs ${result.usd:.2f}, "
+                                      f"over max_cost_usd ${min(caps):.2f}")
     return result
 
 

@@ -108,3 +108,22 @@ async def test_cancelling_a_sequence_cancels_its_running_segment(sandbox, tmp_pa
         assert gw.get(child_id).status is JobStatus.CANCELLED
         assert cancelled.attempts[0].outcome.value == "cancelled"
         assert accepted(box) == 1
+
+
+async def test_the_budget_is_the_whole_sequences_and_is_held_until_it_settles(sandbox, tmp_path):
+    from gateway.errors import BudgetExceeded
+
+    box, url = sandbox()
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        chain = {"operation": "extend", "target_seconds": 20}
+        one_clip = gw.quote(VideoRequest(prompt="x")).plan.candidates[0].quote.usd
+        with pytest.raises(BudgetExceeded, match="sequence of 4 clips"):
+            await gw.submit(VideoRequest(prompt="x", max_cost_usd=float(one_clip) * 2, edit=chain))
+        assert accepted(box) == 0 and gw.ledger.reserved() == {}
+        job = await gw.submit(VideoRequest(prompt="x", edit=chain))
+        held = gw.ledger.reserved()[job.id]
+        assert held == gw.quote(VideoRequest(prompt="x", edit=chain)).usd
+        job = await gw.wait(job)
+        assert job.status is JobStatus.SUCCEEDED and gw.ledger.reserved() == {}
+        assert gw.ledger.spent_today() == job.cost_usd == sum(a.cost_usd for a in job.attempts)
