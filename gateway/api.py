@@ -21,18 +21,19 @@ from gateway import sequence
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
-from gateway.errors import DeadlineExceeded, LeaseLost, ReelgateError
+from gateway.errors import ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.job_tasks import JobTasks
 from gateway.live_jobs import LiveJobs
 from gateway.logs import for_attempt
 from gateway.plugins import discover
 from gateway.provider import Provider, VideoResult
 from gateway.quote_report import QuoteReport as QuoteReport
-from gateway.quote_report import held_estimate, planned, replayed
+from gateway.quote_report import held_estimate, replayed
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
-from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
+from gateway.runner import JobRunner, OnUpdate
 from gateway.sandboxed import sandbox_settings
 from gateway.sequence import SequenceQuote
 from gateway.shared import Shared, open_shared
@@ -51,7 +52,7 @@ log = logging.getLogger("reelgate")
 RETAIN_FINISHED = 10_000
 
 
-class Gateway:
+class Gateway(JobTasks):
     """Plans, submits and tracks video jobs across the configured providers."""
 
     def __init__(
@@ -205,13 +206,6 @@ class Gateway:
         plan = self.plan(request)
         return plan, plan.candidates[0].quote.usd
 
-    def launch(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
-               *, resume: bool = False) -> None:
-        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is)."""
-        self._holds[job.id] = ledgers
-        self.live.add(job, on_update)
-        self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=resume), name=f"reelgate-{job.id}")
-
     # ASYNC109: ``timeout`` is public API, as in asyncio.wait: the caller need not wrap each call
     async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
         job_id = job if isinstance(job, str) else job.id
@@ -317,19 +311,6 @@ class Gateway:
             resumed.append(job)
         return resumed
 
-    def following(self) -> list[str]:
-        """The jobs whose tasks run in this process now."""
-        return list(self._tasks)
-
-    async def abandon(self, job_id: str) -> None:
-        """Stop following a job whose lease another replica now holds: its task ends and
-        nothing more is written (the store refuses this replica's saves anyway)."""
-        task = self._tasks.get(job_id)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self.jobs.pop(job_id, None)
-
     async def cancel(self, job: VideoJob | str) -> VideoJob:
         """Stop the job here and, where the vendor can, at the vendor."""
         job = self.jobs[job if isinstance(job, str) else job.id]
@@ -368,89 +349,3 @@ class Gateway:
         provider = self.providers[attempt.provider]
         return provider, provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
 
-    # -- internals ----------------------------------------------------------------------------
-    async def _run(self, job: VideoJob, plan: Plan | None, *, resume: bool = False) -> VideoJob:
-        """A job's task: drive it to a terminal state whatever happens, save it, settle its cost.
-
-        One coroutine with the runner's awaited directly: each frame here is held by every
-        job in flight, thousands at once (docs/benchmarks.md)."""
-        runner = self._runner()
-        try:
-            try:
-                work = (sequence.drive(self, job) if sequence.is_sequence(job.request)
-                        else runner.resume(job, plan) if resume else runner.run(job, planned(plan)))
-                if job.request.deadline_s is None:
-                    job = await work
-                else:
-                    async with asyncio.timeout(job.request.deadline_s):
-                        job = await work
-            except TimeoutError as exc:
-                if job.request.deadline_s is None:  # not the deadline: a call inside timed out
-                    self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
-                else:
-                    await self._cancel_current(job, status=None)
-                    self._fail(job, DeadlineExceeded(
-                        f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
-            except LeaseLost:
-                raise
-            except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
-                self._fail(job, exc)
-            except Exception as exc:  # never leave a job without a terminal state
-                log.exception("job %s failed unexpectedly", job.id)
-                self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
-            await self._save(job)
-            return job
-        except LeaseLost:  # another replica follows the job now: this one writes nothing more
-            log.info("job %s: lease lost, no longer followed here", job.id)
-            self.jobs.pop(job.id, None)
-            return job
-        finally:
-            self._close(job)
-
-    def _close(self, job: VideoJob) -> None:
-        """The job's task is over: its reservations become what it really cost (zero if
-        nothing was billed), once, and the job is retired."""
-        for ledger in self._holds.pop(job.id, ()):
-            ledger.settle(job.id, job.cost_usd, job.at_risk_usd)
-        self._retire(job)
-
-    def _retire(self, job: VideoJob) -> None:
-        self._tasks.pop(job.id, None)
-        self.live.finished(job.id)
-
-    async def _save(self, job: VideoJob) -> None:
-        if self.store is not None:
-            await self.store.save(job, lease_owner=self.lease_owner)
-
-    def _runner(self) -> JobRunner:
-        """The one runner every job of this gateway shares (it keeps no per-job state), made
-        on first use: its submit gate belongs to the running loop."""
-        runner = self._shared_runner
-        if runner is None:
-            runner = self._shared_runner = JobRunner(
-                self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
-                on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
-                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
-                adoptions=self.adoptions)
-        return runner
-
-    def _fail(self, job: VideoJob, error: ReelgateError) -> None:
-        self._end_current(job, error)
-        job.fail(error)
-        self._emit(job)
-
-    def _end_current(self, job: VideoJob, error: ReelgateError) -> None:
-        if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
-            job.current.finish(AttemptOutcome.REJECTED, error)
-
-    async def _cancel_current(self, job: VideoJob, status: JobStatus | None = JobStatus.CANCELLED) -> None:
-        for attempt in job.attempts:  # a hedged job may have two in flight
-            if attempt.outcome is AttemptOutcome.PENDING:
-                await self._runner().cancel_at_vendor(attempt)
-                attempt.finish(AttemptOutcome.CANCELLED)
-        if status is not None and not job.status.terminal:
-            job.move(status)
-            self._emit(job)
-
-    def _emit(self, job: VideoJob) -> None:
-        self.live.emit(job)
