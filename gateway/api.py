@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,8 @@ class Gateway(JobTasks):
         #: public addresses only (the HTTP service)
         self.workdir: Path | None = None
         self.public_sources_only = False
+        #: reads a kept video by its storage URI (the service's result storage), for extending it
+        self.open_kept: Callable[[str], AsyncIterator[bytes]] | None = None
 
     @classmethod
     def from_settings(

@@ -21,6 +21,7 @@ import httpx
 from gateway.job import JobStatus, VideoJob
 from gateway.operations import MAX_VIDEO_BYTES, ExtendSpec, VideoKind, sniff_video_type
 from gateway.safe_fetch import PublicOnlyTransport
+from gateway.storage.local import write_file
 from gateway.storage.mirror import MirrorOptions, download
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ async def _from_job(gateway: Gateway, parent: VideoJob, job_id: str, target: Pat
     kept = Path(job.output.path) if job.output.path else None
     if kept is not None and await asyncio.to_thread(kept.is_file):
         await asyncio.to_thread(shutil.copyfile, kept, target)
-        return target
-    await gateway.download(job, target)
+    elif job.output.uri is not None and gateway.open_kept is not None:  # the service's copy: vendor URLs expire
+        await write_file(target, gateway.open_kept(job.output.uri), max_bytes=MAX_VIDEO_BYTES)
+    else:
+        await gateway.download(job, target)
     return target

@@ -105,6 +105,7 @@ class Service:
         storage = build_storage(settings.storage, {**env, HOME_ENV: str(home)})
         service = cls(settings, gateway, store, KeyStore(home / "keys.db"), home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
+        gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
         if secret is not None:  # webhooks queued before a restart continue with their ids
