@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -249,6 +249,14 @@ class Gateway(JobTasks):
         if job.status is JobStatus.SUCCEEDED and output is not None:
             await self.download(job, output)
         return job
+
+    async def extend(self, source: str | Path, *, seconds: int, prompt: str, prompts: Sequence[str] = (),
+                     output: str | Path | None = None) -> VideoJob:
+        """Continue ``source`` (a video URL, data URI or file, or a finished job's id) to ``seconds``
+        in all, as a chain of clips (``gateway.sequence``). For routing options, ``generate`` a
+        request whose ``edit`` is ``sequence.extend_edit(...)``."""
+        edit = sequence.extend_edit(source, seconds, prompts)
+        return await self.generate(VideoRequest(prompt=prompt, edit=edit), output=output)
 
     def get(self, job_id: str) -> VideoJob | None:
         """A job this process knows (the live object while it runs here)."""

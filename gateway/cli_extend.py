@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,14 +17,14 @@ import typer
 from gateway import cli_output as out
 from gateway.errors import InvalidRequest, ReelgateError
 
-#: what a job id looks like (``VideoJob.id``, a segment's ``-s<n>`` included)
-JOB_ID = re.compile(r"^vid_[0-9a-f]{32}(-s\d+)?$")
 #: the prompt of every clip when none is given
 DEFAULT_PROMPT = "continue the shot seamlessly"
 
 
 def resolve_source(source: str, config: Path | None) -> dict[str, Any]:
     """The ``edit`` fields naming the source: a job id becomes its kept video."""
+    from gateway.sequence import JOB_ID
+
     if not JOB_ID.match(source):
         return {"source": source}
     from gateway.config import load_settings

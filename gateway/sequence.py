@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +57,16 @@ _PLACEHOLDER_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAA
 JOINED = "sequence.mp4"
 #: the output URL of a sequence: joined here, so no vendor URL stands for it
 SEQUENCE_URL = "reelgate:sequence/"
+
+
+#: what a job id looks like (``VideoJob.id``, a segment's ``-s<n>`` included)
+JOB_ID = re.compile(r"^vid_[0-9a-f]{32}(-s\d+)?$")
+
+
+def extend_edit(source: str | Path, target_seconds: int, prompts: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``edit`` of a request continuing ``source`` (a video, or a job id) to ``target_seconds``."""
+    named = {"source_job": str(source)} if JOB_ID.match(str(source)) else {"source": str(source)}
+    return {"operation": "extend", "target_seconds": target_seconds, "prompts": tuple(prompts), **named}
 
 
 def is_sequence(request: VideoRequest) -> bool:

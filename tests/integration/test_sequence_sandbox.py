@@ -127,3 +127,16 @@ async def test_the_budget_is_the_whole_sequences_and_is_held_until_it_settles(sa
         job = await gw.wait(job)
         assert job.status is JobStatus.SUCCEEDED and gw.ledger.reserved() == {}
         assert gw.ledger.spent_today() == job.cost_usd == sum(a.cost_usd for a in job.attempts)
+
+
+async def test_the_library_extends_a_finished_job_by_its_id(sandbox, tmp_path):
+    box, url = sandbox()
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        first = await gw.generate(VideoRequest(prompt="a fox", resolution="720p"))
+        assert first.status is JobStatus.SUCCEEDED
+        longer = await gw.extend(first.id, seconds=14, prompt="the fox runs on", output=tmp_path / "l.mp4")
+        assert longer.status is JobStatus.SUCCEEDED, longer.error
+        assert longer.request.edit.source_job == first.id
+        assert abs(seconds(tmp_path / "l.mp4") - 14) <= 0.5
+        assert accepted(box) == 2  # the source's clip, then one 9 s segment
