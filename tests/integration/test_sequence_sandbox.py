@@ -140,3 +140,15 @@ async def test_the_library_extends_a_finished_job_by_its_id(sandbox, tmp_path):
         assert longer.request.edit.source_job == first.id
         assert abs(seconds(tmp_path / "l.mp4") - 14) <= 0.5
         assert accepted(box) == 2  # the source's clip, then one 9 s segment
+
+
+async def test_the_deadline_covers_the_whole_sequence_and_stops_its_segment(sandbox, tmp_path):
+    box, url = sandbox(timing=Timing(queue_s=5.0, run_s=30.0))
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        job = await gw.generate(VideoRequest(prompt="x", deadline_s=1.5,
+                                             edit={"operation": "extend", "target_seconds": 10}))
+        assert job.status is JobStatus.FAILED and job.error["class"] == "DeadlineExceeded"
+        segment = gw.get(segment_id(job.id, 0))
+        assert segment.status is JobStatus.CANCELLED and gw.following() == []
+        assert accepted(box) == 1 and gw.ledger.reserved() == {}
