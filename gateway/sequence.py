@@ -24,7 +24,7 @@ import base64
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -251,6 +251,14 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
         if i + 1 < len(lengths):
             start = png_image(await asyncio.to_thread(joining.last_frame_png, path))
         await _save(gateway, parent)
+    return await _join(gateway, parent, work, files, done)
+
+
+async def _join(gateway: Gateway, parent: VideoJob, work: Path, files: list[Path], done: list[VideoJob]) -> VideoJob:
+    """The clips (the source first) into one MP4: the parent's output."""
+    from gateway import joining
+
+    state = parent.plan["sequence"]
     joined = work / JOINED
     result, reencoded = await asyncio.to_thread(joining.join, files, joined)
     size = (await asyncio.to_thread(joined.stat)).st_size
@@ -269,7 +277,7 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
 
 
 async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job_id: str,
-                   build: Any) -> VideoJob:
+                   build: Callable[[], VideoRequest]) -> VideoJob:
     """Segment ``job_id`` to its end: a finished one as stored, one in flight followed, a new
     one planned and submitted. Cancelling the parent cancels it."""
     def on_update(child: VideoJob) -> None:
