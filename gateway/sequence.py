@@ -30,7 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.errors import BudgetExceeded, InvalidRequest, ReelgateError
+from gateway.errors import BudgetExceeded, InvalidRequest, LeaseLost, ReelgateError
 from gateway.images import ImageInput
 from gateway.job import JobStatus, VideoJob, VideoOutput
 from gateway.live_jobs import OnUpdate
@@ -238,6 +238,8 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
     for i, seg in enumerate(state["segments"]):
         child = await _segment(gateway, parent, done, seg["job_id"],
                                lambda: segment_request(parent.request, i, lengths, start, resolution))  # noqa: B023
+        if not child.status.terminal:  # its task ended unfinished: another replica holds its lease now
+            raise LeaseLost(f"segment {child.id} is followed elsewhere; so must its sequence be")
         done.append(child)
         _mirror(parent, done)
         if child.status is not JobStatus.SUCCEEDED:
