@@ -10,28 +10,32 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from gateway import sequence
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
-from gateway.errors import DeadlineExceeded, LeaseLost, ReelgateError
+from gateway.errors import ReelgateError
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.job_tasks import JobTasks
 from gateway.live_jobs import LiveJobs
 from gateway.logs import for_attempt
 from gateway.plugins import discover
 from gateway.provider import Provider, VideoResult
 from gateway.quote_report import QuoteReport as QuoteReport
-from gateway.quote_report import held_estimate, planned, replayed
+from gateway.quote_report import held_estimate, replayed
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
-from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
+from gateway.runner import JobRunner, OnUpdate
 from gateway.sandboxed import sandbox_settings
+from gateway.sequence import SequenceQuote
 from gateway.shared import Shared, open_shared
 from gateway.sources import resolve_source
 from gateway.storage.mirror import MirrorOptions, download
@@ -49,7 +53,7 @@ log = logging.getLogger("reelgate")
 RETAIN_FINISHED = 10_000
 
 
-class Gateway:
+class Gateway(JobTasks):
     """Plans, submits and tracks video jobs across the configured providers."""
 
     def __init__(
@@ -92,6 +96,12 @@ class Gateway:
         #: the replica id this gateway leases its jobs under (None: one process owns the store)
         self.lease_owner: str | None = None
         self.lease_s = 30.0
+        #: where sequences keep their clips (None: the system's temp); fetch their sources from
+        #: public addresses only (the HTTP service)
+        self.workdir: Path | None = None
+        self.public_sources_only = False
+        #: reads a kept video by its storage URI (the service's result storage), for extending it
+        self.open_kept: Callable[[str], AsyncIterator[bytes]] | None = None
 
     @classmethod
     def from_settings(
@@ -135,8 +145,11 @@ class Gateway:
             weights={n: self.settings.provider(n).weight for n in names},
         )
 
-    def quote(self, request: VideoRequest) -> QuoteReport:
-        """What each provider would charge, who is eligible and why not, and the choice."""
+    def quote(self, request: VideoRequest) -> QuoteReport | SequenceQuote:
+        """What each provider would charge, who is eligible and why not, and the choice; for a
+        sequence, that of each segment and their sum."""
+        if sequence.is_sequence(request):
+            return sequence.quote(self, request)
         try:
             plan = self.plan(request)
             return QuoteReport(plan, plan.eligibility)
@@ -172,10 +185,10 @@ class Gateway:
             if existing is not None:
                 return replayed(existing, digest), False
         request = await resolve_source(self, request, owner)  # a job-id source becomes its video
-        plan = self.plan(request)
+        plan, estimate = self._estimate(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest)
         # the caller's budget, then the gateway's, refuse before any vendor call
-        ledgers = reserve_all((budget, self.ledger), job.id, plan.candidates[0].quote.usd)
+        ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:
             if self.store is not None:
                 lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
@@ -186,12 +199,16 @@ class Gateway:
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)
             raise
-        self._holds[job.id] = ledgers
-        self.live.add(job, on_update)
         # the job keeps its candidates, not every provider's quote (those are for quote reports)
-        lean = Plan(plan.policy, plan.candidates, plan.skipped)
-        self._tasks[job.id] = asyncio.create_task(self._run(job, lean), name=f"reelgate-{job.id}")
+        self.launch(job, plan and Plan(plan.policy, plan.candidates, plan.skipped), ledgers, on_update)
         return job, True
+
+    def _estimate(self, request: VideoRequest) -> tuple[Plan | None, Decimal]:
+        """The plan (none for a sequence: each segment has its own) and what to reserve."""
+        if sequence.is_sequence(request):
+            return None, sequence.estimate(self, request)
+        plan = self.plan(request)
+        return plan, plan.candidates[0].quote.usd
 
     # ASYNC109: ``timeout`` is public API, as in asyncio.wait: the caller need not wrap each call
     async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
@@ -234,6 +251,14 @@ class Gateway:
         if job.status is JobStatus.SUCCEEDED and output is not None:
             await self.download(job, output)
         return job
+
+    async def extend(self, source: str | Path, *, seconds: int, prompt: str, prompts: Sequence[str] = (),
+                     output: str | Path | None = None) -> VideoJob:
+        """Continue ``source`` (a video URL, data URI or file, or a finished job's id) to ``seconds``
+        in all, as a chain of clips (``gateway.sequence``). For routing options, ``generate`` a
+        request whose ``edit`` is ``sequence.extend_edit(...)``."""
+        edit = sequence.extend_edit(source, seconds, prompts)
+        return await self.generate(VideoRequest(prompt=prompt, edit=edit), output=output)
 
     def get(self, job_id: str) -> VideoJob | None:
         """A job this process knows (the live object while it runs here)."""
@@ -284,40 +309,19 @@ class Gateway:
             return []
         resumed = []
         for job in await self.store.non_terminal() if jobs is None else jobs:  # jobs: claimed by this replica
-            if job.id in self._tasks:
+            if job.id in self._tasks or job.parent_id is not None:  # a segment: its parent resumes it
                 continue
             try:
-                plan: Plan | None = self.plan(job.request)
+                plan, estimate = self._estimate(job.request)
             except ReelgateError:
-                plan = None  # nothing new can be tried; the attempt in flight is still followed
-            self.jobs[job.id] = job
-            ledgers = (budget_of(job.owner) if budget_of else None, self.ledger)
-            self._holds[job.id] = tuple(ledger for ledger in ledgers if ledger is not None)
-            for ledger in self._holds[job.id]:  # already running: counted, never refused
-                ledger.hold(job.id, held_estimate(job, plan))
-            self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=True), name=f"reelgate-{job.id}")
+                plan, estimate = None, Decimal(0)  # nothing new can be tried; what is in flight is followed
+            ledgers = tuple(ledger for ledger in (budget_of(job.owner) if budget_of else None, self.ledger)
+                            if ledger is not None)
+            for ledger in ledgers:  # already running: counted, never refused
+                ledger.hold(job.id, estimate if plan is None else held_estimate(job, plan))
+            self.launch(job, plan, ledgers, None, resume=True)
             resumed.append(job)
         return resumed
-
-    def following(self) -> list[str]:
-        """The jobs whose tasks run in this process now."""
-        return list(self._tasks)
-
-    async def abandon(self, job_id: str) -> None:
-        """Stop following a job whose lease another replica now holds: its task ends and
-        nothing more is written (the store refuses this replica's saves anyway)."""
-        self._hand_over(job_id)  # before the task ends: its ``_close`` must settle nothing
-        task = self._tasks.get(job_id)
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    def _hand_over(self, job_id: str) -> None:
-        """The job's lease is another replica's: its reservations and its cost are that
-        replica's to settle, so this one lets go of both (and of the job)."""
-        for ledger in self._holds.pop(job_id, ()):
-            ledger.handover(job_id)
-        self.jobs.pop(job_id, None)
 
     async def cancel(self, job: VideoJob | str) -> VideoJob:
         """Stop the job here and, where the vendor can, at the vendor."""
@@ -337,9 +341,11 @@ class Gateway:
     async def download(self, job: VideoJob, path: str | Path) -> Path:
         """Fetch the finished video (with the vendor's auth where needed) to ``path``:
         streamed, size-capped and written all-or-nothing, as the service mirrors results."""
+        target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
+        if sequence.is_sequence(job.request):  # joined here: a local file
+            return await sequence.copy_output(self, job, target)
         provider, built = self.result_request(job)
         assert job.output is not None
-        target = await asyncio.to_thread(lambda: Path(path).expanduser().resolve())
         stored = await download(self.client, built, target, provider=provider.name,
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes), sleep=self._sleep)
         job.output.path = str(target)
@@ -355,88 +361,3 @@ class Gateway:
         provider = self.providers[attempt.provider]
         return provider, provider.build_download(attempt.vendor_job, VideoResult(url=job.output.url))
 
-    # -- internals ----------------------------------------------------------------------------
-    async def _run(self, job: VideoJob, plan: Plan | None, *, resume: bool = False) -> VideoJob:
-        """A job's task: drive it to a terminal state whatever happens, save it, settle its cost.
-
-        One coroutine with the runner's awaited directly: each frame here is held by every
-        job in flight, thousands at once (docs/benchmarks.md)."""
-        runner = self._runner()
-        try:
-            try:
-                work = runner.resume(job, plan) if resume else runner.run(job, planned(plan))
-                if job.request.deadline_s is None:
-                    job = await work
-                else:
-                    async with asyncio.timeout(job.request.deadline_s):
-                        job = await work
-            except TimeoutError as exc:
-                if job.request.deadline_s is None:  # not the deadline: a call inside timed out
-                    self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
-                else:
-                    await self._cancel_current(job, status=None)
-                    self._fail(job, DeadlineExceeded(
-                        f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
-            except LeaseLost:
-                raise
-            except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
-                self._fail(job, exc)
-            except Exception as exc:  # never leave a job without a terminal state
-                log.exception("job %s failed unexpectedly", job.id)
-                self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
-            await self._save(job)
-            return job
-        except LeaseLost:  # another replica follows the job now: this one writes nothing more
-            log.info("job %s: lease lost, no longer followed here", job.id)
-            self._hand_over(job.id)
-            return job
-        finally:
-            self._close(job)
-
-    def _close(self, job: VideoJob) -> None:
-        """The job's task is over: its reservations become what it really cost (zero if
-        nothing was billed), once, and the job is retired."""
-        for ledger in self._holds.pop(job.id, ()):
-            ledger.settle(job.id, job.cost_usd, job.at_risk_usd)
-        self._retire(job)
-
-    def _retire(self, job: VideoJob) -> None:
-        self._tasks.pop(job.id, None)
-        self.live.finished(job.id)
-
-    async def _save(self, job: VideoJob) -> None:
-        if self.store is not None:
-            await self.store.save(job, lease_owner=self.lease_owner)
-
-    def _runner(self) -> JobRunner:
-        """The one runner every job of this gateway shares (it keeps no per-job state), made
-        on first use: its submit gate belongs to the running loop."""
-        runner = self._shared_runner
-        if runner is None:
-            runner = self._shared_runner = JobRunner(
-                self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
-                on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
-                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
-                adoptions=self.adoptions)
-        return runner
-
-    def _fail(self, job: VideoJob, error: ReelgateError) -> None:
-        self._end_current(job, error)
-        job.fail(error)
-        self._emit(job)
-
-    def _end_current(self, job: VideoJob, error: ReelgateError) -> None:
-        if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
-            job.current.finish(AttemptOutcome.REJECTED, error)
-
-    async def _cancel_current(self, job: VideoJob, status: JobStatus | None = JobStatus.CANCELLED) -> None:
-        for attempt in job.attempts:  # a hedged job may have two in flight
-            if attempt.outcome is AttemptOutcome.PENDING:
-                await self._runner().cancel_at_vendor(attempt)
-                attempt.finish(AttemptOutcome.CANCELLED)
-        if status is not None and not job.status.terminal:
-            job.move(status)
-            self._emit(job)
-
-    def _emit(self, job: VideoJob) -> None:
-        self.live.emit(job)

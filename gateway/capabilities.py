@@ -146,7 +146,7 @@ def _match_edit(provider: str, caps: Capabilities, request: VideoRequest) -> Mat
     if image is not None and image.kind in (ImageKind.PATH, ImageKind.DATA_URI) \
             and ImageKind.DATA_URI not in caps.image_kinds:
         reasons.append(f"start_image as a local file or data URI is not accepted by {provider} (give a URL)")
-    assert request.edit is not None
+    assert request.edit is not None and request.edit.source is not None  # modify and reframe need one
     if request.edit.source.kind in (VideoKind.PATH, VideoKind.DATA_URI) and ImageKind.DATA_URI not in caps.image_kinds:
         reasons.append(f"edit.source as a local file or data URI is not accepted by {provider} (give a URL)")
     if len(request.prompt) > caps.max_prompt_chars:

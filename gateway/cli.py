@@ -20,6 +20,7 @@ import typer
 from gateway import __version__
 from gateway import cli_output as out
 from gateway.cli_edit import modify, reframe
+from gateway.cli_extend import extend as extend_cmd
 from gateway.cli_jobs import jobs
 from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
@@ -59,7 +60,8 @@ ImageOpt = Annotated[str | None, typer.Option("--image", help="Start frame: file
 EndImageOpt = Annotated[str | None, typer.Option("--end-image", help="End frame: file path, http(s) URL or data URI.")]
 AspectOpt = Annotated[str | None, typer.Option("--aspect-ratio", help="16:9 9:16 1:1 4:3 3:4 21:9 9:21")]
 ResolutionOpt = Annotated[str | None, typer.Option("--resolution", help="540p 720p 1080p (default: the provider's)")]
-DurationOpt = Annotated[int | None, typer.Option("--duration", help="Seconds: 5 or 9.")]
+DurationOpt = Annotated[int | None, typer.Option("--duration",
+                                                 help="Seconds: 5 or 9, or up to 30 as a chain of clips.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help="Blend the end back into the start.")]
 ConceptOpt = Annotated[list[str] | None, typer.Option("--concept",
                                                       help="Camera concept, e.g. dolly_zoom (repeatable).")]
@@ -97,6 +99,15 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
         "max_cost_usd": opts.get("max_cost"), "allow": opts.get("allow") or None,
         "deadline_s": opts.get("deadline"), "edit": opts.get("edit"),
     }
+    duration = opts.get("duration")
+    if isinstance(duration, int) and duration > 9:
+        # longer than any clip: a chain of clips (gateway.sequence)
+        fields["edit"] = {"operation": "extend", "target_seconds": fields.pop("duration_s")}
+    if opts.get("extend") is not None:
+        from gateway.cli_extend import extend_request
+
+        return extend_request(opts["extend"], opts.get("seconds") or 0, [prompt],  # type: ignore[no-any-return]
+                              config=opts.get("config"), **{k: v for k, v in fields.items() if k != "prompt"})
     return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
 
 
@@ -152,6 +163,8 @@ def quote(
     modify: Annotated[str | None, typer.Option("--modify", help="Price a modify of this SOURCE instead.")] = None,
     reframe: Annotated[str | None, typer.Option("--reframe", help="Price a reframe of this SOURCE instead.")] = None,
     mode: Annotated[str | None, typer.Option("--mode", help="With --modify: adhere_1..reimagine_3.")] = None,
+    extend: Annotated[str | None, typer.Option("--extend", help="Price `reelgate extend SOURCE` instead.")] = None,
+    seconds: Annotated[int | None, typer.Option("--seconds", help="With --extend: the whole length.")] = None,
 ) -> None:
     """Price a request at every provider: who can do it, for how much, and who would be chosen."""
     opts = {k: v for k, v in locals().items() if k not in ("prompt", "modify", "reframe", "mode")}
@@ -232,6 +245,7 @@ def sandbox_cmd(
 
 app.command("modify")(modify)
 app.command("reframe")(reframe)
+app.command("extend")(extend_cmd)
 app.command("serve")(serve)
 app.command("jobs")(jobs)
 app.add_typer(keys_app, name="keys")

@@ -17,6 +17,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from gateway.api import Gateway, QuoteReport
     from gateway.job import VideoJob
+    from gateway.sequence import SequenceQuote
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -88,9 +89,11 @@ def print_job(job: VideoJob) -> None:
         attempt = job.attempts[-1]
         units = f" ({attempt.vendor_units:g} {attempt.unit_name})" if attempt.vendor_units is not None else ""
         console.print(f"[green]✓[/] {job.output.path or job.output.url}", highlight=False)
-        # an edit's length and size follow its source: only a generation has them from the request
+        # an edit's length and size follow its source: only a generation (or a chain) has them from the request
         edit = job.request.edit
-        shape = (f"{job.resolution}, {job.request.duration_s}s {job.request.aspect_ratio.value}" if edit is None
+        seconds = job.plan.get("sequence", {}).get("duration_s", job.request.duration_s)
+        shape = (f"{job.resolution}, {seconds:g}s {job.request.aspect_ratio.value}"
+                 if edit is None or edit.operation == "extend"
                  else f"{edit.operation} of {edit.source.describe()}"
                  + (f" to {job.request.aspect_ratio.value}" if edit.operation == "reframe" else ""))
         console.print(f"  made by [bold]{job.provider}[/] ({attempt.vendor_model}), {shape}; "
@@ -102,11 +105,19 @@ def print_job(job: VideoJob) -> None:
         if a.error:
             console.print(f"  attempt at {a.provider}: {a.outcome.value} — {a.error['class']}: {a.error['message']}",
                           highlight=False)
-    for d in job.degradations:
+    for seg in job.plan.get("sequence", {}).get("segments", []):
+        console.print(f"  segment {seg['index']}: {seg['duration_s']} s by {seg.get('provider') or '—'}, "
+                      f"${seg.get('cost_usd') or 0:.2f} ({seg['job_id']})", highlight=False)
+    for d in [*job.degradations, *job.notes]:
         console.print(f"  note: {d}", highlight=False)
 
 
-def print_quote(report: QuoteReport) -> None:
+def print_quote(report: QuoteReport | SequenceQuote) -> None:
+    from gateway.sequence import SequenceQuote
+
+    if isinstance(report, SequenceQuote):
+        _print_sequence_quote(report)
+        return
     table = Table(title="Quote", show_lines=False)
     for col in ("provider", "eligible", "cost (USD)", "vendor units", "why not"):
         table.add_column(col)
@@ -123,6 +134,19 @@ def print_quote(report: QuoteReport) -> None:
         console.print(f"chosen: [bold]{report.chosen}[/] (policy {report.plan.policy.value}; order {order})")
     elif report.error:
         console.print(f"[red]no provider would be chosen:[/] {report.error.message}", highlight=False)
+
+
+def _print_sequence_quote(report: SequenceQuote) -> None:
+    for i, (seconds, segment) in enumerate(report.segments, 1):
+        chosen = segment.plan.candidates[0] if segment.plan and segment.plan.candidates else None
+        where = f"{chosen.provider} ${chosen.quote.usd:.2f}" if chosen else f"[red]none[/] ({segment.error})"
+        console.print(f"segment {i}: {seconds} s → {where}", highlight=False)
+    for note in report.notes:
+        console.print(f"  note: {note}", highlight=False)
+    if report.error is None:
+        console.print(f"sequence: {len(report.segments)} clips, [bold]${report.usd:.2f}[/]", highlight=False)
+    else:
+        console.print(f"[red]the sequence cannot be made:[/] {report.error.message}", highlight=False)
 
 
 def providers_json(gateway: Gateway) -> dict[str, Any]:

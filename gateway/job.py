@@ -157,6 +157,8 @@ class VideoJob:
     #: a digest of the request as the caller sent it: an idempotency key reused with another
     #: request is refused (None on jobs stored before it was kept)
     fingerprint: str | None = None
+    #: the sequence this job is a segment of (``gateway.sequence``); None for a job of its own
+    parent_id: str | None = None
 
     # -- state machine ---------------------------------------------------------------
     def move(self, status: JobStatus) -> None:
@@ -210,7 +212,7 @@ class VideoJob:
             "model": self.request.model.value,
             "vendor_model": winner.vendor_model if winner else None,
             "resolution": self.resolution,
-            "duration_s": self.request.duration_s,
+            "duration_s": self.plan.get("sequence", {}).get("duration_s", self.request.duration_s),
             "aspect_ratio": self.request.aspect_ratio.value,
             "cost_usd": float(self.cost_usd),
             "at_risk_usd": float(self.at_risk_usd),
@@ -228,6 +230,8 @@ class VideoJob:
             "attempts": [a.to_dict() for a in self.attempts],
             "plan": self.plan,
             "owner": self.owner,
+            "parent_id": self.parent_id,
+            "segments": self.plan.get("sequence", {}).get("segments"),
             "webhooks": self.webhooks,
             "created_at": self.created_at,
             "updated_at": self.updated_at,

@@ -171,7 +171,7 @@ class _Spec(BaseModel):
     @field_validator("source", mode="before")
     @classmethod
     def _parse_source(cls, v: object) -> object:
-        if isinstance(v, (SourceVideo, dict)):
+        if v is None or isinstance(v, (SourceVideo, dict)):  # None: only ExtendSpec allows it
             return v
         if isinstance(v, (str, Path)):
             return SourceVideo.parse(v)
@@ -218,10 +218,32 @@ class ReframeSpec(_Spec):
 
 
 class ExtendSpec(_Spec):
-    """Continue a video up to ``target_seconds`` (modelled only: no provider executes it yet)."""
+    """Continue a video, or build one from nothing, as a chain of clips (``gateway.sequence``).
+
+    The source is a video (``source``), a finished job of this gateway (``source_job``), or
+    neither: then the chain starts from the request's prompt and ``start_image``, which is
+    how ``generate --duration 20`` is spelt. The length is the whole result's
+    (``target_seconds``, the source included) or what is added to the source (``added_seconds``,
+    OpenAI's ``/videos/extensions`` ``seconds``). Clip *n* uses ``prompts[n]``, or the
+    request's prompt past the end of the list.
+    """
 
     operation: Literal["extend"] = "extend"
-    target_seconds: int = Field(gt=5, le=MAX_EXTEND_SECONDS)
+    source: SourceVideo | None = None  # type: ignore[assignment]  # optional here alone
+    source_job: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    target_seconds: int | None = Field(default=None, gt=5, le=MAX_EXTEND_SECONDS)
+    added_seconds: int | None = Field(default=None, gt=0, le=MAX_EXTEND_SECONDS)
+    prompts: tuple[Annotated[str, Field(min_length=1, max_length=4000)], ...] = Field(default=(), max_length=8)
+
+    @model_validator(mode="after")
+    def _one_length_and_source(self) -> ExtendSpec:
+        if (self.target_seconds is None) == (self.added_seconds is None):
+            raise ValueError("give exactly one of target_seconds (the whole length) or added_seconds")
+        if self.source is not None and self.source_job is not None:
+            raise ValueError("give a source video or a source_job, not both")
+        if self.source is None and self.source_job is None and self.target_seconds is None:
+            raise ValueError("a chain without a source video needs target_seconds")
+        return self
 
 
 OperationSpec = Annotated[ModifySpec | ReframeSpec | ExtendSpec, Field(discriminator="operation")]
@@ -229,7 +251,7 @@ OperationSpec = Annotated[ModifySpec | ReframeSpec | ExtendSpec, Field(discrimin
 
 def remote_only_spec(data: object) -> object:
     """The spec's source parsed as a URL or data URI only (the HTTP service), before the model sees it."""
-    if not isinstance(data, dict) or "source" not in data:
+    if not isinstance(data, dict) or data.get("source") is None:
         return data
     source = data["source"]
     if isinstance(source, dict):

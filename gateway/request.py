@@ -278,7 +278,7 @@ class VideoRequest(BaseModel):
             image = getattr(self, key)
             if image is not None:
                 data[key] = image.describe() if image.kind is ImageKind.DATA_URI else image.value
-        if self.edit is not None and self.edit.source.kind is VideoKind.DATA_URI:
+        if self.edit is not None and self.edit.source is not None and self.edit.source.kind is VideoKind.DATA_URI:
             data["edit"]["source"] = self.edit.source.describe()
         return data
 

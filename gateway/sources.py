@@ -28,8 +28,8 @@ FIELD = "edit.source"
 async def resolve_source(gateway: Gateway, request: VideoRequest, owner: str | None) -> VideoRequest:
     """``request`` with a job-id source replaced by that job's video (unchanged otherwise)."""
     edit = request.edit
-    if edit is None or edit.source.kind is not VideoKind.JOB:
-        return request
+    if edit is None or edit.source is None or edit.source.kind is not VideoKind.JOB:
+        return request  # (an extend names its source job apart: ``ExtendSpec.source_job``)
     job_id = edit.source.value
     job = await gateway.fetch(job_id, owner=owner)
     if job is None:

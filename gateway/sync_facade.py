@@ -9,6 +9,7 @@ from typing import Any
 from gateway.api import Gateway, QuoteReport
 from gateway.job import VideoJob
 from gateway.request import VideoRequest
+from gateway.sequence import SequenceQuote
 
 
 class SyncGateway:
@@ -26,7 +27,7 @@ class SyncGateway:
     def gateway(self) -> Gateway:
         return self._gateway
 
-    def quote(self, request: VideoRequest) -> QuoteReport:
+    def quote(self, request: VideoRequest) -> QuoteReport | SequenceQuote:
         return self._gateway.quote(request)
 
     def generate(self, request: VideoRequest, **kw: Any) -> VideoJob:

@@ -16,6 +16,7 @@ from gateway.keys import ApiKey
 from gateway.request import sniff_image_type
 from gateway.server.http import SPOOL_BYTES, ApiError, Order, caller, json_body, not_found, service_of
 from gateway.server.openai_compat import request_from_openai, video_object
+from gateway.server.openai_extend import extension_from_openai
 
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
 
@@ -77,6 +78,18 @@ async def create_video(request: Request, key: ApiKey | None = Depends(caller)) -
         # the size reported at create is the size delivered (also after a fallback)
         video_request = video_request.model_copy(update={"resolution": service.first_choice(video_request, key)})
     job = await service.submit(video_request, key)
+    return video_object(job)
+
+
+@router.post("/extensions", status_code=200, response_model=None)
+async def create_extension(request: Request, key: ApiKey | None = Depends(caller)) -> dict[str, Any]:
+    """Extend a finished video (or one at a URL) by chaining clips (gateway/sequence.py).
+    Declared before the ``/{video_id}`` routes, so it is never read as a video id."""
+    service = service_of(request)
+    body = await json_body(request)
+    if request.headers.get("idempotency-key") and "idempotency_key" not in body:
+        body["idempotency_key"] = request.headers["idempotency-key"]
+    job = await service.submit(extension_from_openai(body, service.settings), key)
     return video_object(job)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from gateway import sequence
 from gateway.api import Gateway
 from gateway.config import Settings
 from gateway.errors import InvalidRequest, ReelgateError
@@ -70,7 +71,8 @@ def refuse_local_files(request: VideoRequest) -> None:
         image = getattr(request, name)
         if image is not None and image.kind is ImageKind.PATH:
             raise InvalidRequest(name, NO_LOCAL_FILES)
-    if request.edit is not None and request.edit.source.kind is VideoKind.PATH:
+    source = request.edit.source if request.edit is not None else None
+    if source is not None and source.kind is VideoKind.PATH:
         raise InvalidRequest("edit.source", NO_LOCAL_VIDEO_FILES)
 
 
@@ -113,6 +115,8 @@ class Service:
         await store.open()
         keys = open_keys(store, home, cache_s=settings.service.key_cache_s)
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
+        gateway.workdir = home / "sequences"  # a killed server's sequences resume from their clips here
+        gateway.public_sources_only = sandbox_url is None
         env = os.environ if env is None else env
         secret = Secret(env[WEBHOOK_SECRET_ENV]) if env.get(WEBHOOK_SECRET_ENV) else None
         if secret is not None:
@@ -120,6 +124,7 @@ class Service:
         storage = build_storage(settings.storage, {**env, HOME_ENV: str(home)})
         service = cls(settings, gateway, store, keys, home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
+        gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
         if secret is not None:  # webhooks queued before a restart continue with their ids
@@ -190,6 +195,7 @@ class Service:
         if request.webhook_url and self.webhook_secret is None:
             raise InvalidRequest("webhook_url", f"this service signs no webhooks: set {WEBHOOK_SECRET_ENV}")
         await self._check_urls(request)
+        await self._check_source_job(request, key)
         if key is not None and key.allowed_providers:
             request = self.restrict(request, key.allowed_providers)
         job, started = await self.gateway.admit(request, owner=owner, budget=self.key_ledger(key))
@@ -237,8 +243,21 @@ class Service:
         async with SafeFetcher(allow_private=self.sandbox, max_bytes=self.settings.service.max_upload_bytes) as fetcher:
             for name, url in urls.items():
                 await fetcher.fetch(url, field=name)
+            if source is not None and source.kind is VideoKind.URL:  # fetched by the job, from public addresses
+                await fetcher.check_public(source.value, field="edit.source")
             if request.webhook_url:  # we will POST there: it must not reach into our network
                 await fetcher.check_public(request.webhook_url, field="webhook_url")
+
+    async def _check_source_job(self, request: VideoRequest, key: ApiKey | None) -> None:
+        """A video to extend named by id is this caller's, and finished: a 400 now, not a failed job later."""
+        source_job = getattr(request.edit, "source_job", None)
+        if source_job is None:
+            return
+        job = await self.get(source_job, key)
+        if job is None:
+            raise InvalidRequest("edit.source_job", f"there is no video {source_job}")
+        if job.status is not JobStatus.SUCCEEDED:
+            raise InvalidRequest("edit.source_job", f"video {source_job} is not finished ({job.status.value})")
 
     def _watch(self, job: VideoJob) -> None:
         if job.id not in self._watchers and not job.status.terminal and self.gateway.get(job.id) is not None:
@@ -262,11 +281,16 @@ class Service:
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
         assert job.output is not None
-        provider, request = self.gateway.result_request(job)
         try:
-            kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
-                                provider=provider.name,
-                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
+            if sequence.is_sequence(job.request):  # joined here, not at a vendor
+                kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
+                                              "video/mp4", max_bytes=self.settings.storage.max_bytes)
+                job.output.path = None  # a server path is no caller's business
+            else:
+                provider, request = self.gateway.result_request(job)
+                kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
+                                    provider=provider.name,
+                                    options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
             job.notes.append(f"{KEEP_FAILED}: {exc.message}")

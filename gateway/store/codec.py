@@ -54,6 +54,7 @@ def encode_job(job: VideoJob) -> dict[str, Any]:
         "owner": job.owner,
         "webhooks": list(job.webhooks),
         "fingerprint": job.fingerprint,
+        "parent_id": job.parent_id,
     }
 
 
@@ -77,6 +78,7 @@ def decode_job(doc: dict[str, Any]) -> VideoJob:
         owner=doc.get("owner"),
         webhooks=list(doc.get("webhooks", [])),
         fingerprint=doc.get("fingerprint"),
+        parent_id=doc.get("parent_id"),
     )
 
 

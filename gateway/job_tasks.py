@@ -1,0 +1,168 @@
+"""The half of :class:`~gateway.api.Gateway` that drives jobs: one task per job, run to a
+terminal state whatever happens (deadline, lost lease, a bug), saved, its reservations settled
+into what it cost, then retired. ``Gateway`` plans, admits and finds jobs; this runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING, cast
+
+import httpx
+
+from gateway import sequence
+from gateway.adoption import Adoptions
+from gateway.budget import Ledger
+from gateway.config import Settings
+from gateway.errors import DeadlineExceeded, LeaseLost, ReelgateError
+from gateway.job import AttemptOutcome, JobStatus, VideoJob
+from gateway.live_jobs import LiveJobs
+from gateway.provider import Provider
+from gateway.quote_report import planned
+from gateway.routing import Plan
+from gateway.routing.health import Health
+from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
+from gateway.shared import Shared
+from gateway.store.base import JobStore
+from gateway.vendor_calls import Nudge, Sleep
+
+if TYPE_CHECKING:
+    from gateway.api import Gateway
+
+log = logging.getLogger("reelgate")
+
+
+class JobTasks:
+    """Set up by ``Gateway.__init__``: these are its attributes."""
+
+    settings: Settings
+    providers: dict[str, Provider]
+    client: httpx.AsyncClient
+    health: Health
+    shared: Shared
+    store: JobStore | None
+    live: LiveJobs
+    jobs: dict[str, VideoJob]
+    adoptions: Adoptions
+    lease_owner: str | None
+    _tasks: dict[str, asyncio.Task[VideoJob]]
+    _holds: dict[str, tuple[Ledger, ...]]
+    _nudges: dict[tuple[str, str], Nudge]
+    _shared_runner: JobRunner | None
+    _sleep: Sleep
+    _rng: random.Random
+
+    def launch(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
+               *, resume: bool = False) -> None:
+        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is)."""
+        self._holds[job.id] = ledgers
+        self.live.add(job, on_update)
+        self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=resume), name=f"reelgate-{job.id}")
+
+    def following(self) -> list[str]:
+        """The jobs whose tasks run in this process now."""
+        return list(self._tasks)
+
+    async def abandon(self, job_id: str) -> None:
+        """Stop following a job whose lease another replica now holds: its task ends and
+        nothing more is written (the store refuses this replica's saves anyway)."""
+        self._hand_over(job_id)  # before the task ends: its ``_close`` must settle nothing
+        task = self._tasks.get(job_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _hand_over(self, job_id: str) -> None:
+        """The job's lease is another replica's: its reservations and its cost are that
+        replica's to settle, so this one lets go of both (and of the job)."""
+        for ledger in self._holds.pop(job_id, ()):
+            ledger.handover(job_id)
+        self.jobs.pop(job_id, None)
+
+    async def _run(self, job: VideoJob, plan: Plan | None, *, resume: bool = False) -> VideoJob:
+        """A job's task: drive it to a terminal state whatever happens, save it, settle its cost.
+
+        One coroutine with the runner's awaited directly: each frame here is held by every
+        job in flight, thousands at once (docs/benchmarks.md)."""
+        runner = self._runner()
+        try:
+            try:
+                work = (sequence.drive(cast("Gateway", self), job) if sequence.is_sequence(job.request)
+                        else runner.resume(job, plan) if resume else runner.run(job, planned(plan)))
+                if job.request.deadline_s is None:
+                    job = await work
+                else:
+                    async with asyncio.timeout(job.request.deadline_s):
+                        job = await work
+            except TimeoutError as exc:
+                if job.request.deadline_s is None:  # not the deadline: a call inside timed out
+                    self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
+                else:
+                    await self._cancel_current(job, status=None)
+                    self._fail(job, DeadlineExceeded(
+                        f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
+            except LeaseLost:
+                raise
+            except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
+                self._fail(job, exc)
+            except Exception as exc:  # never leave a job without a terminal state
+                log.exception("job %s failed unexpectedly", job.id)
+                self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
+            await self._save(job)
+            return job
+        except LeaseLost:  # another replica follows the job now: this one writes nothing more
+            log.info("job %s: lease lost, no longer followed here", job.id)
+            self._hand_over(job.id)
+            return job
+        finally:
+            self._close(job)
+
+    def _close(self, job: VideoJob) -> None:
+        """The job's task is over: its reservations become what it really cost (zero if
+        nothing was billed), once, and the job is retired."""
+        for ledger in self._holds.pop(job.id, ()):
+            ledger.settle(job.id, job.cost_usd, job.at_risk_usd)
+        self._retire(job)
+
+    def _retire(self, job: VideoJob) -> None:
+        self._tasks.pop(job.id, None)
+        self.live.finished(job.id)
+
+    async def _save(self, job: VideoJob) -> None:
+        if self.store is not None:
+            await self.store.save(job, lease_owner=self.lease_owner)
+
+    def _runner(self) -> JobRunner:
+        """The one runner every job of this gateway shares (it keeps no per-job state), made
+        on first use: its submit gate belongs to the running loop."""
+        runner = self._shared_runner
+        if runner is None:
+            runner = self._shared_runner = JobRunner(
+                self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
+                on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
+                submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
+                adoptions=self.adoptions)
+        return runner
+
+    def _fail(self, job: VideoJob, error: ReelgateError) -> None:
+        self._end_current(job, error)
+        job.fail(error)
+        self._emit(job)
+
+    def _end_current(self, job: VideoJob, error: ReelgateError) -> None:
+        if job.current is not None and job.current.outcome is AttemptOutcome.PENDING:
+            job.current.finish(AttemptOutcome.REJECTED, error)
+
+    async def _cancel_current(self, job: VideoJob, status: JobStatus | None = JobStatus.CANCELLED) -> None:
+        for attempt in job.attempts:  # a hedged job may have two in flight
+            if attempt.outcome is AttemptOutcome.PENDING:
+                await self._runner().cancel_at_vendor(attempt)
+                attempt.finish(AttemptOutcome.CANCELLED)
+        if status is not None and not job.status.terminal:
+            job.move(status)
+            self._emit(job)
+
+    def _emit(self, job: VideoJob) -> None:
+        self.live.emit(job)

@@ -1,0 +1,154 @@
+"""Sequences in the sandbox: real adapters and emulators on loopback, a real store, PyAV
+on the delivered files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import pytest
+
+from gateway.api import Gateway
+from gateway.config import PollingConfig, Settings
+from gateway.emulation.base import Timing
+from gateway.emulation.faults import parse_fault
+from gateway.emulation.render import render_mp4
+from gateway.emulation.sandbox import BackgroundServer, Sandbox
+from gateway.job import JobStatus
+from gateway.plugins import discover
+from gateway.request import VideoRequest
+from gateway.sequence import segment_id
+from gateway.store.sqlite import SqliteJobStore
+from tests.support import until
+
+FAST = Settings(polling=PollingConfig(initial_s=0.02, max_s=0.05), fallback_order=["fal", "apiframe", "railwail"])
+
+
+def seconds(path: Path) -> float:
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+        assert frames, "no picture"
+        assert container.duration is not None
+        return container.duration / av.time_base
+
+
+@pytest.fixture
+def sandbox():
+    servers: list[BackgroundServer] = []
+
+    def started(faults: dict[str, list[str]] | None = None, timing: Timing | None = None) -> tuple[Sandbox, str]:
+        parsed = {v: [parse_fault(f) for f in fs] for v, fs in (faults or {}).items()}
+        box = Sandbox.from_providers(discover().providers, parsed, timing or Timing(queue_s=0.02, run_s=0.05))
+        server = BackgroundServer(box.app).start()
+        servers.append(server)
+        return box, server.url
+
+    yield started
+    for server in servers:
+        server.stop()
+
+
+def accepted(box: Sandbox) -> int:
+    return sum(v["accepted_submissions"] for v in box.stats().values())
+
+
+async def test_extend_a_5s_clip_to_20s_with_a_store(sandbox, tmp_path):
+    box, url = sandbox()
+    source = tmp_path / "clip.mp4"
+    source.write_bytes(render_mp4(1280, 720, 5))
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        async with Gateway.from_settings(FAST, sandbox_url=url, store=store) as gw:
+            gw.workdir = tmp_path / "work"
+            request = VideoRequest(prompt="the fox runs on", edit={"operation": "extend", "source": str(source),
+                                                                    "target_seconds": 20,
+                                                                    "prompts": ["a", "b"]})
+            job = await gw.generate(request, output=tmp_path / "out.mp4")
+            assert job.status is JobStatus.SUCCEEDED, job.error
+            assert abs(seconds(tmp_path / "out.mp4") - 20) <= 0.5
+            segments = job.to_dict()["segments"]
+            assert [s["duration_s"] for s in segments] == [5, 5, 5]
+            assert all(s["provider"] and s["cost_usd"] > 0 for s in segments)
+            assert accepted(box) == 3 and len(job.attempts) == 3
+            assert job.cost_usd == sum(a.cost_usd for a in job.attempts) > 0
+            children = [await store.get(segment_id(job.id, i)) for i in range(3)]
+            assert [c.request.prompt for c in children] == ["a", "b", "the fox runs on"]
+            assert all(c.parent_id == job.id and c.request.start_image is not None for c in children)
+            assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
+            assert "remuxed" in job.notes[-1]
+
+
+async def test_generate_20s_is_a_chain_from_nothing_and_falls_back_per_segment(sandbox, tmp_path):
+    box, url = sandbox({"fal": ["outage"]})
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        report = gw.quote(VideoRequest(prompt="a kite", edit={"operation": "extend", "target_seconds": 20}))
+        assert len(report.to_dict()["segments"]) == 4 and report.usd > 0
+        job = await gw.generate(VideoRequest(prompt="a kite", edit={"operation": "extend", "target_seconds": 20}),
+                                output=tmp_path / "kite.mp4")
+        assert job.status is JobStatus.SUCCEEDED, job.error
+        assert abs(seconds(tmp_path / "kite.mp4") - 20) <= 0.5
+        assert all(s["provider"] != "fal" for s in job.to_dict()["segments"])
+        assert accepted(box) == 4
+
+
+async def test_cancelling_a_sequence_cancels_its_running_segment(sandbox, tmp_path):
+    box, url = sandbox(timing=Timing(queue_s=5.0, run_s=30.0))
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        job = await gw.submit(VideoRequest(prompt="x", edit={"operation": "extend", "target_seconds": 10}))
+        child_id = segment_id(job.id, 0)
+
+        def segment_at_vendor() -> bool:
+            child = gw.get(child_id)
+            return child is not None and child.current is not None and child.current.vendor_job is not None
+
+        await until(segment_at_vendor)
+        cancelled = await gw.cancel(job)
+        assert cancelled.status is JobStatus.CANCELLED
+        assert gw.get(child_id).status is JobStatus.CANCELLED
+        assert cancelled.attempts[0].outcome.value == "cancelled"
+        assert accepted(box) == 1
+
+
+async def test_the_budget_is_the_whole_sequences_and_is_held_until_it_settles(sandbox, tmp_path):
+    from gateway.errors import BudgetExceeded
+
+    box, url = sandbox()
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        chain = {"operation": "extend", "target_seconds": 20}
+        one_clip = gw.quote(VideoRequest(prompt="x")).plan.candidates[0].quote.usd
+        with pytest.raises(BudgetExceeded, match="sequence of 4 clips"):
+            await gw.submit(VideoRequest(prompt="x", max_cost_usd=float(one_clip) * 2, edit=chain))
+        assert accepted(box) == 0 and gw.ledger.reserved() == {}
+        job = await gw.submit(VideoRequest(prompt="x", edit=chain))
+        held = gw.ledger.reserved()[job.id]
+        assert held == gw.quote(VideoRequest(prompt="x", edit=chain)).usd
+        job = await gw.wait(job)
+        assert job.status is JobStatus.SUCCEEDED and gw.ledger.reserved() == {}
+        assert gw.ledger.spent_today() == job.cost_usd == sum(a.cost_usd for a in job.attempts)
+
+
+async def test_the_library_extends_a_finished_job_by_its_id(sandbox, tmp_path):
+    box, url = sandbox()
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        first = await gw.generate(VideoRequest(prompt="a fox", resolution="720p"))
+        assert first.status is JobStatus.SUCCEEDED
+        longer = await gw.extend(first.id, seconds=14, prompt="the fox runs on", output=tmp_path / "l.mp4")
+        assert longer.status is JobStatus.SUCCEEDED, longer.error
+        assert longer.request.edit.source_job == first.id
+        assert abs(seconds(tmp_path / "l.mp4") - 14) <= 0.5
+        assert accepted(box) == 2  # the source's clip, then one 9 s segment
+
+
+async def test_the_deadline_covers_the_whole_sequence_and_stops_its_segment(sandbox, tmp_path):
+    box, url = sandbox(timing=Timing(queue_s=5.0, run_s=30.0))
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        job = await gw.generate(VideoRequest(prompt="x", deadline_s=1.5,
+                                             edit={"operation": "extend", "target_seconds": 10}))
+        assert job.status is JobStatus.FAILED and job.error["class"] == "DeadlineExceeded"
+        segment = gw.get(segment_id(job.id, 0))
+        assert segment.status is JobStatus.CANCELLED and gw.following() == []
+        assert accepted(box) == 1 and gw.ledger.reserved() == {}
