@@ -240,6 +240,25 @@ class SqliteJobStore(JobStore):
 
         return await self._run(sight)
 
+    async def bind_callback(self, provider: str, vendor_id: str, attempt_key: str, *, ttl_s: float) -> bool:
+        now, pair = self.clock(), (provider, vendor_id, attempt_key)
+
+        def bind(conn: sqlite3.Connection) -> bool:
+            with _write(conn):
+                conn.execute("DELETE FROM vendor_callbacks WHERE expires_at < ?", (now,))
+                conn.execute("INSERT INTO vendor_callbacks (provider, vendor_id, attempt_key, expires_at)"
+                             " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (*pair, now + ttl_s))
+                return conn.execute("SELECT 1 FROM vendor_callbacks WHERE provider = ? AND vendor_id = ?"
+                                    " AND attempt_key = ?", pair).fetchone() is not None
+
+        return await self._run(bind)
+
+    async def bound_job(self, provider: str, attempt_key: str) -> str | None:
+        query = ("SELECT vendor_id FROM vendor_callbacks WHERE provider = ? AND attempt_key = ?"
+                 " AND expires_at >= ?")
+        row = await self._run(lambda conn: conn.execute(query, (provider, attempt_key, self.clock())).fetchone())
+        return None if row is None else str(row[0])
+
     # -- outbox --------------------------------------------------------------------------
     async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
         now = self.clock()
