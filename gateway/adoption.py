@@ -11,6 +11,12 @@ data in its catalog (``Provider.adoption``):
   ``adoption_window_s`` after its submit; a verified callback naming it hands over the
   vendor's job id and the attempt is polled like any accepted one. When the window passes,
   it ends ``unknown`` and at risk, as without adoption;
+* ``list_scan`` -- the vendor lists its recent jobs (the OpenAI-style ``GET /videos``): a
+  bounded scan (``SCAN_PAGES`` pages, newest first, ``SCAN_WAITS_S`` rescans, all within
+  the window) looks for the job carrying our reference -- the attempt key, where the vendor
+  echoes metadata; else the same prompt and model created within ``SCAN_CLOCK_S`` of the
+  submit. Exactly one match is adopted; none, or more than one (two identical prompts at
+  the same moment), and the attempt ends ``unknown`` and at risk;
 * ``none`` -- the attempt ends ``unknown`` and at risk at once.
 
 The callback's body is signed by the vendor, its URL is not: a forged ``attempt`` can only
@@ -26,12 +32,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.config import Settings
 from gateway.errors import AmbiguousSubmit, ProviderError
 from gateway.job import Attempt
-from gateway.provider import Adoption, Provider, VendorJob
+from gateway.provider import Adoption, ListedJob, ListPage, Provider, VendorJob
 
 if TYPE_CHECKING:
     from gateway.store.base import JobStore
@@ -46,6 +53,15 @@ EARLY_MAX = 10_000
 #: far beyond any adoption window
 BINDING_TTL_S = 24 * 3600.0
 _KEY_MAX = 128
+#: a list scan reads at most this many pages (newest first) ...
+SCAN_PAGES = 3
+#: ... matching jobs created this close to our submit (two clocks; created_at in whole seconds)
+SCAN_CLOCK_S = 30.0
+#: a scan that found nothing is repeated after these waits (a vendor may list a new job late)
+SCAN_WAITS_S = (1.0, 3.0)
+
+#: reads one page of a vendor's job list (``VendorCalls.list_page``)
+Lister = Callable[[Provider, str | None], Awaitable[ListPage]]
 
 
 def callback_url(settings: Settings, provider: Provider, attempt_key: str) -> str | None:
@@ -76,7 +92,11 @@ class Adoptions:
         return len(self._waiting)
 
     def possible(self, provider: Provider) -> bool:
-        return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY and self.settings.adoption_window_s > 0
+        if self.settings.adoption_window_s <= 0:
+            return False
+        if provider.adoption is Adoption.LIST_SCAN:
+            return True
+        return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY
                 and callback_url(self.settings, provider, "") is not None)
 
     async def offer(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
@@ -97,11 +117,15 @@ class Adoptions:
             self._early.popitem(last=False)
         return False
 
-    async def adopt(self, provider: Provider, attempt: Attempt, error: ProviderError) -> VendorJob | None:
-        """The vendor job a lost submit made, when a callback names its attempt within the
-        window; None when the error is no lost answer, the vendor cannot adopt, or time ran out."""
+    async def adopt(self, provider: Provider, attempt: Attempt, error: ProviderError, *, prompt: str = "",
+                    lister: Lister | None = None) -> VendorJob | None:
+        """The vendor job a lost submit made, when a callback names its attempt (or the
+        vendor's list shows it) within the window; None when the error is no lost answer,
+        the vendor cannot adopt, or nothing was found in time."""
         if not isinstance(error, AmbiguousSubmit) or not self.possible(provider):
             return None
+        if provider.adoption is Adoption.LIST_SCAN:
+            return None if lister is None else await self._scan(provider, attempt, prompt, lister)
         key = attempt.attempt_key
         # waiting before looking: a callback landing while the store is read sets the future
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -121,3 +145,47 @@ class Adoptions:
         finally:
             self._waiting.pop(key, None)
         return provider.adopted_job(attempt.vendor_model, vendor_id)
+
+    # -- list scan -------------------------------------------------------------------------
+    async def _scan(self, provider: Provider, attempt: Attempt, prompt: str, lister: Lister) -> VendorJob | None:
+        deadline = attempt.started_at + self.settings.adoption_window_s
+        for wait in (0.0, *SCAN_WAITS_S):
+            if time.time() + wait > deadline:
+                return None
+            await asyncio.sleep(wait)
+            try:
+                found = await self._scan_once(provider, attempt, prompt, lister)
+            except ProviderError:
+                continue  # the list did not answer this time; the next scan may
+            if len(found) > 1:
+                return None  # two jobs fit: we cannot tell ours, so we claim neither
+            if found:
+                job = found[0]
+                if self.store is not None and not await self.store.bind_callback(
+                        provider.name, job.vendor_id, attempt.attempt_key, ttl_s=BINDING_TTL_S):
+                    return None  # another attempt adopted that job already
+                return provider.adopted_job(job.vendor_model or attempt.vendor_model, job.vendor_id)
+        return None
+
+    @staticmethod
+    async def _scan_once(provider: Provider, attempt: Attempt, prompt: str, lister: Lister) -> list[ListedJob]:
+        found: dict[str, ListedJob] = {}  # by id: a job seen on two pages is one job
+        after: str | None = None
+        for _ in range(SCAN_PAGES):
+            page = await lister(provider, after)
+            found |= {j.vendor_id: j for j in matching(page.jobs, attempt, prompt)}
+            oldest = min((j.created_at for j in page.jobs if j.created_at is not None), default=None)
+            if page.next_after is None or (oldest is not None and oldest < attempt.started_at - SCAN_CLOCK_S):
+                break  # the end of the list, or past the moment of our submit
+            after = page.next_after
+        return list(found.values())
+
+
+def matching(listed: Sequence[ListedJob], attempt: Attempt, prompt: str) -> list[ListedJob]:
+    """The listed jobs that may be ``attempt``'s: the one echoing its key when the vendor
+    echoes references; else those with its prompt and model created close to its submit."""
+    if any(j.reference is not None for j in listed):
+        return [j for j in listed if j.reference == attempt.attempt_key]
+    return [j for j in listed
+            if j.prompt == prompt and j.vendor_model in (None, attempt.vendor_model)
+            and j.created_at is not None and abs(j.created_at - attempt.started_at) <= SCAN_CLOCK_S]
