@@ -137,3 +137,23 @@ async def test_no_adoption_of_twins_of_a_job_bound_elsewhere_or_without_a_window
     assert await closed.adopt(adapter(), attempt(now), LOST, prompt="waves", lister=one) is None
     not_lost = Unavailable("503", provider="railwail")
     assert await Adoptions(Settings()).adopt(adapter(), attempt(now), not_lost, prompt="waves", lister=one) is None
+
+
+def test_a_vendor_echoing_metadata_gets_our_attempt_key_and_is_matched_by_it() -> None:
+    import json
+    from dataclasses import replace
+
+    from gateway.request import Resolution, VideoRequest
+
+    a = adapter()
+    a.cat = replace(a.cat, metadata_key="reelgate_attempt")
+    sent = a.build_submit(VideoRequest(prompt="waves"), resolution=Resolution.P720, attempt_key="job_1.1")
+    assert json.loads(sent.content)["metadata"] == {"reelgate_attempt": "job_1.1"}
+    page = a.parse_list(httpx.Response(200, json={"object": "list", "has_more": False, "data": [
+        {"id": "video_m", "status": "queued", "created_at": 1, "prompt": "x",
+         "metadata": {"reelgate_attempt": "job_1.1"}},
+        {"id": "video_n", "status": "queued", "created_at": 1, "prompt": "x"}]}))
+    assert [j.reference for j in page.jobs] == ["job_1.1", None]
+    assert [j.vendor_id for j in matching(page.jobs, attempt(), "waves")] == ["video_m"]
+    plain = adapter().build_submit(VideoRequest(prompt="waves"), resolution=Resolution.P720, attempt_key="job_1.1")
+    assert "metadata" not in json.loads(plain.content)  # the OpenAI shape has none: railwail sends none
