@@ -116,9 +116,16 @@ class Outbox:
         # schedule must not hold back the callbacks of jobs that end meanwhile
         sending: set[asyncio.Task[DeliveryRecord]] = set()
         async with httpx.AsyncClient(transport=self._transport) as client:
-            while self._pending or sending:
-                for message in self._take_due():
-                    task = asyncio.ensure_future(self._send(client, message))
-                    sending.add(task)
-                    task.add_done_callback(sending.discard)
-                await asyncio.sleep(self.tick_s)
+            try:
+                while self._pending or sending:
+                    for message in self._take_due():
+                        task = asyncio.ensure_future(self._send(client, message))
+                        sending.add(task)
+                        task.add_done_callback(sending.discard)
+                    await asyncio.sleep(self.tick_s)
+            finally:  # the ticker cancelled (an emulator stopping): its deliveries stop with it
+                for task in list(sending):
+                    task.cancel()
+                await asyncio.gather(*sending, return_exceptions=True)
+        if self._pending:  # added while the client closed, when start() saw this ticker running
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
