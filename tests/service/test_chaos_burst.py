@@ -40,9 +40,10 @@ def test_a_sigkill_at_a_random_moment_of_a_burst_pays_for_nothing(processes, tmp
                              if v == "fal" else {})} for v in VENDORS},
         "polling": {"initial_s": 0.3, "max_s": 1.0},
         # a fal submit cut off by the kill waits this long for fal's callback naming it; the
-        # callback is retried while the server is down, each wait twice the last (twice the
-        # downtime at most). A submit the kill stopped before it reached fal waits it all out
-        "adoption_window_s": 30,
+        # callback is retried while the server is down, each wait twice the last, so it lands
+        # within about twice the downtime (a restart on 2 busy cores can take 10-20 s). A submit
+        # the kill stopped before it reached fal waits it all out
+        "adoption_window_s": 45,
         "service": {"public_url": f"http://127.0.0.1:{port}"},  # vendors call back here
     }))
     auth = {"Authorization": f"Bearer {processes.create_key('app')}"}
