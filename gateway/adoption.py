@@ -11,11 +11,20 @@ data in its catalog (``Provider.adoption``):
   ``adoption_window_s`` after its submit; a verified callback naming it hands over the
   vendor's job id and the attempt is polled like any accepted one. When the window passes,
   it ends ``unknown`` and at risk, as without adoption;
+* ``list_scan`` -- the vendor lists its recent jobs (the OpenAI-style ``GET /videos``): a
+  bounded scan (``SCAN_PAGES`` pages, newest first, ``SCAN_WAITS_S`` rescans, all within
+  the window) looks for the job carrying our reference -- the attempt key, where the vendor
+  echoes metadata; else the same prompt and model created within ``SCAN_CLOCK_S`` of the
+  submit. Exactly one match is adopted; none, or more than one (two identical prompts at
+  the same moment), and the attempt ends ``unknown`` and at risk;
 * ``none`` -- the attempt ends ``unknown`` and at risk at once.
 
 The callback's body is signed by the vendor, its URL is not: a forged ``attempt`` can only
-bind a waiting attempt to a job the vendor really ran for this account, once (the replay
-guard), and the job is then judged by polling it.
+bind an attempt to a job the vendor really ran for this account, and the job is then judged
+by polling it. The binding is one-to-one and durable (``JobStore.bind_callback``): a vendor
+job is adopted by one attempt at most, and a callback that arrived before its attempt was
+waiting -- a restarted process not yet resumed, or a crash between answering the vendor and
+saving the adoption -- is found by the attempt after the restart.
 """
 
 from __future__ import annotations
@@ -23,11 +32,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config import Settings
 from gateway.errors import AmbiguousSubmit, ProviderError
 from gateway.job import Attempt
-from gateway.provider import Adoption, Provider, VendorJob
+from gateway.provider import Adoption, ListedJob, ListPage, Provider, VendorJob
+
+if TYPE_CHECKING:
+    from gateway.store.base import JobStore
 
 #: the callback URL's query parameter naming the attempt
 ATTEMPT_PARAM = "attempt"
@@ -35,7 +49,19 @@ ATTEMPT_PARAM = "attempt"
 #: restarted process registers its attempt. Bounded: a callback for a job polled to its end
 #: lands here too and is never claimed
 EARLY_MAX = 10_000
+#: how long a callback's binding is kept in the store: as long as the replay guard's memory,
+#: far beyond any adoption window
+BINDING_TTL_S = 24 * 3600.0
 _KEY_MAX = 128
+#: a list scan reads at most this many pages (newest first) ...
+SCAN_PAGES = 3
+#: ... matching jobs created this close to our submit (two clocks; created_at in whole seconds)
+SCAN_CLOCK_S = 30.0
+#: a scan that found nothing is repeated after these waits (a vendor may list a new job late)
+SCAN_WAITS_S = (1.0, 3.0)
+
+#: reads one page of a vendor's job list (``VendorCalls.list_page``)
+Lister = Callable[[Provider, str | None], Awaitable[ListPage]]
 
 
 def callback_url(settings: Settings, provider: Provider, attempt_key: str) -> str | None:
@@ -53,8 +79,10 @@ def callback_url(settings: Settings, provider: Provider, attempt_key: str) -> st
 class Adoptions:
     """Attempts waiting to be adopted (attempt key -> the vendor job id it receives)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: JobStore | None = None) -> None:
         self.settings = settings
+        #: where bindings outlive this process; None: in memory only (the library, tests)
+        self.store = store
         self._waiting: dict[str, tuple[str, asyncio.Future[str]]] = {}
         self._early: OrderedDict[tuple[str, str], str] = OrderedDict()
 
@@ -64,14 +92,22 @@ class Adoptions:
         return len(self._waiting)
 
     def possible(self, provider: Provider) -> bool:
-        return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY and self.settings.adoption_window_s > 0
+        if self.settings.adoption_window_s <= 0:
+            return False
+        if provider.adoption is Adoption.LIST_SCAN:
+            return True
+        return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY
                 and callback_url(self.settings, provider, "") is not None)
 
-    def offer(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
+    async def offer(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
         """A verified callback for ``provider``'s job ``vendor_id`` names ``attempt_key``.
-        True when an attempt was waiting for it (it is adopted)."""
+        True when an attempt was waiting for it (it is adopted). Bound in the store first,
+        before the vendor hears 200: a crash after that loses nothing."""
         if len(attempt_key) > _KEY_MAX:
             return False
+        if self.store is not None and not await self.store.bind_callback(provider, vendor_id, attempt_key,
+                                                                          ttl_s=BINDING_TTL_S):
+            return False  # that job or that attempt is bound to another already
         waiting = self._waiting.get(attempt_key)
         if waiting is not None and waiting[0] == provider and not waiting[1].done():
             waiting[1].set_result(vendor_id)
@@ -81,23 +117,75 @@ class Adoptions:
             self._early.popitem(last=False)
         return False
 
-    async def adopt(self, provider: Provider, attempt: Attempt, error: ProviderError) -> VendorJob | None:
-        """The vendor job a lost submit made, when a callback names its attempt within the
-        window; None when the error is no lost answer, the vendor cannot adopt, or time ran out."""
+    async def adopt(self, provider: Provider, attempt: Attempt, error: ProviderError, *, prompt: str = "",
+                    lister: Lister | None = None) -> VendorJob | None:
+        """The vendor job a lost submit made, when a callback names its attempt (or the
+        vendor's list shows it) within the window; None when the error is no lost answer,
+        the vendor cannot adopt, or nothing was found in time."""
         if not isinstance(error, AmbiguousSubmit) or not self.possible(provider):
             return None
+        if provider.adoption is Adoption.LIST_SCAN:
+            return None if lister is None else await self._scan(provider, attempt, prompt, lister)
         key = attempt.attempt_key
-        vendor_id = self._early.pop((provider.name, key), None)
-        if vendor_id is None:
-            left = attempt.started_at + self.settings.adoption_window_s - time.time()
-            if left <= 0:
-                return None
-            future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-            self._waiting[key] = (provider.name, future)
-            try:
-                vendor_id = await asyncio.wait_for(future, left)
-            except TimeoutError:
-                return None
-            finally:
-                self._waiting.pop(key, None)
+        # waiting before looking: a callback landing while the store is read sets the future
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[key] = (provider.name, future)
+        try:
+            vendor_id = self._early.pop((provider.name, key), None)
+            if vendor_id is None and self.store is not None:
+                vendor_id = await self.store.bound_job(provider.name, key)
+            if vendor_id is None:
+                left = attempt.started_at + self.settings.adoption_window_s - time.time()
+                if left <= 0:
+                    return None
+                async with asyncio.timeout(left):
+                    vendor_id = await future
+        except TimeoutError:
+            return None
+        finally:
+            self._waiting.pop(key, None)
         return provider.adopted_job(attempt.vendor_model, vendor_id)
+
+    # -- list scan -------------------------------------------------------------------------
+    async def _scan(self, provider: Provider, attempt: Attempt, prompt: str, lister: Lister) -> VendorJob | None:
+        deadline = attempt.started_at + self.settings.adoption_window_s
+        for wait in (0.0, *SCAN_WAITS_S):
+            if time.time() + wait > deadline:
+                return None
+            await asyncio.sleep(wait)
+            try:
+                found = await self._scan_once(provider, attempt, prompt, lister)
+            except ProviderError:
+                continue  # the list did not answer this time; the next scan may
+            if len(found) > 1:
+                return None  # two jobs fit: we cannot tell ours, so we claim neither
+            if found:
+                job = found[0]
+                if self.store is not None and not await self.store.bind_callback(
+                        provider.name, job.vendor_id, attempt.attempt_key, ttl_s=BINDING_TTL_S):
+                    return None  # another attempt adopted that job already
+                return provider.adopted_job(job.vendor_model or attempt.vendor_model, job.vendor_id)
+        return None
+
+    @staticmethod
+    async def _scan_once(provider: Provider, attempt: Attempt, prompt: str, lister: Lister) -> list[ListedJob]:
+        found: dict[str, ListedJob] = {}  # by id: a job seen on two pages is one job
+        after: str | None = None
+        for _ in range(SCAN_PAGES):
+            page = await lister(provider, after)
+            found |= {j.vendor_id: j for j in matching(page.jobs, attempt, prompt)}
+            oldest = min((j.created_at for j in page.jobs if j.created_at is not None), default=None)
+            if page.next_after is None or (oldest is not None and oldest < attempt.started_at - SCAN_CLOCK_S):
+                break  # the end of the list, or past the moment of our submit
+            after = page.next_after
+        return list(found.values())
+
+
+def matching(listed: Sequence[ListedJob], attempt: Attempt, prompt: str) -> list[ListedJob]:
+    """The listed jobs that may be ``attempt``'s: the one echoing its key when the vendor
+    echoes references; else those with its prompt and model created close to its submit."""
+    if any(j.reference is not None for j in listed):
+        return [j for j in listed if j.reference == attempt.attempt_key]
+    return [j for j in listed
+            if j.prompt == prompt and j.vendor_model in (None, attempt.vendor_model)
+            and j.created_at is not None and abs(j.created_at - attempt.started_at) <= SCAN_CLOCK_S]

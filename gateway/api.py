@@ -88,7 +88,7 @@ class Gateway(JobTasks):
         self._tasks: dict[str, asyncio.Task[VideoJob]] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
-        self.adoptions = Adoptions(settings)
+        self.adoptions = Adoptions(settings, store)
         self.ledger: Ledger = self.shared.ledger("gateway", settings.budgets.per_day_usd)
         #: the ledgers each unfinished job is charged to, until it is settled (``_close``)
         self._holds: dict[str, tuple[Ledger, ...]] = {}
@@ -294,11 +294,11 @@ class Gateway(JobTasks):
         event.set()
         return True
 
-    def adopt(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
+    async def adopt(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
         """A verified callback for ``provider``'s job ``vendor_id`` names ``attempt_key``:
         an attempt whose submit answer was lost follows that job (``gateway.adoption``).
         True when such an attempt was waiting here."""
-        return self.adoptions.offer(provider, attempt_key, vendor_id)
+        return await self.adoptions.offer(provider, attempt_key, vendor_id)
 
     async def resume(self, *, budget_of: Callable[[str | None], Ledger | None] | None = None,
                      jobs: list[VideoJob] | None = None) -> list[VideoJob]:

@@ -39,6 +39,9 @@ class Adoption(StrEnum):
     IDEMPOTENCY_KEY = "idempotency_key"
     #: the submit's callback URL names the attempt; the vendor's signed callback names its job
     WEBHOOK_ATTEMPT_KEY = "webhook_attempt_key"
+    #: the vendor lists its recent jobs (OpenAI-style ``GET /videos``): a bounded scan finds
+    #: the one matching our reference (echoed metadata, else prompt + created time)
+    LIST_SCAN = "list_scan"
 
 
 class Secret:
@@ -142,6 +145,28 @@ class VendorStatus:
 
 
 @dataclass(frozen=True)
+class ListedJob:
+    """One job in a vendor's list of recent jobs (``Adoption.LIST_SCAN``), neutral terms."""
+
+    vendor_id: str
+    vendor_model: str | None = None
+    #: unix seconds, by the vendor's clock
+    created_at: float | None = None
+    prompt: str | None = None
+    #: our reference as the vendor echoes it back (metadata); None when it echoes none
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a vendor's job list, newest first."""
+
+    jobs: list[ListedJob]
+    #: the cursor of the next (older) page; None on the last
+    next_after: str | None = None
+
+
+@dataclass(frozen=True)
 class VideoResult:
     url: str
     content_type: str = "video/mp4"
@@ -231,9 +256,17 @@ class Provider(ABC):
 
     def adopted_job(self, vendor_model: str, vendor_id: str) -> VendorJob | None:
         """The vendor job ``vendor_id`` of ``vendor_model``, known from a verified callback
-        rather than a submit answer (``Adoption.WEBHOOK_ATTEMPT_KEY``); None when this vendor
-        cannot address a job by its id alone."""
+        or the vendor's job list rather than a submit answer (``Adoption``); None when this
+        vendor cannot address a job by its id alone."""
         return None
+
+    def build_list(self, after: str | None) -> httpx.Request | None:
+        """One page of the vendor's recent jobs, newest first, after cursor ``after``
+        (``Adoption.LIST_SCAN``); None when the vendor lists none."""
+        return None
+
+    def parse_list(self, response: httpx.Response) -> ListPage:
+        raise NotImplementedError(f"{self.name} lists no jobs")
 
     @abstractmethod
     def build_status(self, job: VendorJob) -> httpx.Request: ...

@@ -126,7 +126,8 @@ class JobRunner:
             if not provider.supports_idempotency:
                 lost = AmbiguousSubmit("the process stopped while this submit was in flight; a job may exist",
                                        provider=provider.name)
-                current.vendor_job = await self.adoptions.adopt(provider, current, lost)
+                current.vendor_job = await self.adoptions.adopt(provider, current, lost, prompt=job.request.prompt,
+                                                                lister=self.calls.list_page)
                 if current.vendor_job is None:
                     current.finish_unknown(lost)
                     return await self._continue(job, remaining, lost)
@@ -199,8 +200,9 @@ class JobRunner:
             async with self._submit_gate:
                 live.attempt.vendor_job = await self.calls.submit(live, job)
         except ProviderError as exc:
-            # an answer lost on the way: the vendor's callback may still name this attempt
-            live.attempt.vendor_job = await self.adoptions.adopt(live.provider, live.attempt, exc)
+            # an answer lost on the way: the vendor's callback or job list may still show its job
+            live.attempt.vendor_job = await self.adoptions.adopt(live.provider, live.attempt, exc,
+                                                                 prompt=job.request.prompt, lister=self.calls.list_page)
             if live.attempt.vendor_job is not None:
                 await self._accepted(job, live)
                 return None

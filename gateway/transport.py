@@ -41,6 +41,8 @@ class Phase(StrEnum):
     RESULT = "result"
     CANCEL = "cancel"
     DOWNLOAD = "download"
+    #: reading the vendor's list of recent jobs (adoption by list scan)
+    LIST = "list"
 
 
 #: failures that happen before a byte of the request left this process

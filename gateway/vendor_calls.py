@@ -33,7 +33,7 @@ from gateway.errors import (
 from gateway.job import Attempt, JobStatus, VideoJob
 from gateway.logs import for_attempt
 from gateway.policies import expected_from_progress, next_poll_delay, should_retry_submit, submit_backoff
-from gateway.provider import Provider, VendorJob, VendorState, VendorStatus, VideoResult
+from gateway.provider import ListPage, Provider, VendorJob, VendorState, VendorStatus, VideoResult
 from gateway.routing import Candidate
 from gateway.transport import Phase, send
 
@@ -237,6 +237,13 @@ class VendorCalls:
                 await self.sleep(submit_backoff(exc, tries, self.settings.retry.base_backoff_s,
                                                 self.settings.retry.max_backoff_s, self.rng))
         raise AssertionError("unreachable")
+
+    async def list_page(self, provider: Provider, after: str | None) -> ListPage:
+        """One page of ``provider``'s recent jobs (adoption by list scan)."""
+        built = provider.build_list(after)
+        if built is None:
+            return ListPage([])
+        return provider.parse_list(await send(self.client, provider.name, built, Phase.LIST))
 
     async def cancel(self, provider: Provider, attempt: Attempt) -> bool:
         """Best effort: ask the vendor to stop the attempt's job. True when it agreed."""

@@ -55,6 +55,9 @@ class Timing:
 
     queue_s: float = 0.5
     run_s: float = 1.5
+    #: the share of a vendor's real callback retry span the emulator keeps (1: faithful).
+    #: Jobs here take seconds where a vendor takes minutes; fal's two hours become ten seconds
+    webhook_retry_scale: float = 10 / 7200
 
 
 @dataclass
@@ -253,5 +256,6 @@ class Emulator(ABC):
             "max_active": self.max_active,
             "jobs": dict(phases),
             "faults": self.faults.describe(),
-            "timing": {"queue_s": self.timing.queue_s, "run_s": self.timing.run_s},
+            "timing": {"queue_s": self.timing.queue_s, "run_s": self.timing.run_s,
+                       "webhook_retry_scale": self.timing.webhook_retry_scale},
         }

@@ -3,7 +3,9 @@
 Each emulator is mounted under ``/{provider}``; ``GET /_sandbox/stats`` reports accepted
 submissions and jobs per vendor, ``POST /_sandbox/faults`` changes faults while running
 (body: ``{"fal": ["outage"], "apiframe": []}``), ``POST /_sandbox/timing`` changes how long
-emulated jobs take (``{"fal": {"queue_s": 0, "run_s": 3}}``).
+emulated jobs take (``{"fal": {"queue_s": 0, "run_s": 3}}``) and how much of its vendor's
+callback retry span an emulator keeps (``{"fal": {"webhook_retry_scale": 0.005}}``; 1 is
+the vendor's own schedule).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class Sandbox:
         emulators = {}
         for name, provider in providers.items():
             options: dict[str, object] = {"faults": list(faults.get(name, [])),
-                                          "timing": Timing(timing.queue_s, timing.run_s) if timing else None}
+                                          "timing": Timing(timing.queue_s, timing.run_s, timing.webhook_retry_scale)
+                                                    if timing else None}
             if clock is not None:
                 options["clock"] = clock
             emulators[name] = provider.emulator(**options)
@@ -88,7 +91,8 @@ class Sandbox:
             for vendor, t in body.items():
                 emu = self.emulators[vendor]
                 emu.timing = Timing(float(t.get("queue_s", emu.timing.queue_s)),
-                                    float(t.get("run_s", emu.timing.run_s)))
+                                    float(t.get("run_s", emu.timing.run_s)),
+                                    float(t.get("webhook_retry_scale", emu.timing.webhook_retry_scale)))
         except (ValueError, KeyError, AttributeError, TypeError) as exc:
             return JSONResponse({"error": f"bad timing body: {exc}"}, status_code=400)
         return JSONResponse(self.stats())

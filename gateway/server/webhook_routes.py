@@ -42,13 +42,17 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
         service.metrics.webhooks.labels(provider, "keys_unavailable").inc()
         raise ApiError(503, exc.message, code="webhook_keys_unavailable", type_="unavailable_error",
                        headers={"Retry-After": str(max(math.ceil(keys.retry_in_s()), 1))}) from None
-    if not await service.replay_guard.first_sighting(event):
-        service.metrics.webhooks.labels(provider, "duplicate").inc()
-        return {"received": True, "matched": False, "duplicate": True}
-    matched = service.gateway.nudge(provider, event.vendor_id)
+    first = await service.replay_guard.first_sighting(event)
+    matched = first and service.gateway.nudge(provider, event.vendor_id)
     attempt = request.query_params.get(ATTEMPT_PARAM)
-    if not matched and attempt:  # a job whose submit answer was lost, named by our callback URL
-        matched = service.gateway.adopt(provider, attempt, event.vendor_id)
+    if not matched and attempt:
+        # a job whose submit answer was lost, named by our callback URL. A duplicate too: the
+        # process may have died between seeing it first and saving the adoption. The binding
+        # is durable and one-to-one, so a replay adopts nothing a first sighting did not
+        matched = await service.gateway.adopt(provider, attempt, event.vendor_id)
+    if not first:
+        service.metrics.webhooks.labels(provider, "duplicate").inc()
+        return {"received": True, "matched": matched, "duplicate": True}
     service.metrics.webhooks.labels(provider, "matched" if matched else "unknown_job").inc()
     # 200 even for a job we do not follow: the vendor must stop retrying a settled delivery
     return {"received": True, "matched": matched}

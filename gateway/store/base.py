@@ -150,6 +150,18 @@ class JobStore(ABC):
         again once an earlier sighting expired; False while it is remembered. Atomic: of
         concurrent callers (processes, replicas) with one key, exactly one gets True."""
 
+    # -- adoption: vendor callbacks naming an attempt -------------------------------------
+    @abstractmethod
+    async def bind_callback(self, provider: str, vendor_id: str, attempt_key: str, *, ttl_s: float) -> bool:
+        """Remember for ``ttl_s`` that a verified callback for ``provider``'s job ``vendor_id``
+        named ``attempt_key``. True when this pair is remembered (now or before); False when
+        either side is already bound to another: a vendor job is adopted by one attempt at
+        most, and an attempt adopts one vendor job."""
+
+    @abstractmethod
+    async def bound_job(self, provider: str, attempt_key: str) -> str | None:
+        """The vendor job a remembered callback bound ``attempt_key`` to, if any."""
+
     # -- outbound webhooks (the outbox) ---------------------------------------------------
     # ``save`` of a finished job whose request has a ``webhook_url`` queues one message per
     # terminal status, in the same transaction: a crash cannot finish a job and lose its webhook.

@@ -212,6 +212,27 @@ class PostgresJobStore(JobStore):
             " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at"
             " WHERE webhook_seen.expires_at < %(now)s", {"key": key, "until": now + ttl_s, "now": now})
 
+    async def bind_callback(self, provider: str, vendor_id: str, attempt_key: str, *, ttl_s: float) -> bool:
+        now = self.clock()
+        pair = {"provider": provider, "vendor": vendor_id, "attempt": attempt_key, "now": now, "until": now + ttl_s}
+        async with self._pool.connection() as conn:
+            await conn.execute("DELETE FROM vendor_callbacks WHERE expires_at < %(now)s", pair)
+            # ON CONFLICT without a target: either uniqueness (vendor job, attempt) keeps what is there
+            await conn.execute("INSERT INTO vendor_callbacks (provider, vendor_id, attempt_key, expires_at)"
+                               " VALUES (%(provider)s, %(vendor)s, %(attempt)s, %(until)s) ON CONFLICT DO NOTHING",
+                               pair)
+            cur = await conn.execute("SELECT 1 FROM vendor_callbacks WHERE provider = %(provider)s"
+                                     " AND vendor_id = %(vendor)s AND attempt_key = %(attempt)s", pair)
+            return await cur.fetchone() is not None
+
+    async def bound_job(self, provider: str, attempt_key: str) -> str | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute("SELECT vendor_id FROM vendor_callbacks WHERE provider = %(provider)s"
+                                     " AND attempt_key = %(attempt)s AND expires_at >= %(now)s",
+                                     {"provider": provider, "attempt": attempt_key, "now": self.clock()})
+            row = await cur.fetchone()
+        return None if row is None else str(row[0])
+
     # -- outbox --------------------------------------------------------------------------
     async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
         now = self.clock()

@@ -19,18 +19,15 @@ import builtins
 import functools
 import json
 import os
-import random
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import InvalidRequest
 from gateway.home import reelgate_home
 from gateway.job import VideoJob
-from gateway.store import codec, migrations
+from gateway.store import codec
 from gateway.store.base import (
     ACTIVE_STATES,
     DEFAULT_PAGE,
@@ -41,6 +38,7 @@ from gateway.store.base import (
     OutboxRow,
     new_message_id,
 )
+from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
@@ -78,12 +76,12 @@ class SqliteJobStore(JobStore):
                 await asyncio.to_thread(conn.close)
 
     def _connect(self) -> sqlite3.Connection:
-        _create_private(self.path)
+        create_private(self.path)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
-            _until_unlocked(lambda: _set_up(conn), self.busy_timeout_s)
+            until_unlocked(lambda: set_up(conn), self.busy_timeout_s)
         except BaseException:
             conn.close()
             raise
@@ -111,7 +109,7 @@ class SqliteJobStore(JobStore):
         lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
 
         def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
-            with _write(conn):
+            with write(conn):
                 inserted = conn.execute(
                     "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
                     " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -163,7 +161,7 @@ class SqliteJobStore(JobStore):
 
     def _save_batch(self, conn: sqlite3.Connection,
                     batch: builtins.list[tuple[JobRow, str | None]]) -> builtins.list[LeaseLost | None]:
-        with _write(conn):
+        with write(conn):
             return [self._save_row(conn, row, lease_owner) for row, lease_owner in batch]
 
     def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
@@ -218,7 +216,7 @@ class SqliteJobStore(JobStore):
 
     async def delete(self, job_id: str, *, owner: str | None = None) -> bool:
         def delete(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
+            with write(conn):
                 return conn.execute("DELETE FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
                                     (job_id, owner, owner)).rowcount > 0
 
@@ -232,7 +230,7 @@ class SqliteJobStore(JobStore):
         now = self.clock()
 
         def sight(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
+            with write(conn):
                 conn.execute("DELETE FROM webhook_seen WHERE expires_at < ?", (now,))  # forget the expired
                 return conn.execute(
                     "INSERT INTO webhook_seen (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
@@ -240,12 +238,31 @@ class SqliteJobStore(JobStore):
 
         return await self._run(sight)
 
+    async def bind_callback(self, provider: str, vendor_id: str, attempt_key: str, *, ttl_s: float) -> bool:
+        now, pair = self.clock(), (provider, vendor_id, attempt_key)
+
+        def bind(conn: sqlite3.Connection) -> bool:
+            with write(conn):
+                conn.execute("DELETE FROM vendor_callbacks WHERE expires_at < ?", (now,))
+                conn.execute("INSERT INTO vendor_callbacks (provider, vendor_id, attempt_key, expires_at)"
+                             " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (*pair, now + ttl_s))
+                return conn.execute("SELECT 1 FROM vendor_callbacks WHERE provider = ? AND vendor_id = ?"
+                                    " AND attempt_key = ?", pair).fetchone() is not None
+
+        return await self._run(bind)
+
+    async def bound_job(self, provider: str, attempt_key: str) -> str | None:
+        query = ("SELECT vendor_id FROM vendor_callbacks WHERE provider = ? AND attempt_key = ?"
+                 " AND expires_at >= ?")
+        row = await self._run(lambda conn: conn.execute(query, (provider, attempt_key, self.clock())).fetchone())
+        return None if row is None else str(row[0])
+
     # -- outbox --------------------------------------------------------------------------
     async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
         now = self.clock()
 
         def lease(conn: sqlite3.Connection) -> builtins.list[OutboxRow]:
-            with _write(conn):  # the one write lock makes the lease exclusive, as in claim()
+            with write(conn):  # the one write lock makes the lease exclusive, as in claim()
                 rows = conn.execute(
                     "UPDATE webhook_outbox SET lease_owner = :owner, lease_until = :until WHERE message_id IN"
                     " (SELECT message_id FROM webhook_outbox WHERE done_at IS NULL AND next_at <= :now"
@@ -272,7 +289,7 @@ class SqliteJobStore(JobStore):
         def claim(conn: sqlite3.Connection) -> list[VideoJob]:
             # BEGIN IMMEDIATE holds the database's one write lock from the SELECT to
             # the UPDATE: no other process can claim in between.
-            with _write(conn):
+            with write(conn):
                 rows = conn.execute(
                     "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id IN"
                     f" (SELECT id FROM jobs WHERE {_ACTIVE} AND (lease_owner IS NULL"
@@ -289,7 +306,7 @@ class SqliteJobStore(JobStore):
 
     async def take_cancels(self, owner_id: str) -> list[str]:
         def take(conn: sqlite3.Connection) -> list[str]:
-            with _write(conn):
+            with write(conn):
                 rows = conn.execute("DELETE FROM cancel_requests WHERE job_id IN"
                                     " (SELECT id FROM jobs WHERE lease_owner = ?) RETURNING job_id",
                                     (owner_id,)).fetchall()
@@ -318,7 +335,7 @@ class SqliteJobStore(JobStore):
 
     async def _change(self, query: str, params: tuple[Any, ...]) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
-            with _write(conn):
+            with write(conn):
                 return conn.execute(query, params).rowcount > 0
 
         return await self._run(change)
@@ -326,72 +343,3 @@ class SqliteJobStore(JobStore):
 
 def _job(row: tuple[str]) -> VideoJob:
     return codec.decode_job(json.loads(row[0]))
-
-
-@contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction holding the write lock from its start (waits up to busy_timeout)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:  # SQLite rolls back by itself on some errors
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-
-
-def _create_private(path: Path) -> None:
-    """Create the file readable by its owner only: jobs hold prompts and images."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-
-
-def _set_up(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA journal_mode = WAL")
-    # NORMAL is durable across application crashes in WAL mode; only an OS
-    # crash or power loss may lose the last transactions.
-    conn.execute("PRAGMA synchronous = NORMAL")
-    _migrate(conn)
-
-
-def _until_unlocked(step: Callable[[], None], timeout_s: float) -> None:
-    """Run ``step``, again while another process holds a lock it needs.
-
-    When two processes open a new file at once, switching it to WAL needs an exclusive
-    lock, and SQLite answers SQLITE_BUSY at once, without the busy handler, where waiting
-    could deadlock; ``busy_timeout`` alone does not cover opening."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return step()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(0.01 + 0.04 * random.random())
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    with _write(conn):
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version"
-                     " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)")
-        applied = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-        for migration in migrations.pending(migrations.load("sqlite"), applied):
-            for statement in _statements(migration.sql):
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)",
-                         (migration.version, migration.name, time.time()))
-
-
-def _statements(script: str) -> Iterator[str]:
-    """Split a script into statements. ``executescript`` would commit the open
-    transaction first, so a half-applied migration could not be rolled back."""
-    pending = ""
-    for line in script.splitlines(keepends=True):
-        pending += line
-        if sqlite3.complete_statement(pending):
-            yield pending
-            pending = ""
-    leftover = [line for line in pending.splitlines() if line.strip() and not line.strip().startswith("--")]
-    if leftover:
-        raise ValueError(f"incomplete SQL statement at the end of a migration: {pending!r}")

@@ -17,9 +17,11 @@ the source's length (modify).
 
 Webhooks: a submit with ``?fal_webhook=<url>`` gets a signed POST to that URL once the job
 ends (``providers/fal/webhooks.py`` builds and signs it with a key generated when the
-emulator starts; ``GET /.well-known/jwks.json`` serves the public half). Delivery is
-retried on non-2xx a few times with short backoff. A ticker started on the first such
-submit delivers them; tests with a fake clock call :meth:`FalEmulator.deliver_due_webhooks`.
+emulator starts; ``GET /.well-known/jwks.json`` serves the public half). A failed delivery
+(non-2xx, or no answer) is retried as fal does: 10 times over 2 hours (``WEBHOOK_RETRIES``),
+that span scaled by ``Timing.webhook_retry_scale`` like the emulator's job timings. A
+ticker started on the first such submit delivers them; tests with a fake clock call
+:meth:`FalEmulator.deliver_due_webhooks`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
-from gateway.emulation.outbox import Outbox
+from gateway.emulation.outbox import Outbox, RetrySchedule
 from gateway.request import AspectRatio, Resolution
 from gateway.webhooks.outbound import DeliveryRecord
 from providers.fal import emulator_edits as edits
@@ -61,6 +63,11 @@ _FAILURES: dict[str, tuple[str, str, int]] = {
 
 #: the user id the emulator signs webhooks as
 WEBHOOK_USER_ID = "emulator-user"
+#: fal's webhook retry policy: "If the webhook fails to deliver the payload, it will retry 10
+#: times in the span of 2 hours" (https://docs.fal.ai/model-apis/model-endpoints/webhooks,
+#: "Retry policy", read 2026-11-30). A gateway down for a while still gets its callbacks,
+#: which is what lets it adopt the jobs whose submit answers a crash lost.
+WEBHOOK_RETRIES = RetrySchedule(retries=10, span_s=2 * 3600.0)
 
 
 class FalEmulator(Emulator):
@@ -168,7 +175,8 @@ class FalEmulator(Emulator):
             body = json.dumps(self.webhook_body(job, video_url)).encode()
             return body, webhooks.sign(self.signing_key, job.id, WEBHOOK_USER_ID, int(self.wall_clock()), body)
 
-        self.outbox.add(job.id, url, ready=ready, render=render)
+        self.outbox.add(job.id, url, ready=ready, render=render,
+                        schedule=WEBHOOK_RETRIES.scaled(self.timing.webhook_retry_scale))
         if self.auto_deliver:
             self.outbox.start()
 

@@ -5,6 +5,8 @@ Endpoints (paths are catalog data, these are the OpenAI defaults):
 * ``POST {base}/videos``               create; JSON ``{model, prompt, seconds, size, input_reference}``
 * ``GET  {base}/videos/{id}``          retrieve the ``Video`` object (``openai-poll-after-ms`` hint)
 * ``GET  {base}/videos/{id}/content``  the MP4 bytes (Bearer auth required)
+* ``GET  {base}/videos?limit=&order=desc&after=``  recent jobs, newest first (``after``: the
+  previous page's ``last_id``); read to adopt a job whose create answer was lost
 * ``GET  {base}/models/{slug}``        a model's price (railwail-style ``pricing.credit_cost_fixed``)
 
 Reference: https://developers.openai.com/api/docs/guides/video-generation and
@@ -14,6 +16,7 @@ class attributes ``Provider`` requires; see ``providers.railwail`` for one.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -41,10 +44,21 @@ from gateway.errors import (
 )
 from gateway.frames import video_size
 from gateway.pricing import Quote, usd
-from gateway.provider import Provider, ProviderSettings, VendorJob, VendorState, VendorStatus, VideoResult
+from gateway.provider import (
+    ListedJob,
+    ListPage,
+    Provider,
+    ProviderSettings,
+    VendorJob,
+    VendorState,
+    VendorStatus,
+    VideoResult,
+)
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 
-Phase = Literal["submit", "status", "content", "model"]
+Phase = Literal["submit", "status", "content", "model", "list"]
+#: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
+LIST_LIMIT = 100
 PriceKey = tuple[ModelFamily, Resolution, int]
 
 
@@ -79,6 +93,10 @@ class OpenAIVideoCatalog:
     #: ``error.code`` values on a failed Video that mean moderation, not a crash
     content_policy_codes: frozenset[str] = frozenset({"moderation_blocked"})
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: the ``metadata`` key our attempt key is sent under, for a vendor that stores metadata
+    #: and echoes it on its Video objects; None (OpenAI's shape has no metadata): the list
+    #: scan matches prompt + created time instead
+    metadata_key: str | None = None
 
     def with_options(self, options: Mapping[str, Any]) -> OpenAIVideoCatalog:
         """The catalog with ``ProviderSettings.options`` applied; a typo is a ConfigError,
@@ -131,6 +149,15 @@ class Video(_Loose):
     seconds: str | int | None = None
     size: str | None = None
     error: VideoError | None = None
+    created_at: float | None = None
+    prompt: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class VideoList(_Loose):
+    data: list[Video]
+    has_more: bool = False
+    last_id: str | None = None
 
 
 class ErrorBody(_Loose):
@@ -260,15 +287,46 @@ class OpenAIVideoAdapter(Provider):
         }
         if request.start_image is not None:
             body["input_reference"] = {"image_url": _image_ref(request.start_image)}
+        if self.cat.metadata_key is not None:  # our reference, for the list scan to find
+            body["metadata"] = {self.cat.metadata_key: attempt_key}
         return httpx.Request("POST", self._url(self.base_url, self.cat.paths.create), json=body,
                              headers=self._headers(Accept="application/json"))
 
     def parse_submit(self, request: VideoRequest, response: httpx.Response) -> VendorJob:
         video = self._video(response, phase="submit")
-        urls = {"status": self._url(self.base_url, self.cat.paths.retrieve, video_id=video.id),
-                "content": self._url(self.base_url, self.cat.paths.content, video_id=video.id)}
-        return VendorJob(self.name, video.model or self.cat.models[request.model], video.id,
-                         self.base_url, self.settings.credential_ref, urls)
+        return self._job(video.model or self.cat.models[request.model], video.id)
+
+    def _job(self, vendor_model: str, video_id: str) -> VendorJob:
+        urls = {"status": self._url(self.base_url, self.cat.paths.retrieve, video_id=video_id),
+                "content": self._url(self.base_url, self.cat.paths.content, video_id=video_id)}
+        return VendorJob(self.name, vendor_model, video_id, self.base_url, self.settings.credential_ref, urls)
+
+    # -- adoption by list scan ---------------------------------------------------------
+    def adopted_job(self, vendor_model: str, vendor_id: str) -> VendorJob | None:
+        # an id read from the list goes into URL paths: only a plain token does
+        return self._job(vendor_model, vendor_id) if _VIDEO_ID.fullmatch(vendor_id) else None
+
+    def build_list(self, after: str | None) -> httpx.Request:
+        params = {"limit": str(LIST_LIMIT), "order": "desc", **({"after": after} if after else {})}
+        return httpx.Request("GET", self._url(self.base_url, self.cat.paths.list), params=params,
+                             headers=self._headers(Accept="application/json"))
+
+    def parse_list(self, response: httpx.Response) -> ListPage:
+        if not response.is_success:
+            raise classify_error(self.name, self.cat, response, phase="list")
+        try:
+            page = VideoList.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise ProtocolError(f"unreadable video list ({type(exc).__name__})", provider=self.name,
+                                status_code=response.status_code) from exc
+        jobs = [ListedJob(v.id, v.model, v.created_at, v.prompt, self._reference(v)) for v in page.data]
+        return ListPage(jobs, page.last_id if page.has_more and page.data else None)
+
+    def _reference(self, video: Video) -> str | None:
+        """Our attempt key as the vendor echoes it in ``metadata``, when it does."""
+        key = self.cat.metadata_key
+        value = (video.metadata or {}).get(key) if key else None
+        return str(value) if value is not None else None
 
     def build_status(self, job: VendorJob) -> httpx.Request:
         return httpx.Request("GET", job.urls["status"], headers=self._headers(Accept="application/json"))
@@ -327,6 +385,10 @@ def parse_model_pricing(provider: str, catalog: OpenAIVideoCatalog, response: ht
     except (ValueError, KeyError, TypeError, ValidationError) as exc:
         raise ProtocolError("unreadable model pricing", provider=provider,
                             status_code=response.status_code) from exc
+
+
+#: a vendor's video id, as it may appear in a URL path
+_VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 def _image_ref(image: ImageInput) -> str:

@@ -124,18 +124,32 @@ class OpenAIVideoEmulator(Emulator):
         return Response(data, media_type="video/mp4")
 
     async def _list(self, request: Request) -> Response:
+        """``GET /videos``: the project's videos by creation time, ``order`` desc (default,
+        newest first) or asc, ``limit`` 0-100 (default 20), ``after`` the previous page's
+        ``last_id``. Bad parameters are a 400 naming the param; an ``after`` that names no
+        video is one too (UNCONFIRMED: OpenAI documents no answer for it; a page from the
+        start would send a scanning client round in circles)."""
+        self.calls["list"] += 1
         denied = await self._gate(request, submit=False)
         if denied is not None:
             return denied
         q = request.query_params
-        jobs = sorted(self.jobs.values(), key=lambda j: j.created_at, reverse=q.get("order", "desc") != "asc")
+        order = q.get("order", "desc")
+        if order not in ("asc", "desc"):
+            return self.error(400, "order must be 'asc' or 'desc'", code="bad_request", param="order")
+        raw_limit = q.get("limit", "20")
+        if not raw_limit.isdigit() or int(raw_limit) > 100:
+            return self.error(400, "limit must be an integer from 0 to 100", code="bad_request", param="limit")
+        jobs = sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id), reverse=order == "desc")
         ids = [j.id for j in jobs]
-        start = ids.index(q["after"]) + 1 if q.get("after") in ids else 0
-        limit = min(max(int(q.get("limit", "20")) if q.get("limit", "").isdigit() else 20, 1), 100)
-        page = jobs[start:start + limit]
+        after = q.get("after")
+        if after is not None and after not in ids:
+            return self.error(400, f"no video {after!r} to list after", code="bad_request", param="after")
+        start = ids.index(after) + 1 if after is not None else 0
+        page = jobs[start:start + int(raw_limit)]
         return self._json({"object": "list", "data": [self._video(j) for j in page],
                            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-                           "has_more": start + limit < len(jobs)})
+                           "has_more": start + len(page) < len(jobs)})
 
     async def _delete(self, request: Request) -> Response:
         job = await self._job(request)

@@ -31,6 +31,7 @@ class RailwailAdapter(OpenAIVideoAdapter):
     # OpenAI's DELETE /videos/{id} deletes a video; nothing says it stops (or refunds) a
     # running one, so we do not pretend it cancels.
     supports_idempotency = rw.SUPPORTS_IDEMPOTENCY
+    adoption = rw.ADOPTION
     bills_failures = rw.BILLS_FAILURES
     poll_initial_s = rw.POLL_INITIAL_S
     poll_max_s = rw.POLL_MAX_S

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from gateway.capabilities import Capabilities
 from gateway.errors import AuthenticationFailed, ContentRejected, InsufficientCredits, ProviderRejected, RateLimited
+from gateway.provider import Adoption
 from gateway.request import AspectRatio, ImageKind, ModelFamily, Resolution
 from providers.openai_video.adapter import OpenAIVideoCatalog, Paths
 
@@ -99,6 +100,14 @@ CATALOG = OpenAIVideoCatalog(
     content_policy_codes=CONTENT_POLICY_CODES,
     sources={"api": DOCS, "errors": f"{DOCS}/guides/error-codes", "rate_limits": f"{DOCS}/guides/rate-limits"},
 )
+
+#: a lost create answer is found again in the OpenAI-style list, ``GET /videos?order=desc``
+#: (https://developers.openai.com/api/reference/python/resources/videos/methods/list: ``after``,
+#: ``limit`` 0-100, ``order`` asc|desc; answer ``data``, ``first_id``, ``last_id``, ``has_more``).
+#: OpenAI's Video object has no ``metadata`` (id, model, status, progress, created_at, prompt,
+#: seconds, size, ...), so a scan matches prompt + model + created time (``gateway.adoption``).
+#: railwail's list is UNCONFIRMED like its whole video API.
+ADOPTION = Adoption.LIST_SCAN
 
 #: polling guidance: UNCONFIRMED (no video docs); the emulator's openai-poll-after-ms is 2000
 POLL_INITIAL_S = 2.0

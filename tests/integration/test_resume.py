@@ -150,8 +150,38 @@ async def test_a_submit_cut_off_by_the_stop_is_adopted_when_fal_calls_back_namin
                 await second.resume()
                 # what the webhook route does with fal's verified callback to ...?attempt=<key>
                 await until(lambda: bool(second.adoptions.waiting) or second.jobs[job.id].status.terminal)
-                assert second.adopt("fal", f"{job.id}.1", vendor_id) is True
+                assert await second.adopt("fal", f"{job.id}.1", vendor_id) is True
                 done = await second.wait(job.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    (attempt,) = done.attempts
+    assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id
+    assert done.at_risk_usd == 0 and fal.accepted_submissions == 1
+
+
+async def test_a_callback_that_came_before_the_crash_is_found_by_the_resumed_attempt(tmp_path):
+    """fal's callback arrives while no attempt waits for it (here: just after the process lost
+    the attempt; in life, also before a submit's own answer was stored) and is answered 200,
+    so fal never sends it again. Bound in the store, it survives the restart: the resumed
+    attempt adopts the job with no further callback."""
+    sandbox = Sandbox.from_providers(discover().providers, {"fal": [parse_fault("drop-after-accept")]},
+                                     timing=Timing(queue_s=0.1, run_s=0.2))
+    with BackgroundServer(sandbox.app) as server:
+        adopting = settings(service={"public_url": f"{server.url}/nobody"}, adoption_window_s=60)
+        async with SqliteJobStore(tmp_path / "jobs.db") as store:
+            first = Gateway.from_settings(adopting, sandbox_url=server.url, store=store)
+            job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
+            fal = sandbox.emulators["fal"]
+            await until(lambda: first.adoptions.waiting == 1)
+            await stop_abruptly(first)
+            (vendor_id,) = fal.jobs
+            assert await first.adopt("fal", f"{job.id}.1", vendor_id) is False  # nobody waits any more
+            assert await first.adopt("fal", f"{job.id}.9", vendor_id) is False  # a forged URL: refused
+
+            async with SqliteJobStore(tmp_path / "jobs.db") as reopened:  # a new process
+                second = Gateway.from_settings(adopting, sandbox_url=server.url, store=reopened)
+                async with second:
+                    await second.resume()
+                    done = await second.wait(job.id)
     assert done.status is JobStatus.SUCCEEDED, done.error
     (attempt,) = done.attempts
     assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id

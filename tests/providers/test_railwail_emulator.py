@@ -183,3 +183,23 @@ async def test_multipart_upload_list_delete_and_model(serve) -> None:
         assert (await client.get("/models/no-such-model")).status_code == 404
     assert pricing.credit_cost_fixed == Decimal(40) and pricing.currency == "credits"
     assert emulator.accepted_submissions == 2
+
+
+async def test_the_list_endpoint_pages_and_refuses_bad_parameters(serve) -> None:
+    emulator, _, base_url = start(serve)
+    async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {KEY}"}) as client:
+        made = [(await client.post("/videos", json={"prompt": f"p{i}"})).json()["id"] for i in range(3)]
+        newest = (await client.get("/videos", params={"limit": 2, "order": "desc"})).json()
+        assert [v["id"] for v in newest["data"]] == made[:0:-1] and newest["has_more"]
+        assert newest["data"][0]["prompt"] == "p2" and isinstance(newest["data"][0]["created_at"], int)
+        rest = (await client.get("/videos", params={"limit": 2, "after": newest["last_id"]})).json()
+        assert [v["id"] for v in rest["data"]] == made[:1] and not rest["has_more"]
+        oldest = (await client.get("/videos", params={"order": "asc"})).json()  # default limit 20
+        assert [v["id"] for v in oldest["data"]] == made and oldest["first_id"] == made[0]
+        empty = (await client.get("/videos", params={"limit": 0})).json()
+        assert empty["data"] == [] and empty["first_id"] is None and empty["has_more"]
+        for params, param in (({"order": "newest"}, "order"), ({"limit": 101}, "limit"),
+                              ({"limit": -1}, "limit"), ({"after": "video_gone"}, "after")):
+            refused = await client.get("/videos", params=params)
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param, params
+    assert emulator.calls["list"] == 8

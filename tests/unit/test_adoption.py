@@ -82,15 +82,15 @@ async def test_a_callback_naming_a_waiting_attempt_hands_it_the_vendor_job() -> 
     adoptions, lost = Adoptions(settings()), AmbiguousSubmit("no answer", provider="fal")
     waiting = asyncio.create_task(adoptions.adopt(fal(), attempt(), lost))
     await asyncio.sleep(0)  # the waiter registers on its first step
-    assert adoptions.offer("apiframe", "vid_1.1", "other") is False  # another vendor's job: never this one's
-    assert adoptions.offer("fal", "vid_1.1", RID) is True
+    assert await adoptions.offer("apiframe", "vid_1.1", "other") is False  # another vendor's job: never this one's
+    assert await adoptions.offer("fal", "vid_1.1", RID) is True
     adopted = await waiting
     assert adopted is not None and adopted.vendor_id == RID and adopted.urls["status"] == f"{JOB_BASE}/status"
 
 
 async def test_a_callback_before_the_attempt_waits_is_kept_for_it() -> None:
     adoptions = Adoptions(settings())
-    assert adoptions.offer("fal", "vid_1.1", RID) is False  # nobody waits yet (a resume to come)
+    assert await adoptions.offer("fal", "vid_1.1", RID) is False  # nobody waits yet (a resume to come)
     adopted = await adoptions.adopt(fal(), attempt(), AmbiguousSubmit("process stopped", provider="fal"))
     assert adopted is not None and adopted.vendor_id == RID
 
@@ -99,7 +99,20 @@ async def test_a_callback_before_the_attempt_waits_is_kept_for_it() -> None:
 async def test_no_adoption_when_it_is_not_possible(case: str) -> None:
     adoptions = Adoptions(settings(None if case == "no_public_url" else PUBLIC))
     if case != "window_passed":
-        adoptions.offer("fal", "vid_1.1", RID)  # even with a callback at hand
+        await adoptions.offer("fal", "vid_1.1", RID)  # even with a callback at hand
     error = Unavailable("503", provider="fal") if case == "not_ambiguous" else AmbiguousSubmit("x", provider="fal")
     started = time.time() - 301 if case == "window_passed" else None
     assert await adoptions.adopt(fal(), attempt(started), error) is None  # and at once: nothing to wait for
+
+
+async def test_an_early_callback_is_kept_in_the_store_across_a_restart(tmp_path) -> None:
+    from gateway.store.sqlite import SqliteJobStore
+
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        assert await Adoptions(settings(), store).offer("fal", "vid_1.1", RID) is False  # nobody waits yet
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:  # the process restarted: memory is gone
+        restarted = Adoptions(settings(), store)
+        assert await restarted.offer("fal", "vid_2.1", RID) is False  # the same job for another attempt: no
+        adopted = await restarted.adopt(fal(), attempt(), AmbiguousSubmit("process stopped", provider="fal"))
+        assert adopted is not None and adopted.vendor_id == RID
+        assert await store.bound_job("fal", "vid_2.1") is None

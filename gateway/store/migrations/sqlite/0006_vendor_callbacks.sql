@@ -1,0 +1,13 @@
+-- Verified vendor callbacks that named one of our attempts (fal's ?attempt=): the vendor
+-- job that attempt adopts, kept across a restart so a callback that arrived before the
+-- attempt was waiting for it (or just before a crash) is not lost. One-to-one: a vendor
+-- job is adopted by one attempt at most, an attempt adopts one vendor job.
+CREATE TABLE vendor_callbacks (
+    provider    TEXT NOT NULL,
+    vendor_id   TEXT NOT NULL,
+    attempt_key TEXT NOT NULL,
+    expires_at  REAL NOT NULL,
+    PRIMARY KEY (provider, vendor_id),
+    UNIQUE (provider, attempt_key)
+);
+CREATE INDEX vendor_callbacks_expiry ON vendor_callbacks (expires_at);
