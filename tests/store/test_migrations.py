@@ -10,7 +10,7 @@ def test_both_backends_have_the_same_migrations() -> None:
     postgres = [(m.version, m.name) for m in migrations.load("postgres")]
     assert sqlite == postgres
     assert sqlite[:4] == [(1, "jobs"), (2, "at_risk"), (3, "webhook_seen"), (4, "webhook_outbox")]
-    assert sqlite[5] == (6, "vendor_callbacks")
+    assert sqlite[5:7] == [(6, "api_keys"), (7, "vendor_callbacks")]
 
 
 def test_pending_is_what_comes_after_the_applied_version() -> None:
