@@ -3,6 +3,14 @@
 A key reads ``rg_<id>_<secret>``: the id finds the row, the secret is checked against a
 SHA-256 digest (a 256-bit random secret needs no slow hash) with a constant-time compare.
 The plaintext is shown once, when created, and never stored or logged.
+
+The service checks a key on every request, so ``averify`` remembers the keys it verified
+(by a digest of what was presented) for as long as the file has not changed: SQLite's
+``PRAGMA data_version`` moves whenever another connection commits (``reelgate keys
+revoke`` in another process included), which empties the memory, so a revocation takes
+effect on the next request. Asking is a read of shared memory in WAL mode, cheap enough
+for the event loop, where a thread hop and a new connection per request were a third of
+the service's time (docs/benchmarks.md, "Service throughput").
 """
 
 from __future__ import annotations
@@ -23,6 +31,11 @@ from gateway.errors import InvalidRequest
 from gateway.permissions import private_dir, private_file
 
 PREFIX = "rg_"
+#: keys remembered as verified at most this long, even when the file says nothing changed
+#: (a file replaced wholesale, say, is not seen by ``data_version``)
+VERIFIED_MAX_AGE_S = 10.0
+#: the most verified keys remembered at once (the memory is emptied when full)
+VERIFIED_MAX = 4096
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -69,6 +82,12 @@ class KeyStore:
         private_file(private_dir(self.path.parent) / self.path.name)
         with self._connect() as db:
             db.execute(_SCHEMA)
+        #: digest of a presented key -> (the key, when it was verified); valid for ``_version``
+        self._verified: dict[str, tuple[ApiKey, float]] = {}
+        self.clock = time.monotonic
+        self._version: int | None = None
+        #: asks the file whether another connection committed (``data_version``), on the loop
+        self._watch: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10)
@@ -126,7 +145,36 @@ class KeyStore:
         return key if key.active else None
 
     async def averify(self, presented: str) -> ApiKey | None:
-        return await asyncio.to_thread(self.verify, presented)
+        """``verify``, answered from memory while the key file has not changed."""
+        digest = _digest(presented)
+        now = self.clock()
+        if self._unchanged():
+            hit = self._verified.get(digest)
+            if hit is not None and now - hit[1] < VERIFIED_MAX_AGE_S:
+                return hit[0]
+        key = await asyncio.to_thread(self.verify, presented)
+        if key is not None:
+            if len(self._verified) >= VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[digest] = (key, now)
+        return key
+
+    def _unchanged(self) -> bool:
+        """Whether no connection committed to the file since the last look; when one did,
+        every remembered key is forgotten."""
+        if self._watch is None:
+            self._watch = sqlite3.connect(self.path, timeout=1, check_same_thread=False)
+        version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        if version == self._version:
+            return True
+        self._version = version
+        self._verified.clear()
+        return False
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     @staticmethod
     def _key(row: tuple[Any, ...]) -> ApiKey:

@@ -139,6 +139,7 @@ class Service:
             await self._hooks.aclose()
         await self.store.close()
         await self.storage.aclose()
+        self.keys.close()
 
     # -- jobs ------------------------------------------------------------------------------
     def webhook_keys(self, provider: str) -> KeyCache:
