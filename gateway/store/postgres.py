@@ -142,22 +142,28 @@ class PostgresJobStore(JobStore):
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
         row = JobRow.of(job)
         params = _params(row, owner=None, lease_owner=lease_owner, message_id=new_message_id(), now=self.clock())
-        async with self._pool.connection() as conn, conn.transaction():
-            # the finished job and its webhook commit together, or neither
-            if lease_owner is None:
-                await conn.execute(
-                    _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                    " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
-            else:
-                cur = await conn.execute(
-                    "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s,"
-                    " at_risk = %(at_risk)s WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
-                if not cur.rowcount:
-                    raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
-            if row.announce:
+        async with self._pool.connection() as conn:
+            if not row.announce:  # one statement is its own transaction: no BEGIN/COMMIT round trips
+                await self._save_row(conn, params, lease_owner)
+                return
+            async with conn.transaction():  # the finished job and its webhook commit together, or neither
+                await self._save_row(conn, params, lease_owner)
                 await conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
                                    " VALUES (%(message_id)s, %(id)s, %(status)s, %(now)s) ON CONFLICT DO NOTHING",
                                    params)
+
+    @staticmethod
+    async def _save_row(conn: AsyncConnection[TupleRow], params: dict[str, Any], lease_owner: str | None) -> None:
+        if lease_owner is None:
+            await conn.execute(
+                _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
+            return
+        cur = await conn.execute(
+            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s,"
+            " at_risk = %(at_risk)s WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
+        if not cur.rowcount:
+            raise LeaseLost(f"job {params['id']}: {lease_owner} no longer holds its lease")
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         rows = await self._docs(

@@ -61,8 +61,8 @@ class SqliteJobStore(JobStore):
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        #: saves waiting for the next group commit, and the task that writes them
-        self._pending: list[tuple[JobRow, str | None, asyncio.Future[LeaseLost | None]]] = []
+        #: writes waiting for the next group commit, and the task that commits them
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -109,60 +109,64 @@ class SqliteJobStore(JobStore):
         lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
 
         def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
-            with write(conn):
-                inserted = conn.execute(
-                    "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
-                    " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
-                     row.at_risk, lease_owner, lease_until),
-                ).rowcount
-                if inserted:
-                    return job, True
-                existing = conn.execute(
-                    "SELECT doc FROM jobs WHERE id = ? OR"
-                    " (coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?)"
-                    " ORDER BY id = ? DESC LIMIT 1",
-                    (row.id, owner, row.idempotency_key, row.id),
-                ).fetchone()
-                return _job(existing), False
+            inserted = conn.execute(
+                "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
+                " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
+                 row.at_risk, lease_owner, lease_until),
+            ).rowcount
+            if inserted:
+                return job, True
+            # in the same transaction as any earlier write of the batch: a job created just
+            # before with the same key is seen here
+            existing = conn.execute(
+                "SELECT doc FROM jobs WHERE id = ? OR"
+                " (coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?)"
+                " ORDER BY id = ? DESC LIMIT 1",
+                (row.id, owner, row.idempotency_key, row.id),
+            ).fetchone()
+            return _job(existing), False
 
-        return await self._run(create)
+        created: tuple[VideoJob, bool] = await self._in_next_commit(create)
+        return created
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        # Group commit: saves arriving while a write is under way go out together in the next
-        # transaction, one commit per batch instead of one per save, so a vendor's accept is
-        # durable without queueing behind every other job's write (bench/accept_durable.py).
-        done: asyncio.Future[LeaseLost | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((JobRow.of(job), lease_owner, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
-        lost = await done
+        lost = await self._in_next_commit(functools.partial(self._save_row, row=JobRow.of(job),
+                                                            lease_owner=lease_owner))
         if lost is not None:
             raise lost
+
+    async def _in_next_commit(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``write`` in the next group commit; its result once that is durable.
+
+        Group commit: writes arriving while one is under way go out together in the next
+        transaction, one commit (and one thread hop) per batch instead of one per write, so
+        a new job or a vendor's accept is durable without queueing behind every other job's
+        write (bench/accept_durable.py, bench/service.py). Should the transaction fail, every
+        write in it fails with the same error: none of them is on record."""
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((write, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
+        return await done
 
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                rows = [(row, owner) for row, owner, _ in batch]
-                outcomes = await self._run(functools.partial(self._save_batch, batch=rows))
+                outcomes = await self._run(functools.partial(_in_one_transaction, writes=[w for w, _ in batch]))
             except asyncio.CancelledError:
-                for *_, done in batch:
+                for _, done in batch:
                     done.cancel()
                 raise
-            except Exception as exc:  # the whole transaction failed: every save in it did
-                for *_, done in batch:
+            except Exception as exc:  # the whole transaction failed: every write in it did
+                for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for (*_, done), lost in zip(batch, outcomes, strict=True):
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if not done.done():  # its caller may have been cancelled meanwhile
-                    done.set_result(lost)
-
-    def _save_batch(self, conn: sqlite3.Connection,
-                    batch: builtins.list[tuple[JobRow, str | None]]) -> builtins.list[LeaseLost | None]:
-        with write(conn):
-            return [self._save_row(conn, row, lease_owner) for row, lease_owner in batch]
+                    done.set_result(outcome)
 
     def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
         params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
@@ -339,6 +343,12 @@ class SqliteJobStore(JobStore):
                 return conn.execute(query, params).rowcount > 0
 
         return await self._run(change)
+
+
+def _in_one_transaction(conn: sqlite3.Connection,
+                        writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    with write(conn):
+        return [one(conn) for one in writes]
 
 
 def _job(row: tuple[str]) -> VideoJob:

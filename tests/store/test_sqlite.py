@@ -80,3 +80,30 @@ async def test_two_processes_share_one_file(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         versions = conn.execute("SELECT version FROM schema_version").fetchall()
         assert versions == [(m.version,) for m in migrations.load("sqlite")]
+
+
+async def test_new_jobs_and_saves_arriving_together_share_commits(tmp_path: Path) -> None:
+    """Creates go through the group commit with saves: a burst costs a few transactions,
+    not one per write, and a key raced within one batch still makes exactly one job."""
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        transactions = [0]
+        run = store._run
+
+        async def counted(fn):  # type: ignore[no-untyped-def]
+            transactions[0] += 1
+            return await run(fn)
+
+        store._run = counted  # type: ignore[method-assign]
+        jobs = [new_job(f"job {i}") for i in range(40)]
+        raced = [new_job("same", key="k-1") for _ in range(10)]
+        outcomes = await asyncio.gather(*(store.create_or_get(j) for j in jobs + raced),
+                                        *(store.save(j) for j in jobs))
+        assert transactions[0] <= 3
+        created = [made for _, made in outcomes[:50]]
+        assert created[:40] == [True] * 40 and created[40:].count(True) == 1
+        winner = next(job for job, made in outcomes[40:50] if made)
+        assert {job.id for job, _ in outcomes[40:50]} == {winner.id}
+    async with SqliteJobStore(tmp_path / "jobs.db") as reopened:  # each one durable
+        for job in jobs:
+            assert (await reopened.get(job.id)) is not None
+        assert (await reopened.get_by_idempotency_key("k-1")).id == winner.id

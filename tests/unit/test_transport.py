@@ -235,3 +235,23 @@ async def test_connections_per_host_are_bounded() -> None:
         responses = await asyncio.gather(*(send(http, "vendor", poll(url), Phase.POLL) for _ in range(8)))
     assert [r.status_code for r in responses] == [200] * 8
     assert connections == 2
+
+
+async def test_a_cookie_set_by_one_answer_is_never_sent_on_the_next_request() -> None:
+    """One client serves every caller's jobs: the jar keeps nothing (and costs nothing)."""
+    body = b'{"ok": true}'
+    cookie = (b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            seen.append(request)
+            writer.write(cookie)
+            await writer.drain()
+
+    async with server(handle) as url, client() as http:
+        await send(http, "fal", poll(url), Phase.POLL)
+        await send(http, "fal", poll(url), Phase.POLL)
+        assert not http.cookies
+    assert len(seen) == 2 and b"cookie" not in seen[1].lower().replace(b"set-cookie", b"")

@@ -1,0 +1,337 @@
+"""What does ``reelgate serve`` cost over the library? Create + retrieve pairs per second.
+
+    python -m bench.service [--store sqlite postgres] [--seconds 20] [--concurrency 64]
+                            [--rounds 1] [--baseline DIR] [--no-litellm] [--profile]
+
+Three processes besides this one, as a deployment would have them: one OpenAI-style
+upstream that does no work (:func:`upstream_app`: every video is ``completed`` at once,
+its content a few bytes of MP4 header, so the upstream is never the bottleneck);
+``reelgate serve`` (uvicorn) routed to it as the railwail vendor; and one load generator
+(aiohttp, ``--concurrency`` workers) each doing ``POST /v1/videos`` then
+``GET /v1/videos/{id}`` for ``--seconds``, after a warm-up. It prints pairs/s and the
+pair latency's p50 / p99, per store: SQLite in a fresh ``REELGATE_HOME``, and PostgreSQL
+(``postgresql://postgres@127.0.0.1:5432/test`` or ``$REELGATE_BENCH_PG``: a throwaway
+database is created beside ``test`` and dropped afterwards).
+
+``--baseline DIR`` runs the service from another source tree too (``git archive <commit> |
+tar -x -C DIR``), alternating with this one round by round, and prints this tree's
+pairs/s as a ratio of the baseline's: on a shared machine only the ratio means much.
+
+With the optional ``bench`` extra installed (``pip install -e '.[bench]'``: LiteLLM's
+proxy), the same pairs also go through ``litellm --config`` against the same upstream,
+with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` so it never reaches the network
+(``$REELGATE_BENCH_LITELLM`` names another ``litellm`` executable, e.g. in its own venv).
+
+Each job does a whole lifecycle at the service while the load runs: stored, submitted,
+polled (0.01 s after the submit), its video mirrored into result storage, finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.common import free_port, machine, median, percentile
+
+#: how long the service may take to answer before we give up
+START_TIMEOUT_S = 120.0
+PG_DSN = os.environ.get("REELGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+#: the smallest body the mirror takes for an MP4 (an ``ftyp`` box), padded to 1 KiB
+FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(1000)
+#: the upstream's API key (loopback only, never a real one)
+UPSTREAM_KEY = "sk-bench"
+
+
+# -- the upstream ------------------------------------------------------------------------------
+
+def upstream_app():  # type: ignore[no-untyped-def]
+    """OpenAI's ``/videos`` shape, under ``/api/v1`` (railwail's base) and ``/v1`` (LiteLLM's
+    ``openai/`` provider); every video is finished when created."""
+    from aiohttp import web
+
+    ids = iter(range(1, 1 << 62))
+
+    def video(video_id: str, model: str = "luma-ray-flash-2") -> dict[str, object]:
+        return {"id": video_id, "object": "video", "model": model, "status": "completed", "progress": 100,
+                "created_at": int(time.time()), "completed_at": int(time.time()), "expires_at": None,
+                "prompt": "bench", "seconds": "5", "size": "960x540", "remixed_from_video_id": None, "error": None}
+
+    async def create(request: web.Request) -> web.Response:
+        body = await request.read()
+        model = "luma-ray-flash-2"
+        with contextlib.suppress(ValueError, AttributeError):
+            model = json.loads(body).get("model") or model
+        return web.json_response(video(f"video_{next(ids):x}", model))
+
+    async def retrieve(request: web.Request) -> web.Response:
+        return web.json_response(video(request.match_info["id"]))
+
+    async def content(_request: web.Request) -> web.Response:
+        return web.Response(body=FAKE_MP4, content_type="video/mp4")
+
+    async def model(_request: web.Request) -> web.Response:
+        return web.json_response({"id": "luma-ray-flash-2", "pricing": {"credit_cost_fixed": 20}})
+
+    app = web.Application()
+    for base in ("/api/v1", "/v1"):
+        app.router.add_post(f"{base}/videos", create)
+        app.router.add_get(f"{base}/videos/{{id}}", retrieve)
+        app.router.add_get(f"{base}/videos/{{id}}/content", content)
+        app.router.add_get(f"{base}/models/{{slug}}", model)
+    app.router.add_get("/_sandbox/stats", model)  # "up?" for the start-up wait
+    return app
+
+
+# -- the load generator ------------------------------------------------------------------------
+
+async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: float, model: str) -> dict[str, object]:
+    """``concurrency`` workers doing create + retrieve pairs; pairs that finished in the
+    ``seconds`` after ``warmup_s`` are counted."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    body = json.dumps({"prompt": "a red fox in fresh snow", "model": model, "seconds": "5", "size": "960x540"})
+    latencies: list[float] = []
+    failed, done = [0], [0]
+    errors: dict[str, int] = {}
+    start = time.perf_counter()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while (began := time.perf_counter()) < stop_at:
+            ok = False
+            try:
+                async with session.post(f"{url}/v1/videos", data=body, headers=headers) as r:
+                    created = await r.read()
+                    if r.status == 200:
+                        async with session.get(f"{url}/v1/videos/{json.loads(created)['id']}",
+                                               headers=headers) as g:
+                            await g.read()
+                            ok = g.status == 200
+                            status = g.status
+                    else:
+                        status = r.status
+                    if not ok:
+                        errors[str(status)] = errors.get(str(status), 0) + 1
+            except (aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            ended = time.perf_counter()
+            done[0] += ok
+            if measure_from <= ended <= stop_at:  # finished in the window (a slow server's pairs too)
+                if ok:
+                    latencies.append(ended - began)
+                else:
+                    failed[0] += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return {"pairs": len(latencies), "all_pairs": done[0], "seconds": seconds, "failed": failed[0], "errors": errors,
+            "p50_ms": median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+
+
+# -- processes ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def process(argv: list[str], ready_url: str, env: dict[str, str] | None = None,
+            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process, up once ``ready_url`` answers; terminated after."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[2:4]} exited with code {proc.returncode}"
+                                   + (f"; see {log}" if log else ""))
+            try:
+                with urllib.request.urlopen(ready_url, timeout=1):
+                    break
+            except urllib.error.HTTPError:
+                break  # it answers (401 without a key, say)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{argv[2:4]} did not start in time") from None
+                time.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+def service_config(upstream: str, store_url: str | None) -> str:
+    lines = ["providers:",
+             "  railwail:",
+             f"    base_url: {upstream}/api/v1",
+             f"    api_key: {UPSTREAM_KEY}"]
+    lines += [f"  {name}:\n    enabled: false" for name in ("fal", "apiframe", "openai_video", "toyvendor")]
+    lines += ["polling:", "  initial_s: 0.01", "  max_s: 0.05", "service:"]
+    lines += [f"  store_url: {store_url}"] if store_url else ["  store_url: null"]
+    return "\n".join(lines) + "\n"
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(url: str, key: str, args: argparse.Namespace, pid: int,
+             model: str = "ray-2-flash") -> dict[str, object]:
+    """The load generator's figures, and the service's CPU time per pair: on a machine
+    shared with other work that is the steadier measure of what a pair costs."""
+    used = cpu_s(pid)
+    out = subprocess.run([sys.executable, "-m", "bench.service", "--load", url, key, str(args.seconds),
+                          str(args.concurrency), str(args.warmup), model],
+                         check=True, capture_output=True, text=True)
+    result: dict[str, object] = json.loads(out.stdout)
+    result["cpu_ms_per_pair"] = (cpu_s(pid) - used) * 1000 / max(int(result["all_pairs"]), 1)  # type: ignore[call-overload]
+    return result
+
+
+def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Path,
+                   tree: str | None = None) -> dict[str, object]:
+    """One round against ``reelgate serve`` (from ``tree``'s sources when given)."""
+    from gateway.keys import KeyStore
+
+    home = tmp / f"home-{store}-{uuid.uuid4().hex[:6]}"
+    home.mkdir(mode=0o700)
+    _, key = KeyStore(home / "keys.db").create("bench")
+    with (throwaway_database() if store == "postgres" else contextlib.nullcontext(None)) as dsn:
+        config = home / "reelgate.yaml"
+        config.write_text(service_config(upstream, dsn))
+        port = free_port()
+        env = {**os.environ, "REELGATE_HOME": str(home), "REELGATE_LOG_LEVEL": "warning"}
+        if tree:
+            env["PYTHONPATH"] = tree
+        url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
+        with process(argv, f"{url}/healthz", env, log=tmp / f"serve-{store}.log") as proc:
+            if args.profile:
+                print(f"  (profile the service: py-spy record --pid {proc.pid} -o /tmp/service.svg)", flush=True)
+            return run_load(url, key, args, proc.pid)
+
+
+@contextlib.contextmanager
+def throwaway_database() -> Iterator[str]:
+    """A fresh database beside ``PG_DSN``'s, dropped after: the service's tables (in its
+    default schema) never meet anyone else's."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"reelgate_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield PG_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def litellm_round(upstream: str, args: argparse.Namespace, tmp: Path) -> dict[str, object] | str:
+    """LiteLLM's proxy in front of the same upstream, or why it was not run."""
+    exe = (os.environ.get("REELGATE_BENCH_LITELLM") or shutil.which("litellm")
+           or str(Path(sys.executable).with_name("litellm")))
+    if not Path(exe).exists():
+        return "skipped: LiteLLM is not installed (pip install -e '.[bench]')"
+    config = tmp / "litellm.yaml"
+    config.write_text("model_list:\n  - model_name: ray-2-flash\n    litellm_params:\n"
+                      f"      model: openai/luma-ray-flash-2\n      api_base: {upstream}/v1\n"
+                      f"      api_key: {UPSTREAM_KEY}\n"
+                      "general_settings:\n  master_key: sk-litellm-bench\n")
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+           "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "True"}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with process([exe, "--config", str(config), "--port", str(port), "--host", "127.0.0.1", "--num_workers",
+                      "1"], f"{url}/health/liveliness", env, log=tmp / "litellm.log") as proc:
+            return run_load(url, "sk-litellm-bench", args, proc.pid, model="ray-2-flash")
+    except RuntimeError as exc:  # its start-up (seconds on a quiet machine) is optional here
+        return f"skipped: {exc}"
+
+
+def pairs_per_s(r: dict[str, object]) -> float:
+    return float(r["pairs"]) / float(r["seconds"])  # type: ignore[arg-type]
+
+
+def line(name: str, r: dict[str, object] | str) -> str:
+    if isinstance(r, str):
+        return f"{name:<24} {r}"
+    errors = f", errors {r['errors']}" if r["errors"] else ""
+    return (f"{name:<24} {pairs_per_s(r):7.0f} pairs/s  p50 {float(r['p50_ms']):6.1f} ms"  # type: ignore[arg-type]
+            f"  p99 {float(r['p99_ms']):6.1f} ms  service CPU {float(r['cpu_ms_per_pair']):5.2f} ms/pair"  # type: ignore[arg-type]
+            f"  failed {r['failed']}{errors}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", nargs="+", choices=("sqlite", "postgres"), default=["sqlite", "postgres"])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", metavar="DIR", help="another source tree to run side by side")
+    parser.add_argument("--no-litellm", action="store_true", help="do not run LiteLLM's proxy even if installed")
+    parser.add_argument("--profile", action="store_true", help="print the service's pid (for py-spy)")
+    args = parser.parse_args()
+    print(f"{machine()}; {args.concurrency} concurrent create+retrieve pairs, {args.seconds:g} s per round")
+    ratios: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        upstream_port = free_port()
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        with process([sys.executable, "-m", "bench.service", "--upstream-port", str(upstream_port)],
+                     f"{upstream}/_sandbox/stats"):
+            for n in range(args.rounds):
+                for store in args.store:
+                    if args.baseline:
+                        base = reelgate_round(store, upstream, args, tmp, tree=args.baseline)
+                        print(line(f"baseline/{store}", base), flush=True)
+                    result = reelgate_round(store, upstream, args, tmp)
+                    print(line(f"reelgate/{store}", result), flush=True)
+                    if args.baseline and pairs_per_s(base):
+                        ratios.setdefault(store, []).append(pairs_per_s(result) / pairs_per_s(base))
+                        cpu = float(base["cpu_ms_per_pair"]) / float(result["cpu_ms_per_pair"])  # type: ignore[arg-type]
+                        ratios.setdefault(f"{store} (CPU per pair, baseline / this)", []).append(cpu)
+                if not args.no_litellm:
+                    print(line("litellm proxy", litellm_round(upstream, args, tmp)), flush=True)
+                if args.rounds > 1 and n < args.rounds - 1:
+                    print("--")
+    for store, values in ratios.items():
+        print(f"this tree vs baseline, {store}: x{median(values):.2f} (median of {len(values)} rounds: "
+              + ", ".join(f"{v:.2f}" for v in values) + ")")
+
+
+if __name__ == "__main__":
+    if "--upstream-port" in sys.argv:
+        from aiohttp import web
+
+        web.run_app(upstream_app(), host="127.0.0.1", port=int(sys.argv[sys.argv.index("--upstream-port") + 1]),
+                    print=None, access_log=None)
+    elif "--load" in sys.argv:
+        at = sys.argv.index("--load")
+        url, key, seconds, concurrency, warmup, model = sys.argv[at + 1:at + 7]
+        print(json.dumps(asyncio.run(load(url, key, float(seconds), int(concurrency), float(warmup), model))))
+    else:
+        main()
