@@ -19,7 +19,7 @@ import httpx
 
 from gateway.api import Gateway
 from gateway.config import Settings
-from gateway.errors import InvalidRequest, ReelgateError
+from gateway.errors import InvalidRequest, LeaseLost, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, KeyStore
@@ -40,6 +40,10 @@ from gateway.webhooks.outbound import Backoff, secret_bytes
 log = logging.getLogger("reelgate.server")
 
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
+#: starts the note on a finished job whose video could not be copied into result storage
+NOT_KEPT = "the video could not be kept"
+#: the shared-state event carrying a vendor callback to the replica following its job
+WEBHOOK_EVENT = "webhook"
 #: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
 #: (one fetch per vendor at a time, nothing to spread out)
 KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
@@ -88,7 +92,7 @@ class Service:
                     env: Mapping[str, str] | None = None, replica_id: str | None = None) -> Service:
         home = private_dir(reelgate_home(env))
         store_url = settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}"
-        store = open_store(store_url, env=os.environ if env is None else env)
+        store = open_store(store_url, env=os.environ if env is None else env, schema=settings.service.store_schema)
         await store.open()
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
         env = os.environ if env is None else env
@@ -100,9 +104,13 @@ class Service:
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
+        if gateway.shared.state is not None:  # vendor callbacks received by other replicas
+            gateway.shared.state.on_event(WEBHOOK_EVENT, service._on_relayed_webhook)
         if secret is not None:  # webhooks queued before a restart continue with their ids
             service.deliveries = DeliveryWorker(store, service.hooks_client, secret.reveal(),
-                                                busy=service._watchers.__contains__, fetch=gateway.fetch)
+                                                busy=service._watchers.__contains__, fetch=gateway.fetch,
+                                                owner_id=f"{service.replica_id}-deliveries",
+                                                lease_s=settings.service.lease_s)
             service._delivering = asyncio.create_task(service.deliveries.run(), name="webhook-deliveries")
         await service._follow_jobs(store_url)
         return service
@@ -120,8 +128,8 @@ class Service:
         if leased or (leased is None and self.store_kind != "sqlite"):
             self.leases = Leases(self.store, self.gateway, self.replica_id, lease_s=self.settings.service.lease_s,
                                  max_claimed=self.settings.service.max_claimed_jobs, follow=self._watch,
-                                 cancel=self._cancel_here,
-                                 budget_of=budget_of)
+                                 cancel=self._cancel_here, finish=self._finish_claimed,
+                                 finishing=self._watchers.keys, budget_of=budget_of)
             self._leasing = asyncio.create_task(self.leases.run(), name="leases")  # its first round claims
         else:  # the one process on this store: every unfinished job is its own
             for job in await self.gateway.resume(budget_of=budget_of):
@@ -153,6 +161,25 @@ class Service:
     def replay_guard(self) -> ReplayGuard:
         """Vendor webhooks already acted on, remembered in the store (restarts, replicas)."""
         return ReplayGuard(self.store.first_sighting)
+
+    def vendor_callback(self, provider: str, vendor_id: str, attempt: str | None) -> tuple[bool, bool]:
+        """A verified, first-seen vendor callback: wake the poll of the vendor job it names, or
+        hand the job to the attempt it names whose submit answer was lost (adoption). When
+        this replica follows neither, it is relayed to the others over Redis pub/sub (the one
+        that follows it acts at once; without Redis, that job moves on at its next poll).
+        Returns (matched here, relayed)."""
+        if self.gateway.nudge(provider, vendor_id) or (attempt and self.gateway.adopt(provider, attempt, vendor_id)):
+            return True, False
+        state = self.gateway.shared.state
+        if state is None or not state.available:
+            return False, False
+        state.spawn(state.publish(WEBHOOK_EVENT, provider=provider, vendor_id=vendor_id, attempt=attempt))
+        return False, True
+
+    def _on_relayed_webhook(self, event: dict[str, object]) -> None:
+        provider, vendor_id, attempt = str(event["provider"]), str(event["vendor_id"]), event.get("attempt")
+        if not self.gateway.nudge(provider, vendor_id) and isinstance(attempt, str):
+            self.gateway.adopt(provider, attempt, vendor_id)  # kept for a resume, when none waits here
 
     async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
         """Start (or replay, for a known idempotency key) a caller's job. The key's daily
@@ -210,14 +237,24 @@ class Service:
         if job.id not in self._watchers and not job.status.terminal and self.gateway.get(job.id) is not None:
             self._watchers[job.id] = asyncio.create_task(self._finish(job.id), name=f"watch-{job.id}")
 
-    async def _finish(self, job_id: str) -> None:
-        """After the job ends: keep the video (vendor URLs expire), count it, settle budgets."""
+    def _finish_claimed(self, job: VideoJob) -> None:
+        """A finished job claimed from a replica that died before finishing it off."""
+        if job.id not in self._watchers:
+            self._watchers[job.id] = asyncio.create_task(self._finish(job.id, job), name=f"finish-{job.id}")
+
+    async def _finish(self, job_id: str, finished: VideoJob | None = None) -> None:
+        """After the job ends: keep the video (vendor URLs expire), count it, settle budgets.
+        Its webhook waits in the outbox until the lease is released here (the store's
+        ``lease_deliveries``), so it announces the kept video."""
         try:
-            job = await self.gateway.wait(job_id)
+            job = finished or await self.gateway.wait(job_id)
             if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
                 await self._keep(job)
-            self.metrics.observe_job(job)
+            if finished is None:  # counted where it ran
+                self.metrics.observe_job(job)
             await self._release(job_id)  # not when cut off: a cancel still saves the job, under the lease
+        except LeaseLost:  # another replica took it over (this one stalled): it finishes the job
+            log.warning("job %s: lease lost by replica %s while finishing it", job_id, self.replica_id)
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:
@@ -235,7 +272,7 @@ class Service:
                                 options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
-            job.notes.append(f"the video could not be kept: {exc.message}")
+            job.notes.append(f"{NOT_KEPT}: {exc.message}")
         await self.store.save(job, lease_owner=self.gateway.lease_owner)
 
     @property

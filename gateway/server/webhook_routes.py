@@ -45,10 +45,8 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
     if not await service.replay_guard.first_sighting(event):
         service.metrics.webhooks.labels(provider, "duplicate").inc()
         return {"received": True, "matched": False, "duplicate": True}
-    matched = service.gateway.nudge(provider, event.vendor_id)
-    attempt = request.query_params.get(ATTEMPT_PARAM)
-    if not matched and attempt:  # a job whose submit answer was lost, named by our callback URL
-        matched = service.gateway.adopt(provider, attempt, event.vendor_id)
-    service.metrics.webhooks.labels(provider, "matched" if matched else "unknown_job").inc()
+    # the attempt param: a job whose submit answer was lost, named by our callback URL
+    matched, relayed = service.vendor_callback(provider, event.vendor_id, request.query_params.get(ATTEMPT_PARAM))
+    service.metrics.webhooks.labels(provider, "matched" if matched else "relayed" if relayed else "unknown_job").inc()
     # 200 even for a job we do not follow: the vendor must stop retrying a settled delivery
-    return {"received": True, "matched": matched}
+    return {"received": True, "matched": matched, **({"relayed": True} if relayed else {})}

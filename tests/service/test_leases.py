@@ -16,10 +16,7 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
-from gateway.server import service as service_module
 from gateway.server.service import Service
-from gateway.store.base import JobStore
-from gateway.store.postgres import PostgresJobStore
 from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
 
 LEASE_S = 0.6
@@ -34,21 +31,15 @@ def sandbox() -> Iterator[tuple[Sandbox, str]]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def replicas(request: pytest.FixtureRequest, tmp_path: Path, sandbox: tuple[Sandbox, str],
-                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Start]:
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path,
+                   sandbox: tuple[Sandbox, str]) -> AsyncIterator[Start]:
     """Starts replicas by id on one store; stops those still running afterwards."""
     if request.param == "sqlite":
-        store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+        store_url, schema = f"sqlite:///{tmp_path / 'shared.db'}", "reelgate"
     else:  # the real server, in a schema of this test's own
-        schema = request.getfixturevalue("pg_schema")
-        store_url = PG_DSN
-
-        def open_pg(_url: str, env: object) -> JobStore:
-            return PostgresJobStore(PG_DSN, schema=schema)
-
-        monkeypatch.setattr(service_module, "open_store", open_pg)
+        store_url, schema = PG_DSN, request.getfixturevalue("pg_schema")
     settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2),
-                        service=ServiceConfig(store_url=store_url, leases=True, lease_s=LEASE_S))
+                        service=ServiceConfig(store_url=store_url, store_schema=schema, leases=True, lease_s=LEASE_S))
     started: list[Service] = []
 
     async def start(replica_id: str) -> Service:
