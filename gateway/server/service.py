@@ -318,6 +318,9 @@ class Service:
     async def _release(self, job_id: str) -> None:
         if self.leases is not None:
             await self.leases.release(job_id)
+            # reads go to the store from now on: a copy kept here would go stale as other
+            # replicas write to the job (their delivery workers record its webhook on it)
+            self.gateway.forget(job_id)
 
     def _count_cancel(self, job: VideoJob) -> VideoJob:
         # a cancel stops the job's task, and with it the watcher that counts finished jobs

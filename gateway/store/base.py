@@ -157,7 +157,8 @@ class JobStore(ABC):
     @abstractmethod
     async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
         """Lease up to ``limit`` undelivered messages that are due (``next_at`` passed), oldest
-        first, that no one else holds a live lease on. Concurrent callers never share one."""
+        first, that no one else holds a live lease on and whose job no replica holds (it is
+        still being finished off). Concurrent callers never share one."""
 
     @abstractmethod
     async def record_delivery(self, message_id: str, owner_id: str, *, attempts: int, body: str | None,

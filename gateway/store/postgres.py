@@ -47,14 +47,15 @@ _INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, up
            " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s, %(at_risk)s)")
 
 # A message waits while its job is leased: the job's replica is still finishing it (keeping
-# its video), and releases the lease once done; a dead replica's lease expires and the job
-# is finished by whoever claims it (see _CLAIM).
+# its video), and releases the lease once done; a dead replica's job is finished off and
+# released by whoever claims it (see _CLAIM). Released, not merely expired: a stalled
+# holder's late save would otherwise overwrite the delivery's record on the job.
 _LEASE_DELIVERIES = """
 WITH picked AS (
     SELECT message_id FROM webhook_outbox
     WHERE done_at IS NULL AND next_at <= %(now)s
       AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s)
-      AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhook_outbox.job_id AND jobs.lease_until >= %(now)s)
+      AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhook_outbox.job_id AND jobs.lease_owner IS NOT NULL)
     ORDER BY next_at, message_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

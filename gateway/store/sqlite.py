@@ -252,7 +252,7 @@ class SqliteJobStore(JobStore):
                     "  AND (lease_owner IS NULL OR lease_owner = :owner OR lease_until < :now)"
                     # its job's replica is still finishing it (see postgres.py)
                     "  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhook_outbox.job_id"
-                    "   AND jobs.lease_until >= :now)"
+                    "   AND jobs.lease_owner IS NOT NULL)"
                     "  ORDER BY next_at, message_id LIMIT :limit)"
                     " RETURNING message_id, job_id, status, attempts, next_at, body",
                     {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()

@@ -26,7 +26,7 @@ from tests.store.conftest import pg_schema  # noqa: F401 (a fixture: a schema of
 JOBS = 240
 #: short, so the dead replica's jobs move on within seconds; long enough for a replica on a
 #: 2-core machine shared with other work to renew in time
-LEASE_S = 8.0
+LEASE_S = 15.0
 
 
 def test_three_replicas_one_killed_every_job_ends_paid_once_announced_once_and_served(
@@ -34,7 +34,7 @@ def test_three_replicas_one_killed_every_job_ends_paid_once_announced_once_and_s
     # (the schema and prefix fixtures come first: they are dropped after the processes stop)
     # fal calls back to replica 2 (which survives) for jobs that replicas 0 and 1 follow
     cluster = start_cluster(processes, tmp_path, replicas=3, schema=pg_schema, prefix=prefix,
-                            timing={"queue_s": 1.0, "run_s": 15.0}, polling={"initial_s": 1.0, "max_s": 2.0},
+                            timing={"queue_s": 1.0, "run_s": 20.0}, polling={"initial_s": 1.0, "max_s": 2.0},
                             lease_s=LEASE_S, public=2)
     app = Receiver()
     with cluster.http, BackgroundServer(app.app) as receiver, ThreadPoolExecutor(8) as pool:
@@ -47,10 +47,8 @@ def test_three_replicas_one_killed_every_job_ends_paid_once_announced_once_and_s
             response = cluster.http.post(f"{cluster.urls[i % 3]}/v1/jobs", json=body, headers=cluster.auth)
             return i, response.raise_for_status().json()["id"]
 
-        t0 = time.monotonic()
         # replica 0's share last, so its jobs are still running at the vendors when it dies
         ids = dict(pool.map(submit, sorted(range(JOBS), key=lambda i: i % 3 == 0)))
-        print("submitted", time.monotonic() - t0)
         announced = {ids[i] for i in range(0, JOBS, 2)}
         doomed = {ids[i] for i in range(0, JOBS, 3)}  # replica 0's
 
@@ -58,12 +56,12 @@ def test_three_replicas_one_killed_every_job_ends_paid_once_announced_once_and_s
             return [j for i, j in cluster.jobs(cluster.urls[1]).items() if i in doomed]
 
         wait_until("replica 0's jobs reached their vendors", lambda: all(
-            j["attempts"] and j["attempts"][-1]["vendor_job_id"] for j in doomed_jobs()), 30, 1)
+            j["status"] in TERMINAL or j["attempts"] and j["attempts"][-1]["vendor_job_id"]
+            for j in doomed_jobs()), 60, 1)
         before = [j["status"] for j in doomed_jobs()]
-        assert sum(s in TERMINAL for s in before) < len(doomed) / 2, before  # killed mid-flight
+        assert sum(s not in TERMINAL for s in before) >= 10, before  # killed with jobs mid-flight
         processes.kill(cluster.procs[0])
         killed = time.monotonic()
-        print("killed", killed - t0)
 
         left: list[tuple[str, str]] = []
 
@@ -74,12 +72,16 @@ def test_three_replicas_one_killed_every_job_ends_paid_once_announced_once_and_s
 
         wait_until("every job reached a terminal state, its video kept", settled, 120, 1, left)
         wait_until("every terminal state was announced",
-                   lambda: len({h["webhook-id"] for h, _ in app.received()}) >= len(announced), 30)
-        print("done", time.monotonic() - t0)
+                   lambda: len({h["webhook-id"] for h, _ in app.received()}) >= len(announced), 60)
         # the job's own record of its message is written just after the app's answer
-        wait_until("every delivery recorded on its job", lambda: all(
-            any(w["delivered"] for w in j["webhooks"]) == (i in announced)
-            for i, j in cluster.jobs(cluster.urls[2]).items()), 30, 0.5)
+        unrecorded: list[tuple[str, object]] = []
+
+        def recorded() -> bool:
+            unrecorded[:] = [(i, j["webhooks"]) for i, j in cluster.jobs(cluster.urls[2]).items()
+                             if any(w["delivered"] for w in j["webhooks"]) != (i in announced)]
+            return not unrecorded
+
+        wait_until("every delivery recorded on its job", recorded, 60, 1, unrecorded)
         jobs = list(cluster.jobs(cluster.urls[2]).values())
         survivors = cluster.urls[1:]
         videos = list(pool.map(lambda n: cluster.http.get(f"{survivors[n % 2]}/v1/videos/{ids[n]}/content",

@@ -390,11 +390,15 @@ async def test_a_message_waits_while_its_job_is_leased(store: JobStore, clock: F
     assert [r.job_id for r in await store.lease_deliveries("r1", LEASE_S, 10)] == [job.id]
 
 
-async def test_a_dead_replicas_message_goes_once_its_job_lease_expires(store: JobStore, clock: FakeClock) -> None:
+async def test_a_dead_replicas_message_goes_once_its_job_is_finished_off(store: JobStore, clock: FakeClock) -> None:
     job, _ = await store.create_or_get(new_job(webhook_url="https://app.example/hook"), lease=("replica-a", LEASE_S))
     job.fail(Unavailable("down", provider="fal"))
     await store.save(job, lease_owner="replica-a")
-    clock.t += LEASE_S + 1
+    clock.t += LEASE_S + 1  # replica-a died: expired is not enough, it may only have stalled
+    assert await store.lease_deliveries("r1", LEASE_S, 10) == []
+    assert [j.id for j in await store.claim("replica-b", LEASE_S, limit=10)] == [job.id]
+    await store.save(job, lease_owner="replica-b")  # finished off (its video kept)
+    assert await store.release(job.id, "replica-b")
     assert [r.job_id for r in await store.lease_deliveries("r1", LEASE_S, 10)] == [job.id]
 
 
