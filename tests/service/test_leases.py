@@ -178,3 +178,26 @@ async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sa
         while dropped.id in a.gateway.following():
             await a.leases.wait_rounds(1)
     assert await b.store.get(dropped.id) is None  # and it wrote nothing back
+
+
+async def test_a_finished_job_whose_replica_died_before_keeping_its_video_is_finished_by_another(
+        replicas: Start, sandbox: tuple[Sandbox, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    keeping = asyncio.Event()
+
+    async def stalls(job: VideoJob) -> None:  # a dies while copying the video
+        keeping.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(a, "_keep", stalls)
+    [job] = await submit(a, 1, "a")
+    async with asyncio.timeout(30):
+        await keeping.wait()
+    await die(a)
+    assert b.leases is not None
+    async with asyncio.timeout(30):  # b claims the finished job once a's lease expires
+        while (row := await b.store.get(job.id)) is None or row.output is None or row.output.uri is None:
+            await b.leases.wait_rounds(1)
+    assert row.status is JobStatus.SUCCEEDED and row.output.sha256
+    assert [j.id for j in await b.store.claim("c", LEASE_S, limit=10)] == []  # released: nothing left
+    assert accepted(sandbox[0]) == 1
