@@ -40,7 +40,7 @@ def jobs(
     try:
         settings = load_settings(config)
         url = settings.service.store_url or f"sqlite:///{reelgate_home() / 'reelgate.db'}"
-        found = asyncio.run(_list(url, at_risk=at_risk, limit=limit))
+        found = asyncio.run(_list(url, settings.service.store_schema, at_risk=at_risk, limit=limit))
     except ReelgateError as exc:
         error(err, exc.message)
         raise typer.Exit(2) from None
@@ -54,10 +54,10 @@ def jobs(
                    + (f"  at risk ${row['at_risk_usd']:.2f}: {risk}" if risk else ""))
 
 
-async def _list(url: str, *, at_risk: bool, limit: int) -> list[VideoJob]:
+async def _list(url: str, schema: str, *, at_risk: bool, limit: int) -> list[VideoJob]:
     from gateway.store import open_store
 
-    async with open_store(url, os.environ) as store:
+    async with open_store(url, os.environ, schema=schema) as store:
         return await store.list_jobs(limit=limit, at_risk=at_risk)
 
 

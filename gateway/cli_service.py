@@ -58,6 +58,9 @@ def serve(
     config: Annotated[Path | None, typer.Option("--config", help="reelgate.yaml")] = None,
     sandbox: Annotated[bool, typer.Option("--sandbox",
                                           help="Run the vendor emulators in this process and route to them.")] = False,
+    sandbox_url: Annotated[str | None, typer.Option(
+        "--sandbox-url", help="Route to the emulators of a running `reelgate sandbox` (several replicas share one).")
+    ] = None,
     log_level: LogLevelOpt = None,
     replica_id: Annotated[str | None, typer.Option(
         "--replica-id", help="This replica's id among those sharing the store (default: host-pid-random).")] = None,
@@ -75,12 +78,14 @@ def serve(
         start_logging(log_level, default="info")
         settings = load_settings(config)
         check_port(host, port)
+        if sandbox and sandbox_url:
+            raise InvalidRequest("--sandbox-url", "give --sandbox or --sandbox-url, not both")
     except ReelgateError as exc:
         error(err, exc.message)
         raise typer.Exit(2) from None
     emulators = BackgroundServer(Sandbox.from_providers(discover().providers).app).start() if sandbox else None
-    sandbox_url = emulators.url if emulators else None
-    if sandbox:
+    if emulators is not None:  # an external sandbox keeps the config's polling: its timing is set there
+        sandbox_url = emulators.url
         settings = sandboxed(settings)
 
     async def start() -> Service:

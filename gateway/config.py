@@ -116,6 +116,9 @@ class ServiceConfig(BaseModel):
 
     #: the job store: ``sqlite:///path`` (default: $REELGATE_HOME/reelgate.db) or ``postgresql://...``
     store_url: str | None = None
+    #: the PostgreSQL schema holding the store's tables (two deployments, or test runs,
+    #: can share one database); ignored for SQLite
+    store_schema: str = Field(default="reelgate", min_length=1, max_length=63)
     #: this service's public base URL, given to vendors for completion webhooks (None: poll only)
     public_url: str | None = None
     #: the largest request body or upload accepted

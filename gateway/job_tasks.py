@@ -114,7 +114,8 @@ class JobTasks:
                 self._fail(job, exc)
             except Exception as exc:  # never leave a job without a terminal state
                 log.exception("job %s failed unexpectedly", job.id)
-                self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
+                if not job.status.terminal:  # e.g. its terminal save failed: saved again below
+                    self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
             if not saved:
                 await self._save(job)
             return job

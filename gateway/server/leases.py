@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from gateway.api import Gateway
 from gateway.budget import Ledger
@@ -36,6 +36,7 @@ class Leases:
 
     def __init__(self, store: JobStore, gateway: Gateway, replica_id: str, *, lease_s: float, max_claimed: int,
                  follow: Callable[[VideoJob], None], cancel: Callable[[str], Awaitable[None]],
+                 finish: Callable[[VideoJob], None], finishing: Callable[[], Iterable[str]] = tuple,
                  budget_of: Callable[[str | None], Ledger | None] | None = None,
                  prepare: Callable[[list[VideoJob]], Awaitable[None]] | None = None) -> None:
         self.store = store
@@ -45,6 +46,10 @@ class Leases:
         self.max_claimed = max_claimed
         self._follow = follow
         self._cancel = cancel
+        #: finish off a finished job claimed from a dead replica (keep its video, release it)
+        self._finish = finish
+        #: finished jobs this replica is still finishing off (their leases are renewed too)
+        self._finishing = finishing
         self._budget_of = budget_of
         #: runs before claimed jobs resume (the service learns keys made since it started)
         self._prepare = prepare
@@ -74,25 +79,36 @@ class Leases:
     async def tick(self) -> None:
         """One round: renew what this replica follows, cancel those whose cancel was asked at
         another replica, then claim what no live replica holds."""
-        for job_id in list(self.gateway.following()):
-            if not await self.store.renew(job_id, self.replica_id, self.lease_s):
+        held = self.held()
+        renewed = await self.store.renew_all(sorted(held), self.replica_id, self.lease_s) if held else set()
+        for job_id in held - renewed:
+            if job_id in self.held():  # not finished here meanwhile (a release is no loss)
                 log.warning("job %s: lease lost by replica %s, no longer followed here", job_id, self.replica_id)
                 await self.drop(job_id)
         for job_id in await self.store.take_cancels(self.replica_id):  # asked at another replica
             if job_id in self.gateway.following():
                 await self._cancel(job_id)
-        self.claimed &= set(self.gateway.following())
+        self.claimed &= self.held()
         room = self.max_claimed - len(self.claimed)
         if room <= 0:
             return
-        jobs = [job for job in await self.store.claim(self.replica_id, self.lease_s, room)
-                if job.id not in self.gateway.following()]
+        held = self.held()
+        claimed = [job for job in await self.store.claim(self.replica_id, self.lease_s, room) if job.id not in held]
+        for job in (job for job in claimed if job.status.terminal):
+            log.info("job %s: finished, claimed by replica %s to finish it off", job.id, self.replica_id)
+            self.claimed.add(job.id)
+            self._finish(job)
+        jobs = [job for job in claimed if not job.status.terminal]
         if jobs and self._prepare is not None:
             await self._prepare(jobs)
         for job in await self.gateway.resume(budget_of=self._budget_of, jobs=jobs):
             log.info("job %s: claimed by replica %s", job.id, self.replica_id)
             self.claimed.add(job.id)
             self._follow(job)
+
+    def held(self) -> set[str]:
+        """The jobs whose leases this replica keeps: those it follows and those it finishes off."""
+        return {*self.gateway.following(), *self._finishing()}
 
     async def drop(self, job_id: str) -> None:
         self.claimed.discard(job_id)

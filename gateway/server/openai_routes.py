@@ -17,6 +17,7 @@ from gateway.request import sniff_image_type
 from gateway.server.http import SPOOL_BYTES, ApiError, Order, caller, json_body, not_found, service_of
 from gateway.server.openai_compat import request_from_openai, video_object
 from gateway.server.openai_extend import extension_from_openai
+from gateway.server.service import KEEP_FAILED
 
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
 
@@ -176,6 +177,8 @@ async def download_video(
         raise ApiError(404, f"the video is not ready (status {job.status.value})", code="not_ready")
     job = await service.wait_kept(job)
     if job.output is None or job.output.uri is None:
+        if not any(note.startswith(KEEP_FAILED) for note in job.notes):  # another replica is keeping it
+            raise ApiError(404, "the video is still being stored: try again in a moment", code="not_ready")
         raise ApiError(404, "the finished video could not be kept", code="not_kept")
     headers = {"Content-Disposition": f'attachment; filename="{job.id}.mp4"'}
     if job.output.size_bytes is not None:

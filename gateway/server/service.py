@@ -20,7 +20,7 @@ import httpx
 from gateway import sequence
 from gateway.api import Gateway
 from gateway.config import Settings
-from gateway.errors import InvalidRequest, ReelgateError
+from gateway.errors import InvalidRequest, LeaseLost, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, Keys, open_keys
@@ -42,6 +42,9 @@ from gateway.webhooks.outbound import Backoff, secret_bytes
 log = logging.getLogger("reelgate.server")
 
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
+#: starts the note on a finished job whose video could not be copied into result storage
+#: the shared-state event carrying a vendor callback to the replica following its job
+WEBHOOK_EVENT = "webhook"
 #: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
 #: (one fetch per vendor at a time, nothing to spread out)
 KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
@@ -91,6 +94,8 @@ class Service:
     webhook_secret: Secret | None = None
     _key_caches: dict[str, KeyCache] = field(default_factory=dict)
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: relayed vendor callbacks being adopted (kept here so their tasks are not collected)
+    _relays: set[asyncio.Task[None]] = field(default_factory=set)
     _ledgers: dict[str, Ledger] = field(default_factory=dict)
     #: the keys by id, for the budgets of jobs resumed or taken over
     _owners: dict[str, ApiKey] = field(default_factory=dict)
@@ -111,7 +116,7 @@ class Service:
                     env: Mapping[str, str] | None = None, replica_id: str | None = None) -> Service:
         home = private_dir(reelgate_home(env))
         store_url = service_store_url(settings, home)
-        store = open_store(store_url, env=os.environ if env is None else env)
+        store = open_store(store_url, env=os.environ if env is None else env, schema=settings.service.store_schema)
         await store.open()
         keys = open_keys(store, home, cache_s=settings.service.key_cache_s)
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
@@ -127,9 +132,13 @@ class Service:
         gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
+        if gateway.shared.state is not None:  # vendor callbacks received by other replicas
+            gateway.shared.state.on_event(WEBHOOK_EVENT, service._on_relayed_webhook)
         if secret is not None:  # webhooks queued before a restart continue with their ids
             service.deliveries = DeliveryWorker(store, service.hooks_client, secret.reveal(),
-                                                busy=service._watchers.__contains__, fetch=gateway.fetch)
+                                                busy=service._watchers.__contains__, fetch=gateway.fetch,
+                                                owner_id=f"{service.replica_id}-deliveries",
+                                                lease_s=settings.service.lease_s)
             service._delivering = asyncio.create_task(service.deliveries.run(), name="webhook-deliveries")
         await service._follow_jobs(store_url)
         return service
@@ -147,8 +156,8 @@ class Service:
         if leased or (leased is None and self.store_kind != "sqlite"):
             self.leases = Leases(self.store, self.gateway, self.replica_id, lease_s=self.settings.service.lease_s,
                                  max_claimed=self.settings.service.max_claimed_jobs, follow=self._watch,
-                                 cancel=self._cancel_here,
-                                 budget_of=budget_of, prepare=self._know_owners)
+                                 cancel=self._cancel_here, finish=self._finish_claimed,
+                                 finishing=self._watchers.keys, budget_of=budget_of, prepare=self._know_owners)
             self._leasing = asyncio.create_task(self.leases.run(), name="leases")  # its first round claims
         else:  # the one process on this store: every unfinished job is its own
             for job in await self.gateway.resume(budget_of=budget_of):
@@ -186,6 +195,41 @@ class Service:
     def replay_guard(self) -> ReplayGuard:
         """Vendor webhooks already acted on, remembered in the store (restarts, replicas)."""
         return ReplayGuard(self.store.first_sighting)
+
+    async def vendor_callback(self, provider: str, vendor_id: str, attempt: str | None,
+                              *, first: bool = True) -> tuple[bool, bool]:
+        """A verified vendor callback: wake the poll of the vendor job it names, or hand the
+        job to the attempt it names whose submit answer was lost (adoption). A duplicate
+        (``first`` False) may still adopt: the process may have died between seeing it first
+        and saving the adoption, and the binding is durable and one-to-one, so a replay adopts
+        nothing a first sighting did not. When this replica does neither for a first
+        sighting, it is relayed to the others over Redis pub/sub (the one that follows the
+        job acts at once; without Redis, that job moves on at its next poll).
+        Returns (matched here, relayed)."""
+        matched = first and self.gateway.nudge(provider, vendor_id)
+        if not matched and attempt:
+            matched = await self.gateway.adopt(provider, attempt, vendor_id)
+        if matched or not first:
+            return matched, False
+        state = self.gateway.shared.state
+        if state is None or not state.available:
+            return False, False
+        state.spawn(state.publish(WEBHOOK_EVENT, provider=provider, vendor_id=vendor_id, attempt=attempt))
+        return False, True
+
+    def _on_relayed_webhook(self, event: dict[str, object]) -> None:
+        provider, vendor_id, attempt = str(event["provider"]), str(event["vendor_id"]), event.get("attempt")
+        if not self.gateway.nudge(provider, vendor_id) and isinstance(attempt, str):
+            # kept for a resume when no attempt waits here; adopting writes the store: a task
+            task = asyncio.get_running_loop().create_task(self._adopt_relayed(provider, attempt, vendor_id))
+            self._relays.add(task)
+            task.add_done_callback(self._relays.discard)
+
+    async def _adopt_relayed(self, provider: str, attempt: str, vendor_id: str) -> None:
+        try:
+            await self.gateway.adopt(provider, attempt, vendor_id)
+        except Exception:  # a relay is an optimisation: the job's own polls still finish it
+            log.exception("adopting a relayed %s callback failed", provider)
 
     async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
         """Start (or replay, for a known idempotency key) a caller's job. The key's daily
@@ -263,14 +307,24 @@ class Service:
         if job.id not in self._watchers and not job.status.terminal and self.gateway.get(job.id) is not None:
             self._watchers[job.id] = asyncio.create_task(self._finish(job.id), name=f"watch-{job.id}")
 
-    async def _finish(self, job_id: str) -> None:
-        """After the job ends: keep the video (vendor URLs expire), count it, settle budgets."""
+    def _finish_claimed(self, job: VideoJob) -> None:
+        """A finished job claimed from a replica that died before finishing it off."""
+        if job.id not in self._watchers:
+            self._watchers[job.id] = asyncio.create_task(self._finish(job.id, job), name=f"finish-{job.id}")
+
+    async def _finish(self, job_id: str, finished: VideoJob | None = None) -> None:
+        """After the job ends: keep the video (vendor URLs expire), count it, settle budgets.
+        Its webhook waits in the outbox until the lease is released here (the store's
+        ``lease_deliveries``), so it announces the kept video."""
         try:
-            job = await self.gateway.wait(job_id)
+            job = finished or await self.gateway.wait(job_id)
             if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
                 await self._keep(job)
-            self.metrics.observe_job(job)
+            if finished is None:  # counted where it ran
+                self.metrics.observe_job(job)
             await self._release(job_id)  # not when cut off: a cancel still saves the job, under the lease
+        except LeaseLost:  # another replica took it over (this one stalled): it finishes the job
+            log.warning("job %s: lease lost by replica %s while finishing it", job_id, self.replica_id)
         except Exception:  # a watcher must never take the service down
             log.exception("finishing job %s failed", job_id)
         finally:
@@ -352,6 +406,9 @@ class Service:
     async def _release(self, job_id: str) -> None:
         if self.leases is not None:
             await self.leases.release(job_id)
+            # reads go to the store from now on: a copy kept here would go stale as other
+            # replicas write to the job (their delivery workers record its webhook on it)
+            self.gateway.forget(job_id)
 
     def _count_cancel(self, job: VideoJob) -> VideoJob:
         # a cancel stops the job's task, and with it the watcher that counts finished jobs

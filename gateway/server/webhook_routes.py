@@ -43,16 +43,12 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
         raise ApiError(503, exc.message, code="webhook_keys_unavailable", type_="unavailable_error",
                        headers={"Retry-After": str(max(math.ceil(keys.retry_in_s()), 1))}) from None
     first = await service.replay_guard.first_sighting(event)
-    matched = first and service.gateway.nudge(provider, event.vendor_id)
-    attempt = request.query_params.get(ATTEMPT_PARAM)
-    if not matched and attempt:
-        # a job whose submit answer was lost, named by our callback URL. A duplicate too: the
-        # process may have died between seeing it first and saving the adoption. The binding
-        # is durable and one-to-one, so a replay adopts nothing a first sighting did not
-        matched = await service.gateway.adopt(provider, attempt, event.vendor_id)
+    # the attempt param: a job whose submit answer was lost, named by our callback URL
+    matched, relayed = await service.vendor_callback(provider, event.vendor_id,
+                                                     request.query_params.get(ATTEMPT_PARAM), first=first)
     if not first:
         service.metrics.webhooks.labels(provider, "duplicate").inc()
         return {"received": True, "matched": matched, "duplicate": True}
-    service.metrics.webhooks.labels(provider, "matched" if matched else "unknown_job").inc()
+    service.metrics.webhooks.labels(provider, "matched" if matched else "relayed" if relayed else "unknown_job").inc()
     # 200 even for a job we do not follow: the vendor must stop retrying a settled delivery
-    return {"received": True, "matched": matched}
+    return {"received": True, "matched": matched, **({"relayed": True} if relayed else {})}

@@ -22,8 +22,9 @@ _SQLITE = "sqlite://"
 _POSTGRES = ("postgresql://", "postgres://")
 
 
-def open_store(url: str | None, env: Mapping[str, str]) -> JobStore:
-    """The store ``url`` names, not yet opened (``async with store:`` opens it)."""
+def open_store(url: str | None, env: Mapping[str, str], *, schema: str | None = None) -> JobStore:
+    """The store ``url`` names, not yet opened (``async with store:`` opens it); ``schema``
+    is PostgreSQL's (default ``reelgate``)."""
     if not url or url == _SQLITE:
         return SqliteJobStore(default_sqlite_path(env))
     if url.startswith(_SQLITE):
@@ -31,7 +32,7 @@ def open_store(url: str | None, env: Mapping[str, str]) -> JobStore:
     if url.startswith(_POSTGRES):
         from gateway.store.postgres import PostgresJobStore
 
-        return PostgresJobStore(url)
+        return PostgresJobStore(url) if schema is None else PostgresJobStore(url, schema=schema)
     # only the scheme: a DSN may carry a password
     scheme = url.split(":", 1)[0]
     raise ConfigError(f"unknown store URL scheme {scheme!r}: use sqlite:///path or postgresql://...")

@@ -169,7 +169,8 @@ class JobStore(ABC):
     @abstractmethod
     async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
         """Lease up to ``limit`` undelivered messages that are due (``next_at`` passed), oldest
-        first, that no one else holds a live lease on. Concurrent callers never share one."""
+        first, that no one else holds a live lease on and whose job no replica holds (it is
+        still being finished off). Concurrent callers never share one."""
 
     @abstractmethod
     async def record_delivery(self, message_id: str, owner_id: str, *, attempts: int, body: str | None,
@@ -183,7 +184,9 @@ class JobStore(ABC):
     async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
         """Lease up to ``limit`` unfinished jobs to ``owner_id`` for ``lease_s`` seconds,
         oldest first: jobs with no lease, an expired one, or one ``owner_id`` already
-        holds. Concurrent claimers never receive the same job."""
+        holds; and finished jobs whose lease expired unreleased (their replica died before
+        finishing them off: keeping the video, releasing). Concurrent claimers never
+        receive the same job."""
 
     @abstractmethod
     async def request_cancel(self, job_id: str) -> None:
@@ -193,9 +196,15 @@ class JobStore(ABC):
     async def take_cancels(self, owner_id: str) -> list[str]:
         """The jobs leased to ``owner_id`` whose cancel was asked, each returned once."""
 
-    @abstractmethod
     async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
         """Extend ``owner_id``'s lease; False when it no longer holds it."""
+        return job_id in await self.renew_all([job_id], owner_id, lease_s)
+
+    @abstractmethod
+    async def renew_all(self, job_ids: builtins.list[str], owner_id: str, lease_s: float) -> set[str]:
+        """Extend ``owner_id``'s leases on ``job_ids`` in one statement (a replica renews every
+        job it follows each round: one round trip per job fell behind the lease under load);
+        the ids it still held, and now holds for ``lease_s`` more."""
 
     @abstractmethod
     async def release(self, job_id: str, owner_id: str) -> bool:

@@ -46,11 +46,16 @@ _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
 _INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
            " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s, %(at_risk)s)")
 
+# A message waits while its job is leased: the job's replica is still finishing it (keeping
+# its video), and releases the lease once done; a dead replica's job is finished off and
+# released by whoever claims it (see _CLAIM). Released, not merely expired: a stalled
+# holder's late save would otherwise overwrite the delivery's record on the job.
 _LEASE_DELIVERIES = """
 WITH picked AS (
     SELECT message_id FROM webhook_outbox
     WHERE done_at IS NULL AND next_at <= %(now)s
       AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s)
+      AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhook_outbox.job_id AND jobs.lease_owner IS NOT NULL)
     ORDER BY next_at, message_id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -62,10 +67,13 @@ RETURNING webhook_outbox.message_id, job_id, status, attempts, next_at, body
 
 # One statement, so one transaction: the oldest claimable jobs are locked, skipping
 # rows another claimer has locked right now, and leased before the locks are released.
+# A finished job still leased was not finished off by its replica (its video kept, its
+# lease released): once that lease expires it is claimed too, to be finished here.
 _CLAIM = f"""
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE {_ACTIVE} AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s)
+    WHERE ({_ACTIVE} AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s))
+       OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < %(now)s)
     ORDER BY created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -275,10 +283,12 @@ class PostgresJobStore(JobStore):
                                      {"owner": owner_id})
             return [job_id for (job_id,) in await cur.fetchall()]
 
-    async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
-        return await self._execute(
-            "UPDATE jobs SET lease_until = %(until)s WHERE id = %(id)s AND lease_owner = %(owner)s",
-            {"until": self.clock() + lease_s, "id": job_id, "owner": owner_id})
+    async def renew_all(self, job_ids: builtins.list[str], owner_id: str, lease_s: float) -> set[str]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE jobs SET lease_until = %(until)s WHERE id = ANY(%(ids)s) AND lease_owner = %(owner)s"
+                " RETURNING id", {"until": self.clock() + lease_s, "ids": job_ids, "owner": owner_id})
+            return {job_id for (job_id,) in await cur.fetchall()}
 
     async def release(self, job_id: str, owner_id: str) -> bool:
         return await self._execute(

@@ -271,6 +271,9 @@ class SqliteJobStore(JobStore):
                     "UPDATE webhook_outbox SET lease_owner = :owner, lease_until = :until WHERE message_id IN"
                     " (SELECT message_id FROM webhook_outbox WHERE done_at IS NULL AND next_at <= :now"
                     "  AND (lease_owner IS NULL OR lease_owner = :owner OR lease_until < :now)"
+                    # its job's replica is still finishing it (see postgres.py)
+                    "  AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = webhook_outbox.job_id"
+                    "   AND jobs.lease_owner IS NOT NULL)"
                     "  ORDER BY next_at, message_id LIMIT :limit)"
                     " RETURNING message_id, job_id, status, attempts, next_at, body",
                     {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
@@ -296,8 +299,10 @@ class SqliteJobStore(JobStore):
             with write(conn):
                 rows = conn.execute(
                     "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id IN"
-                    f" (SELECT id FROM jobs WHERE {_ACTIVE} AND (lease_owner IS NULL"
-                    "   OR lease_owner = :owner OR lease_until < :now)"
+                    f" (SELECT id FROM jobs WHERE ({_ACTIVE} AND (lease_owner IS NULL"
+                    "   OR lease_owner = :owner OR lease_until < :now))"
+                    # finished, but its replica died before finishing it off (postgres.py)
+                    f"  OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < :now)"
                     "  ORDER BY created_at, id LIMIT :limit)"
                     " RETURNING doc",
                     {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
@@ -318,10 +323,14 @@ class SqliteJobStore(JobStore):
 
         return await self._run(take)
 
-    async def renew(self, job_id: str, owner_id: str, lease_s: float) -> bool:
-        until = self.clock() + lease_s
-        return await self._change("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ?",
-                                  (until, job_id, owner_id))
+    async def renew_all(self, job_ids: builtins.list[str], owner_id: str, lease_s: float) -> set[str]:
+        def renew(conn: sqlite3.Connection) -> set[str]:
+            with write(conn):
+                return {r[0] for r in conn.execute(
+                    "UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))"
+                    " RETURNING id", (self.clock() + lease_s, owner_id, json.dumps(job_ids))).fetchall()}
+
+        return await self._run(renew)
 
     async def release(self, job_id: str, owner_id: str) -> bool:
         return await self._change(

@@ -8,8 +8,10 @@ last written attempt with the same message id (``webhook-id``), so an app that d
 it sees each terminal state exactly once. A crash after the app answered 2xx but before
 that was written resends the message once: delivery is at least once, dedupe is the app's.
 
-Leases (``lease_owner``/``lease_until``) let several replicas share one outbox; a dead
-sender's message is taken over when its lease expires (``LEASE_S``, longer than one POST).
+Leases (``lease_owner``/``lease_until``) let several replicas share one outbox: each message
+is leased by one replica's worker at a time (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), and
+a dead sender's message is taken over when its lease expires (twice one POST's timeout). A
+message waits while its job is still leased (its replica is keeping the video).
 """
 
 from __future__ import annotations
@@ -56,8 +58,13 @@ class DeliveryWorker:
                  busy: Callable[[str], bool] = lambda _job_id: False, backoff: Backoff = BACKOFF,
                  max_attempts: int = MAX_ATTEMPTS, clock: Clock = time.time,
                  rng: Callable[[], float] = random.random, owner_id: str | None = None,
-                 fetch: Callable[[str], Awaitable[VideoJob | None]] | None = None) -> None:
+                 fetch: Callable[[str], Awaitable[VideoJob | None]] | None = None,
+                 lease_s: float = LEASE_S) -> None:
         self.store = store
+        #: how long a message stays leased here (replicas: the service's ``lease_s``, so a dead
+        #: replica's deliveries move on as soon as its jobs do); a POST times out within half of it
+        self.lease_s = lease_s
+        self.timeout_s = min(TIMEOUT_S, lease_s / 2)
         #: the job a message is about: the live object where one is held (so its record shows)
         self._fetch = fetch or self.store.get
         self.client = client
@@ -94,7 +101,11 @@ class DeliveryWorker:
 
     async def deliver_due(self) -> bool:
         """One round: lease what is due and attempt each once. True when more may be due."""
-        rows = await self.store.lease_deliveries(self.owner_id, LEASE_S, BATCH)
+        # a POST may start only while its answer can still be recorded under this lease: a
+        # batch that took longer (a slow store, a busy machine) would be sent again by whoever
+        # leases it next
+        last_start = self._clock() + self.lease_s - self.timeout_s
+        rows = await self.store.lease_deliveries(self.owner_id, self.lease_s, BATCH)
         ready = []
         for row in rows:
             if self._busy(row.job_id):  # give it back untouched
@@ -102,11 +113,15 @@ class DeliveryWorker:
                                                  body=row.body, next_at=row.next_at)
             else:
                 ready.append(row)
-        await asyncio.gather(*(self._attempt(row) for row in ready))
+        await asyncio.gather(*(self._attempt(row, last_start) for row in ready))
         return len(rows) == BATCH and bool(ready)
 
-    async def _attempt(self, row: OutboxRow) -> None:
+    async def _attempt(self, row: OutboxRow, last_start: float) -> None:
         job = await self._fetch(row.job_id)
+        if self._clock() > last_start:  # too late in this lease: give it back for the next round
+            await self.store.record_delivery(row.message_id, self.owner_id, attempts=row.attempts,
+                                             body=row.body, next_at=row.next_at)
+            return
         url = job.request.webhook_url if job is not None else None
         if job is None or url is None:  # the job was deleted: nobody to tell
             await self.store.record_delivery(row.message_id, self.owner_id, attempts=row.attempts,
@@ -115,7 +130,7 @@ class DeliveryWorker:
         started = self._clock()
         body = row.body.encode() if row.body is not None else encode_body(job_event(job.to_dict(), now=started))
         try:
-            response = await self.client.post(url, content=body, timeout=TIMEOUT_S,
+            response = await self.client.post(url, content=body, timeout=self.timeout_s,
                                               headers=signed_headers(self._secret, row.message_id, int(started), body))
             attempt = DeliveryAttempt(started, self._clock() - started, status_code=response.status_code)
         except httpx.TransportError as exc:  # its class only: the message may hold the URL

@@ -32,7 +32,8 @@ def free_port() -> int:
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, path: str = "/healthz") -> None:
-    for _ in range(300):
+    deadline = time.monotonic() + 60  # imports alone take seconds on a busy 2-core machine
+    while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"process exited with {proc.returncode}")
         try:
@@ -58,14 +59,25 @@ class Processes:
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    def start(self, *args: str, health_path: str = "/healthz", port: int | None = None) -> tuple[str, subprocess.Popen]:
-        port = port or free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args, "--port", str(port)],
-                                env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
+    def start(self, *args: str, health_path: str = "/healthz", port: int | None = None,
+              log: Path | None = None) -> tuple[str, subprocess.Popen]:
+        """Start a CLI process and wait until it answers; its stderr goes to ``log`` if given
+        (read it when a test fails), else nowhere."""
+        url, proc = self.spawn(*args, port=port, log=log)
         wait_until_up(url, proc, health_path)
         return url, proc
+
+    def spawn(self, *args: str, port: int | None = None, log: Path | None = None) -> tuple[str, subprocess.Popen]:
+        """``start`` without waiting: several processes start side by side."""
+        port = port or free_port()
+        command = [sys.executable, "-m", "gateway.cli", *args, "--port", str(port)]
+        if log is None:
+            proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            with log.open("ab") as stderr:  # the child holds its own copy
+                proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
+        self.procs.append(proc)
+        return f"http://127.0.0.1:{port}", proc
 
     def kill(self, proc: subprocess.Popen) -> None:
         proc.send_signal(signal.SIGKILL)

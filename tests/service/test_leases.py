@@ -18,10 +18,7 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
-from gateway.server import service as service_module
 from gateway.server.service import Service
-from gateway.store.base import JobStore
-from gateway.store.postgres import PostgresJobStore
 from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
 
 LEASE_S = 0.6
@@ -36,21 +33,15 @@ def sandbox() -> Iterator[tuple[Sandbox, str]]:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def replicas(request: pytest.FixtureRequest, tmp_path: Path, sandbox: tuple[Sandbox, str],
-                   monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Start]:
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path,
+                   sandbox: tuple[Sandbox, str]) -> AsyncIterator[Start]:
     """Starts replicas by id on one store; stops those still running afterwards."""
     if request.param == "sqlite":
-        store_url = f"sqlite:///{tmp_path / 'shared.db'}"
+        store_url, schema = f"sqlite:///{tmp_path / 'shared.db'}", "reelgate"
     else:  # the real server, in a schema of this test's own
-        schema = request.getfixturevalue("pg_schema")
-        store_url = PG_DSN
-
-        def open_pg(_url: str, env: object) -> JobStore:
-            return PostgresJobStore(PG_DSN, schema=schema)
-
-        monkeypatch.setattr(service_module, "open_store", open_pg)
+        store_url, schema = PG_DSN, request.getfixturevalue("pg_schema")
     settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2),
-                        service=ServiceConfig(store_url=store_url, leases=True, lease_s=LEASE_S))
+                        service=ServiceConfig(store_url=store_url, store_schema=schema, leases=True, lease_s=LEASE_S))
     started: list[Service] = []
 
     async def start(replica_id: str) -> Service:
@@ -248,3 +239,24 @@ async def test_a_job_taken_over_is_held_in_the_budget_of_a_key_made_after_start(
     assert ledger is not None
     assert (await b.gateway.wait(job.id)).status is JobStatus.SUCCEEDED
     assert ledger.spent_today() > 0  # the job's cost settled against the key's daily budget
+async def test_a_finished_job_whose_replica_died_before_keeping_its_video_is_finished_by_another(
+        replicas: Start, sandbox: tuple[Sandbox, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    keeping = asyncio.Event()
+
+    async def stalls(job: VideoJob) -> None:  # a dies while copying the video
+        keeping.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(a, "_keep", stalls)
+    [job] = await submit(a, 1, "a")
+    async with asyncio.timeout(30):
+        await keeping.wait()
+    await die(a)
+    assert b.leases is not None
+    async with asyncio.timeout(30):  # b claims the finished job once a's lease expires
+        while (row := await b.store.get(job.id)) is None or row.output is None or row.output.uri is None:
+            await b.leases.wait_rounds(1)
+    assert row.status is JobStatus.SUCCEEDED and row.output.sha256
+    assert [j.id for j in await b.store.claim("c", LEASE_S, limit=10)] == []  # released: nothing left
+    assert accepted(sandbox[0]) == 1

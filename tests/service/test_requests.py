@@ -154,3 +154,25 @@ def test_readyz_names_the_replica_and_its_store(service):
     replica = service.client.get("/readyz").json()["replica"]
     assert replica["store"] == "sqlite" and replica["leases"] is False
     assert replica["id"].count("-") >= 2  # host-pid-random
+
+
+def test_content_being_kept_elsewhere_is_not_ready_and_a_failed_keep_is_not_kept(service):
+    """Another replica may still be copying the video into shared storage: a client should
+    try again, unlike for a video that could not be kept at all."""
+    from gateway.server.service import KEEP_FAILED
+
+    job_id = service.client.post("/v1/jobs", headers=service.auth, json={"prompt": "a fox"}).json()["id"]
+    deadline = time.monotonic() + 20
+    while not (service.client.get(f"/v1/jobs/{job_id}", headers=service.auth).json()["output"] or {}).get("uri"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    state = service.client.app.state.service
+    job = state.gateway.get(job_id)
+    job.output.uri = None  # as stored while another replica is keeping it
+    service.client.portal.call(state.store.save, job)
+    response = service.client.get(f"/v1/videos/{job_id}/content", headers=service.auth)
+    assert response.status_code == 404 and error_of(response)["code"] == "not_ready"
+    job.notes.append(f"{KEEP_FAILED}: the vendor's URL had expired")
+    service.client.portal.call(state.store.save, job)
+    response = service.client.get(f"/v1/videos/{job_id}/content", headers=service.auth)
+    assert response.status_code == 404 and error_of(response)["code"] == "not_kept"

@@ -181,6 +181,35 @@ async def test_a_job_created_with_a_lease_is_its_creators(store: JobStore, clock
         await store.save(job, lease_owner="replica-a")
 
 
+async def test_a_finished_job_left_leased_by_a_dead_replica_is_claimed_to_finish_it_off(
+        store: JobStore, clock: FakeClock) -> None:
+    left, _ = await store.create_or_get(new_job(created_at=1000.0), lease=("replica-a", LEASE_S))
+    released, _ = await store.create_or_get(new_job(created_at=1001.0), lease=("replica-a", LEASE_S))
+    for job in (left, released):
+        job.fail(Unavailable("down", provider="fal"))
+        await store.save(job, lease_owner="replica-a")
+    await store.release(released.id, "replica-a")  # finished off: no one claims it again
+    assert await store.claim("replica-b", LEASE_S, limit=10) == []  # replica-a is still at it
+    clock.t += LEASE_S * 2  # replica-a died before releasing the other
+    assert [j.id for j in await store.claim("replica-b", LEASE_S, limit=10)] == [left.id]
+    assert await store.release(left.id, "replica-b")
+    clock.t += LEASE_S * 2
+    assert await store.claim("replica-c", LEASE_S, limit=10) == []
+
+
+async def test_renew_all_extends_only_the_leases_still_held(store: JobStore, clock: FakeClock) -> None:
+    mine = [(await store.create_or_get(new_job(created_at=1000.0 + i), lease=("replica-a", LEASE_S)))[0]
+            for i in range(3)]
+    clock.t += LEASE_S + 1
+    (lost,) = await store.claim("replica-b", LEASE_S, limit=1)  # the oldest, taken over
+    clock.t += LEASE_S / 2
+    ids = [j.id for j in mine]
+    assert await store.renew_all([*ids, "vid_unknown"], "replica-a", LEASE_S) == set(ids) - {lost.id}
+    clock.t += LEASE_S * 0.9  # the renewed ones are still held; b's claim has expired
+    assert [j.id for j in await store.claim("replica-c", LEASE_S, limit=10)] == [lost.id]
+    assert await store.renew_all([], "replica-a", LEASE_S) == set()
+
+
 async def test_a_cancel_asked_anywhere_reaches_the_lease_holder_once(store: JobStore) -> None:
     job, _ = await store.create_or_get(new_job(), lease=("replica-a", LEASE_S))
     await store.request_cancel(job.id)
@@ -349,6 +378,28 @@ async def test_a_dead_senders_lease_expires_and_concurrent_senders_never_share(
     assert len(ids) == len(set(ids)) == 10
     clock.t += LEASE_S + 1  # both died mid-send
     assert len(await store.lease_deliveries("r3", LEASE_S, 100)) == 10
+
+
+async def test_a_message_waits_while_its_job_is_leased(store: JobStore, clock: FakeClock) -> None:
+    # the job's replica is still finishing it off (keeping its video): announce it after
+    job, _ = await store.create_or_get(new_job(webhook_url="https://app.example/hook"), lease=("replica-a", LEASE_S))
+    job.fail(Unavailable("down", provider="fal"))
+    await store.save(job, lease_owner="replica-a")
+    assert await store.lease_deliveries("r1", LEASE_S, 10) == []
+    assert await store.release(job.id, "replica-a")
+    assert [r.job_id for r in await store.lease_deliveries("r1", LEASE_S, 10)] == [job.id]
+
+
+async def test_a_dead_replicas_message_goes_once_its_job_is_finished_off(store: JobStore, clock: FakeClock) -> None:
+    job, _ = await store.create_or_get(new_job(webhook_url="https://app.example/hook"), lease=("replica-a", LEASE_S))
+    job.fail(Unavailable("down", provider="fal"))
+    await store.save(job, lease_owner="replica-a")
+    clock.t += LEASE_S + 1  # replica-a died: expired is not enough, it may only have stalled
+    assert await store.lease_deliveries("r1", LEASE_S, 10) == []
+    assert [j.id for j in await store.claim("replica-b", LEASE_S, limit=10)] == [job.id]
+    await store.save(job, lease_owner="replica-b")  # finished off (its video kept)
+    assert await store.release(job.id, "replica-b")
+    assert [r.job_id for r in await store.lease_deliveries("r1", LEASE_S, 10)] == [job.id]
 
 
 async def test_concurrent_saves_all_land_and_a_fenced_one_fails_alone(store: JobStore) -> None:

@@ -198,3 +198,38 @@ async def test_the_delivery_worker_stops_when_cancelled_as_a_job_finishes(tmp_pa
         done, _ = await asyncio.wait([running], timeout=5)
         assert done, "the worker went on after it was cancelled"
         assert running.cancelled()
+
+
+async def test_a_message_leased_too_long_ago_is_given_back_unsent(tmp_path):
+    """A round that fell behind its lease (a slow store, a busy machine) sends nothing more:
+    another replica may lease the message once the lease ends, and would send it again."""
+    from gateway.errors import Unavailable
+    from gateway.store.sqlite import SqliteJobStore
+    from gateway.webhooks.delivery import DeliveryWorker
+    from tests.store.jobs import new_job
+
+    clock = FakeClock(start=NOW)
+    posts: list[bytes] = []
+
+    def app(request: httpx.Request) -> httpx.Response:
+        posts.append(request.content)
+        return httpx.Response(204)
+
+    job = new_job(webhook_url="https://app.example/hook")
+    job.fail(Unavailable("down", provider="fal"))
+    async with (SqliteJobStore(tmp_path / "jobs.db", clock=clock.now) as store,
+                httpx.AsyncClient(transport=httpx.MockTransport(app)) as client):
+        await store.save(job)
+
+        async def slow_fetch(job_id: str):
+            clock.t += 20  # the lease (30 s) has less left than one POST may take (15 s)
+            return await store.get(job_id)
+
+        late = DeliveryWorker(store, client, SECRET, clock=clock.now, fetch=slow_fetch, owner_id="late")
+        await late.deliver_due()
+        assert posts == []
+        (row,) = await store.lease_deliveries("other", 30, 10)  # given back: due, not leased
+        assert row.attempts == 0
+        await store.record_delivery(row.message_id, "other", attempts=0, body=None, next_at=row.next_at)
+        await DeliveryWorker(store, client, SECRET, clock=clock.now, owner_id="prompt").deliver_due()
+        assert len(posts) == 1

@@ -1,0 +1,120 @@
+"""Several ``reelgate serve`` processes on one PostgreSQL schema, one Redis prefix and one
+``reelgate sandbox`` process, with the app's webhook receiver (for tests/service/test_replicas*.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.service.conftest import WEBHOOK_SECRET, Processes, free_port, wait_until_up
+from tests.shared.conftest import REDIS_URL
+from tests.store.conftest import PG_DSN
+
+VENDORS = ("fal", "apiframe", "railwail")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class Receiver:
+    """The app's webhook endpoint: records every POST (headers, body)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        #: when each POST arrived (time.monotonic), in the order of ``posts``
+        self.times: list[float] = []
+        self.app = Starlette(routes=[Route("/hook", self.hook, methods=["POST"])])
+
+    async def hook(self, request: Request) -> JSONResponse:
+        body, headers = await request.body(), dict(request.headers)
+        with self.lock:
+            self.posts.append((headers, body))
+            self.times.append(time.monotonic())
+        return JSONResponse({"ok": True})
+
+    def received(self) -> list[tuple[dict[str, str], bytes]]:
+        with self.lock:
+            return list(self.posts)
+
+
+@dataclass
+class Cluster:
+    processes: Processes
+    sandbox_url: str
+    config: Path
+    auth: dict[str, str]
+    urls: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: one pool of connections for the whole test (a client per call costs CPU the replicas need)
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, limits=httpx.Limits(
+        max_connections=32, max_keepalive_connections=32)))
+
+    def job(self, url: str, job_id: str) -> dict[str, Any]:
+        return self.http.get(f"{url}/v1/jobs/{job_id}", headers=self.auth).raise_for_status().json()
+
+    def jobs(self, url: str) -> dict[str, dict[str, Any]]:
+        """Every job, as ``url`` reads them from the store, by id (pages of 100)."""
+        found: dict[str, dict[str, Any]] = {}
+        params: dict[str, str | int] = {"limit": 100}
+        while True:
+            page = self.http.get(f"{url}/v1/jobs", params=params, headers=self.auth).raise_for_status().json()
+            found.update((j["id"], j) for j in page["data"])
+            if not page["has_more"]:
+                return found
+            params["after"] = page["data"][-1]["id"]
+
+    def accepted(self) -> int:
+        stats = self.http.get(f"{self.sandbox_url}/_sandbox/stats").raise_for_status().json()
+        return sum(int(stats[v]["accepted_submissions"]) for v in VENDORS)
+
+
+def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema: str, prefix: str,
+                  timing: dict[str, float], polling: dict[str, float], lease_s: float,
+                  public: int | None = None) -> Cluster:
+    """``replicas`` serve processes; vendor callbacks go to replica number ``public`` (a load
+    balancer that happens to send them there), or nowhere when None."""
+    sandbox_url, _ = processes.start("sandbox", health_path="/_sandbox/stats")
+    httpx.post(f"{sandbox_url}/_sandbox/timing", json={v: timing for v in VENDORS}).raise_for_status()
+    ports = [free_port() for _ in range(replicas)]
+    config = tmp_path / "reelgate.yaml"
+    config.write_text(yaml.safe_dump({
+        "redis_url": REDIS_URL,
+        "polling": polling,
+        "adoption_window_s": 30,
+        "providers": {"fal": {"options": {"webhook_jwks_url": f"{sandbox_url}/fal/.well-known/jwks.json"}}},
+        "storage": {"kind": "local", "path": str(tmp_path / "shared-videos")},  # one directory for all
+        "service": {"store_url": PG_DSN, "store_schema": schema, "leases": True, "lease_s": lease_s,
+                    **({"public_url": f"http://127.0.0.1:{ports[public]}"} if public is not None else {})},
+    }))
+    processes.env.update({"REELGATE_WEBHOOK_SECRET": WEBHOOK_SECRET, "REELGATE_REDIS_PREFIX": prefix})
+    auth = {"Authorization": f"Bearer {processes.create_key('app')}"}
+    cluster = Cluster(processes, sandbox_url, config, auth)
+    for i, port in enumerate(ports):  # side by side: each takes seconds to import on a busy machine
+        url, proc = processes.spawn("serve", "--config", str(config), "--sandbox-url", sandbox_url,
+                                    "--replica-id", f"replica-{i}", "--log-level", "warning", port=port,
+                                    log=tmp_path / f"replica-{i}.log")
+        cluster.urls.append(url)
+        cluster.procs.append(proc)
+    for url, proc in zip(cluster.urls, cluster.procs, strict=True):
+        wait_until_up(url, proc)
+    return cluster
+
+
+def wait_until(what: str, done: Callable[[], bool], timeout_s: float = 60.0, every_s: float = 0.2,
+               left: object = None) -> None:
+    """Until ``done()``; fails naming ``what`` (and ``left``, what was still missing)."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert time.monotonic() < deadline, (what, left)
+        time.sleep(every_s)
