@@ -120,7 +120,7 @@ def _with_keys(config: Path | None, act: Callable[[Keys], Awaitable[T]]) -> T:
 
     async def run() -> T:
         home = reelgate_home()
-        store = open_store(service_store_url(settings, home), env=os.environ)
+        store = open_store(service_store_url(settings, home), env=os.environ, schema=settings.service.store_schema)
         async with store:
             keys = open_keys(store, home, cache_s=0)
             try:

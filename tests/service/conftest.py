@@ -54,8 +54,8 @@ class Processes:
         return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
                               env=self.env, timeout=60)
 
-    def create_key(self, name: str) -> str:
-        done = self.cli("keys", "create", "--name", name)
+    def create_key(self, name: str, *options: str) -> str:
+        done = self.cli("keys", "create", "--name", name, *options)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 

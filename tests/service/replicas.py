@@ -98,7 +98,8 @@ def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema
                     **({"public_url": f"http://127.0.0.1:{ports[public]}"} if public is not None else {})},
     }))
     processes.env.update({"REELGATE_WEBHOOK_SECRET": WEBHOOK_SECRET, "REELGATE_REDIS_PREFIX": prefix})
-    auth = {"Authorization": f"Bearer {processes.create_key('app')}"}
+    # the key lives in the store the replicas share (PostgreSQL), made as an operator would
+    auth = {"Authorization": f"Bearer {processes.create_key('app', '--config', str(config))}"}
     cluster = Cluster(processes, sandbox_url, config, auth)
     for i, port in enumerate(ports):  # side by side: each takes seconds to import on a busy machine
         url, proc = processes.spawn("serve", "--config", str(config), "--sandbox-url", sandbox_url,
