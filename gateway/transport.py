@@ -83,8 +83,8 @@ def tag(request: httpx.Request, provider: str, phase: Phase) -> httpx.Request:
 
 class TimedTransport(httpx.AsyncBaseTransport):
     """Wraps the real transport and tells its observers how long each tagged call took,
-    from sending to the answer's headers (a streamed body is read afterwards, by its
-    reader). The outcome is the HTTP status code, or the transport failure's httpx class
+    from sending to the whole answer (to its headers for a download, whose body is
+    streamed afterwards by its reader). The outcome is the HTTP status code, or the transport failure's httpx class
     (``ConnectError``, ``ReadTimeout``...). Untagged requests are not vendor calls (the
     sandbox's stats, say) and pass through untimed."""
 
@@ -115,23 +115,39 @@ class TimedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-class _NoCookies(httpx.Cookies):
-    """A jar that keeps nothing. Vendors authenticate with keys, not cookies, and one client
-    serves every caller's jobs: a cookie set by one answer must not ride on the next
-    request. Parsing each response for cookies was also ~4% of the service's CPU
-    (bench/service.py)."""
+class NoCookies(httpx.Cookies):
+    """A cookie store that never keeps one.
+
+    Adapters build their own ``httpx.Request``s and ``client.send`` never adds the client's
+    cookies to those, so what httpx extracted from every answer was never sent back -- yet
+    extracting it (a ``urllib`` request and an ``email`` message built per response) was
+    about a third of ``client.send``'s CPU (docs/benchmarks.md, section 4). Nor may one
+    vendor's cookie ride along on a later call (a download through ``client.stream``)."""
 
     def extract_cookies(self, response: httpx.Response) -> None:
-        return None
+        pass
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
 
 
 class GatewayClient(httpx.AsyncClient):
-    """httpx's client over :class:`AiohttpTransport`, every call timed by ``timing``."""
+    """httpx's client over :class:`AiohttpTransport`, every call timed by ``timing``; it
+    keeps no cookies (:class:`NoCookies`)."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
         self.timing = TimedTransport(transport)
+        self._no_cookies = NoCookies()
         super().__init__(transport=self.timing, timeout=timeout, follow_redirects=False)
-        self._cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("the gateway's client keeps no cookies: set them on the request")
 
 
 def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None) -> GatewayClient:
@@ -237,10 +253,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """httpx's entry point: the body is streamed (httpx reads it, or the caller does)."""
+        """httpx's entry point. A vendor call's answer (tagged, not a download) is read here
+        in one piece and its connection goes back to the pool at once: handing httpx a
+        stream it reads back chunk by chunk through its async generators cost more CPU
+        than the rest of the call's client side (docs/benchmarks.md, section 4). Anything
+        else (downloads, untagged calls) is streamed: httpx reads it, or the caller does."""
         timeout = _aiohttp_timeout(request.extensions.get("timeout", {}))
+        call = request.extensions.get(CALL_EXTENSION)
         with _aiohttp_errors_mapped():
             response = await self._request(request, timeout)
+            if call is not None and call[1] is not Phase.DOWNLOAD:
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                # content=: httpx decodes it by Content-Encoding and marks it read
+                return httpx.Response(response.status, headers=response.raw_headers, content=body,
+                                      request=request, extensions=_EXTENSIONS)
         return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
                               request=request, extensions=_EXTENSIONS)
 

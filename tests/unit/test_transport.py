@@ -21,6 +21,7 @@ from gateway.transport import (
     Phase,
     make_client,
     send,
+    tag,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -255,3 +256,45 @@ async def test_a_cookie_set_by_one_answer_is_never_sent_on_the_next_request() ->
         await send(http, "fal", poll(url), Phase.POLL)
         assert not http.cookies
     assert len(seen) == 2 and b"cookie" not in seen[1].lower().replace(b"set-cookie", b"")
+
+
+async def test_a_vendor_call_comes_back_from_the_transport_read_whole_and_a_download_streamed() -> None:
+    """The transport reads a vendor call's answer itself (one read, the connection back in
+    the pool before httpx sees it); a download stays a stream its reader pulls."""
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(OK)
+            await writer.drain()
+
+    async with server(keep_alive) as url, client() as http:
+        assert isinstance(http, GatewayClient)
+        inner = http.timing.inner
+        whole = await inner.handle_async_request(tag(poll(url), "fal", Phase.POLL))
+        assert whole.is_stream_consumed and whole.content == BODY  # no aread() needed
+        streamed = await inner.handle_async_request(tag(poll(url), "fal", Phase.DOWNLOAD))
+        with pytest.raises(httpx.ResponseNotRead):
+            _ = streamed.content
+        assert await streamed.aread() == BODY
+
+
+async def test_a_vendor_cookie_is_neither_kept_nor_sent_back() -> None:
+    """httpx would extract every Set-Cookie into the client's jar (a third of its CPU per
+    call) and a later ``client.stream``/``client.get`` to that host would send it."""
+    heads: list[bytes] = []
+    set_cookie = b"HTTP/1.1 200 OK\r\nSet-Cookie: lb=vendor-a; Path=/\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(BODY), BODY)
+
+    async def remember(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await read_request(reader):
+            heads.append(head.lower())
+            writer.write(set_cookie)
+            await writer.drain()
+
+    async with server(remember) as url, client() as http:
+        first = await send(http, "vendor", poll(url), Phase.POLL)
+        await http.get(f"{url}/video")
+        assert first.headers["set-cookie"].startswith("lb=vendor-a")  # the answer itself is intact
+        assert len(http.cookies) == 0
+        with pytest.raises(ValueError, match="no cookies"):
+            http.cookies = {"lb": "x"}
+    assert len(heads) == 2 and not any(b"cookie:" in head for head in heads)
