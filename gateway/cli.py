@@ -111,14 +111,6 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
     return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
 
 
-def _fail(exc: ReelgateError, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
-    else:
-        out.error(err, exc.message)
-    raise typer.Exit(2)
-
-
 @app.command()
 def generate(
     prompt: str, image: ImageOpt = None, end_image: EndImageOpt = None, aspect_ratio: AspectOpt = None,
@@ -132,7 +124,6 @@ def generate(
     """Generate a video and save it as an MP4."""
     opts = {k: v for k, v in locals().items() if k != "prompt"}
     from gateway.config import load_settings
-    from gateway.job import JobStatus
 
     try:
         start_logging(None)
@@ -143,13 +134,8 @@ def generate(
         with open_gateway(settings, err, sandbox=sandbox or bool(faults), faults=faults) as gateway:
             job = run_generate(gateway, request, output, err, show_progress=not as_json)
     except ReelgateError as exc:
-        _fail(exc, as_json)
-        return
-    if as_json:
-        typer.echo(json.dumps(out.job_json(job), indent=2))
-    else:
-        out.print_job(job)
-    raise typer.Exit(0 if job.status is JobStatus.SUCCEEDED else 1)
+        out.fail(err, exc, as_json)
+    out.finish(job, as_json)
 
 
 @app.command()
@@ -185,7 +171,7 @@ def quote(
             report = gateway.quote(request)
             asyncio.run(gateway.aclose())
     except ReelgateError as exc:
-        _fail(exc, as_json)
+        out.fail(err, exc, as_json)
         return
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -204,7 +190,7 @@ def providers(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
         gateway = Gateway.from_settings(load_settings(config))
         asyncio.run(gateway.aclose())
     except ReelgateError as exc:
-        _fail(exc, as_json)
+        out.fail(err, exc, as_json)
         return
     if as_json:
         typer.echo(json.dumps(out.providers_json(gateway), indent=2))

@@ -60,7 +60,6 @@ def edit_request(operation: str, source: str, **opts: Any) -> VideoRequest:
 
 def _run(operation: str, source: str, opts: dict[str, Any]) -> None:
     from gateway.config import load_settings
-    from gateway.job import JobStatus
 
     as_json = bool(opts.get("as_json"))
     try:
@@ -83,16 +82,8 @@ def _run(operation: str, source: str, opts: dict[str, Any]) -> None:
         with open_gateway(settings, err, sandbox=bool(opts.get("sandbox")) or bool(faults), faults=faults) as gateway:
             job = run_generate(gateway, request, output, err, show_progress=not as_json)
     except ReelgateError as exc:
-        if as_json:
-            typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
-        else:
-            out.error(err, exc.message)
-        raise typer.Exit(2) from None
-    if as_json:
-        typer.echo(json.dumps(out.job_json(job), indent=2))
-    else:
-        out.print_job(job)
-    raise typer.Exit(0 if job.status is JobStatus.SUCCEEDED else 1)
+        out.fail(err, exc, as_json)
+    out.finish(job, as_json)
 
 
 def modify(

@@ -7,7 +7,6 @@ service (``reelgate serve``'s store under ``REELGATE_HOME``), whose kept video i
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,7 +95,6 @@ def extend(
     from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
     from gateway.cli_service import start_logging
     from gateway.config import load_settings
-    from gateway.job import JobStatus
 
     try:
         start_logging(None)
@@ -109,16 +107,8 @@ def extend(
         with open_gateway(settings, err, sandbox=sandbox or bool(faults), faults=faults) as gateway:
             job = run_generate(gateway, request, output, err, show_progress=not as_json)
     except ReelgateError as exc:
-        if as_json:
-            typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
-        else:
-            out.error(err, exc.message)
-        raise typer.Exit(2) from None
-    if as_json:
-        typer.echo(json.dumps(out.job_json(job), indent=2))
-    else:
-        out.print_job(job)
-    raise typer.Exit(0 if job.status is JobStatus.SUCCEEDED else 1)
+        out.fail(err, exc, as_json)
+    out.finish(job, as_json)
 
 
 def extend_request(source: str, seconds: int, prompts: list[str], *, config: Path | None = None,

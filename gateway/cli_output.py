@@ -6,9 +6,11 @@ otherwise wrap at 80 columns): a program reading it, or a test, sees one line pe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -16,6 +18,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from gateway.api import Gateway, QuoteReport
+    from gateway.errors import ReelgateError
     from gateway.job import VideoJob
     from gateway.sequence import SequenceQuote
 
@@ -188,3 +191,23 @@ def print_providers(gateway: Gateway) -> None:
         console.print(f"[red]plugin {name} failed to load:[/] {why}", highlight=False)
     if not any(p["credentials_set"] for p in data["providers"]):
         console.print("No vendor keys set: `reelgate generate` uses the built-in sandbox.")
+
+
+def fail(console: Console, exc: ReelgateError, as_json: bool) -> NoReturn:
+    """A command's bad input or refusal: one line (or the JSON error), exit 2."""
+    if as_json:
+        typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
+    else:
+        error(console, exc.message)
+    raise typer.Exit(2)
+
+
+def finish(job: VideoJob, as_json: bool) -> NoReturn:
+    """A command's job at its end: printed (or its JSON), exit 0 when it succeeded, else 1."""
+    from gateway.job import JobStatus
+
+    if as_json:
+        typer.echo(json.dumps(job_json(job), indent=2))
+    else:
+        print_job(job)
+    raise typer.Exit(0 if job.status is JobStatus.SUCCEEDED else 1)

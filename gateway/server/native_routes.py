@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.keys import ApiKey
 from gateway.request import VideoRequest
+from gateway.server import vetting
 from gateway.server.http import Order, caller, json_body, not_found, service_of
 from gateway.server.openai_compat import video_object
 
@@ -24,7 +25,7 @@ async def quote(request: Request, key: ApiKey | None = Depends(caller)) -> dict[
     service = service_of(request)
     video_request = VideoRequest.parse(await json_body(request), local_files=False)
     if key is not None and key.allowed_providers:
-        video_request = service.restrict(video_request, key.allowed_providers)
+        video_request = vetting.restrict(video_request, key.allowed_providers)
     return service.gateway.quote(video_request).to_dict()
 
 

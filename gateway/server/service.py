@@ -24,11 +24,11 @@ from gateway.errors import InvalidRequest, LeaseLost, ReelgateError
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, Keys, open_keys
-from gateway.operations import MAX_VIDEO_BYTES, NO_LOCAL_VIDEO_FILES, VideoKind, sniff_video_type
 from gateway.permissions import private_dir
 from gateway.provider import Secret
-from gateway.request import NO_LOCAL_FILES, ImageKind, Resolution, VideoRequest
-from gateway.safe_fetch import PublicOnlyTransport, SafeFetcher
+from gateway.request import Resolution, VideoRequest
+from gateway.safe_fetch import PublicOnlyTransport
+from gateway.server import vetting
 from gateway.server.leases import Leases, new_replica_id
 from gateway.server.metrics import Metrics
 from gateway.shared import Ledger
@@ -64,19 +64,6 @@ def service_store_url(settings: Settings, home: Path) -> str:
     """The store ``reelgate serve`` (and ``reelgate keys``) use: ``service.store_url``, else
     the SQLite file in ``home``."""
     return settings.service.store_url or f"sqlite:///{home / 'reelgate.db'}"
-
-
-def refuse_local_files(request: VideoRequest) -> None:
-    """No image of a caller's request is a file on this server, whatever form it came in
-    (the routes parse with ``local_files=False``; this holds for any other way in). One
-    message for every path, so the answer never tells which files exist."""
-    for name in ("start_image", "end_image"):
-        image = getattr(request, name)
-        if image is not None and image.kind is ImageKind.PATH:
-            raise InvalidRequest(name, NO_LOCAL_FILES)
-    source = request.edit.source if request.edit is not None else None
-    if source is not None and source.kind is VideoKind.PATH:
-        raise InvalidRequest("edit.source", NO_LOCAL_VIDEO_FILES)
 
 
 @dataclass
@@ -235,13 +222,14 @@ class Service:
         """Start (or replay, for a known idempotency key) a caller's job. The key's daily
         budget and the gateway's are both charged by the gateway, before any vendor call."""
         owner = key.id if key else None
-        refuse_local_files(request)
+        vetting.refuse_local_files(request)
         if request.webhook_url and self.webhook_secret is None:
             raise InvalidRequest("webhook_url", f"this service signs no webhooks: set {WEBHOOK_SECRET_ENV}")
-        await self._check_urls(request)
+        await vetting.check_urls(request, allow_private=self.sandbox,
+                                 max_upload_bytes=self.settings.service.max_upload_bytes)
         await self._check_source_job(request, key)
         if key is not None and key.allowed_providers:
-            request = self.restrict(request, key.allowed_providers)
+            request = vetting.restrict(request, key.allowed_providers)
         job, started = await self.gateway.admit(request, owner=owner, budget=self.key_ledger(key))
         if started:
             self.metrics.jobs_submitted.inc()
@@ -251,7 +239,7 @@ class Service:
     def first_choice(self, request: VideoRequest, key: ApiKey | None) -> Resolution:
         """The resolution the route would produce now (the first candidate's), for this caller."""
         if key is not None and key.allowed_providers:
-            request = self.restrict(request, key.allowed_providers)
+            request = vetting.restrict(request, key.allowed_providers)
         return self.gateway.plan(request).candidates[0].quote.resolution
 
     def key_ledger(self, key: ApiKey | None) -> Ledger | None:
@@ -261,36 +249,6 @@ class Service:
         if key.id not in self._ledgers:  # in Redis when configured: the budget holds across replicas
             self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", key.budget_usd_per_day)
         return self._ledgers[key.id]
-
-    @staticmethod
-    def restrict(request: VideoRequest, allowed: tuple[str, ...]) -> VideoRequest:
-        wanted = request.providers or allowed
-        kept = tuple(p for p in wanted if p in allowed)
-        if not kept:
-            raise InvalidRequest("providers", f"this API key may only use {', '.join(allowed)}")
-        return request.model_copy(update={"providers": kept})
-
-    async def _check_urls(self, request: VideoRequest) -> None:
-        """Fetch image URLs once, from public addresses only and within the size limit, so a
-        bad frame is a 400 naming the field rather than a vendor failure; check the webhook
-        URL's addresses the same way. The service is never a way into its own network."""
-        urls = {name: image.value for name in ("start_image", "end_image")
-                if (image := getattr(request, name)) is not None and image.kind is ImageKind.URL}
-        source = request.edit.source if request.edit is not None else None
-        if source is not None and source.kind is VideoKind.URL:
-            # a source video: the same rules as an image (public address, size cap, sniffed type)
-            async with SafeFetcher(allow_private=self.sandbox, max_bytes=MAX_VIDEO_BYTES) as videos:
-                await videos.fetch(source.value, field="edit.source", sniff=sniff_video_type,
-                                   what="an MP4, MOV or WebM video")
-        if not urls and not request.webhook_url:
-            return
-        async with SafeFetcher(allow_private=self.sandbox, max_bytes=self.settings.service.max_upload_bytes) as fetcher:
-            for name, url in urls.items():
-                await fetcher.fetch(url, field=name)
-            if source is not None and source.kind is VideoKind.URL:  # fetched by the job, from public addresses
-                await fetcher.check_public(source.value, field="edit.source")
-            if request.webhook_url:  # we will POST there: it must not reach into our network
-                await fetcher.check_public(request.webhook_url, field="webhook_url")
 
     async def _check_source_job(self, request: VideoRequest, key: ApiKey | None) -> None:
         """A video to extend named by id is this caller's, and finished: a 400 now, not a failed job later."""
