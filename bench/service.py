@@ -211,11 +211,8 @@ def run_load(url: str, key: str, args: argparse.Namespace, pid: int,
 def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Path,
                    tree: str | None = None) -> dict[str, object]:
     """One round against ``reelgate serve`` (from ``tree``'s sources when given)."""
-    from gateway.keys import KeyStore
-
     home = tmp / f"home-{store}-{uuid.uuid4().hex[:6]}"
     home.mkdir(mode=0o700)
-    _, key = KeyStore(home / "keys.db").create("bench")
     with (throwaway_database() if store == "postgres" else contextlib.nullcontext(None)) as dsn:
         config = home / "reelgate.yaml"
         config.write_text(service_config(upstream, dsn))
@@ -223,6 +220,10 @@ def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Pat
         env = {**os.environ, "REELGATE_HOME": str(home), "REELGATE_LOG_LEVEL": "warning"}
         if tree:
             env["PYTHONPATH"] = tree
+        # The key goes where `serve` looks for it: keys.db, or the PostgreSQL store's api_keys.
+        key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "create", "--name", "bench",
+                              "--config", str(config)], env=env, check=True, capture_output=True,
+                             text=True).stdout.strip()
         url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
         with process(argv, f"{url}/healthz", env, log=tmp / f"serve-{store}.log") as proc:
