@@ -165,6 +165,15 @@ class LeaseLost(ReelgateError):
     code = "lease_lost"
 
 
+class StoreUnavailable(ReelgateError):
+    """The job store does not answer (its server is down or its connection was lost): a
+    request that needs it is refused with 503, a job's save is tried again (docs/deploy.md)."""
+
+    code = "store_unavailable"
+    #: seconds a caller should wait before trying again (``Retry-After``)
+    retry_after = 5.0
+
+
 class StorageError(ReelgateError):
     """A result could not be stored or read back."""
 

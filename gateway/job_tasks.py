@@ -16,7 +16,7 @@ from gateway import sequence
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger
 from gateway.config import Settings
-from gateway.errors import DeadlineExceeded, LeaseLost, ReelgateError
+from gateway.errors import DeadlineExceeded, LeaseLost, ReelgateError, StoreUnavailable
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.live_jobs import LiveJobs
 from gateway.provider import Provider
@@ -26,6 +26,7 @@ from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
 from gateway.shared import Shared
 from gateway.store.base import JobStore
+from gateway.store.outage import save_through_outage
 from gateway.vendor_calls import Nudge, Sleep
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class JobTasks:
                     await self._cancel_current(job, status=None)
                     self._fail(job, DeadlineExceeded(
                         f"the job did not finish within deadline_s={job.request.deadline_s:g}"))
-            except LeaseLost:
+            except (LeaseLost, StoreUnavailable):
                 raise
             except ReelgateError as exc:  # e.g. an input a vendor cannot take after all
                 self._fail(job, exc)
@@ -117,10 +118,14 @@ class JobTasks:
                 if not job.status.terminal:  # e.g. its terminal save failed: saved again below
                     self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
             if not saved:
-                await self._save(job)
+                await self._checkpoint(job)
             return job
         except LeaseLost:  # another replica follows the job now: this one writes nothing more
             log.info("job %s: lease lost, no longer followed here", job.id)
+            self._hand_over(job.id)
+            return job
+        except StoreUnavailable:  # for SAVE_RETRY_S: whoever claims it next resumes it as stored
+            log.warning("job %s: the store stayed unavailable; no longer followed here", job.id)
             self._hand_over(job.id)
             return job
         finally:
@@ -141,6 +146,12 @@ class JobTasks:
         if self.store is not None:
             await self.store.save(job, lease_owner=self.lease_owner)
 
+    async def _checkpoint(self, job: VideoJob) -> None:
+        """A save in the job's own task: through a store outage it waits for the store
+        rather than end the job with what the store lacks (gateway/store/outage.py)."""
+        if self.store is not None:
+            await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep)
+
     def _runner(self) -> JobRunner:
         """The one runner every job of this gateway shares (it keeps no per-job state), made
         on first use: its submit gate belongs to the running loop."""
@@ -148,7 +159,7 @@ class JobTasks:
         if runner is None:
             runner = self._shared_runner = JobRunner(
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
-                on_update=self._emit, checkpoint=self._save, nudges=self._nudges,
+                on_update=self._emit, checkpoint=self._checkpoint, nudges=self._nudges,
                 submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
                 adoptions=self.adoptions)
         return runner

@@ -24,6 +24,7 @@ from gateway.errors import (
     InvalidRequest,
     NoRouteAvailable,
     ReelgateError,
+    StoreUnavailable,
     Unsupported,
 )
 from gateway.server.guard import Guard
@@ -38,6 +39,7 @@ _STATUS: list[tuple[type[ReelgateError], int, str]] = [
     (Unsupported, 400, "invalid_request_error"),
     (BudgetExceeded, 402, "budget_error"),
     (NoRouteAvailable, 503, "unavailable_error"),
+    (StoreUnavailable, 503, "unavailable_error"),  # PostgreSQL down: try again shortly, maybe at another replica
 ]
 
 
@@ -113,8 +115,8 @@ def unknown_route(app: FastAPI, method: str, path: str) -> str:
 
 def _retry_after(exc: ReelgateError) -> dict[str, str] | None:
     """``Retry-After`` for a 503 that knows when a vendor may take work again (the next
-    probe of an open circuit), in whole seconds as HTTP wants, never 0."""
-    wait = exc.retry_after if isinstance(exc, NoRouteAvailable) else None
+    probe of an open circuit) or the store may answer, in whole seconds as HTTP wants, never 0."""
+    wait = exc.retry_after if isinstance(exc, NoRouteAvailable | StoreUnavailable) else None
     return None if wait is None else {"Retry-After": str(max(1, math.ceil(wait)))}
 
 

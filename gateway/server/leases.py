@@ -16,10 +16,12 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from gateway.api import Gateway
 from gateway.budget import Ledger
+from gateway.errors import StoreUnavailable
 from gateway.job import VideoJob
 from gateway.store.base import JobStore
 
@@ -58,6 +60,13 @@ class Leases:
         #: set after each round of renew and claim (tests wait on it, not on a clock)
         self.rounds = asyncio.Condition()
         self.round = 0
+        #: a round found the store unavailable; no claim before ``_claim_after`` (monotonic).
+        #: Every lease lapsed during a PostgreSQL outage: claimed at once, a live replica's
+        #: job would be resumed from a record its replica has not managed to save yet (an
+        #: accepted vendor job id, gateway/store/outage.py). One lease period after this
+        #: replica reaches the store again, live replicas have renewed what they follow.
+        self._store_failed = False
+        self._claim_after = 0.0
         gateway.lease_owner, gateway.lease_s = replica_id, lease_s
 
     @property
@@ -69,7 +78,10 @@ class Leases:
         while True:
             try:
                 await self.tick()
-            except Exception:  # the store may be briefly down: try again next round
+            except StoreUnavailable as exc:  # PostgreSQL is down: try again next round
+                self._store_failed = True
+                log.warning("lease round of replica %s failed: %s", self.replica_id, exc.message)
+            except Exception:
                 log.exception("lease round of replica %s failed", self.replica_id)
             async with self.rounds:
                 self.round += 1
@@ -89,6 +101,10 @@ class Leases:
             if job_id in self.gateway.following():
                 await self._cancel(job_id)
         self.claimed &= self.held()
+        if self._store_failed:  # the store answers again: every live replica renews before any claims
+            self._store_failed, self._claim_after = False, time.monotonic() + self.lease_s
+        if time.monotonic() < self._claim_after:
+            return
         room = self.max_claimed - len(self.claimed)
         if room <= 0:
             return

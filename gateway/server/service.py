@@ -35,6 +35,7 @@ from gateway.shared import Ledger
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store import open_store
 from gateway.store.base import JobStore
+from gateway.store.outage import save_through_outage
 from gateway.webhooks.delivery import DeliveryWorker
 from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher
 from gateway.webhooks.outbound import Backoff, secret_bytes
@@ -306,7 +307,7 @@ class Service:
             job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
         except ReelgateError as exc:
             job.notes.append(f"{KEEP_FAILED}: {exc.message}")
-        await self.store.save(job, lease_owner=self.gateway.lease_owner)
+        await save_through_outage(self.store, job, lease_owner=self.gateway.lease_owner)
 
     @property
     def hooks_client(self) -> httpx.AsyncClient:

@@ -15,14 +15,16 @@ transaction, and the multi-statement ones use an explicit ``transaction()``.
 from __future__ import annotations
 
 import builtins
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, OperationalError, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.job import VideoJob
 from gateway.store import codec, migrations
 from gateway.store.base import (
@@ -40,6 +42,14 @@ DEFAULT_SCHEMA = "reelgate"
 #: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
 MIGRATION_LOCK = 0x7265656C67617465
 POOL_MIN, POOL_MAX = 1, 10
+#: how long a statement waits for a pooled connection before the store counts as down (the
+#: pool's default, 30 s, held every request of a PostgreSQL outage for 30 s); a busy pool
+#: hands connections over in milliseconds
+CHECKOUT_S = 5.0
+#: how long the pool retries one lost connection (backoff 1, 2, 4 s...) before giving it up;
+#: the next checkout then connects at once. Bounds how late the pool notices PostgreSQL is
+#: back (the pool's default, 5 min, let the backoff grow past a minute)
+RECONNECT_S = 10.0
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
 
@@ -91,8 +101,8 @@ class PostgresJobStore(JobStore):
         self.dsn = dsn
         self.schema = schema
         self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
-            dsn, min_size=min_size, max_size=max_size, open=False,
-            kwargs={"autocommit": True}, configure=self._configure)
+            dsn, min_size=min_size, max_size=max_size, open=False, timeout=CHECKOUT_S,
+            reconnect_timeout=RECONNECT_S, kwargs={"autocommit": True}, configure=self._configure)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -108,6 +118,17 @@ class PostgresJobStore(JobStore):
     def pool(self) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
         """The store's connections, for tables kept beside the jobs (postgres_keys.py)."""
         return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection[TupleRow]]:
+        """A pooled connection. PostgreSQL unreachable (no connection within ``CHECKOUT_S``,
+        or one lost mid-statement) raises ``StoreUnavailable``: requests answer 503 and
+        saves are tried again (docs/deploy.md), rather than a 500 with psycopg's trace."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except OperationalError as exc:  # PoolTimeout too; its message may name the host: the class only
+            raise StoreUnavailable(f"the job store (PostgreSQL) is unavailable ({type(exc).__name__})") from exc
 
     async def _configure(self, conn: AsyncConnection[TupleRow]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
@@ -132,7 +153,7 @@ class PostgresJobStore(JobStore):
                             lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
         params = _params(JobRow.of(job), owner=owner)
         params["lease_owner"], params["lease_until"] = (lease[0], self.clock() + lease[1]) if lease else (None, None)
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(
                 "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
                 " lease_owner, lease_until) VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s,"
@@ -150,7 +171,7 @@ class PostgresJobStore(JobStore):
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
         row = JobRow.of(job)
         params = _params(row, owner=None, lease_owner=lease_owner, message_id=new_message_id(), now=self.clock())
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             if not row.announce:  # one statement is its own transaction: no BEGIN/COMMIT round trips
                 await self._save_row(conn, params, lease_owner)
                 return
@@ -191,7 +212,7 @@ class PostgresJobStore(JobStore):
         params: dict[str, Any] = {"owner": owner, "limit": limit, "after": after,
                                   "created": None, "id": None, "at_risk": at_risk}
         direction, beyond = ("ASC", ">") if oldest_first else ("DESC", "<")
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             if after is not None:
                 # another owner's job is as unknown as a missing one: no existence oracle
                 cur = await conn.execute(
@@ -229,7 +250,7 @@ class PostgresJobStore(JobStore):
     async def bind_callback(self, provider: str, vendor_id: str, attempt_key: str, *, ttl_s: float) -> bool:
         now = self.clock()
         pair = {"provider": provider, "vendor": vendor_id, "attempt": attempt_key, "now": now, "until": now + ttl_s}
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             await conn.execute("DELETE FROM vendor_callbacks WHERE expires_at < %(now)s", pair)
             # ON CONFLICT without a target: either uniqueness (vendor job, attempt) keeps what is there
             await conn.execute("INSERT INTO vendor_callbacks (provider, vendor_id, attempt_key, expires_at)"
@@ -240,7 +261,7 @@ class PostgresJobStore(JobStore):
             return await cur.fetchone() is not None
 
     async def bound_job(self, provider: str, attempt_key: str) -> str | None:
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute("SELECT vendor_id FROM vendor_callbacks WHERE provider = %(provider)s"
                                      " AND attempt_key = %(attempt)s AND expires_at >= %(now)s",
                                      {"provider": provider, "attempt": attempt_key, "now": self.clock()})
@@ -250,7 +271,7 @@ class PostgresJobStore(JobStore):
     # -- outbox --------------------------------------------------------------------------
     async def lease_deliveries(self, owner_id: str, lease_s: float, limit: int) -> builtins.list[OutboxRow]:
         now = self.clock()
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(_LEASE_DELIVERIES, {"owner": owner_id, "now": now, "until": now + lease_s,
                                                          "limit": limit})
             rows = [OutboxRow(*r) for r in await cur.fetchall()]
@@ -277,14 +298,14 @@ class PostgresJobStore(JobStore):
                             {"id": job_id})
 
     async def take_cancels(self, owner_id: str) -> list[str]:
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute("DELETE FROM cancel_requests WHERE job_id IN"
                                      " (SELECT id FROM jobs WHERE lease_owner = %(owner)s) RETURNING job_id",
                                      {"owner": owner_id})
             return [job_id for (job_id,) in await cur.fetchall()]
 
     async def renew_all(self, job_ids: builtins.list[str], owner_id: str, lease_s: float) -> set[str]:
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(
                 "UPDATE jobs SET lease_until = %(until)s WHERE id = ANY(%(ids)s) AND lease_owner = %(owner)s"
                 " RETURNING id", {"until": self.clock() + lease_s, "ids": job_ids, "owner": owner_id})
@@ -298,12 +319,12 @@ class PostgresJobStore(JobStore):
     # -- helpers ---------------------------------------------------------------------------
     async def _execute(self, query: str, params: dict[str, Any]) -> bool:
         """Run one statement; True when it changed a row."""
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(query, params)
             return cur.rowcount > 0
 
     async def _docs(self, query: str, params: dict[str, Any]) -> list[VideoJob]:
-        async with self._pool.connection() as conn:
+        async with self.connection() as conn:
             cur = await conn.execute(query, params)
             return [_job(row) for row in await cur.fetchall()]
 

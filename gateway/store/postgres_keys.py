@@ -22,7 +22,7 @@ class PostgresKeys(Keys):
     async def acreate(self, name: str, *, budget_usd_per_day: float | None = None,
                       allowed_providers: builtins.list[str] | None = None) -> tuple[ApiKey, str]:
         made = new_key(name, budget_usd_per_day, allowed_providers)
-        async with self.store.pool.connection() as conn:
+        async with self.store.connection() as conn:
             try:
                 await conn.execute(
                     "INSERT INTO api_keys (id, name, secret_sha256, created_at, budget_usd_per_day,"
@@ -34,12 +34,12 @@ class PostgresKeys(Keys):
         return made.key, made.plaintext
 
     async def alist(self) -> builtins.list[ApiKey]:
-        async with self.store.pool.connection() as conn:
+        async with self.store.connection() as conn:
             cur = await conn.execute(f"SELECT {COLUMNS} FROM api_keys ORDER BY created_at, id")
             return [key_of(row) for row in await cur.fetchall()]
 
     async def _arevoke(self, id_or_name: str) -> ApiKey:
-        async with self.store.pool.connection() as conn:
+        async with self.store.connection() as conn:
             # by id first: a name that happens to equal another key's id must not revoke both
             cur = await conn.execute(
                 f"UPDATE api_keys SET revoked_at = %s WHERE id = (SELECT id FROM api_keys"
@@ -51,7 +51,7 @@ class PostgresKeys(Keys):
         return key_of(row)
 
     async def _afetch(self, key_id: str) -> tuple[ApiKey, str] | None:
-        async with self.store.pool.connection() as conn:
+        async with self.store.connection() as conn:
             cur = await conn.execute(f"SELECT {COLUMNS}, secret_sha256 FROM api_keys WHERE id = %s", (key_id,))
             row = await cur.fetchone()
         return (key_of(row[:6]), row[6]) if row else None
