@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.config import Settings
-from gateway.errors import AmbiguousSubmit, ProviderError
+from gateway.errors import AmbiguousSubmit, ProviderError, StoreUnavailable
 from gateway.job import Attempt
 from gateway.provider import Adoption, ListedJob, ListPage, Provider, VendorJob
 
@@ -53,6 +53,9 @@ EARLY_MAX = 10_000
 #: far beyond any adoption window
 BINDING_TTL_S = 24 * 3600.0
 _KEY_MAX = 128
+#: an attempt waiting to be adopted looks for its binding in the store this often: a callback
+#: that reached another replica is bound there even when its relay (Redis) did not arrive
+BINDING_CHECK_S = 2.0
 #: a list scan reads at most this many pages (newest first) ...
 SCAN_PAGES = 3
 #: ... matching jobs created this close to our submit (two clocks; created_at in whole seconds)
@@ -135,16 +138,31 @@ class Adoptions:
             if vendor_id is None and self.store is not None:
                 vendor_id = await self.store.bound_job(provider.name, key)
             if vendor_id is None:
-                left = attempt.started_at + self.settings.adoption_window_s - time.time()
-                if left <= 0:
-                    return None
-                async with asyncio.timeout(left):
-                    vendor_id = await future
-        except TimeoutError:
-            return None
+                vendor_id = await self._wait(provider.name, key, future,
+                                             attempt.started_at + self.settings.adoption_window_s)
         finally:
             self._waiting.pop(key, None)
-        return provider.adopted_job(attempt.vendor_model, vendor_id)
+        return None if vendor_id is None else provider.adopted_job(attempt.vendor_model, vendor_id)
+
+    async def _wait(self, provider: str, key: str, future: asyncio.Future[str], deadline: float) -> str | None:
+        """The vendor job id a callback names for attempt ``key``, by ``deadline`` (Unix time):
+        handed over here (the future), or bound in the store by another replica whose relay
+        never reached this one (Redis down): looked up every ``BINDING_CHECK_S``."""
+        while (left := deadline - time.time()) > 0:
+            try:
+                async with asyncio.timeout(left if self.store is None else min(left, BINDING_CHECK_S)):
+                    return await asyncio.shield(future)  # shielded: a timeout here leaves it waiting
+            except TimeoutError:
+                pass
+            if self.store is None:
+                continue
+            try:
+                found = await self.store.bound_job(provider, key)
+            except StoreUnavailable:  # PostgreSQL away too: the next look may find it
+                continue
+            if found is not None:
+                return found
+        return None
 
     # -- list scan -------------------------------------------------------------------------
     async def _scan(self, provider: Provider, attempt: Attempt, prompt: str, lister: Lister) -> VendorJob | None:

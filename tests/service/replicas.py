@@ -81,15 +81,16 @@ class Cluster:
 
 def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema: str, prefix: str,
                   timing: dict[str, float], polling: dict[str, float], lease_s: float,
-                  public: int | None = None) -> Cluster:
+                  public: int | None = None, redis_url: str | None = REDIS_URL) -> Cluster:
     """``replicas`` serve processes; vendor callbacks go to replica number ``public`` (a load
-    balancer that happens to send them there), or nowhere when None."""
+    balancer that happens to send them there), or nowhere when None. ``redis_url`` None:
+    no shared state (each replica on its own, as while Redis is away)."""
     sandbox_url, _ = processes.start("sandbox", health_path="/_sandbox/stats")
     httpx.post(f"{sandbox_url}/_sandbox/timing", json={v: timing for v in VENDORS}).raise_for_status()
     ports = [free_port() for _ in range(replicas)]
     config = tmp_path / "reelgate.yaml"
     config.write_text(yaml.safe_dump({
-        "redis_url": REDIS_URL,
+        **({"redis_url": redis_url} if redis_url else {}),
         "polling": polling,
         "adoption_window_s": 30,
         "providers": {"fal": {"options": {"webhook_jwks_url": f"{sandbox_url}/fal/.well-known/jwks.json"}}},

@@ -1,6 +1,7 @@
 """Two ``reelgate serve`` processes on one PostgreSQL and one Redis: the same idempotency key
 at both at once makes one job, and a vendor callback reaching the replica that does not
-follow its job moves that job on at once (relayed over Redis), adoption included."""
+follow its job moves that job on at once (relayed over Redis), adoption included; with
+Redis down, a callback adopting a lost submit still reaches its attempt (through the store)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.service.conftest import Processes
+from tests.service.conftest import Processes, free_port
 from tests.service.replicas import TERMINAL, start_cluster, wait_until
 from tests.shared.conftest import prefix  # noqa: F401 (a fixture: a Redis prefix of this test's own)
 from tests.store.conftest import pg_schema  # noqa: F401 (a fixture: a schema of this test's own)
@@ -75,3 +76,29 @@ def test_a_callback_at_the_other_replica_moves_the_job_on_without_waiting_for_a_
     (attempt,) = job["attempts"]  # adopted, never resent
     assert attempt["vendor_job_id"] and job["at_risk"] == []
     assert accepted == 2
+
+
+def test_a_lost_submit_answer_is_adopted_through_the_store_while_redis_is_down(
+        pg_schema: str, prefix: str, processes: Processes, tmp_path: Path) -> None:  # noqa: F811
+    # Redis names a port nobody listens on: no relay reaches a. The callback binds the attempt
+    # in the store at b, and a, waiting to adopt, finds the binding there (every 2 s)
+    cluster = start_cluster(processes, tmp_path, replicas=2, schema=pg_schema, prefix=prefix,
+                            timing={"queue_s": 0.2, "run_s": 1.0}, polling={"initial_s": 0.5, "max_s": 1.0},
+                            lease_s=10.0, public=1, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with cluster.http:
+        a, b = cluster.urls  # fal calls back to b; a follows the job
+        cluster.http.post(f"{cluster.sandbox_url}/_sandbox/faults", json={"fal": ["drop-after-accept:times=1"]}
+                          ).raise_for_status()
+        started = time.monotonic()
+        job_id = cluster.http.post(f"{a}/v1/jobs", json={"prompt": "a kite", "providers": ["fal"]},
+                                   headers=cluster.auth).raise_for_status().json()["id"]
+        wait_until("the job ended", lambda: cluster.job(b, job_id)["status"] in TERMINAL, 60, 0.1)
+        took = time.monotonic() - started
+        job, accepted = cluster.job(a, job_id), cluster.accepted()
+        ready = cluster.http.get(f"{a}/readyz").json()
+    assert ready["shared_state"]["state"] == "local fallback", ready  # Redis really was away
+    assert job["status"] == "succeeded", job["error"]
+    (attempt,) = job["attempts"]  # adopted, never resent: paid once, for this job
+    assert attempt["vendor_job_id"] and job["at_risk"] == []
+    assert accepted == 1
+    assert took < 20, took  # well inside adoption_window_s (30 s), not at its end
