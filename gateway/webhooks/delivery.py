@@ -27,6 +27,7 @@ from dataclasses import asdict
 
 import httpx
 
+from gateway.errors import StoreUnavailable
 from gateway.job import VideoJob
 from gateway.store.base import JobStore, OutboxRow
 from gateway.webhooks.outbound import (
@@ -87,6 +88,9 @@ class DeliveryWorker:
         while True:
             try:
                 more = await self.deliver_due()
+            except StoreUnavailable as exc:  # PostgreSQL away: one line per round, no trace
+                log.warning("webhook delivery round failed: %s", exc.message)
+                more = False
             except Exception:  # a store hiccup must not end deliveries for good
                 log.exception("webhook delivery round failed")
                 more = False
