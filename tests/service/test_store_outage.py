@@ -96,11 +96,13 @@ async def test_jobs_in_flight_survive_a_postgres_outage_with_one_submission_each
     await asyncio.to_thread(pg_proxy.stop)
     cut = time.monotonic()
 
-    ready, created, listed, unknown, live = await asyncio.gather(
+    ready, created, listed, unknown, live, cancel = await asyncio.gather(
         http_a.get("/readyz"), http_a.post("/v1/jobs", json={"prompt": "a kite", "providers": ["fal"]}),
-        http_b.get("/v1/jobs"), http_b.get("/v1/jobs/vid_unknown"), http_a.get(f"/v1/jobs/{ids[0]}"))
+        http_b.get("/v1/jobs"), http_b.get("/v1/jobs/vid_unknown"), http_a.get(f"/v1/jobs/{ids[0]}"),
+        http_a.post(f"/v1/jobs/{ids[1]}/cancel"))
     assert ready.status_code == 503 and ready.json()["checks"]["store"].startswith("error"), ready.text
-    for refused in (created, listed, unknown):  # a clear 503 in the error envelope, never a 500
+    # a cancel that could not be recorded stops nothing (its job runs on, below)
+    for refused in (created, listed, unknown, cancel):  # a clear 503 in the error envelope, never a 500
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "store_unavailable"
         assert refused.headers["Retry-After"] == "5"
