@@ -26,7 +26,7 @@ from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.server import create_app
 from gateway.server.service import Service
-from tests.shared.conftest import TcpProxy
+from tests.shared.conftest import TcpProxy, proxy_to, server_of
 from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
 
 VENDORS = ("fal", "apiframe", "railwail")
@@ -39,11 +39,8 @@ OUTAGE_S = 7.0
 
 @pytest.fixture
 def pg_proxy() -> Iterator[TcpProxy]:
-    host_port = PG_DSN.split("@", 1)[1].split("/", 1)[0]
-    host, _, port = host_port.rpartition(":")
-    proxy = TcpProxy(host or "127.0.0.1", int(port or 5432)).start()
-    yield proxy
-    proxy.close()
+    with proxy_to(PG_DSN, 5432) as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -57,7 +54,9 @@ def sandbox() -> Iterator[tuple[Sandbox, str]]:
 @pytest.fixture
 async def replicas(tmp_path: Path, pg_proxy: TcpProxy, pg_schema: str,  # noqa: F811
                    sandbox: tuple[Sandbox, str]) -> AsyncIterator[list[tuple[Service, httpx.AsyncClient]]]:
-    dsn = PG_DSN.replace(PG_DSN.split("@", 1)[1].split("/", 1)[0], f"127.0.0.1:{pg_proxy.port}", 1)
+    host, port = server_of(PG_DSN, 5432)
+    dsn = PG_DSN.replace(f"{host}:{port}", f"127.0.0.1:{pg_proxy.port}", 1)  # PostgreSQL through the proxy
+    assert dsn != PG_DSN
     settings = Settings(polling=PollingConfig(initial_s=0.2, max_s=0.5),
                         service=ServiceConfig(store_url=dsn, store_schema=pg_schema, leases=True, lease_s=LEASE_S,
                                               require_api_key=False))

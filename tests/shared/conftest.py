@@ -132,10 +132,24 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
+def server_of(url: str, default_port: int) -> tuple[str, int]:
+    """The host and port a URL names: ``redis://host:port/0``, ``postgresql://user@host:port/db``."""
+    where = url.split("//", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    host, _, port = where.rpartition(":") if ":" in where else (where, "", "")
+    return host or "127.0.0.1", int(port or default_port)
+
+
+@contextlib.contextmanager
+def proxy_to(url: str, default_port: int) -> Iterator[TcpProxy]:
+    """A started ``TcpProxy`` to the server ``url`` names, closed afterwards."""
+    p = TcpProxy(*server_of(url, default_port)).start()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
 @pytest.fixture
 def proxy() -> Iterator[TcpProxy]:
-    target = REDIS_URL.split("//", 1)[1].split("/", 1)[0]
-    host, _, port = target.rpartition(":")
-    p = TcpProxy(host or "127.0.0.1", int(port or 6379)).start()
-    yield p
-    p.close()
+    with proxy_to(REDIS_URL, 6379) as p:
+        yield p
