@@ -352,8 +352,8 @@ class Service:
             return job
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
-        # the store answers and the lease is still here before anything stops: a cancel whose
-        # record could not be saved (PostgreSQL away) would be resumed, and fall back, elsewhere
+        # the store answers and the lease is still here before anything stops: a job stopped
+        # but never saved cancelled (PostgreSQL away) is resumed elsewhere as if no one asked
         if self.leases is not None and not await self.store.renew(job.id, self.replica_id, self.leases.lease_s):
             await self.store.request_cancel(job.id)  # another replica holds it now: it cancels there
             return job

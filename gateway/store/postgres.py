@@ -116,7 +116,7 @@ class PostgresJobStore(JobStore):
 
     @property
     def pool(self) -> AsyncConnectionPool[AsyncConnection[TupleRow]]:
-        """The store's connections, for tables kept beside the jobs (postgres_keys.py)."""
+        """The store's pool (its statistics); statements take connections from ``connection()``."""
         return self._pool
 
     @asynccontextmanager
