@@ -26,7 +26,7 @@ from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.server import create_app
 from gateway.server.service import Service
-from tests.shared.conftest import TcpProxy, proxy_to, server_of
+from tests.shared.conftest import TcpProxy, eventually, proxy_to, server_of
 from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
 
 VENDORS = ("fal", "apiframe", "railwail")
@@ -89,9 +89,9 @@ async def test_jobs_in_flight_survive_a_postgres_outage_with_one_submission_each
         replicas: list[tuple[Service, httpx.AsyncClient]], pg_proxy: TcpProxy, sandbox: tuple[Sandbox, str]) -> None:
     (a, http_a), (b, http_b) = replicas
     ids = [await create(http_a, i) for i in range(6)] + [await create(http_b, i) for i in range(6, 9)]
-    await asyncio.sleep(0.3)  # saved and submitted: the vendors answer a second later, into the outage
-    in_flight = [j.id for j in a.gateway.jobs.values() if j.current is not None and j.current.vendor_job is None]
-    assert in_flight, "no submit was in flight at the outage: the test would prove nothing"
+    # until a submit left (its vendor answers a second later, into the outage)
+    await eventually(lambda: any(j.current is not None and j.current.vendor_job is None
+                                 for j in a.gateway.jobs.values()), timeout_s=0.9)
     await asyncio.to_thread(pg_proxy.stop)
     cut = time.monotonic()
 
@@ -107,7 +107,6 @@ async def test_jobs_in_flight_survive_a_postgres_outage_with_one_submission_each
         assert refused.headers["Retry-After"] == "5"
     assert live.status_code == 200  # a job this replica runs is answered from memory
     await asyncio.sleep(max(OUTAGE_S - (time.monotonic() - cut), 0))
-    assert accepted(sandbox[0]) == 9  # the create refused meanwhile reached no vendor
     await asyncio.to_thread(pg_proxy.start)
 
     async with asyncio.timeout(90):  # a failure, not a hang, when a job is never finished
@@ -116,7 +115,7 @@ async def test_jobs_in_flight_survive_a_postgres_outage_with_one_submission_each
     for job in jobs:
         (attempt,) = job.attempts  # never resubmitted, never given up as unknown
         assert attempt.vendor_job is not None and job.at_risk_usd == 0, job.id
-    assert accepted(sandbox[0]) == 9
+    assert accepted(sandbox[0]) == 9  # and the create refused during the outage reached no vendor
     for client in (http_a, http_b):  # the pools reconnected by themselves
         assert (await client.get("/readyz")).status_code == 200
         assert (await client.post("/v1/jobs", json={"prompt": "after", "providers": ["fal"]})).status_code == 202
