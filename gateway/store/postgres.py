@@ -14,6 +14,7 @@ transaction, and the multi-statement ones use an explicit ``transaction()``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +23,7 @@ from typing import Any
 from psycopg import AsyncConnection, OperationalError, sql
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.job import VideoJob
@@ -103,6 +104,7 @@ class PostgresJobStore(JobStore):
         self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False, timeout=CHECKOUT_S,
             reconnect_timeout=RECONNECT_S, kwargs={"autocommit": True}, configure=self._configure)
+        self._checking: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -112,6 +114,8 @@ class PostgresJobStore(JobStore):
         await self._pool.open(wait=True)
 
     async def close(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
         await self._pool.close()
 
     @property
@@ -128,7 +132,16 @@ class PostgresJobStore(JobStore):
             async with self._pool.connection() as conn:
                 yield conn
         except OperationalError as exc:  # PoolTimeout too; its message may name the host: the class only
+            if not isinstance(exc, PoolTimeout):
+                self._check_idle()
             raise StoreUnavailable(f"the job store (PostgreSQL) is unavailable ({type(exc).__name__})") from exc
+
+    def _check_idle(self) -> None:
+        """A connection was lost: those idle in the pool were most likely cut with it (a
+        restart, a network cut). Check them now, so that each is replaced rather than fail
+        one statement after PostgreSQL is back."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.get_running_loop().create_task(self._pool.check(), name="store-pool-check")
 
     async def _configure(self, conn: AsyncConnection[TupleRow]) -> None:
         await conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
