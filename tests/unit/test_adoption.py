@@ -116,3 +116,18 @@ async def test_an_early_callback_is_kept_in_the_store_across_a_restart(tmp_path)
         adopted = await restarted.adopt(fal(), attempt(), AmbiguousSubmit("process stopped", provider="fal"))
         assert adopted is not None and adopted.vendor_id == RID
         assert await store.bound_job("fal", "vid_2.1") is None
+
+
+async def test_a_waiting_attempt_finds_a_callback_bound_at_another_replica(tmp_path, monkeypatch) -> None:
+    from gateway import adoption
+    from gateway.store.sqlite import SqliteJobStore
+
+    monkeypatch.setattr(adoption, "BINDING_CHECK_S", 0.01)  # looked up often: the test need not wait 2 s
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        here, there = Adoptions(settings(), store), Adoptions(settings(), store)  # two replicas, one store
+        waiting = asyncio.create_task(here.adopt(fal(), attempt(), AmbiguousSubmit("no answer", provider="fal")))
+        await asyncio.sleep(0)  # the attempt waits here ...
+        assert await there.offer("fal", "vid_1.1", RID) is False  # ... the callback lands there, no relay
+        async with asyncio.timeout(10):
+            adopted = await waiting
+    assert adopted is not None and adopted.vendor_id == RID
