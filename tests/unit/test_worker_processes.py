@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import pickle
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from gateway.budget import SpendLedger
 from gateway.cli import app
 from gateway.config import Settings
-from gateway.errors import ConfigError
+from gateway.errors import BudgetExceeded, ConfigError
+from gateway.keys import ApiKey
+from gateway.server.service import Service
 from gateway.worker_processes import WorkerSpec, check_workers, take_slot, worker_id, worker_settings
 
 
@@ -99,3 +103,19 @@ def test_the_spec_pickles_for_the_worker_processes(tmp_path: Path) -> None:
     spec = WorkerSpec(worker_settings(Settings.model_validate(settings())), "base", tmp_path, 20, "http://x")
     assert pickle.loads(pickle.dumps(spec)) == spec
     assert spec.workers == 2
+
+
+@pytest.mark.parametrize("workers, limit", [(1, Decimal("10")), (2, Decimal("5")), (4, Decimal("2.5"))])
+async def test_a_keys_daily_budget_is_split_over_the_workers_without_redis(tmp_path: Path, workers: int,
+                                                                           limit: Decimal) -> None:
+    """Keys are made while the service runs, so a key's budget cannot be refused at start as
+    budgets.per_day_usd is: each of N workers holds 1/N of it, so the key never spends more."""
+    config = Settings.model_validate({"service": {"workers": workers}})
+    service = await Service.start(config, sandbox_url="http://127.0.0.1:9", env={"REELGATE_HOME": str(tmp_path)})
+    try:
+        ledger = service.key_ledger(ApiKey("k1", "app", 0.0, budget_usd_per_day=10.0))
+        assert isinstance(ledger, SpendLedger) and ledger.limit == limit
+        with pytest.raises(BudgetExceeded):
+            ledger.reserve("job-1", limit + Decimal("0.01"))
+    finally:
+        await service.stop()
