@@ -10,13 +10,14 @@ that: a worker is ``Service.start`` with a replica id and leases on.
 The processes are uvicorn's own multi-process supervisor (``uvicorn.supervisors.Multiprocess``,
 what ``uvicorn --workers`` runs): the parent binds the port once and hands the socket to
 each worker (the kernel gives each connection to one of them), restarts a worker that
-died or stopped answering its health pings, and on SIGTERM / SIGINT stops every worker
+died or stopped answering its health pings (``HEALTH_PING_TIMEOUT_S``), and on SIGTERM / SIGINT stops every worker
 gracefully (each finishes its requests and stops its service) before it exits.
 
-A restarted worker takes the index (and so the replica id) of the one that died, from
-a lock file only a live process holds: its first lease round claims its predecessor's
-jobs at once (a replica may re-claim what its own id holds) instead of after ``lease_s``.
-That is safe because the supervisor starts it only after the old process is gone.
+A restarted worker takes the lowest index (and so the replica id) no live worker holds,
+from lock files only a live process holds, which is the index of the one that died: its
+first lease round claims its predecessor's jobs at once (a replica may re-claim what its
+own id holds) instead of after ``lease_s``. That is safe because the supervisor starts it
+only after the old process is gone.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ log = logging.getLogger("reelgate.server")
 #: how long a (re)started worker waits for a free index: a dead worker's lock goes with it,
 #: so one is free at once unless the supervisor is starting more workers than it was asked
 SLOT_WAIT_S = 30.0
+#: a worker that does not answer the supervisor's health ping for this long is killed and
+#: replaced. uvicorn's default (5 s) also counts a new worker's imports before it can answer,
+#: which take longer than that on a loaded machine: workers would be killed while starting
+HEALTH_PING_TIMEOUT_S = 20
 #: Linux prctl option: a signal sent to this process when its parent dies
 _PR_SET_PDEATHSIG = 1
 
@@ -136,9 +141,11 @@ def worker_app(spec: WorkerSpec) -> FastAPI:
 
     configure(spec.log_level)
     _die_with_parent()
-    index, _held = take_slot(spec.slots, spec.workers)  # held until this process ends
+    # twice as many indexes as workers: on SIGHUP uvicorn starts each new worker before it
+    # stops the old one (which then frees its index for the next new one)
+    index, _held = take_slot(spec.slots, 2 * spec.workers)  # held until this process ends
     replica_id = worker_id(spec.base_id, index)
-    log.info("worker %d of %d started (pid %d, replica %s)", index, spec.workers, os.getpid(), replica_id)
+    log.info("worker %d started (pid %d, replica %s, %d workers)", index, os.getpid(), replica_id, spec.workers)
 
     async def start() -> Service:
         return await Service.start(spec.settings, sandbox_url=spec.sandbox_url, replica_id=replica_id)
@@ -161,7 +168,8 @@ def serve_workers(settings: Settings, host: str, port: int, *, base_id: str, log
     with tempfile.TemporaryDirectory(prefix="reelgate-workers-") as slots:
         spec = WorkerSpec(worker_settings(settings), base_id, Path(slots), log_level, sandbox_url)
         config = uvicorn.Config(functools.partial(worker_app, spec), factory=True, workers=spec.workers,
-                                lifespan="on", log_level="warning", access_log=False)
+                                lifespan="on", log_level="warning", access_log=False,
+                                timeout_worker_healthcheck=HEALTH_PING_TIMEOUT_S)
         supervisor = Multiprocess(config, sockets=[bind(host, port)])
         supervisor.run()
         return all(p.exitcode != STARTUP_FAILURE for p in supervisor.processes)
