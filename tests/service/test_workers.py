@@ -118,3 +118,17 @@ def test_two_workers_one_killed_every_job_ends_paid_once_announced_once_and_serv
     events = {headers["webhook-id"]: Webhook(WEBHOOK_SECRET).verify(body, headers) for headers, body in posts}
     assert Counter(e["data"]["id"] for e in events.values()) == Counter(announced)  # one per terminal state
     assert all(e["type"] == "video.completed" and e["data"]["output"]["uri"] for e in events.values())
+
+    # SIGTERM to the supervisor stops every worker gracefully, then the supervisor itself
+    supervisor.terminate()
+    assert supervisor.wait(timeout=60) == 0
+    assert not [pid for pid in again.values() if Path(f"/proc/{pid}").exists()], again
+
+
+def test_a_worker_that_cannot_start_stops_them_all_with_exit_3(processes: Processes, tmp_path: Path) -> None:
+    config = tmp_path / "reelgate.yaml"  # a store no worker can open: each one's start fails
+    config.write_text(yaml.safe_dump({"service": {"workers": 2, "store_url": "sqlite:////proc/no/reelgate.db"}}))
+    processes.env.pop("REELGATE_REDIS_URL", None)
+    _, supervisor = processes.spawn("serve", "--config", str(config), "--sandbox", log=tmp_path / "serve.log")
+    assert supervisor.wait(timeout=120) == 3
+    assert "a worker failed to start" in (tmp_path / "serve.log").read_text()
