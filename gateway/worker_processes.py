@@ -10,8 +10,9 @@ that: a worker is ``Service.start`` with a replica id and leases on.
 The processes are uvicorn's own multi-process supervisor (``uvicorn.supervisors.Multiprocess``,
 what ``uvicorn --workers`` runs): the parent binds the port once and hands the socket to
 each worker (the kernel gives each connection to one of them), restarts a worker that
-died or stopped answering its health pings (``HEALTH_PING_TIMEOUT_S``), and on SIGTERM / SIGINT stops every worker
-gracefully (each finishes its requests and stops its service) before it exits.
+died or stopped answering its health pings (``HEALTH_PING_TIMEOUT_S``), and on SIGTERM /
+SIGINT stops every worker gracefully (each finishes its requests and stops its service)
+before it exits.
 
 A restarted worker takes the lowest index (and so the replica id) no live worker holds,
 from lock files only a live process holds, which is the index of the one that died: its
