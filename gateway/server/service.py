@@ -247,7 +247,14 @@ class Service:
         if key is None or key.budget_usd_per_day is None:
             return None
         if key.id not in self._ledgers:  # in Redis when configured: the budget holds across replicas
-            self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", key.budget_usd_per_day)
+            per_day, workers = key.budget_usd_per_day, self.settings.service.workers
+            if self.gateway.shared.state is None and workers > 1:
+                # N worker processes and no Redis: each holds 1/N of the budget, so the key
+                # never spends more than it may (keys are made while the service runs, so
+                # this cannot be refused at start as budgets.per_day_usd is; docs/deploy.md)
+                per_day /= workers
+                log.warning("key %s: its daily budget is split over %d workers without redis_url", key.id, workers)
+            self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", per_day)
         return self._ledgers[key.id]
 
     async def _check_source_job(self, request: VideoRequest, key: ApiKey | None) -> None:
