@@ -1,7 +1,7 @@
 """What does ``reelgate serve`` cost over the library? Create + retrieve pairs per second.
 
     python -m bench.service [--store sqlite postgres] [--seconds 20] [--concurrency 64]
-                            [--rounds 1] [--workers 1 2] [--baseline DIR] [--no-litellm] [--profile]
+                            [--rounds 1] [--workers 1 2] [--direct] [--baseline DIR] [--no-litellm] [--profile]
 
 Three processes besides this one, as a deployment would have them: one OpenAI-style
 upstream that does no work (:func:`upstream_app`: every video is ``completed`` at once,
@@ -21,6 +21,10 @@ With the optional ``bench`` extra installed (``pip install -e '.[bench]'``: Lite
 proxy), the same pairs also go through ``litellm --config`` against the same upstream,
 with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` so it never reaches the network
 (``$REELGATE_BENCH_LITELLM`` names another ``litellm`` executable, e.g. in its own venv).
+
+``--direct`` runs the same load on the upstream itself, once per round: the service's
+``POST p99`` minus the upstream's is what the service adds to a create (its "service CPU"
+is then the upstream's).
 
 ``--workers 1 2`` runs ``reelgate serve --workers N`` for each N in turn (the service CPU
 then counts the supervisor and every worker process).
@@ -108,6 +112,7 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     body = json.dumps({"prompt": "a red fox in fresh snow", "model": model, "seconds": "5", "size": "960x540"})
     latencies: list[float] = []
+    creates: list[float] = []  # the POST alone, for what the service adds to a create
     failed, done = [0], [0]
     errors: dict[str, int] = {}
     start = time.perf_counter()
@@ -119,6 +124,8 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
             try:
                 async with session.post(f"{url}/v1/videos", data=body, headers=headers) as r:
                     created = await r.read()
+                    if r.status == 200 and measure_from <= time.perf_counter() <= stop_at:
+                        creates.append(time.perf_counter() - began)
                     if r.status == 200:
                         async with session.get(f"{url}/v1/videos/{json.loads(created)['id']}",
                                                headers=headers) as g:
@@ -143,7 +150,8 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return {"pairs": len(latencies), "all_pairs": done[0], "seconds": seconds, "failed": failed[0], "errors": errors,
-            "p50_ms": median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+            "p50_ms": median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+            "post_p99_ms": percentile(creates, 99) * 1000}
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -308,7 +316,8 @@ def line(name: str, r: dict[str, object] | str) -> str:
         return f"{name:<30} {r}"
     errors = f", errors {r['errors']}" if r["errors"] else ""
     return (f"{name:<30} {pairs_per_s(r):7.0f} pairs/s  p50 {float(r['p50_ms']):6.1f} ms"  # type: ignore[arg-type]
-            f"  p99 {float(r['p99_ms']):6.1f} ms  service CPU {float(r['cpu_ms_per_pair']):5.2f} ms/pair"  # type: ignore[arg-type]
+            f"  p99 {float(r['p99_ms']):6.1f} ms  POST p99 {float(r['post_p99_ms']):6.1f} ms"  # type: ignore[arg-type]
+            f"  service CPU {float(r['cpu_ms_per_pair']):5.2f} ms/pair"  # type: ignore[arg-type]
             f"  failed {r['failed']}{errors}"
             + (f"  CPU split {'/'.join(map(str, r['cpu_split']))} %" if r.get("cpu_split") else ""))  # type: ignore[call-overload]
 
@@ -322,6 +331,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
                         help="run the service with N worker processes (serve --workers N); several: one round each")
+    parser.add_argument("--direct", action="store_true",
+                        help="also run the load on the upstream directly (its POST p99 is what the service adds to)")
     parser.add_argument("--baseline", metavar="DIR", help="another source tree to run side by side")
     parser.add_argument("--no-litellm", action="store_true", help="do not run LiteLLM's proxy even if installed")
     parser.add_argument("--profile", action="store_true", help="print the service's pid (for py-spy)")
@@ -333,8 +344,11 @@ def main() -> None:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         with process([sys.executable, "-m", "bench.service", "--upstream-port", str(upstream_port)],
-                     f"{upstream}/_sandbox/stats"):
+                     f"{upstream}/_sandbox/stats") as upstream_proc:
             for n in range(args.rounds):
+                if args.direct:  # the same load on the upstream itself: what a create costs without us
+                    print(line("upstream direct", run_load(upstream, UPSTREAM_KEY, args, upstream_proc.pid)),
+                          flush=True)
                 for store, workers in ((store, w) for store in args.store for w in args.workers):
                     name = store if workers == 1 else f"{store}/{workers} workers"
                     if args.baseline:
