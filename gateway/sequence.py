@@ -30,6 +30,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway import segment_leases
 from gateway.errors import BudgetExceeded, InvalidRequest, LeaseLost, ReelgateError
 from gateway.images import ImageInput
 from gateway.job import JobStatus, VideoJob, VideoOutput
@@ -235,11 +236,13 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
     done: list[VideoJob] = []
     # the clips match the source's size where a resolution has it (then the join is a remux)
     resolution = _resolution_of(info.width, info.height) if info and parent.request.resolution is None else None
+    await segment_leases.take(gateway, parent, [s["job_id"] for s in state["segments"]])
     for i, seg in enumerate(state["segments"]):
         child = await _segment(gateway, parent, done, seg["job_id"],
                                lambda: segment_request(parent.request, i, lengths, start, resolution))  # noqa: B023
-        if not child.status.terminal:  # its task ended unfinished: another replica holds its lease now
+        if not child.status.terminal:  # its task ended unfinished: the parent's new holder took it
             raise LeaseLost(f"segment {child.id} is followed elsewhere; so must its sequence be")
+        await segment_leases.release(gateway, child)
         done.append(child)
         _mirror(parent, done)
         if child.status is not JobStatus.SUCCEEDED:
@@ -273,6 +276,10 @@ async def _join(gateway: Gateway, parent: VideoJob, work: Path, files: list[Path
     state.update(duration_s=result.duration_s, joined="re-encoded" if reencoded else "remuxed")
     parent.notes.append(f"{len(files)} clips joined ({state['joined']}) into {result.duration_s:g} s")
     parent.progress = 1.0
+    if gateway.keep_joined is not None:  # into result storage before it is stored succeeded
+        await gateway.keep_joined(parent)
+        if parent.output.uri is not None:  # kept: the work directory is no longer needed
+            await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
     _advance(parent, JobStatus.SUCCEEDED)
     gateway.live.emit(parent)
     return parent
@@ -298,9 +305,12 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
     _advance(parent, JobStatus.RUNNING)
     try:
         return await gateway.wait(child)
-    except asyncio.CancelledError:  # the parent is cancelled (or out of time): so is the segment
-        await gateway.cancel(child.id)
-        _mirror(parent, [*done, child])
+    except asyncio.CancelledError:
+        if segment_leases.handed_over(gateway, parent):  # the segment goes on where the parent does
+            await gateway.abandon(child.id)
+        else:  # the parent is cancelled (or out of time): so is the segment
+            await gateway.cancel(child.id)
+            _mirror(parent, [*done, child])
         raise
 
 
