@@ -246,6 +246,7 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
         done.append(child)
         _mirror(parent, done)
         if child.status is not JobStatus.SUCCEEDED:
+            await _discard(gateway, parent)  # nothing will resume it
             return _failed(parent, child, i)
         path = work / f"segment-{i + 1}.mp4"
         if not await asyncio.to_thread(path.exists):
@@ -279,7 +280,7 @@ async def _join(gateway: Gateway, parent: VideoJob, work: Path, files: list[Path
     if gateway.keep_joined is not None:  # into result storage before it is stored succeeded
         await gateway.keep_joined(parent)
         if parent.output.uri is not None:  # kept: the work directory is no longer needed
-            await asyncio.to_thread(shutil.rmtree, work, ignore_errors=True)
+            await _discard(gateway, parent)
     _advance(parent, JobStatus.SUCCEEDED)
     gateway.live.emit(parent)
     return parent
@@ -311,6 +312,7 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
         else:  # the parent is cancelled (or out of time): so is the segment
             await gateway.cancel(child.id)
             _mirror(parent, [*done, child])
+            await _discard(gateway, parent)
         raise
 
 
@@ -347,6 +349,12 @@ def _follow_segment(gateway: Gateway, job: VideoJob, on_update: OnUpdate) -> Vid
 
 def work_dir(gateway: Gateway) -> Path:
     return gateway.workdir or Path(tempfile.gettempdir()) / "reelgate-sequences"
+
+
+async def _discard(gateway: Gateway, parent: VideoJob) -> None:
+    """The sequence's clips and joined file, once nothing will read them again: it failed or
+    was cancelled (no resume), or its joined video is kept in result storage."""
+    await asyncio.to_thread(shutil.rmtree, work_dir(gateway) / parent.id, ignore_errors=True)
 
 
 async def _save(gateway: Gateway, parent: VideoJob) -> None:
