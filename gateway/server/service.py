@@ -303,6 +303,8 @@ class Service:
     async def _put(self, job: VideoJob) -> None:
         assert job.output is not None
         if sequence.is_sequence(job.request):  # joined here, not at a vendor
+            if not await asyncio.to_thread(Path(job.output.path or "").is_file):  # a replica that died has it
+                raise ReelgateError("the joined file is gone with the replica that joined it")
             kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
                                           "video/mp4", max_bytes=self.settings.storage.max_bytes)
             job.output.path = None  # a server path is no caller's business

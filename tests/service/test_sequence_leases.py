@@ -14,10 +14,11 @@ import pytest
 from gateway.emulation.base import Timing
 from gateway.emulation.render import render_mp4
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
-from gateway.job import JobStatus, VideoJob
+from gateway.job import JobStatus, VideoJob, VideoOutput
 from gateway.plugins import discover
 from gateway.request import VideoRequest
-from gateway.server.service import Service
+from gateway.sequence import SEQUENCE_URL
+from gateway.server.service import KEEP_FAILED, Service
 from tests.service.test_leases import Start, accepted, replicas  # noqa: F401 (a fixture used below)
 from tests.store.conftest import pg_schema  # noqa: F401 (a fixture used by ``replicas``)
 
@@ -74,3 +75,19 @@ async def test_a_replica_that_loses_a_sequence_stops_it_and_the_claimer_finishes
     assert stored is not None and stored.output is not None
     assert stored.output.uri is not None and stored.output.path is None  # kept before it was stored succeeded
     assert not (b.home / "sequences" / parent.id).exists()  # kept in result storage: the clips are gone
+
+
+async def test_a_joined_sequence_left_unkept_by_a_dead_replica_is_finished_off_once(
+        replicas: Start) -> None:  # noqa: F811
+    b = await replicas("b")
+    assert b.leases is not None
+    # joined and stored succeeded by a replica that died before keeping it (its file died with it)
+    job = VideoJob(extend_request(), output=VideoOutput(url=f"{SEQUENCE_URL}x", path="/nonexistent/sequence.mp4"))
+    for status in (JobStatus.SUBMITTED, JobStatus.RUNNING, JobStatus.SUCCEEDED):
+        job.move(status)
+    await b.store.create_or_get(job, lease=("dead", 0.001))
+    async with asyncio.timeout(30):
+        while not (row := await b.store.get(job.id)) or not any(KEEP_FAILED in n for n in row.notes):
+            await b.leases.wait_rounds(1)
+    await b.leases.wait_rounds(2)
+    assert await b.store.claim("c", 60, limit=10) == []  # released once finished off: no claim loop
