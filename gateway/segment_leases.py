@@ -10,6 +10,7 @@ a replica that lost the parent loses its segments with it, writing nothing more 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from gateway.errors import LeaseLost
@@ -39,3 +40,11 @@ def handed_over(gateway: Gateway, parent: VideoJob) -> bool:
     let go of it first) or because this process stops: its segment is left as it is, to be
     followed by whoever resumes the parent, never cancelled at its vendor."""
     return gateway.closing or gateway.jobs.get(parent.id) is not parent
+
+
+def parent_stopped() -> bool:
+    """Whether a CancelledError out of waiting for a segment stops the parent's own task (a
+    cancel, a deadline, a lost parent, a stop), not only the segment's: a segment whose lease
+    was taken is let go alone (``Gateway.abandon``), and its parent must then end unwritten."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

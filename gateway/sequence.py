@@ -10,7 +10,8 @@ The clips (the source first, when there is one) are then joined into one MP4
 Durability: segment *n* of parent ``P`` is always job ``P-s<n>``, created in the store before
 its submit like every job. A process that resumes ``P`` finds its finished segments there
 (not paid again), follows the one in flight as any resumed job is followed (never resubmitted
-blindly), and starts only the segments never created.
+blindly), and starts only the segments never created. Across replicas the parent's lease
+covers its segments (``gateway.segment_leases``).
 
 Money: the parent holds the sum of the segments' quotes; its attempts are its segments'
 attempts, so its cost, what is at risk and what the budgets settle are their sums. A
@@ -307,6 +308,8 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
     try:
         return await gateway.wait(child)
     except asyncio.CancelledError:
+        if not segment_leases.parent_stopped():  # the segment's own task stopped: its lease was taken
+            raise LeaseLost(f"segment {child.id} is followed elsewhere; so must its sequence be") from None
         if segment_leases.handed_over(gateway, parent):  # the segment goes on where the parent does
             await gateway.abandon(child.id)
         else:  # the parent is cancelled (or out of time): so is the segment
@@ -352,8 +355,7 @@ def work_dir(gateway: Gateway) -> Path:
 
 
 async def _discard(gateway: Gateway, parent: VideoJob) -> None:
-    """The sequence's clips and joined file, once nothing will read them again: it failed or
-    was cancelled (no resume), or its joined video is kept in result storage."""
+    """The clips and joined file, once nothing reads them: it ended unjoined, or is kept."""
     await asyncio.to_thread(shutil.rmtree, work_dir(gateway) / parent.id, ignore_errors=True)
 
 

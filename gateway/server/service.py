@@ -316,8 +316,7 @@ class Service:
         job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
 
     async def _keep_joined(self, job: VideoJob) -> None:
-        """A joined sequence into result storage before its job is stored succeeded: the file
-        exists only on this replica, which may die next; /content then serves it anywhere."""
+        """A joined sequence kept before it is stored succeeded: its file is only on this replica."""
         with contextlib.suppress(ReelgateError):  # ``_finish`` tries again, and notes a failure
             await self._put(job)
 

@@ -91,3 +91,25 @@ async def test_a_joined_sequence_left_unkept_by_a_dead_replica_is_finished_off_o
             await b.leases.wait_rounds(1)
     await b.leases.wait_rounds(2)
     assert await b.store.claim("c", 60, limit=10) == []  # released once finished off: no claim loop
+
+
+async def test_a_replica_that_loses_the_running_segment_first_writes_nothing_to_the_parent(
+        replicas: Start, sandbox: tuple[Sandbox, str]) -> None:  # noqa: F811
+    a, b = await replicas("a"), await replicas("b")
+    assert a.leases is not None and b.leases is not None
+    a.leases.max_claimed = 0  # a claims nothing back
+    parent = await a.submit(extend_request(), None)
+    second = await at_vendor(a, f"{parent.id}-s2")
+    # of the two leases a lost in one round, the segment's is dropped first
+    await a.leases.drop(second.id)
+    if (task := a.gateway._tasks.get(parent.id)) is not None:  # the parent stops too, unwritten
+        await asyncio.wait([task], timeout=30)
+    assert parent.id not in a.gateway.following()
+    async with asyncio.timeout(30):  # its lease lapses and b resumes it
+        stored = await a.store.get(parent.id)
+        assert stored is not None and not stored.status.terminal  # not failed by the segment's loss
+        while parent.id not in b.gateway.following():
+            await b.leases.wait_rounds(1)
+    done = await b.gateway.wait(parent.id)
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    assert accepted(sandbox[0]) == 2
