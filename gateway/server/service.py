@@ -9,6 +9,7 @@ job is resumed, so a killed server loses nothing and submits nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -117,6 +118,7 @@ class Service:
         service = cls(settings, gateway, store, keys, home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
         gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
+        gateway.keep_joined = service._keep_joined
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
         if gateway.shared.state is not None:  # vendor callbacks received by other replicas
@@ -299,21 +301,31 @@ class Service:
 
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
-        assert job.output is not None
         try:
-            if sequence.is_sequence(job.request):  # joined here, not at a vendor
-                kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
-                                              "video/mp4", max_bytes=self.settings.storage.max_bytes)
-                job.output.path = None  # a server path is no caller's business
-            else:
-                provider, request = self.gateway.result_request(job)
-                kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
-                                    provider=provider.name,
-                                    options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
-            job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
+            await self._put(job)
         except ReelgateError as exc:
             job.notes.append(f"{KEEP_FAILED}: {exc.message}")
         await self.store.save(job, lease_owner=self.gateway.lease_owner)
+
+    async def _put(self, job: VideoJob) -> None:
+        assert job.output is not None
+        if sequence.is_sequence(job.request):  # joined here, not at a vendor
+            if not await asyncio.to_thread(Path(job.output.path or "").is_file):  # a replica that died has it
+                raise ReelgateError("the joined file is gone with the replica that joined it")
+            kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
+                                          "video/mp4", max_bytes=self.settings.storage.max_bytes)
+            job.output.path = None  # a server path is no caller's business
+        else:
+            provider, request = self.gateway.result_request(job)
+            kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
+                                provider=provider.name,
+                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
+        job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
+
+    async def _keep_joined(self, job: VideoJob) -> None:
+        """A joined sequence kept before it is stored succeeded: its file is only on this replica."""
+        with contextlib.suppress(ReelgateError):  # ``_finish`` tries again, and notes a failure
+            await self._put(job)
 
     @property
     def hooks_client(self) -> httpx.AsyncClient:
