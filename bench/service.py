@@ -1,7 +1,7 @@
 """What does ``reelgate serve`` cost over the library? Create + retrieve pairs per second.
 
     python -m bench.service [--store sqlite postgres] [--seconds 20] [--concurrency 64]
-                            [--rounds 1] [--baseline DIR] [--no-litellm] [--profile]
+                            [--rounds 1] [--workers 1 2] [--direct] [--baseline DIR] [--no-litellm] [--profile]
 
 Three processes besides this one, as a deployment would have them: one OpenAI-style
 upstream that does no work (:func:`upstream_app`: every video is ``completed`` at once,
@@ -21,6 +21,13 @@ With the optional ``bench`` extra installed (``pip install -e '.[bench]'``: Lite
 proxy), the same pairs also go through ``litellm --config`` against the same upstream,
 with ``LITELLM_LOCAL_MODEL_COST_MAP=True`` so it never reaches the network
 (``$REELGATE_BENCH_LITELLM`` names another ``litellm`` executable, e.g. in its own venv).
+
+``--direct`` runs the same load on the upstream itself, once per round: the service's
+``POST p99`` minus the upstream's is what the service adds to a create (its "service CPU"
+is then the upstream's).
+
+``--workers 1 2`` runs ``reelgate serve --workers N`` for each N in turn (the service CPU
+then counts the supervisor and every worker process).
 
 Each job does a whole lifecycle at the service while the load runs: stored, submitted,
 polled (0.01 s after the submit), its video mirrored into result storage, finished.
@@ -105,6 +112,7 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     body = json.dumps({"prompt": "a red fox in fresh snow", "model": model, "seconds": "5", "size": "960x540"})
     latencies: list[float] = []
+    creates: list[float] = []  # the POST alone, for what the service adds to a create
     failed, done = [0], [0]
     errors: dict[str, int] = {}
     start = time.perf_counter()
@@ -116,6 +124,8 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
             try:
                 async with session.post(f"{url}/v1/videos", data=body, headers=headers) as r:
                     created = await r.read()
+                    if r.status == 200 and measure_from <= time.perf_counter() <= stop_at:
+                        creates.append(time.perf_counter() - began)
                     if r.status == 200:
                         async with session.get(f"{url}/v1/videos/{json.loads(created)['id']}",
                                                headers=headers) as g:
@@ -140,7 +150,8 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     return {"pairs": len(latencies), "all_pairs": done[0], "seconds": seconds, "failed": failed[0], "errors": errors,
-            "p50_ms": median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000}
+            "p50_ms": median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
+            "post_p99_ms": percentile(creates, 99) * 1000}
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -189,28 +200,51 @@ def service_config(upstream: str, store_url: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) used so far by the process and each of its descendants
+    (``--workers``: the supervisor and its worker processes), by pid."""
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        child = int(stat.parent.name)
+        parents[child] = int(fields[1])
+        used[child] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def under(p: int) -> bool:
+        while p > 1:
+            if p == pid:
+                return True
+            p = parents.get(p, 0)
+        return False
+
+    return {p: cpu for p, cpu in used.items() if under(p)}
 
 
 def run_load(url: str, key: str, args: argparse.Namespace, pid: int,
              model: str = "ray-2-flash") -> dict[str, object]:
     """The load generator's figures, and the service's CPU time per pair: on a machine
     shared with other work that is the steadier measure of what a pair costs."""
-    used = cpu_s(pid)
+    before = cpu_s(pid)
     out = subprocess.run([sys.executable, "-m", "bench.service", "--load", url, key, str(args.seconds),
                           str(args.concurrency), str(args.warmup), model],
                          check=True, capture_output=True, text=True)
     result: dict[str, object] = json.loads(out.stdout)
-    result["cpu_ms_per_pair"] = (cpu_s(pid) - used) * 1000 / max(int(result["all_pairs"]), 1)  # type: ignore[call-overload]
+    used = {p: cpu - before.get(p, 0.0) for p, cpu in cpu_s(pid).items()}
+    result["cpu_ms_per_pair"] = sum(used.values()) * 1000 / max(int(result["all_pairs"]), 1)  # type: ignore[call-overload]
+    # how the work was shared between the worker processes (those that used more than 1 %)
+    busy = sorted((cpu for cpu in used.values() if cpu > 0.01 * sum(used.values())), reverse=True)
+    result["cpu_split"] = [round(cpu / sum(busy) * 100) for cpu in busy] if len(busy) > 1 else []
     return result
 
 
 def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Path,
-                   tree: str | None = None) -> dict[str, object]:
-    """One round against ``reelgate serve`` (from ``tree``'s sources when given)."""
+                   tree: str | None = None, workers: int = 1) -> dict[str, object]:
+    """One round against ``reelgate serve`` (from ``tree``'s sources when given), with
+    ``workers`` worker processes (``--workers``; 1: the one process of before)."""
     home = tmp / f"home-{store}-{uuid.uuid4().hex[:6]}"
     home.mkdir(mode=0o700)
     with (throwaway_database() if store == "postgres" else contextlib.nullcontext(None)) as dsn:
@@ -226,6 +260,7 @@ def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Pat
                              text=True).stdout.strip()
         url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
+        argv += ["--workers", str(workers)] if workers > 1 else []
         with process(argv, f"{url}/healthz", env, log=tmp / f"serve-{store}.log") as proc:
             if args.profile:
                 print(f"  (profile the service: py-spy record --pid {proc.pid} -o /tmp/service.svg)", flush=True)
@@ -278,11 +313,13 @@ def pairs_per_s(r: dict[str, object]) -> float:
 
 def line(name: str, r: dict[str, object] | str) -> str:
     if isinstance(r, str):
-        return f"{name:<24} {r}"
+        return f"{name:<30} {r}"
     errors = f", errors {r['errors']}" if r["errors"] else ""
-    return (f"{name:<24} {pairs_per_s(r):7.0f} pairs/s  p50 {float(r['p50_ms']):6.1f} ms"  # type: ignore[arg-type]
-            f"  p99 {float(r['p99_ms']):6.1f} ms  service CPU {float(r['cpu_ms_per_pair']):5.2f} ms/pair"  # type: ignore[arg-type]
-            f"  failed {r['failed']}{errors}")
+    return (f"{name:<30} {pairs_per_s(r):7.0f} pairs/s  p50 {float(r['p50_ms']):6.1f} ms"  # type: ignore[arg-type]
+            f"  p99 {float(r['p99_ms']):6.1f} ms  POST p99 {float(r['post_p99_ms']):6.1f} ms"  # type: ignore[arg-type]
+            f"  service CPU {float(r['cpu_ms_per_pair']):5.2f} ms/pair"  # type: ignore[arg-type]
+            f"  failed {r['failed']}{errors}"
+            + (f"  CPU split {'/'.join(map(str, r['cpu_split']))} %" if r.get("cpu_split") else ""))  # type: ignore[call-overload]
 
 
 def main() -> None:
@@ -292,6 +329,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1], metavar="N",
+                        help="run the service with N worker processes (serve --workers N); several: one round each")
+    parser.add_argument("--direct", action="store_true",
+                        help="also run the load on the upstream directly (its POST p99 is what the service adds to)")
     parser.add_argument("--baseline", metavar="DIR", help="another source tree to run side by side")
     parser.add_argument("--no-litellm", action="store_true", help="do not run LiteLLM's proxy even if installed")
     parser.add_argument("--profile", action="store_true", help="print the service's pid (for py-spy)")
@@ -303,18 +344,22 @@ def main() -> None:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         with process([sys.executable, "-m", "bench.service", "--upstream-port", str(upstream_port)],
-                     f"{upstream}/_sandbox/stats"):
+                     f"{upstream}/_sandbox/stats") as upstream_proc:
             for n in range(args.rounds):
-                for store in args.store:
+                if args.direct:  # the same load on the upstream itself: what a create costs without us
+                    print(line("upstream direct", run_load(upstream, UPSTREAM_KEY, args, upstream_proc.pid)),
+                          flush=True)
+                for store, workers in ((store, w) for store in args.store for w in args.workers):
+                    name = store if workers == 1 else f"{store}/{workers} workers"
                     if args.baseline:
-                        base = reelgate_round(store, upstream, args, tmp, tree=args.baseline)
-                        print(line(f"baseline/{store}", base), flush=True)
-                    result = reelgate_round(store, upstream, args, tmp)
-                    print(line(f"reelgate/{store}", result), flush=True)
+                        base = reelgate_round(store, upstream, args, tmp, tree=args.baseline, workers=workers)
+                        print(line(f"baseline/{name}", base), flush=True)
+                    result = reelgate_round(store, upstream, args, tmp, workers=workers)
+                    print(line(f"reelgate/{name}", result), flush=True)
                     if args.baseline and pairs_per_s(base):
-                        ratios.setdefault(store, []).append(pairs_per_s(result) / pairs_per_s(base))
+                        ratios.setdefault(name, []).append(pairs_per_s(result) / pairs_per_s(base))
                         cpu = float(base["cpu_ms_per_pair"]) / float(result["cpu_ms_per_pair"])  # type: ignore[arg-type]
-                        ratios.setdefault(f"{store} (CPU per pair, baseline / this)", []).append(cpu)
+                        ratios.setdefault(f"{name} (CPU per pair, baseline / this)", []).append(cpu)
                 if not args.no_litellm:
                     print(line("litellm proxy", litellm_round(upstream, args, tmp)), flush=True)
                 if args.rounds > 1 and n < args.rounds - 1:

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,11 @@ class Gateway(JobTasks):
         self.public_sources_only = False
         #: reads a kept video by its storage URI (the service's result storage), for extending it
         self.open_kept: Callable[[str], AsyncIterator[bytes]] | None = None
+        #: puts a joined sequence into the service's result storage before it is saved
+        #: succeeded (sets ``output.uri``; a failure leaves it unset), so any replica serves it
+        self.keep_joined: Callable[[VideoJob], Awaitable[None]] | None = None
+        #: set by ``aclose``: tasks cut off by a stop are left for a resume, not cancelled at vendors
+        self.closing = False
 
     @classmethod
     def from_settings(
@@ -128,6 +133,7 @@ class Gateway(JobTasks):
         await self.aclose()
 
     async def aclose(self) -> None:
+        self.closing = True
         for task in self._tasks.values():
             task.cancel()
         if self._own_client:

@@ -22,7 +22,7 @@ from gateway import cli_output as out
 from gateway.cli_edit import modify, reframe
 from gateway.cli_extend import extend as extend_cmd
 from gateway.cli_jobs import jobs
-from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
+from gateway.cli_run import make_video, open_gateway, parse_faults
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
 from gateway.errors import InvalidRequest, ReelgateError
 
@@ -129,10 +129,8 @@ def generate(
         start_logging(None)
         settings = load_settings(config)
         request = _request(prompt, **opts)
-        check_output(output)  # before anything is paid for, not after the video is made
-        faults = parse_faults(sandbox_fault, "--sandbox-fault")
-        with open_gateway(settings, err, sandbox=sandbox or bool(faults), faults=faults) as gateway:
-            job = run_generate(gateway, request, output, err, show_progress=not as_json)
+        job = make_video(settings, request, output, err, sandbox=sandbox, sandbox_fault=sandbox_fault,
+                         as_json=as_json)
     except ReelgateError as exc:
         out.fail(err, exc, as_json)
     out.finish(job, as_json)

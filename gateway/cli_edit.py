@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from gateway import cli_output as out
-from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
+from gateway.cli_run import make_video, open_gateway
 from gateway.cli_service import start_logging
 from gateway.errors import ReelgateError
 
@@ -76,11 +76,8 @@ def _run(operation: str, source: str, opts: dict[str, Any]) -> None:
             else:
                 out.print_quote(report)
             raise typer.Exit(0 if report.chosen else 2)
-        output = opts.get("output")
-        check_output(output)  # before anything is paid for
-        faults = parse_faults(opts.get("sandbox_fault"), "--sandbox-fault")
-        with open_gateway(settings, err, sandbox=bool(opts.get("sandbox")) or bool(faults), faults=faults) as gateway:
-            job = run_generate(gateway, request, output, err, show_progress=not as_json)
+        job = make_video(settings, request, opts.get("output"), err, sandbox=bool(opts.get("sandbox")),
+                         sandbox_fault=opts.get("sandbox_fault"), as_json=as_json)
     except ReelgateError as exc:
         out.fail(err, exc, as_json)
     out.finish(job, as_json)

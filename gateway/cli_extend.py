@@ -92,7 +92,7 @@ def extend(
 ) -> None:
     """Extend a video to --seconds by chaining clips (each starts on the last frame of the one before)."""
     from gateway.cli import err
-    from gateway.cli_run import check_output, open_gateway, parse_faults, run_generate
+    from gateway.cli_run import make_video
     from gateway.cli_service import start_logging
     from gateway.config import load_settings
 
@@ -102,10 +102,8 @@ def extend(
         request = extend_request(source, seconds, prompt or [], config=config, aspect_ratio=aspect_ratio,
                                  resolution=resolution, model=model, providers=provider, route=route,
                                  max_cost_usd=max_cost, deadline_s=deadline)
-        check_output(output)
-        faults = parse_faults(sandbox_fault, "--sandbox-fault")
-        with open_gateway(settings, err, sandbox=sandbox or bool(faults), faults=faults) as gateway:
-            job = run_generate(gateway, request, output, err, show_progress=not as_json)
+        job = make_video(settings, request, output, err, sandbox=sandbox, sandbox_fault=sandbox_fault,
+                         as_json=as_json)
     except ReelgateError as exc:
         out.fail(err, exc, as_json)
     out.finish(job, as_json)

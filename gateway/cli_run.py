@@ -140,3 +140,14 @@ def run_generate(gateway: Gateway, request: VideoRequest, output: Path | None, e
     except KeyboardInterrupt:
         err.print(interrupted(gateway), highlight=False, markup=False)
         raise typer.Exit(130) from None
+
+
+def make_video(settings: Settings, request: VideoRequest, output: Path | None, err: Console, *,
+               sandbox: bool, sandbox_fault: list[str] | None, as_json: bool) -> VideoJob:
+    """What ``generate``, ``extend``, ``modify`` and ``reframe`` share: the output path checked
+    before anything is paid for, the gateway opened (in the sandbox when asked, or when faults
+    are injected, which only the sandbox can), and the job run to its end."""
+    check_output(output)
+    faults = parse_faults(sandbox_fault, "--sandbox-fault")
+    with open_gateway(settings, err, sandbox=sandbox or bool(faults), faults=faults) as gateway:
+        return run_generate(gateway, request, output, err, show_progress=not as_json)

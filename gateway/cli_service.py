@@ -64,6 +64,9 @@ def serve(
     log_level: LogLevelOpt = None,
     replica_id: Annotated[str | None, typer.Option(
         "--replica-id", help="This replica's id among those sharing the store (default: host-pid-random).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, max=64, help="Worker processes serving this port, each a replica with its own id "
+        "(default: service.workers, else 1).")] = None,
 ) -> None:
     """Run the HTTP service (OpenAI-compatible /v1/videos and the native API)."""
     from gateway.config import load_settings
@@ -71,12 +74,17 @@ def serve(
     from gateway.home import reelgate_home
     from gateway.plugins import discover
     from gateway.server import create_app
+    from gateway.server.leases import new_replica_id
     from gateway.server.service import Service
     from gateway.serving import serve_forever
+    from gateway.worker_processes import check_workers, serve_workers
 
     try:
         start_logging(log_level, default="info")
         settings = load_settings(config)
+        if workers is not None:
+            settings = settings.model_copy(update={"service": settings.service.model_copy(update={"workers": workers})})
+        check_workers(settings)
         check_port(host, port)
         if sandbox and sandbox_url:
             raise InvalidRequest("--sandbox-url", "give --sandbox or --sandbox-url, not both")
@@ -91,9 +99,17 @@ def serve(
     async def start() -> Service:
         return await Service.start(settings, sandbox_url=sandbox_url, replica_id=replica_id)
 
+    count = settings.service.workers
     err.print(f"reelgate serving on http://{host}:{port} (state in {reelgate_home()})"
+              + (f" with {count} worker processes" if count > 1 else "")
               + (f"; sandbox emulators at {sandbox_url}" if sandbox_url else ""), highlight=False, markup=False)
     try:
+        if count > 1:
+            if not serve_workers(settings, host, port, base_id=replica_id or new_replica_id(),
+                                 log_level=level_from(log_level, default="info"), sandbox_url=sandbox_url):
+                error(err, "a worker failed to start (its log says why); all workers stopped")
+                raise typer.Exit(3)
+            return
         serve_forever(create_app(start), host, port, lifespan="on")
     except OSError as exc:
         error(err, f"--port: cannot listen on {host}:{port}: {exc.strerror}")

@@ -141,6 +141,9 @@ class ServiceConfig(BaseModel):
     #: how long a replica trusts a caller key it has verified without asking the store again:
     #: the longest a ``reelgate keys revoke`` takes to reach every replica (0: every request asks)
     key_cache_s: float = Field(default=2.0, ge=0, le=300)
+    #: worker processes serving one port on this host (``reelgate serve --workers``), each a
+    #: replica with its own id, sharing the store through leases (docs/deploy.md); 1: one process
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class Settings(BaseModel):

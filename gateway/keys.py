@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.errors import InvalidRequest
 from gateway.permissions import private_dir, private_file
+from gateway.store.sqlite_setup import until_unlocked
 
 if TYPE_CHECKING:
     from gateway.store.base import JobStore
@@ -191,8 +192,13 @@ class KeyStore(Keys):
         # one connection for every thread: sqlite3 objects must not be used at once
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            # workers of one `serve --workers` open a new file at once: switching it to WAL
+            # answers "locked" at once (no busy wait) to all but one, so try again
+            until_unlocked(self._use_wal, 10)
             self._db.execute(_SCHEMA)
+
+    def _use_wal(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> builtins.list[tuple[Any, ...]]:
         with self._lock:

@@ -10,7 +10,8 @@ The clips (the source first, when there is one) are then joined into one MP4
 Durability: segment *n* of parent ``P`` is always job ``P-s<n>``, created in the store before
 its submit like every job. A process that resumes ``P`` finds its finished segments there
 (not paid again), follows the one in flight as any resumed job is followed (never resubmitted
-blindly), and starts only the segments never created.
+blindly), and starts only the segments never created. Across replicas the parent's lease
+covers its segments (``gateway.segment_leases``).
 
 Money: the parent holds the sum of the segments' quotes; its attempts are its segments'
 attempts, so its cost, what is at risk and what the budgets settle are their sums. A
@@ -30,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway import segment_leases
 from gateway.errors import BudgetExceeded, InvalidRequest, LeaseLost, ReelgateError
 from gateway.images import ImageInput
 from gateway.job import JobStatus, VideoJob, VideoOutput
@@ -235,14 +237,17 @@ async def drive(gateway: Gateway, parent: VideoJob) -> VideoJob:
     done: list[VideoJob] = []
     # the clips match the source's size where a resolution has it (then the join is a remux)
     resolution = _resolution_of(info.width, info.height) if info and parent.request.resolution is None else None
+    await segment_leases.take(gateway, parent, [s["job_id"] for s in state["segments"]])
     for i, seg in enumerate(state["segments"]):
         child = await _segment(gateway, parent, done, seg["job_id"],
                                lambda: segment_request(parent.request, i, lengths, start, resolution))  # noqa: B023
-        if not child.status.terminal:  # its task ended unfinished: another replica holds its lease now
+        if not child.status.terminal:  # its task ended unfinished: the parent's new holder took it
             raise LeaseLost(f"segment {child.id} is followed elsewhere; so must its sequence be")
+        await segment_leases.release(gateway, child)
         done.append(child)
         _mirror(parent, done)
         if child.status is not JobStatus.SUCCEEDED:
+            await _discard(gateway, parent)  # nothing will resume it
             return _failed(parent, child, i)
         path = work / f"segment-{i + 1}.mp4"
         if not await asyncio.to_thread(path.exists):
@@ -273,6 +278,10 @@ async def _join(gateway: Gateway, parent: VideoJob, work: Path, files: list[Path
     state.update(duration_s=result.duration_s, joined="re-encoded" if reencoded else "remuxed")
     parent.notes.append(f"{len(files)} clips joined ({state['joined']}) into {result.duration_s:g} s")
     parent.progress = 1.0
+    if gateway.keep_joined is not None:  # into result storage before it is stored succeeded
+        await gateway.keep_joined(parent)
+        if parent.output.uri is not None:  # kept: the work directory is no longer needed
+            await _discard(gateway, parent)
     _advance(parent, JobStatus.SUCCEEDED)
     gateway.live.emit(parent)
     return parent
@@ -298,9 +307,15 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
     _advance(parent, JobStatus.RUNNING)
     try:
         return await gateway.wait(child)
-    except asyncio.CancelledError:  # the parent is cancelled (or out of time): so is the segment
-        await gateway.cancel(child.id)
-        _mirror(parent, [*done, child])
+    except asyncio.CancelledError:
+        if not segment_leases.parent_stopped():  # the segment's own task stopped: its lease was taken
+            raise LeaseLost(f"segment {child.id} is followed elsewhere; so must its sequence be") from None
+        if segment_leases.handed_over(gateway, parent):  # the segment goes on where the parent does
+            await gateway.abandon(child.id)
+        else:  # the parent is cancelled (or out of time): so is the segment
+            await gateway.cancel(child.id)
+            _mirror(parent, [*done, child])
+            await _discard(gateway, parent)
         raise
 
 
@@ -337,6 +352,11 @@ def _follow_segment(gateway: Gateway, job: VideoJob, on_update: OnUpdate) -> Vid
 
 def work_dir(gateway: Gateway) -> Path:
     return gateway.workdir or Path(tempfile.gettempdir()) / "reelgate-sequences"
+
+
+async def _discard(gateway: Gateway, parent: VideoJob) -> None:
+    """The clips and joined file, once nothing reads them: it ended unjoined, or is kept."""
+    await asyncio.to_thread(shutil.rmtree, work_dir(gateway) / parent.id, ignore_errors=True)
 
 
 async def _save(gateway: Gateway, parent: VideoJob) -> None:

@@ -122,6 +122,12 @@ class Leases:
             self.claimed.add(job.id)
             self._follow(job)
 
+    async def still_held(self, job_id: str) -> bool:
+        """Renew one lease now: before a cancel stops a job here, the store must answer (else
+        ``StoreUnavailable``) and the lease be this replica's. A job stopped but never saved
+        cancelled would be resumed by the next holder as if no one had asked."""
+        return await self.store.renew(job_id, self.replica_id, self.lease_s)
+
     def held(self) -> set[str]:
         """The jobs whose leases this replica keeps: those it follows and those it finishes off."""
         return {*self.gateway.following(), *self._finishing()}

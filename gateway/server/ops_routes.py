@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,7 +36,8 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks,
                          "shared_state": service.gateway.shared.status(),
                          "replica": {"id": service.replica_id, "store": service.store_kind,
-                                     "leases": service.leases is not None}},
+                                     "leases": service.leases is not None, "pid": os.getpid(),
+                                     "workers": service.settings.service.workers}},
                         status_code=200 if ready else 503)
 
 

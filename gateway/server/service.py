@@ -9,6 +9,7 @@ job is resumed, so a killed server loses nothing and submits nothing twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -118,6 +119,7 @@ class Service:
         service = cls(settings, gateway, store, keys, home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
         gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
+        gateway.keep_joined = service._keep_joined
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
         if gateway.shared.state is not None:  # vendor callbacks received by other replicas
@@ -248,7 +250,14 @@ class Service:
         if key is None or key.budget_usd_per_day is None:
             return None
         if key.id not in self._ledgers:  # in Redis when configured: the budget holds across replicas
-            self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", key.budget_usd_per_day)
+            per_day, workers = key.budget_usd_per_day, self.settings.service.workers
+            if self.gateway.shared.state is None and workers > 1:
+                # N worker processes and no Redis: each holds 1/N of the budget, so the key
+                # never spends more than it may (keys are made while the service runs, so
+                # this cannot be refused at start as budgets.per_day_usd is; docs/deploy.md)
+                per_day /= workers
+                log.warning("key %s: its daily budget is split over %d workers without redis_url", key.id, workers)
+            self._ledgers[key.id] = self.gateway.shared.ledger(f"key:{key.id}", per_day)
         return self._ledgers[key.id]
 
     async def _check_source_job(self, request: VideoRequest, key: ApiKey | None) -> None:
@@ -293,21 +302,31 @@ class Service:
 
     async def _keep(self, job: VideoJob) -> None:
         """Copy the finished video into result storage, with its size and checksum."""
-        assert job.output is not None
         try:
-            if sequence.is_sequence(job.request):  # joined here, not at a vendor
-                kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
-                                              "video/mp4", max_bytes=self.settings.storage.max_bytes)
-                job.output.path = None  # a server path is no caller's business
-            else:
-                provider, request = self.gateway.result_request(job)
-                kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
-                                    provider=provider.name,
-                                    options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
-            job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
+            await self._put(job)
         except ReelgateError as exc:
             job.notes.append(f"{KEEP_FAILED}: {exc.message}")
         await save_through_outage(self.store, job, lease_owner=self.gateway.lease_owner)
+
+    async def _put(self, job: VideoJob) -> None:
+        assert job.output is not None
+        if sequence.is_sequence(job.request):  # joined here, not at a vendor
+            if not await asyncio.to_thread(Path(job.output.path or "").is_file):  # a replica that died has it
+                raise ReelgateError("the joined file is gone with the replica that joined it")
+            kept = await self.storage.put(f"jobs/{job.id}.mp4", sequence.file_chunks(Path(job.output.path or "")),
+                                          "video/mp4", max_bytes=self.settings.storage.max_bytes)
+            job.output.path = None  # a server path is no caller's business
+        else:
+            provider, request = self.gateway.result_request(job)
+            kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
+                                provider=provider.name,
+                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
+        job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
+
+    async def _keep_joined(self, job: VideoJob) -> None:
+        """A joined sequence kept before it is stored succeeded: its file is only on this replica."""
+        with contextlib.suppress(ReelgateError):  # ``_finish`` tries again, and notes a failure
+            await self._put(job)
 
     @property
     def hooks_client(self) -> httpx.AsyncClient:
@@ -352,9 +371,7 @@ class Service:
             return job
         if job.status.terminal or job.id not in self.gateway.jobs:
             return job
-        # the store answers and the lease is still here before anything stops: a job stopped
-        # but never saved cancelled (PostgreSQL away) is resumed elsewhere as if no one asked
-        if self.leases is not None and not await self.store.renew(job.id, self.replica_id, self.leases.lease_s):
+        if self.leases is not None and not await self.leases.still_held(job.id):  # PostgreSQL away: a 503
             await self.store.request_cancel(job.id)  # another replica holds it now: it cancels there
             return job
         job = self._count_cancel(await self.gateway.cancel(job.id))

@@ -186,7 +186,16 @@ class JobStore(ABC):
         oldest first: jobs with no lease, an expired one, or one ``owner_id`` already
         holds; and finished jobs whose lease expired unreleased (their replica died before
         finishing them off: keeping the video, releasing). Concurrent claimers never
-        receive the same job."""
+        receive the same job. A sequence's segment (``parent_id`` set) is never claimed on
+        its own: its parent's claimer takes it with ``lease_segments``."""
+
+    @abstractmethod
+    async def lease_segments(self, parent_id: str, job_ids: builtins.list[str], owner_id: str,
+                             lease_s: float) -> bool:
+        """The parent's lease covers its segments: while ``owner_id`` holds ``parent_id``'s
+        live lease, lease it ``job_ids`` (its segments) for ``lease_s`` seconds, whoever held
+        them (a dead or stalled replica). False, and nothing changed, when it does not hold
+        the parent. One statement: a replica that lost the parent takes no segment."""
 
     @abstractmethod
     async def request_cancel(self, job_id: str) -> None:

@@ -80,11 +80,13 @@ RETURNING webhook_outbox.message_id, job_id, status, attempts, next_at, body
 # rows another claimer has locked right now, and leased before the locks are released.
 # A finished job still leased was not finished off by its replica (its video kept, its
 # lease released): once that lease expires it is claimed too, to be finished here.
+# A sequence's segment goes with its parent (lease_segments), never on its own.
 _CLAIM = f"""
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE ({_ACTIVE} AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s))
-       OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < %(now)s)
+    WHERE (({_ACTIVE} AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s))
+           OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < %(now)s))
+      AND doc->>'parent_id' IS NULL
     ORDER BY created_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -305,6 +307,19 @@ class PostgresJobStore(JobStore):
         jobs = await self._docs(_CLAIM, {"owner": owner_id, "now": now, "until": now + lease_s,
                                          "limit": limit})
         return sorted(jobs, key=lambda j: (j.created_at, j.id))
+
+    async def lease_segments(self, parent_id: str, job_ids: builtins.list[str], owner_id: str,
+                             lease_s: float) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            now = self.clock()
+            cur = await conn.execute(  # the parent's row locked: its lease cannot move meanwhile
+                "SELECT 1 FROM jobs WHERE id = %(id)s AND lease_owner = %(owner)s AND lease_until >= %(now)s"
+                " FOR UPDATE", {"id": parent_id, "owner": owner_id, "now": now})
+            if await cur.fetchone() is None:
+                return False
+            await conn.execute("UPDATE jobs SET lease_owner = %(owner)s, lease_until = %(until)s"
+                               " WHERE id = ANY(%(ids)s)", {"owner": owner_id, "until": now + lease_s, "ids": job_ids})
+            return True
 
     async def request_cancel(self, job_id: str) -> None:
         await self._execute("INSERT INTO cancel_requests (job_id) VALUES (%(id)s) ON CONFLICT DO NOTHING",

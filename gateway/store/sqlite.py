@@ -299,16 +299,33 @@ class SqliteJobStore(JobStore):
             with write(conn):
                 rows = conn.execute(
                     "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id IN"
-                    f" (SELECT id FROM jobs WHERE ({_ACTIVE} AND (lease_owner IS NULL"
+                    f" (SELECT id FROM jobs WHERE (({_ACTIVE} AND (lease_owner IS NULL"
                     "   OR lease_owner = :owner OR lease_until < :now))"
                     # finished, but its replica died before finishing it off (postgres.py)
-                    f"  OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < :now)"
+                    f"  OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < :now))"
+                    # a segment goes with its parent (lease_segments)
+                    "  AND json_extract(doc, '$.parent_id') IS NULL"
                     "  ORDER BY created_at, id LIMIT :limit)"
                     " RETURNING doc",
                     {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
             return sorted((_job(r) for r in rows), key=lambda j: (j.created_at, j.id))
 
         return await self._run(claim)
+
+    async def lease_segments(self, parent_id: str, job_ids: builtins.list[str], owner_id: str,
+                             lease_s: float) -> bool:
+        now = self.clock()
+
+        def take(conn: sqlite3.Connection) -> bool:
+            with write(conn):  # the one write lock: the parent's lease cannot move meanwhile
+                if conn.execute("SELECT 1 FROM jobs WHERE id = ? AND lease_owner = ? AND lease_until >= ?",
+                                (parent_id, owner_id, now)).fetchone() is None:
+                    return False
+                conn.execute("UPDATE jobs SET lease_owner = ?, lease_until = ? WHERE id IN"
+                             " (SELECT value FROM json_each(?))", (owner_id, now + lease_s, json.dumps(job_ids)))
+                return True
+
+        return await self._run(take)
 
     async def request_cancel(self, job_id: str) -> None:
         await self._change("INSERT OR IGNORE INTO cancel_requests (job_id) VALUES (?)", (job_id,))

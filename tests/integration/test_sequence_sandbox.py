@@ -3,9 +3,11 @@ on the delivered files."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import av
+import httpx
 import pytest
 
 from gateway.api import Gateway
@@ -108,6 +110,39 @@ async def test_cancelling_a_sequence_cancels_its_running_segment(sandbox, tmp_pa
         assert gw.get(child_id).status is JobStatus.CANCELLED
         assert cancelled.attempts[0].outcome.value == "cancelled"
         assert accepted(box) == 1
+        assert not (tmp_path / "work" / job.id).exists()  # nothing resumes it: its files are gone
+
+
+async def test_a_failed_sequence_leaves_no_files(sandbox, tmp_path):
+    _, url = sandbox({v: ["outage"] for v in ("fal", "apiframe", "railwail")})
+    async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
+        gw.workdir = tmp_path / "work"
+        job = await gw.wait(await gw.submit(VideoRequest(prompt="x", edit={"operation": "extend",
+                                                                          "target_seconds": 10})))
+        assert job.status is JobStatus.FAILED
+        assert (tmp_path / "work").is_dir() and not (tmp_path / "work" / job.id).exists()
+
+
+async def test_a_stopping_gateway_leaves_the_running_segment_for_a_resume(sandbox, tmp_path):
+    box, url = sandbox(timing=Timing(queue_s=5.0, run_s=30.0))
+    # the caller's client outlives the gateway: a cancel sent while it stops would reach the vendor
+    async with SqliteJobStore(tmp_path / "jobs.db") as store, httpx.AsyncClient() as client:
+        async with Gateway.from_settings(FAST, sandbox_url=url, store=store, client=client) as gw:
+            gw.workdir = tmp_path / "work"
+            job = await gw.submit(VideoRequest(prompt="x", edit={"operation": "extend", "target_seconds": 10}))
+            child_id = segment_id(job.id, 0)
+
+            def segment_at_vendor() -> bool:
+                child = gw.get(child_id)
+                return child is not None and child.current is not None and child.current.vendor_job is not None
+
+            await until(segment_at_vendor)
+            tasks = list(gw._tasks.values())
+        await asyncio.gather(*tasks, return_exceptions=True)  # what the stop cut off has ended
+        child = await store.get(child_id)
+        assert child is not None and not child.status.terminal  # polled by the resume, not cancelled
+        assert child.attempts[0].outcome.value == "pending"
+        assert not any(v["jobs"].get("cancelled") for v in box.stats().values())
 
 
 async def test_the_budget_is_the_whole_sequences_and_is_held_until_it_settles(sandbox, tmp_path):

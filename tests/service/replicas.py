@@ -81,10 +81,12 @@ class Cluster:
 
 def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema: str, prefix: str,
                   timing: dict[str, float], polling: dict[str, float], lease_s: float,
-                  public: int | None = None, redis_url: str | None = REDIS_URL) -> Cluster:
+                  public: int | None = None, own_homes: bool = False, max_claimed: int | None = None,
+                  redis_url: str | None = REDIS_URL) -> Cluster:
     """``replicas`` serve processes; vendor callbacks go to replica number ``public`` (a load
-    balancer that happens to send them there), or nowhere when None. ``redis_url`` None:
-    no shared state (each replica on its own, as while Redis is away)."""
+    balancer that happens to send them there), or nowhere when None. With ``own_homes`` each
+    has a ``REELGATE_HOME`` of its own (``replica-<i>-home``), as replicas on separate hosts do.
+    ``redis_url`` None: no shared state (each replica on its own, as while Redis is away)."""
     sandbox_url, _ = processes.start("sandbox", health_path="/_sandbox/stats")
     httpx.post(f"{sandbox_url}/_sandbox/timing", json={v: timing for v in VENDORS}).raise_for_status()
     ports = [free_port() for _ in range(replicas)]
@@ -96,6 +98,7 @@ def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema
         "providers": {"fal": {"options": {"webhook_jwks_url": f"{sandbox_url}/fal/.well-known/jwks.json"}}},
         "storage": {"kind": "local", "path": str(tmp_path / "shared-videos")},  # one directory for all
         "service": {"store_url": PG_DSN, "store_schema": schema, "leases": True, "lease_s": lease_s,
+                    **({"max_claimed_jobs": max_claimed} if max_claimed is not None else {}),
                     **({"public_url": f"http://127.0.0.1:{ports[public]}"} if public is not None else {})},
     }))
     processes.env.update({"REELGATE_WEBHOOK_SECRET": WEBHOOK_SECRET, "REELGATE_REDIS_PREFIX": prefix})
@@ -103,6 +106,8 @@ def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema
     auth = {"Authorization": f"Bearer {processes.create_key('app', '--config', str(config))}"}
     cluster = Cluster(processes, sandbox_url, config, auth)
     for i, port in enumerate(ports):  # side by side: each takes seconds to import on a busy machine
+        if own_homes:  # read by ``spawn`` as the process starts
+            processes.env["REELGATE_HOME"] = str(tmp_path / f"replica-{i}-home")
         url, proc = processes.spawn("serve", "--config", str(config), "--sandbox-url", sandbox_url,
                                     "--replica-id", f"replica-{i}", "--log-level", "warning", port=port,
                                     log=tmp_path / f"replica-{i}.log")

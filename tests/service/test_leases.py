@@ -5,6 +5,7 @@ finishing with exactly one accepted submission each at the emulators."""
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -169,7 +170,7 @@ def test_replicas_on_a_shared_store_lease_and_report_it(tmp_path: Path, sandbox:
     app = create_app(lambda: Service.start(settings, sandbox_url=sandbox[1], env=env, replica_id="replica-7"))
     with TestClient(app) as client:
         replica = client.get("/readyz").json()["replica"]
-    assert replica == {"id": "replica-7", "store": "sqlite", "leases": True}
+    assert replica == {"id": "replica-7", "store": "sqlite", "leases": True, "pid": os.getpid(), "workers": 1}
 
 
 async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sandbox: tuple[Sandbox, str]):

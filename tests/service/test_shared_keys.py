@@ -43,7 +43,8 @@ def test_a_key_made_once_works_on_every_replica_until_revoked(processes: Process
     auth = {"Authorization": f"Bearer {key}"}
     for url, rid in zip(urls, ("replica-a", "replica-b"), strict=True):
         ready = httpx.get(f"{url}/readyz").json()
-        assert ready["replica"] == {"id": rid, "store": "postgresql", "leases": True}
+        assert ready["replica"] == {"id": rid, "store": "postgresql", "leases": True, "workers": 1,
+                                    "pid": ready["replica"]["pid"]}
         assert ready["shared_state"]["backend"] == "in-process"
         assert httpx.get(f"{url}/v1/videos", headers=auth).status_code == 200
     assert not any((processes.home.parent / rid / "keys.db").exists() for rid in ("replica-a", "replica-b"))

@@ -1,0 +1,176 @@
+"""``reelgate serve --workers N``: N worker processes on one host serving one port.
+
+One Python process uses about one core (docs/deploy.md, *Sizing*), so a host with more
+cores runs several. Each worker is a replica as the scale-out path knows them: it has
+its own replica id (the base id, ``--replica-id`` or ``host-pid-random``, plus ``-w<index>``),
+leases the jobs it creates, renews them, claims those of a worker that died, and answers
+for any job through the store (gateway/server/leases.py). Nothing here re-implements
+that: a worker is ``Service.start`` with a replica id and leases on.
+
+The processes are uvicorn's own multi-process supervisor (``uvicorn.supervisors.Multiprocess``,
+what ``uvicorn --workers`` runs): the parent binds the port once and hands the socket to
+each worker (the kernel gives each connection to one of them), restarts a worker that
+died or stopped answering its health pings (``HEALTH_PING_TIMEOUT_S``), and on SIGTERM /
+SIGINT stops every worker gracefully (each finishes its requests and stops its service)
+before it exits.
+
+A restarted worker takes the lowest index (and so the replica id) no live worker holds,
+from lock files only a live process holds, which is the index of the one that died: its
+first lease round claims its predecessor's jobs at once (a replica may re-claim what its
+own id holds) instead of after ``lease_s``. That is safe because the supervisor starts it
+only after the old process is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import gc
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gateway.config import Settings
+from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger("reelgate.server")
+
+#: how long a (re)started worker waits for a free index: a dead worker's lock goes with it,
+#: so one is free at once unless the supervisor is starting more workers than it was asked
+SLOT_WAIT_S = 30.0
+#: a worker that does not answer the supervisor's health ping for this long is killed and
+#: replaced. uvicorn's default (5 s) also counts a new worker's imports before it can answer,
+#: which take longer than that on a loaded machine: workers would be killed while starting
+HEALTH_PING_TIMEOUT_S = 20
+#: Linux prctl option: a signal sent to this process when its parent dies
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What each worker process is started with (pickled to it by the supervisor)."""
+
+    settings: Settings
+    base_id: str
+    #: the folder of the index lock files (one per worker index)
+    slots: Path
+    log_level: int
+    sandbox_url: str | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.settings.service.workers
+
+
+def worker_id(base_id: str, index: int) -> str:
+    """The replica id of worker ``index``: the same for the worker that replaces it."""
+    return f"{base_id}-w{index}"
+
+
+def check_workers(settings: Settings, env: Mapping[str, str] | None = None) -> None:
+    """Refuse what several workers cannot do: a limit meant for the whole gateway would hold
+    per worker without Redis (N workers: N times the budget, N times the vendor's slots),
+    and workers without leases would each resume and poll every job."""
+    workers = settings.service.workers
+    if workers == 1:
+        return
+    if settings.service.leases is False:
+        raise ConfigError(f"service.workers is {workers} but service.leases is false: workers share the "
+                          "store's jobs through leases (remove service.leases or set it to true)")
+    from gateway.shared import redis_url
+
+    if redis_url(settings, env) is not None:
+        return
+    why = (f"would hold per worker process, {workers} times over, without shared state: set redis_url "
+           f"(or REELGATE_REDIS_URL), or run service.workers: 1")
+    if settings.budgets.per_day_usd is not None:
+        raise ConfigError(f"budgets.per_day_usd with service.workers {workers}: the daily budget {why}")
+    limited = sorted(name for name, p in settings.providers.items() if p.concurrency_limit is not None)
+    if limited:
+        raise ConfigError(f"providers.{limited[0]}.concurrency_limit with service.workers {workers}: "
+                          f"the vendor's concurrency limit {why}")
+
+
+def worker_settings(settings: Settings) -> Settings:
+    """A worker's settings: leases on (workers share one store, SQLite included)."""
+    return settings.model_copy(update={"service": settings.service.model_copy(update={"leases": True})})
+
+
+def take_slot(folder: Path, count: int, *, wait_s: float = SLOT_WAIT_S) -> tuple[int, int]:
+    """The lowest worker index no live process holds, and the open lock file that holds it
+    (kept open for the process's life; the kernel lets go of it when the process dies)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        for index in range(count):
+            fd = os.open(folder / f"worker-{index}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return index, fd
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"no free worker index of {count} in {folder}")
+        time.sleep(0.05)
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this worker when the supervisor dies (even by SIGKILL), so no worker is left
+    holding the port and leases with no one to restart or stop it. Linux only; elsewhere
+    the supervisor's own SIGTERM handling is all there is."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def worker_app(spec: WorkerSpec) -> FastAPI:
+    """The app of one worker process (uvicorn calls this in the worker, as a factory)."""
+    from gateway.logs import configure
+    from gateway.server import create_app
+    from gateway.server.service import Service
+
+    configure(spec.log_level)
+    _die_with_parent()
+    # twice as many indexes as workers: on SIGHUP uvicorn starts each new worker before it
+    # stops the old one (which then frees its index for the next new one)
+    index, _held = take_slot(spec.slots, 2 * spec.workers)  # held until this process ends
+    replica_id = worker_id(spec.base_id, index)
+    log.info("worker %d started (pid %d, replica %s, %d workers)", index, os.getpid(), replica_id, spec.workers)
+
+    async def start() -> Service:
+        return await Service.start(spec.settings, sandbox_url=spec.sandbox_url, replica_id=replica_id)
+
+    app = create_app(start)
+    gc.freeze()  # as serve_forever does: what lives for the process stays out of the collector's walks
+    return app
+
+
+def serve_workers(settings: Settings, host: str, port: int, *, base_id: str, log_level: int,
+                  sandbox_url: str | None = None) -> bool:
+    """Run ``settings.service.workers`` workers on ``host:port`` until SIGTERM / SIGINT.
+    Returns False when a worker failed to start (uvicorn then stops them all)."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from gateway.serving import bind
+
+    with tempfile.TemporaryDirectory(prefix="reelgate-workers-") as slots:
+        spec = WorkerSpec(worker_settings(settings), base_id, Path(slots), log_level, sandbox_url)
+        config = uvicorn.Config(functools.partial(worker_app, spec), factory=True, workers=spec.workers,
+                                lifespan="on", log_level="warning", access_log=False,
+                                timeout_worker_healthcheck=HEALTH_PING_TIMEOUT_S)
+        supervisor = Multiprocess(config, sockets=[bind(host, port)])
+        supervisor.run()
+        return all(p.exitcode != STARTUP_FAILURE for p in supervisor.processes)
