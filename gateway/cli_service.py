@@ -86,6 +86,7 @@ def serve(
             settings = settings.model_copy(update={"service": settings.service.model_copy(update={"workers": workers})})
         check_workers(settings)
         check_port(host, port)
+        check_store(settings)
         if sandbox and sandbox_url:
             raise InvalidRequest("--sandbox-url", "give --sandbox or --sandbox-url, not both")
     except ReelgateError as exc:
@@ -121,6 +122,29 @@ def serve(
 
 ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="reelgate.yaml: the keys go to the store it names (service.store_url), as `serve` uses.")]
+
+
+def check_store(settings: Settings) -> None:
+    """Open the job store once before serving: one that cannot be reached (PostgreSQL down, a
+    wrong URL) is then one line and exit 3, not uvicorn's start-up traceback. The service
+    opens it again itself; this also runs its migrations, once, before any worker starts."""
+    import asyncio
+
+    from gateway.home import reelgate_home
+    from gateway.permissions import private_dir
+    from gateway.server.service import service_store_url
+    from gateway.store import open_store
+
+    async def run() -> None:
+        url = service_store_url(settings, private_dir(reelgate_home()))
+        async with open_store(url, env=os.environ, schema=settings.service.store_schema):
+            pass
+
+    try:
+        asyncio.run(run())
+    except ReelgateError as exc:
+        error(err, f"service.store_url: {exc.message}")
+        raise typer.Exit(3) from None
 
 
 def _with_keys(config: Path | None, act: Callable[[Keys], Awaitable[T]]) -> T:

@@ -111,9 +111,12 @@ class PostgresJobStore(JobStore):
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
         # the schema must exist before a pooled connection points its search_path at it
-        async with await AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-            await self._migrate(conn)
-        await self._pool.open(wait=True)
+        try:
+            async with await AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                await self._migrate(conn)
+            await self._pool.open(wait=True, timeout=CHECKOUT_S)
+        except OperationalError as exc:  # PoolTimeout too; its message may name the host: the class only
+            raise StoreUnavailable(f"the job store (PostgreSQL) cannot be reached ({type(exc).__name__})") from exc
 
     async def close(self) -> None:
         if self._checking is not None:

@@ -59,3 +59,36 @@ async def test_statements_fail_as_store_unavailable_then_work_again(
     async with asyncio.timeout(30):
         found = await asyncio.gather(*(store.get(job.id) for _ in range(CONNECTIONS * 2)))
     assert all(f is not None and f.id == job.id for f in found)
+
+
+async def test_opening_a_store_that_cannot_be_reached_is_store_unavailable(pg_schema: str) -> None:  # noqa: F811
+    host, port = server_of(PG_DSN, 5432)
+    with proxy_to(PG_DSN, 5432) as proxy:
+        dead = PG_DSN.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}", 1)
+        proxy.stop()
+        with pytest.raises(StoreUnavailable, match="cannot be reached"):
+            await PostgresJobStore(dead, schema=pg_schema).open()
+
+
+def test_serve_with_the_store_down_is_one_line_naming_the_setting_not_a_traceback(tmp_path, monkeypatch) -> None:
+    """``reelgate serve`` whose PostgreSQL does not answer: exit 3 with one line naming
+    ``service.store_url``, no traceback, and never the DSN's password."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from gateway.cli import app
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        dead_port = closed.getsockname()[1]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        serve_port = free.getsockname()[1]
+    monkeypatch.setenv("REELGATE_HOME", str(tmp_path / "home"))
+    config = tmp_path / "reelgate.yaml"
+    config.write_text(f"service:\n  store_url: postgresql://app:s3cret-pw@127.0.0.1:{dead_port}/test\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(config), "--port", str(serve_port)])
+    assert result.exit_code == 3, result.output
+    assert "service.store_url: the job store (PostgreSQL) cannot be reached" in result.output
+    assert "Traceback" not in result.output and "s3cret-pw" not in result.output
