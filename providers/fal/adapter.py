@@ -92,7 +92,6 @@ class FalAdapter(Provider):
                                        for scheme in ("http", "https"))
         #: endpoint -> its parsed submit URL (a handful per adapter)
         self._submit_urls: dict[str, httpx.URL] = {}
-        self._auth_headers: httpx.Headers | None = None
 
     # -- data ------------------------------------------------------------------------
     def capabilities(self) -> dict[ModelFamily, Capabilities]:
@@ -135,11 +134,7 @@ class FalAdapter(Provider):
 
     # -- wire protocol -----------------------------------------------------------------
     def _headers(self) -> httpx.Headers:
-        # the same two on every call: normalised once (each request copies them), and only
-        # once a key is there (a missing one raises at the call, as before)
-        if self._auth_headers is None:
-            self._auth_headers = httpx.Headers({"Authorization": f"Key {self._key()}", "Accept": "application/json"})
-        return self._auth_headers
+        return self._auth_headers("Key", "application/json")
 
     def build_submit(self, request: VideoRequest, *, resolution: Resolution, attempt_key: str,
                      callback_url: str | None = None) -> httpx.Request:

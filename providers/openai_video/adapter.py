@@ -247,8 +247,6 @@ class OpenAIVideoAdapter(Provider):
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
         self.cat = self.catalog.with_options(settings.options)
-        #: Accept value -> the headers of a call wanting it: normalised once, each request copies them
-        self._headers_for: dict[str, httpx.Headers] = {}
         self._create_url: httpx.URL | None = None
 
     # -- data ------------------------------------------------------------------------
@@ -269,11 +267,7 @@ class OpenAIVideoAdapter(Provider):
 
     # -- wire ------------------------------------------------------------------------
     def _headers(self, accept: str) -> httpx.Headers:
-        headers = self._headers_for.get(accept)
-        if headers is None:  # (only once a key is there: a missing one raises at the call, as before)
-            headers = self._headers_for[accept] = httpx.Headers({"Authorization": f"Bearer {self._key()}",
-                                                                  "Accept": accept})
-        return headers
+        return self._auth_headers("Bearer", accept)
 
     def _url(self, base: str, path: str, **params: str) -> str:
         return base.rstrip("/") + path.format(**params)
