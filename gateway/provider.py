@@ -202,6 +202,7 @@ class Provider(ABC):
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
+        self._auth_headers_by_accept: dict[str, httpx.Headers] = {}
 
     # -- configuration -------------------------------------------------------------
     @property
@@ -220,6 +221,16 @@ class Provider(ABC):
                 f"no API key configured (set {self.credential_env})", provider=self.name
             )
         return self.settings.api_key.reveal()
+
+    def _auth_headers(self, scheme: str, accept: str) -> httpx.Headers:
+        """``Authorization: <scheme> <key>`` and ``Accept``: the same on every call, so
+        normalised once per Accept value (each ``httpx.Request`` copies them). Made only once
+        a key is there: a missing one raises at the call, as before."""
+        headers = self._auth_headers_by_accept.get(accept)
+        if headers is None:
+            headers = self._auth_headers_by_accept[accept] = httpx.Headers(
+                {"Authorization": f"{scheme} {self._key()}", "Accept": accept})
+        return headers
 
     # -- data --------------------------------------------------------------------------
     @abstractmethod

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -157,10 +157,19 @@ def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None)
 
 
 async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request, phase: Phase) -> httpx.Response:
-    """Send ``request`` and read the whole answer; transport failures become gateway errors."""
+    """Send ``request`` and read the whole answer; transport failures become gateway errors.
+
+    (Adapters build their requests themselves, so they carry no timeouts of their own:
+    ``client.send`` puts the client's on a request that has none.) One coroutine, not a
+    wrapper around another: this runs for every vendor call."""
     started = time.perf_counter()
+    tag(request, provider, phase)
     try:
-        response = await _send(client, request, provider, phase)
+        response = await client.send(request)
+    except httpx.TransportError as exc:
+        error = _failure(exc, provider, phase)
+        vendor_called(provider, phase.value, started, error=type(error).__name__)
+        raise error from exc
     except ProviderError as exc:
         vendor_called(provider, phase.value, started, error=type(exc).__name__)
         raise
@@ -168,22 +177,14 @@ async def send(client: httpx.AsyncClient, provider: str, request: httpx.Request,
     return response
 
 
-async def _send(client: httpx.AsyncClient, request: httpx.Request, provider: str, phase: Phase) -> httpx.Response:
-    tag(request, provider, phase)
-    # Adapters build their requests themselves, so they carry none of the client's
-    # timeouts (``client.build_request`` would have set them): the client's apply.
-    request.extensions.setdefault("timeout", client.timeout.as_dict())
-    try:
-        return await client.send(request)
-    except _NOT_SENT as exc:
-        raise Unavailable(f"cannot connect ({type(exc).__name__})", provider=provider) from exc
-    except httpx.TransportError as exc:
-        if phase is Phase.SUBMIT:
-            raise AmbiguousSubmit(
-                f"the submit was sent but no answer came ({type(exc).__name__}); a job may exist",
-                provider=provider,
-            ) from exc
-        raise Unavailable(f"{phase} call failed ({type(exc).__name__})", provider=provider) from exc
+def _failure(exc: httpx.TransportError, provider: str, phase: Phase) -> ProviderError:
+    """What a transport failure means, by whether the request may have reached the vendor."""
+    if isinstance(exc, _NOT_SENT):
+        return Unavailable(f"cannot connect ({type(exc).__name__})", provider=provider)
+    if phase is Phase.SUBMIT:
+        return AmbiguousSubmit(f"the submit was sent but no answer came ({type(exc).__name__}); a job may exist",
+                               provider=provider)
+    return Unavailable(f"{phase} call failed ({type(exc).__name__})", provider=provider)
 
 
 # -- the aiohttp transport -------------------------------------------------------------------
@@ -258,7 +259,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         stream it reads back chunk by chunk through its async generators cost more CPU
         than the rest of the call's client side (docs/benchmarks.md, section 4). Anything
         else (downloads, untagged calls) is streamed: httpx reads it, or the caller does."""
-        timeout = _aiohttp_timeout(request.extensions.get("timeout", {}))
+        timeout = _aiohttp_timeout(request.extensions.get("timeout") or _NO_TIMEOUTS)
         call = request.extensions.get(CALL_EXTENSION)
         with _aiohttp_errors_mapped():
             response = await self._request(request, timeout)
@@ -273,15 +274,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
                               request=request, extensions=_EXTENSIONS)
 
-    # ASYNC109: ``timeout`` here is aiohttp's per-request setting handed on, not a deadline of ours
-    async def _request(self, request: httpx.Request,
-                       timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:  # noqa: ASYNC109
+    def _request(self, request: httpx.Request,
+                 timeout: aiohttp.ClientTimeout) -> Awaitable[aiohttp.ClientResponse]:
+        """aiohttp's request, to be awaited by the caller (a plain function: one coroutine
+        frame fewer per call)."""
         try:
             data: object = request.content or None
         except httpx.RequestNotRead:
             data = request.stream  # a streamed upload; aiohttp frames it itself
             request.headers.pop("transfer-encoding", None)
-        return await self.session().request(
+        return self.session().request(
             request.method,
             # httpx has already parsed and percent-encoded the URL: tell yarl not to redo it
             yarl.URL(str(request.url), encoded=True),
@@ -303,10 +305,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
+_NO_TIMEOUTS: Mapping[str, float | None] = {}
+#: (connect, read, pool) -> aiohttp's timeout: every call of one client carries the same
+#: three figures, so the (frozen) aiohttp object is made once, not per call
+_TIMEOUTS: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
+
+
 def _aiohttp_timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
     """httpx's timeouts in aiohttp's terms (no total: a long download is not a failure)."""
-    return aiohttp.ClientTimeout(sock_connect=timeout.get("connect"), sock_read=timeout.get("read"),
-                                 connect=timeout.get("pool"))
+    key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
+    made = _TIMEOUTS.get(key)
+    if made is None:
+        if len(_TIMEOUTS) >= 64:  # per-request timeouts of every value: keep the table small
+            _TIMEOUTS.clear()
+        made = _TIMEOUTS[key] = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+    return made
 
 
 def _session(limits: ConnectionLimits) -> aiohttp.ClientSession:

@@ -133,8 +133,8 @@ class FalAdapter(Provider):
                 * catalog.LATENCY_DURATION_FACTOR.get(duration_s, duration_s / 5))
 
     # -- wire protocol -----------------------------------------------------------------
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Key {self._key()}", "Accept": "application/json"}
+    def _headers(self) -> httpx.Headers:
+        return self._auth_headers("Key", "application/json")
 
     def build_submit(self, request: VideoRequest, *, resolution: Resolution, attempt_key: str,
                      callback_url: str | None = None) -> httpx.Request:

@@ -247,6 +247,7 @@ class OpenAIVideoAdapter(Provider):
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
         self.cat = self.catalog.with_options(settings.options)
+        self._create_url: httpx.URL | None = None
 
     # -- data ------------------------------------------------------------------------
     def capabilities(self) -> dict[ModelFamily, Capabilities]:
@@ -265,8 +266,8 @@ class OpenAIVideoAdapter(Provider):
         return self.cat.latency_s.get((model, resolution, duration_s), 60.0 * duration_s / 5)
 
     # -- wire ------------------------------------------------------------------------
-    def _headers(self, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._key()}", **extra}
+    def _headers(self, accept: str) -> httpx.Headers:
+        return self._auth_headers("Bearer", accept)
 
     def _url(self, base: str, path: str, **params: str) -> str:
         return base.rstrip("/") + path.format(**params)
@@ -289,8 +290,9 @@ class OpenAIVideoAdapter(Provider):
             body["input_reference"] = {"image_url": _image_ref(request.start_image)}
         if self.cat.metadata_key is not None:  # our reference, for the list scan to find
             body["metadata"] = {self.cat.metadata_key: attempt_key}
-        return httpx.Request("POST", self._url(self.base_url, self.cat.paths.create), json=body,
-                             headers=self._headers(Accept="application/json"))
+        if self._create_url is None:  # parsed once: httpx parses a URL string in Python on every request
+            self._create_url = httpx.URL(self._url(self.base_url, self.cat.paths.create))
+        return httpx.Request("POST", self._create_url, json=body, headers=self._headers("application/json"))
 
     def parse_submit(self, request: VideoRequest, response: httpx.Response) -> VendorJob:
         video = self._video(response, phase="submit")
@@ -309,7 +311,7 @@ class OpenAIVideoAdapter(Provider):
     def build_list(self, after: str | None) -> httpx.Request:
         params = {"limit": str(LIST_LIMIT), "order": "desc", **({"after": after} if after else {})}
         return httpx.Request("GET", self._url(self.base_url, self.cat.paths.list), params=params,
-                             headers=self._headers(Accept="application/json"))
+                             headers=self._headers("application/json"))
 
     def parse_list(self, response: httpx.Response) -> ListPage:
         if not response.is_success:
@@ -329,7 +331,7 @@ class OpenAIVideoAdapter(Provider):
         return str(value) if value is not None else None
 
     def build_status(self, job: VendorJob) -> httpx.Request:
-        return httpx.Request("GET", job.urls["status"], headers=self._headers(Accept="application/json"))
+        return httpx.Request("GET", job.urls["status"], headers=self._headers("application/json"))
 
     def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
         video = self._video(response, phase="status")
@@ -348,13 +350,13 @@ class OpenAIVideoAdapter(Provider):
         # The content endpoint wants the Bearer key; any other host (a CDN the vendor
         # redirected us to) must never see it.
         if result.url.startswith(job.base_url.rstrip("/") + "/"):
-            return httpx.Request("GET", result.url, headers=self._headers(Accept="application/binary"))
+            return httpx.Request("GET", result.url, headers=self._headers("application/binary"))
         return httpx.Request("GET", result.url)
 
     # -- model pricing (for a later price refresh by the core) -----------------------------
     def build_model_pricing(self, model: ModelFamily = ModelFamily.RAY_2_FLASH) -> httpx.Request:
         url = self._url(self.base_url, self.cat.paths.model, slug=self.cat.models[model])
-        return httpx.Request("GET", url, headers=self._headers(Accept="application/json"))
+        return httpx.Request("GET", url, headers=self._headers("application/json"))
 
     def parse_model_pricing(self, response: httpx.Response) -> ModelPricing:
         return parse_model_pricing(self.name, self.cat, response)

@@ -323,3 +323,22 @@ def test_sandboxed_adapter_asks_the_emulator_for_webhook_keys() -> None:
     real = FalAdapter(ProviderSettings("fal"))
     assert real.build_webhook_keys().url.host.endswith("fal.ai")
 
+
+
+def test_each_call_gets_its_own_headers_though_they_are_normalised_once() -> None:
+    """The adapter keeps one normalised ``httpx.Headers`` (building them per call was part of
+    every request's cost); what one request does to its headers never reaches the next."""
+    fal = adapter()
+    first, second = fal.build_status(job()), fal.build_status(job())
+    first.headers["authorization"] = "Key someone-else"
+    first.headers["x-extra"] = "1"
+    assert second.headers["authorization"] == f"Key {KEY}" and "x-extra" not in second.headers
+    assert fal.build_result(job()).headers["authorization"] == f"Key {KEY}"
+
+
+def test_no_key_still_fails_at_the_call_not_at_start() -> None:
+    fal = FalAdapter(ProviderSettings("fal", credential_ref="none"))
+    with pytest.raises(AuthenticationFailed, match="FAL_KEY"):
+        fal.build_status(job())
+    with pytest.raises(AuthenticationFailed, match="FAL_KEY"):  # nothing half-made was kept
+        fal.build_submit(VideoRequest(prompt="x"), resolution=Resolution.P540, attempt_key="a1")

@@ -279,3 +279,21 @@ def test_missing_key_is_authentication_failed() -> None:
     bare = RailwailAdapter(ProviderSettings("railwail"))
     with pytest.raises(AuthenticationFailed, match="RAILWAIL_API_KEY"):
         bare.build_submit(VideoRequest(prompt="p"), resolution=Resolution.P720, attempt_key="k")
+
+
+@respx.mock
+async def test_submits_share_the_parsed_url_but_not_their_headers() -> None:
+    """The create URL is parsed once per adapter and the headers normalised once per Accept
+    value; each request still carries its own copy, and the wire is unchanged."""
+    route = respx.post(f"{BASE}/videos").mock(return_value=fixture("video_queued.json"))
+    rw = adapter()
+    req = VideoRequest(prompt="waves on black sand")
+    first = rw.build_submit(req, resolution=Resolution.P720, attempt_key="a1")
+    first.headers["authorization"] = "Bearer someone-else"
+    sent = await send(rw.build_submit(req, resolution=Resolution.P720, attempt_key="a2"))
+    assert route.call_count == 1 and str(sent.url) == f"{BASE}/videos"
+    assert sent.headers["authorization"] == f"Bearer {KEY}" and sent.headers["accept"] == "application/json"
+    status = rw.build_status(job())
+    assert status.headers["accept"] == "application/json" and status.headers["authorization"] == f"Bearer {KEY}"
+    download = rw.build_download(job(), VideoResult(url=f"{BASE}/videos/{VID}/content"))
+    assert download.headers["accept"] == "application/binary"

@@ -222,6 +222,26 @@ async def test_a_submit_whose_answer_times_out_is_ambiguous() -> None:
             never.set()
 
 
+async def test_each_client_and_each_request_keeps_its_own_read_timeout() -> None:
+    """aiohttp's timeout object is made once per set of figures and shared: a short timeout
+    on one client must not reach another, and a request's own timeout wins over its client's."""
+    async def answer_late(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            await asyncio.sleep(0.5)
+            writer.write(OK)
+            await writer.drain()
+
+    async with server(answer_late) as url, client(timeout_s=0.2) as short, client(timeout_s=5.0) as long:
+        with pytest.raises(Unavailable, match="ReadTimeout"):
+            await send(short, "vendor", poll(url), Phase.POLL)
+        assert (await send(long, "vendor", poll(url), Phase.POLL)).status_code == 200
+        own = poll(url)
+        own.extensions["timeout"] = httpx.Timeout(0.2).as_dict()
+        with pytest.raises(Unavailable, match="ReadTimeout"):
+            await send(long, "vendor", own, Phase.POLL)
+        assert (await send(long, "vendor", poll(url), Phase.POLL)).status_code == 200
+
+
 async def test_connections_per_host_are_bounded() -> None:
     connections = 0
 
