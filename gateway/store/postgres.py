@@ -33,8 +33,9 @@ from gateway.store.base import (
     JobStore,
     LeaseLost,
     OutboxRow,
-    new_message_id,
 )
+from gateway.store.group_commit import GroupCommit
+from gateway.store.postgres_saves import Save, job_id, save_batch
 
 DEFAULT_SCHEMA = "reelgate"
 #: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
@@ -42,9 +43,6 @@ MIGRATION_LOCK = 0x7265656C67617465
 POOL_MIN, POOL_MAX = 1, 10
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
-
-_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
-           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s, %(at_risk)s)")
 
 # A message waits while its job is leased: the job's replica is still finishing it (keeping
 # its video), and releases the lease once done; a dead replica's job is finished off and
@@ -93,6 +91,7 @@ class PostgresJobStore(JobStore):
         self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True}, configure=self._configure)
+        self._in_next_commit: GroupCommit[Save] = GroupCommit(self._commit, name="postgres-group-commit", key=job_id)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -148,30 +147,14 @@ class PostgresJobStore(JobStore):
             return _job(await cur.fetchone()), False
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        row = JobRow.of(job)
-        params = _params(row, owner=None, lease_owner=lease_owner, message_id=new_message_id(), now=self.clock())
-        async with self._pool.connection() as conn:
-            if not row.announce:  # one statement is its own transaction: no BEGIN/COMMIT round trips
-                await self._save_row(conn, params, lease_owner)
-                return
-            async with conn.transaction():  # the finished job and its webhook commit together, or neither
-                await self._save_row(conn, params, lease_owner)
-                await conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
-                                   " VALUES (%(message_id)s, %(id)s, %(status)s, %(now)s) ON CONFLICT DO NOTHING",
-                                   params)
+        # saves arriving together share one statement (postgres_saves.py)
+        if not await self._in_next_commit(Save(JobRow.of(job), lease_owner)):
+            raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
 
-    @staticmethod
-    async def _save_row(conn: AsyncConnection[TupleRow], params: dict[str, Any], lease_owner: str | None) -> None:
-        if lease_owner is None:
-            await conn.execute(
-                _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
-            return
-        cur = await conn.execute(
-            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s,"
-            " at_risk = %(at_risk)s WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
-        if not cur.rowcount:
-            raise LeaseLost(f"job {params['id']}: {lease_owner} no longer holds its lease")
+    async def _commit(self, saves: list[Save]) -> list[bool]:
+        async with self._pool.connection() as conn:
+            written = await save_batch(conn, saves, self.clock())
+        return [s.row.id in written for s in saves]
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         rows = await self._docs(

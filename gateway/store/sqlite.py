@@ -38,6 +38,7 @@ from gateway.store.base import (
     OutboxRow,
     new_message_id,
 )
+from gateway.store.group_commit import GroupCommit
 from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
@@ -61,9 +62,9 @@ class SqliteJobStore(JobStore):
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        #: writes waiting for the next group commit, and the task that commits them
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: creates and saves: each batch of them is one transaction (group_commit.py)
+        self._in_next_commit: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
+            self._commit, name="sqlite-group-commit")
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -136,37 +137,8 @@ class SqliteJobStore(JobStore):
         if lost is not None:
             raise lost
 
-    async def _in_next_commit(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``write`` in the next group commit; its result once that is durable.
-
-        Group commit: writes arriving while one is under way go out together in the next
-        transaction, one commit (and one thread hop) per batch instead of one per write, so
-        a new job or a vendor's accept is durable without queueing behind every other job's
-        write (bench/accept_durable.py, bench/service.py). Should the transaction fail, every
-        write in it fails with the same error: none of them is on record."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((write, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
-        return await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                outcomes = await self._run(functools.partial(_in_one_transaction, writes=[w for w, _ in batch]))
-            except asyncio.CancelledError:
-                for _, done in batch:
-                    done.cancel()
-                raise
-            except Exception as exc:  # the whole transaction failed: every write in it did
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), outcome in zip(batch, outcomes, strict=True):
-                if not done.done():  # its caller may have been cancelled meanwhile
-                    done.set_result(outcome)
+    async def _commit(self, writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        return await self._run(functools.partial(_in_one_transaction, writes=writes))
 
     def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
         params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
