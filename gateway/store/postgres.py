@@ -19,7 +19,6 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.errors import InvalidRequest
@@ -35,7 +34,7 @@ from gateway.store.base import (
     OutboxRow,
 )
 from gateway.store.group_commit import GroupCommit
-from gateway.store.postgres_saves import Save, job_id, save_batch
+from gateway.store.postgres_batches import Create, Save, create_batch, job_id, save_batch
 
 DEFAULT_SCHEMA = "reelgate"
 #: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
@@ -91,7 +90,8 @@ class PostgresJobStore(JobStore):
         self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True}, configure=self._configure)
-        self._in_next_commit: GroupCommit[Save] = GroupCommit(self._commit, name="postgres-group-commit", key=job_id)
+        self._creates: GroupCommit[Create] = GroupCommit(self._create, name="postgres-creates", key=job_id)
+        self._saves: GroupCommit[Save] = GroupCommit(self._save, name="postgres-saves", key=job_id)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -129,29 +129,21 @@ class PostgresJobStore(JobStore):
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
                             lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
-        params = _params(JobRow.of(job), owner=owner)
-        params["lease_owner"], params["lease_until"] = (lease[0], self.clock() + lease[1]) if lease else (None, None)
+        # creates arriving together share one statement (postgres_batches.py)
+        lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
+        existing = await self._creates(Create(JobRow.of(job), owner, lease_owner, lease_until))
+        return (job, True) if existing is None else (existing, False)
+
+    async def _create(self, creates: list[Create]) -> list[VideoJob | None]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
-                " lease_owner, lease_until) VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s,"
-                " %(updated)s, %(doc)s, %(at_risk)s, %(lease_owner)s, %(lease_until)s)"
-                " ON CONFLICT DO NOTHING RETURNING id", params)
-            if await cur.fetchone() is not None:
-                return job, True
-            # the losing insert waited for the winner's commit, so the winner is visible now
-            cur = await conn.execute(
-                "SELECT doc FROM jobs WHERE id = %(id)s OR"
-                " (coalesce(owner, '') = coalesce(%(owner)s, '') AND idempotency_key = %(key)s)"
-                " ORDER BY id = %(id)s DESC LIMIT 1", params)
-            return _job(await cur.fetchone()), False
+            return await create_batch(conn, creates)
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        # saves arriving together share one statement (postgres_saves.py)
-        if not await self._in_next_commit(Save(JobRow.of(job), lease_owner)):
+        # saves arriving together share one statement (postgres_batches.py)
+        if not await self._saves(Save(JobRow.of(job), lease_owner)):
             raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
 
-    async def _commit(self, saves: list[Save]) -> list[bool]:
+    async def _save(self, saves: list[Save]) -> list[bool]:
         async with self._pool.connection() as conn:
             written = await save_batch(conn, saves, self.clock())
         return [s.row.id in written for s in saves]
@@ -289,12 +281,6 @@ class PostgresJobStore(JobStore):
         async with self._pool.connection() as conn:
             cur = await conn.execute(query, params)
             return [_job(row) for row in await cur.fetchall()]
-
-
-def _params(row: JobRow, **extra: Any) -> dict[str, Any]:
-    return {"id": row.id, "status": row.status, "key": row.idempotency_key,
-            "created": row.created_at, "updated": row.updated_at, "at_risk": row.at_risk,
-            "doc": Jsonb(row.doc, dumps=lambda text: text), **extra}
 
 
 def _job(row: TupleRow | None) -> VideoJob:

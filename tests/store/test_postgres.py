@@ -6,12 +6,16 @@ The behaviour every store shares is in test_contract.py.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
-from gateway.store import migrations
+from gateway.job import JobStatus
+from gateway.store import codec, migrations
 from gateway.store.postgres import PostgresJobStore
+from gateway.store.postgres_batches import save_batch
 from tests.store.conftest import PG_DSN, postgres_backend
 from tests.store.jobs import BILLED, finished_job, new_job
 from tests.support import FakeClock
@@ -71,3 +75,30 @@ async def test_the_document_is_jsonb_with_exact_money(pg_schema: str) -> None:
         cost = conn.execute("SELECT doc->'attempts'->1->>'cost_usd' FROM jobs WHERE id = %s",
                             (job.id,)).fetchone()
     assert cost == (str(BILLED),)
+
+
+async def test_saves_arriving_together_share_a_statement_and_land_in_order(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group commit: a burst of saves costs a statement or two, not one each, and two
+    saves of one job in the same burst never share a statement (the later one wins)."""
+    statements = [0]
+
+    async def counted(*args: Any) -> set[str]:
+        statements[0] += 1
+        return await save_batch(*args)
+
+    monkeypatch.setattr("gateway.store.postgres.save_batch", counted)
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        jobs = [await store.create(new_job(f"job {i}", webhook_url="https://app.example/hook")) for i in range(30)]
+        submitted = []
+        for job in jobs:
+            job.move(JobStatus.SUBMITTED)
+            submitted.append(codec.decode_job(codec.encode_job(job)))  # a copy: this state, saved first
+            job.move(JobStatus.SUCCEEDED)
+        await asyncio.gather(*(save for pair in zip(submitted, jobs, strict=True)
+                               for save in (store.save(pair[0]), store.save(pair[1]))))
+        assert statements[0] == 2
+        for job in jobs:
+            assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
+        # each finished job's webhook was queued by the statement that finished it
+        assert len(await store.lease_deliveries("r1", 30.0, 100)) == 30
