@@ -12,10 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.job import JobStatus
+from gateway.job import JobStatus, VideoJob
 from gateway.store import codec, migrations
 from gateway.store.postgres import PostgresJobStore
-from gateway.store.postgres_batches import save_batch
+from gateway.store.postgres_batches import create_batch, save_batch
 from tests.store.conftest import PG_DSN, postgres_backend
 from tests.store.jobs import BILLED, finished_job, new_job
 from tests.support import FakeClock
@@ -102,3 +102,27 @@ async def test_saves_arriving_together_share_a_statement_and_land_in_order(
             assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
         # each finished job's webhook was queued by the statement that finished it
         assert len(await store.lease_deliveries("r1", 30.0, 100)) == 30
+
+
+async def test_creates_arriving_together_share_a_statement_and_a_raced_key_makes_one_job(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements = [0]
+
+    async def counted(*args: Any) -> list[VideoJob | None]:
+        statements[0] += 1
+        return await create_batch(*args)
+
+    monkeypatch.setattr("gateway.store.postgres.create_batch", counted)
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        before = await store.create(new_job("made before", key="k-0"))
+        fresh = [new_job(f"job {i}") for i in range(30)]
+        raced = [new_job("same", key="k-1") for _ in range(10)]
+        statements[0] = 0
+        outcomes = await asyncio.gather(*(store.create_or_get(j) for j in [*fresh, *raced, new_job(key="k-0")]))
+        assert statements[0] == 1
+        assert [made for _, made in outcomes[:30]] == [True] * 30
+        assert [made for _, made in outcomes[30:40]].count(True) == 1
+        winner = next(job for job, made in outcomes[30:40] if made)
+        assert {job.id for job, _ in outcomes[30:40]} == {winner.id}
+        assert outcomes[40] == (before, False)
+        assert (await store.get_by_idempotency_key("k-1")).id == winner.id
