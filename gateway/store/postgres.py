@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, errors, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -90,8 +90,15 @@ class PostgresJobStore(JobStore):
         self._pool: AsyncConnectionPool[AsyncConnection[TupleRow]] = AsyncConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=False,
             kwargs={"autocommit": True}, configure=self._configure)
-        self._creates: GroupCommit[Create] = GroupCommit(self._create, name="postgres-creates", key=job_id)
-        self._saves: GroupCommit[Save] = GroupCommit(self._save, name="postgres-saves", key=job_id)
+        # a vendor's text PostgreSQL refuses (a NUL) fails its own job's write, not its batchmates'
+        alone_on = (errors.DataError, errors.IntegrityError)
+        # several statements under way at once, as before batching: one at a time, every write
+        # queued behind the one round trip under way and throughput fell under load
+        in_flight = max(1, max_size // 3)
+        self._creates: GroupCommit[Create] = GroupCommit(self._create, name="postgres-creates", key=job_id,
+                                                         in_flight=in_flight, alone_on=alone_on)
+        self._saves: GroupCommit[Save] = GroupCommit(self._save, name="postgres-saves", key=job_id,
+                                                     in_flight=in_flight, alone_on=alone_on)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:

@@ -126,3 +126,22 @@ async def test_creates_arriving_together_share_a_statement_and_a_raced_key_makes
         assert {job.id for job, _ in outcomes[30:40]} == {winner.id}
         assert outcomes[40] == (before, False)
         assert (await store.get_by_idempotency_key("k-1")).id == winner.id
+
+
+async def test_a_write_postgresql_refuses_fails_alone_not_its_batchmates(pg_schema: str) -> None:
+    """A vendor's text may hold a NUL, which jsonb refuses: the batch it rode in goes again
+    write by write, so only that job's write fails."""
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        jobs = [await store.create(new_job(f"job {i}")) for i in range(10)]
+        for job in jobs:
+            job.move(JobStatus.SUBMITTED)
+        jobs[3].error = {"message": "the vendor said \x00"}
+        poisoned = new_job("new, with a NUL from somewhere")
+        poisoned.notes.append("\x00")
+        outcomes = await asyncio.gather(*(store.save(j) for j in jobs), *(store.create_or_get(j) for j in (
+            new_job("fresh"), poisoned)), return_exceptions=True)
+        assert all(o is None for i, o in enumerate(outcomes[:10]) if i != 3)
+        assert isinstance(outcomes[3], psycopg.errors.DataError)
+        assert outcomes[10][1] is True and isinstance(outcomes[11], psycopg.errors.DataError)
+        for i, job in enumerate(jobs):
+            assert (await store.get(job.id)).status is (JobStatus.QUEUED if i == 3 else JobStatus.SUBMITTED)
