@@ -94,7 +94,7 @@ class PostgresJobStore(JobStore):
         alone_on = (errors.DataError, errors.IntegrityError)
         # several statements under way at once, as before batching: one at a time, every write
         # queued behind the one round trip under way and throughput fell under load
-        in_flight = max(1, max_size // 3)
+        in_flight = max(1, max_size // 2)
         self._creates: GroupCommit[Create] = GroupCommit(self._create, name="postgres-creates", key=job_id,
                                                          in_flight=in_flight, alone_on=alone_on)
         self._saves: GroupCommit[Save] = GroupCommit(self._save, name="postgres-saves", key=job_id,
