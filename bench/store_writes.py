@@ -71,7 +71,7 @@ async def one_round(kind: str, jobs: int, concurrency: int) -> tuple[float, floa
     with tempfile.TemporaryDirectory() as home:
         schema = f"bench_writes_{uuid.uuid4().hex[:8]}"
         store = (SqliteJobStore(Path(home) / "jobs.db") if kind == "sqlite"
-                 else PostgresJobStore(PG_DSN, schema=schema, max_size=int(os.environ.get("POOLMAX", "10"))))
+                 else PostgresJobStore(PG_DSN, schema=schema))
         async with store:
             try:
                 todo = lifecycle_jobs(jobs)
