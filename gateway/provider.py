@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -115,10 +115,11 @@ class VendorJob:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["urls"] = dict(self.urls)
-        data["extra"] = dict(self.extra)
-        return data
+        # by hand, not ``asdict``: every save of a job encodes it, and asdict's deep copy was
+        # most of that (the mappings are copied one level, as before)
+        return {"provider": self.provider, "vendor_model": self.vendor_model, "vendor_id": self.vendor_id,
+                "base_url": self.base_url, "credential_ref": self.credential_ref, "urls": dict(self.urls),
+                "extra": dict(self.extra)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VendorJob:

@@ -20,9 +20,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from psycopg import AsyncConnection, OperationalError, sql
+from psycopg import AsyncConnection, OperationalError, errors, sql
 from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.errors import InvalidRequest, StoreUnavailable
@@ -36,8 +35,9 @@ from gateway.store.base import (
     JobStore,
     LeaseLost,
     OutboxRow,
-    new_message_id,
 )
+from gateway.store.group_commit import GroupCommit
+from gateway.store.postgres_batches import Create, Save, create_batch, job_id, save_batch
 
 DEFAULT_SCHEMA = "reelgate"
 #: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
@@ -53,9 +53,6 @@ CHECKOUT_S = 5.0
 RECONNECT_S = 10.0
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
-
-_INSERT = ("INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk)"
-           " VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s, %(updated)s, %(doc)s, %(at_risk)s)")
 
 # A message waits while its job is leased: the job's replica is still finishing it (keeping
 # its video), and releases the lease once done; a dead replica's job is finished off and
@@ -107,6 +104,15 @@ class PostgresJobStore(JobStore):
             dsn, min_size=min_size, max_size=max_size, open=False, timeout=CHECKOUT_S,
             reconnect_timeout=RECONNECT_S, kwargs={"autocommit": True}, configure=self._configure)
         self._checking: asyncio.Task[None] | None = None
+        # a vendor's text PostgreSQL refuses (a NUL) fails its own job's write, not its batchmates'
+        alone_on = (errors.DataError, errors.IntegrityError)
+        # several statements under way at once, as before batching: one at a time, every write
+        # queued behind the one round trip under way and throughput fell under load
+        in_flight = max(1, max_size // 2)
+        self._creates: GroupCommit[Create] = GroupCommit(self._create, name="postgres-creates", key=job_id,
+                                                         in_flight=in_flight, alone_on=alone_on)
+        self._saves: GroupCommit[Save] = GroupCommit(self._save, name="postgres-saves", key=job_id,
+                                                     in_flight=in_flight, alone_on=alone_on)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -169,48 +175,24 @@ class PostgresJobStore(JobStore):
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
                             lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
-        params = _params(JobRow.of(job), owner=owner)
-        params["lease_owner"], params["lease_until"] = (lease[0], self.clock() + lease[1]) if lease else (None, None)
+        # creates arriving together share one statement (postgres_batches.py)
+        lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
+        existing = await self._creates(Create(JobRow.of(job), owner, lease_owner, lease_until))
+        return (job, True) if existing is None else (existing, False)
+
+    async def _create(self, creates: list[Create]) -> list[VideoJob | None]:
         async with self.connection() as conn:
-            cur = await conn.execute(
-                "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
-                " lease_owner, lease_until) VALUES (%(id)s, %(status)s, %(owner)s, %(key)s, %(created)s,"
-                " %(updated)s, %(doc)s, %(at_risk)s, %(lease_owner)s, %(lease_until)s)"
-                " ON CONFLICT DO NOTHING RETURNING id", params)
-            if await cur.fetchone() is not None:
-                return job, True
-            # the losing insert waited for the winner's commit, so the winner is visible now
-            cur = await conn.execute(
-                "SELECT doc FROM jobs WHERE id = %(id)s OR"
-                " (coalesce(owner, '') = coalesce(%(owner)s, '') AND idempotency_key = %(key)s)"
-                " ORDER BY id = %(id)s DESC LIMIT 1", params)
-            return _job(await cur.fetchone()), False
+            return await create_batch(conn, creates)
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
-        row = JobRow.of(job)
-        params = _params(row, owner=None, lease_owner=lease_owner, message_id=new_message_id(), now=self.clock())
-        async with self.connection() as conn:
-            if not row.announce:  # one statement is its own transaction: no BEGIN/COMMIT round trips
-                await self._save_row(conn, params, lease_owner)
-                return
-            async with conn.transaction():  # the finished job and its webhook commit together, or neither
-                await self._save_row(conn, params, lease_owner)
-                await conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
-                                   " VALUES (%(message_id)s, %(id)s, %(status)s, %(now)s) ON CONFLICT DO NOTHING",
-                                   params)
+        # saves arriving together share one statement (postgres_batches.py)
+        if not await self._saves(Save(JobRow.of(job), lease_owner)):
+            raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
 
-    @staticmethod
-    async def _save_row(conn: AsyncConnection[TupleRow], params: dict[str, Any], lease_owner: str | None) -> None:
-        if lease_owner is None:
-            await conn.execute(
-                _INSERT + " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
-            return
-        cur = await conn.execute(
-            "UPDATE jobs SET status = %(status)s, updated_at = %(updated)s, doc = %(doc)s,"
-            " at_risk = %(at_risk)s WHERE id = %(id)s AND lease_owner = %(lease_owner)s", params)
-        if not cur.rowcount:
-            raise LeaseLost(f"job {params['id']}: {lease_owner} no longer holds its lease")
+    async def _save(self, saves: list[Save]) -> list[bool]:
+        async with self.connection() as conn:
+            written = await save_batch(conn, saves, self.clock())
+        return [s.row.id in written for s in saves]
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         rows = await self._docs(
@@ -313,7 +295,7 @@ class PostgresJobStore(JobStore):
 
     async def lease_segments(self, parent_id: str, job_ids: builtins.list[str], owner_id: str,
                              lease_s: float) -> bool:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             now = self.clock()
             cur = await conn.execute(  # the parent's row locked: its lease cannot move meanwhile
                 "SELECT 1 FROM jobs WHERE id = %(id)s AND lease_owner = %(owner)s AND lease_until >= %(now)s"
@@ -358,12 +340,6 @@ class PostgresJobStore(JobStore):
         async with self.connection() as conn:
             cur = await conn.execute(query, params)
             return [_job(row) for row in await cur.fetchall()]
-
-
-def _params(row: JobRow, **extra: Any) -> dict[str, Any]:
-    return {"id": row.id, "status": row.status, "key": row.idempotency_key,
-            "created": row.created_at, "updated": row.updated_at, "at_risk": row.at_risk,
-            "doc": Jsonb(row.doc, dumps=lambda text: text), **extra}
 
 
 def _job(row: TupleRow | None) -> VideoJob:

@@ -2,9 +2,11 @@
 
 Why stdlib ``sqlite3`` in a worker thread rather than ``aiosqlite``: aiosqlite is
 the same design (one connection, driven from a thread) behind a second API, and a
-dependency. Here each operation is one plain function that runs whole in a thread
-(``asyncio.to_thread``) under an ``asyncio.Lock``, so a write transaction
-(``BEGIN IMMEDIATE`` ... ``COMMIT``) can never interleave with another coroutine's.
+dependency. Here each operation is one plain function that runs whole in the store's own
+thread under an ``asyncio.Lock``, so a write transaction (``BEGIN IMMEDIATE`` ...
+``COMMIT``) can never interleave with another coroutine's. Its own thread, not
+``asyncio.to_thread``'s pool: a commit never queues behind the service's file copies in
+that pool, and a hop costs no task and no context copy (bench/store_writes.py).
 
 Sharing the file: WAL mode lets readers run beside the one writer; every write
 takes the write lock up front (``BEGIN IMMEDIATE``), and ``busy_timeout`` makes a
@@ -21,6 +23,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +41,7 @@ from gateway.store.base import (
     OutboxRow,
     new_message_id,
 )
+from gateway.store.group_commit import GroupCommit
 from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
@@ -61,19 +65,25 @@ class SqliteJobStore(JobStore):
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
-        #: writes waiting for the next group commit, and the task that commits them
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        #: the one thread that touches the connection (made at open, gone at close)
+        self._thread: ThreadPoolExecutor | None = None
+        #: creates and saves: each batch of them is one transaction (group_commit.py)
+        self._in_next_commit: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
+            self._commit, name="sqlite-group-commit")
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
-        self._conn = await asyncio.to_thread(self._connect)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reelgate-sqlite")
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
 
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             async with self._lock:
-                await asyncio.to_thread(conn.close)
+                await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     def _connect(self) -> sqlite3.Connection:
         create_private(self.path)
@@ -92,7 +102,7 @@ class SqliteJobStore(JobStore):
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         conn = self._conn
         async with self._lock:
-            work = asyncio.ensure_future(asyncio.to_thread(fn, conn))
+            work = asyncio.get_running_loop().run_in_executor(self._thread, fn, conn)
             try:
                 return await asyncio.shield(work)
             finally:
@@ -136,37 +146,8 @@ class SqliteJobStore(JobStore):
         if lost is not None:
             raise lost
 
-    async def _in_next_commit(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run ``write`` in the next group commit; its result once that is durable.
-
-        Group commit: writes arriving while one is under way go out together in the next
-        transaction, one commit (and one thread hop) per batch instead of one per write, so
-        a new job or a vendor's accept is durable without queueing behind every other job's
-        write (bench/accept_durable.py, bench/service.py). Should the transaction fail, every
-        write in it fails with the same error: none of them is on record."""
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((write, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
-        return await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                outcomes = await self._run(functools.partial(_in_one_transaction, writes=[w for w, _ in batch]))
-            except asyncio.CancelledError:
-                for _, done in batch:
-                    done.cancel()
-                raise
-            except Exception as exc:  # the whole transaction failed: every write in it did
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for (_, done), outcome in zip(batch, outcomes, strict=True):
-                if not done.done():  # its caller may have been cancelled meanwhile
-                    done.set_result(outcome)
+    async def _commit(self, writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        return await self._run(functools.partial(_in_one_transaction, writes=writes))
 
     def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
         params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,

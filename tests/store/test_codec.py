@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from gateway.job import Attempt, VideoJob, VideoOutput
+from gateway.provider import VendorJob
 from gateway.request import ImageKind
 from gateway.store import codec
-from tests.store.jobs import BILLED, CREDITS, ESTIMATE, finished_job, new_job
+from tests.store.jobs import BILLED, CREDITS, ESTIMATE, finished_job, new_job, vendor_job
 
 # a 1x1 PNG
 PNG = base64.b64decode(
@@ -92,3 +93,26 @@ def test_an_at_risk_amount_comes_back_exact_and_older_documents_have_none() -> N
     for attempt in doc["attempts"]:
         del attempt["at_risk_usd"]  # written before at-risk bookkeeping existed
     assert codec.decode_job(doc).at_risk_usd == Decimal(0)
+
+
+def test_infinity_is_refused_too() -> None:
+    job = new_job()
+    job.plan = {"latency_s": float("inf")}
+    with pytest.raises(ValueError):
+        codec.dumps(codec.encode_job(job))
+
+
+@pytest.mark.parametrize("text", ["un café, s'il vous plaît 🦊", "NaN and Infinity are only words here",
+                                  "a lone surrogate \ud800 stays escaped", 'quotes " and \\ backslashes'])
+def test_a_document_reads_back_as_json_would_have_written_it(text: str) -> None:
+    # the fast encoder, or json where it would differ: the same document either way
+    job = finished_job()
+    job.notes, job.plan = [text], {"label": text, "latency_s": 1e16, "tiny": 1e-7, "big": 2**70}
+    doc = codec.encode_job(job)
+    assert json.loads(codec.dumps(doc)) == json.loads(json.dumps(doc)) == doc
+
+
+def test_a_vendor_job_dict_has_every_field_and_rebuilds_it() -> None:
+    job = vendor_job()
+    assert set(job.to_dict()) == {f.name for f in dataclasses.fields(VendorJob)}
+    assert VendorJob.from_dict(job.to_dict()) == job

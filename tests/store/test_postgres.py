@@ -6,12 +6,16 @@ The behaviour every store shares is in test_contract.py.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
-from gateway.store import migrations
+from gateway.job import JobStatus, VideoJob
+from gateway.store import codec, migrations
 from gateway.store.postgres import PostgresJobStore
+from gateway.store.postgres_batches import create_batch, save_batch
 from tests.store.conftest import PG_DSN, postgres_backend
 from tests.store.jobs import BILLED, finished_job, new_job
 from tests.support import FakeClock
@@ -71,3 +75,73 @@ async def test_the_document_is_jsonb_with_exact_money(pg_schema: str) -> None:
         cost = conn.execute("SELECT doc->'attempts'->1->>'cost_usd' FROM jobs WHERE id = %s",
                             (job.id,)).fetchone()
     assert cost == (str(BILLED),)
+
+
+async def test_saves_arriving_together_share_a_statement_and_land_in_order(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group commit: a burst of saves costs a statement or two, not one each, and two
+    saves of one job in the same burst never share a statement (the later one wins)."""
+    statements = [0]
+
+    async def counted(*args: Any) -> set[str]:
+        statements[0] += 1
+        return await save_batch(*args)
+
+    monkeypatch.setattr("gateway.store.postgres.save_batch", counted)
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        jobs = [await store.create(new_job(f"job {i}", webhook_url="https://app.example/hook")) for i in range(30)]
+        submitted = []
+        for job in jobs:
+            job.move(JobStatus.SUBMITTED)
+            submitted.append(codec.decode_job(codec.encode_job(job)))  # a copy: this state, saved first
+            job.move(JobStatus.SUCCEEDED)
+        await asyncio.gather(*(save for pair in zip(submitted, jobs, strict=True)
+                               for save in (store.save(pair[0]), store.save(pair[1]))))
+        assert statements[0] == 2
+        for job in jobs:
+            assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
+        # each finished job's webhook was queued by the statement that finished it
+        assert len(await store.lease_deliveries("r1", 30.0, 100)) == 30
+
+
+async def test_creates_arriving_together_share_a_statement_and_a_raced_key_makes_one_job(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements = [0]
+
+    async def counted(*args: Any) -> list[VideoJob | None]:
+        statements[0] += 1
+        return await create_batch(*args)
+
+    monkeypatch.setattr("gateway.store.postgres.create_batch", counted)
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        before = await store.create(new_job("made before", key="k-0"))
+        fresh = [new_job(f"job {i}") for i in range(30)]
+        raced = [new_job("same", key="k-1") for _ in range(10)]
+        statements[0] = 0
+        outcomes = await asyncio.gather(*(store.create_or_get(j) for j in [*fresh, *raced, new_job(key="k-0")]))
+        assert statements[0] == 1
+        assert [made for _, made in outcomes[:30]] == [True] * 30
+        assert [made for _, made in outcomes[30:40]].count(True) == 1
+        winner = next(job for job, made in outcomes[30:40] if made)
+        assert {job.id for job, _ in outcomes[30:40]} == {winner.id}
+        assert outcomes[40] == (before, False)
+        assert (await store.get_by_idempotency_key("k-1")).id == winner.id
+
+
+async def test_a_write_postgresql_refuses_fails_alone_not_its_batchmates(pg_schema: str) -> None:
+    """A vendor's text may hold a NUL, which jsonb refuses: the batch it rode in goes again
+    write by write, so only that job's write fails."""
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        jobs = [await store.create(new_job(f"job {i}")) for i in range(10)]
+        for job in jobs:
+            job.move(JobStatus.SUBMITTED)
+        jobs[3].error = {"message": "the vendor said \x00"}
+        poisoned = new_job("new, with a NUL from somewhere")
+        poisoned.notes.append("\x00")
+        outcomes = await asyncio.gather(*(store.save(j) for j in jobs), *(store.create_or_get(j) for j in (
+            new_job("fresh"), poisoned)), return_exceptions=True)
+        assert all(o is None for i, o in enumerate(outcomes[:10]) if i != 3)
+        assert isinstance(outcomes[3], psycopg.errors.DataError)
+        assert outcomes[10][1] is True and isinstance(outcomes[11], psycopg.errors.DataError)
+        for i, job in enumerate(jobs):
+            assert (await store.get(job.id)).status is (JobStatus.QUEUED if i == 3 else JobStatus.SUBMITTED)
