@@ -64,13 +64,17 @@ class JobProgress:
             TimeElapsedColumn(), console=target, disable=not enabled, transient=True,
         )
         self._task = self._progress.add_task("queued", total=100)
+        self._enabled = enabled
 
     def __enter__(self) -> JobProgress:
         self._progress.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        self._progress.stop()
+        # rich's stop() prints an empty line on a console that is not interactive, even for a
+        # disabled bar: into a pipe that would be a blank line before the result or the error
+        if self._enabled:
+            self._progress.stop()
 
     def update(self, job: VideoJob) -> None:
         where = f" at {job.current.provider}" if job.current else ""
