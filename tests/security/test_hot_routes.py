@@ -35,7 +35,8 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def _answer(app: Any, job_id: str, method: str, path: str, options: dict[str, Any]) -> tuple[int, Any, str]:
+def _answer(app: Any, job_id: str, method: str, path: str,
+            options: dict[str, Any]) -> tuple[int, Any, tuple[str, str | None]]:
     headers = {k.lower(): v for k, v in {**app.auth, **options.get("headers", {})}.items()}
     options = {**options, "headers": {k: v for k, v in headers.items() if v}}
     response = app.client.request(method, path.replace("{id}", job_id), **options)
@@ -43,23 +44,41 @@ def _answer(app: Any, job_id: str, method: str, path: str, options: dict[str, An
     if isinstance(body, dict) and body.get("object") == "video":  # a new job each time: its own id and times
         body = {k: v for k, v in body.items() if k not in ("id", "created_at", "completed_at")}
         body["reelgate"].pop("attempts", None)
-    return response.status_code, body, response.headers.get("content-type", "")
+    cors = response.headers.get("access-control-allow-origin")
+    return response.status_code, body, (response.headers.get("content-type", ""), cors)
+
+
+def _both_ways(app: Any, cases: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[int, Any, Any]]:
+    """Each case's answer through the hot routes, asserted equal to FastAPI's answer."""
+    hot = app.client.app.hot
+    assert hot is not None
+    job_id = app.client.post("/v1/videos", headers=app.auth, json={"prompt": "a fox"}).json()["id"]
+    answers = {}
+    for variant in (hot, None):
+        app.client.app.hot = variant
+        answers[variant is None] = [_answer(app, job_id, *case) for case in cases]
+    app.client.app.hot = hot
+    for case, fast, full in zip(cases, answers[False], answers[True], strict=True):
+        assert fast == full, case
+    return answers[False]
 
 
 def test_the_hot_routes_answer_as_the_fastapi_stack_does(make_app):
     with make_app(max_upload_bytes=1024, require_api_key=True) as app:
-        hot = app.client.app.hot
-        assert hot is not None
-        job_id = app.client.post("/v1/videos", headers=app.auth, json={"prompt": "a fox"}).json()["id"]
-        answers = {}
-        for variant in (hot, None):
-            app.client.app.hot = variant
-            answers[variant is None] = [_answer(app, job_id, *case) for case in CASES]
-        app.client.app.hot = hot
-        for case, fast, full in zip(CASES, answers[False], answers[True], strict=True):
-            assert fast == full, case
-        statuses = {status for status, _, _ in answers[False]}
+        statuses = {status for status, _, _ in _both_ways(app, CASES)}
         assert {200, 400, 401, 403, 404, 413, 415} <= statuses
+
+
+def test_the_hot_routes_send_the_same_cors_headers(make_app):
+    allowed = {"origin": "https://app.example"}
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/v1/videos", {"json": {"prompt": "a fox"}, "headers": allowed}),
+        ("POST", "/v1/videos", {"json": {"colour": "red"}, "headers": allowed}),
+        ("GET", "/v1/videos/{id}", {"headers": allowed}),
+    ]
+    with make_app(cors_allow_origins=["https://app.example"]) as app:
+        answers = _both_ways(app, cases)
+        assert all(cors == "https://app.example" for _, _, (_, cors) in answers)
 
 
 def test_the_hot_routes_are_taken_counted_and_documented(make_app):
