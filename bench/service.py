@@ -158,10 +158,10 @@ async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: f
 
 @contextlib.contextmanager
 def process(argv: list[str], ready_url: str, env: dict[str, str] | None = None,
-            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+            log: Path | None = None, cwd: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A child process, up once ``ready_url`` answers; terminated after."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -252,16 +252,19 @@ def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Pat
         config.write_text(service_config(upstream, dsn))
         port = free_port()
         env = {**os.environ, "REELGATE_HOME": str(home), "REELGATE_LOG_LEVEL": "warning"}
-        if tree:
-            env["PYTHONPATH"] = tree
+        # ``python -m`` puts the working directory first on sys.path, before PYTHONPATH: the
+        # baseline's children run in its tree, or they would import this one's sources
+        cwd = str(Path(tree).resolve()) if tree else None
+        if cwd:
+            env["PYTHONPATH"] = cwd
         # The key goes where `serve` looks for it: keys.db, or the PostgreSQL store's api_keys.
         key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "create", "--name", "bench",
                               "--config", str(config)], env=env, check=True, capture_output=True,
-                             text=True).stdout.strip()
+                             text=True, cwd=cwd).stdout.strip()
         url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
         argv += ["--workers", str(workers)] if workers > 1 else []
-        with process(argv, f"{url}/healthz", env, log=tmp / f"serve-{store}.log") as proc:
+        with process(argv, f"{url}/healthz", env, log=tmp / f"serve-{store}.log", cwd=cwd) as proc:
             if args.profile:
                 print(f"  (profile the service: py-spy record --pid {proc.pid} -o /tmp/service.svg)", flush=True)
             return run_load(url, key, args, proc.pid)

@@ -24,10 +24,16 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve_forever(app: Callable[..., Any], host: str, port: int, *,
                   lifespan: Literal["auto", "on", "off"] = "off") -> None:
-    """Serve ``app`` in the foreground until interrupted (``reelgate sandbox``, ``serve``)."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan))
+    """Serve ``app`` in the foreground until interrupted (``reelgate sandbox``, ``serve``).
+
+    uvloop and httptools when installed (uvicorn's ``auto``; both are dependencies, the
+    asyncio loop and h11 the fallback): measured, they cut the service's CPU per request
+    pair (docs/benchmarks.md, section 6.asgi)."""
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="auto", http="auto")
+    server = uvicorn.Server(config)
     # What is alive now (modules, settings, the app) lives as long as the process: frozen
     # out of the collector's reach, a full collection no longer walks it. Those walks were
     # the p99 of a job through the gateway (docs/benchmarks.md, section 2).
     gc.freeze()
-    asyncio.run(server.serve(sockets=[bind(host, port)]))
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(server.serve(sockets=[bind(host, port)]))

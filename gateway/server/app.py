@@ -11,12 +11,13 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import (
     BudgetExceeded,
@@ -31,6 +32,9 @@ from gateway.server.guard import Guard
 from gateway.server.http import ApiError, envelope
 from gateway.server.service import Service
 
+if TYPE_CHECKING:
+    from gateway.server.hot_routes import HotRoutes
+
 log = logging.getLogger("reelgate.server")
 
 _STATUS: list[tuple[type[ReelgateError], int, str]] = [
@@ -43,8 +47,21 @@ _STATUS: list[tuple[type[ReelgateError], int, str]] = [
 ]
 
 
+class ReelgateApp(FastAPI):
+    """FastAPI, with the hot routes (hot_routes.py) answered before its middleware stack."""
+
+    hot: HotRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.hot is not None and not self.root_path and self.hot.claim(scope):
+            await self.hot.guarded(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
     """The app; ``start`` builds the service when the server starts (and it is stopped at exit)."""
+    from gateway.server.hot_routes import HotRoutes
     from gateway.server.native_routes import router as native
     from gateway.server.openai_edit_routes import router as openai_edits
     from gateway.server.openai_routes import router as openai
@@ -59,7 +76,7 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
         finally:
             await app.state.service.stop()
 
-    app = FastAPI(title="reelgate", version="0.1.0", lifespan=lifespan,
+    app = ReelgateApp(title="reelgate", version="0.1.0", lifespan=lifespan,
                   description="One API for video generation: OpenAI-compatible /v1/videos plus the native API.")
     app.include_router(openai)
     app.include_router(openai_edits)
@@ -69,6 +86,7 @@ def create_app(start: Callable[[], Awaitable[Service]]) -> FastAPI:
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(Guard)
+    app.hot = HotRoutes(app)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:

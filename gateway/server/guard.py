@@ -36,6 +36,7 @@ log = logging.getLogger("reelgate.server")
 CLIENT_CLOSED = 499
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CORS_HEADERS = ["authorization", "content-type", "idempotency-key"]
+_REFUSAL_HEADERS = frozenset({b"origin", b"host", b"content-length"})
 
 
 class BodyReader:
@@ -145,13 +146,14 @@ class Guard:
 def _refusal(scope: Scope, conf: ServiceConfig) -> ApiError | None:
     """A request answered before any route runs: a cross-origin write, or a body whose
     declared length is over the limit (its bytes are never read)."""
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
-    origin = headers.get("origin")
+    # only the three headers read here are decoded (this runs on every request)
+    headers = {k: v for k, v in scope.get("headers", []) if k in _REFUSAL_HEADERS}
+    origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
     if origin and scope["method"] not in _SAFE_METHODS and not same_or_allowed_origin(
-            origin, headers.get("host", ""), conf.cors_allow_origins):
+            origin, headers.get(b"host", b"").decode("latin-1"), conf.cors_allow_origins):
         return ApiError(403, f"requests from origin {origin!r} are not allowed (service.cors_allow_origins)",
                         code="origin_not_allowed")
-    length = headers.get("content-length")
+    length = headers[b"content-length"].decode("latin-1") if b"content-length" in headers else None
     if length is not None and (not length.isdigit() or int(length) > conf.max_upload_bytes):
         return too_large(conf.max_upload_bytes)
     return None
