@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.home import reelgate_home
 from gateway.job import VideoJob
 from gateway.store import codec
@@ -74,7 +74,13 @@ class SqliteJobStore(JobStore):
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reelgate-sqlite")
-        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
+        try:
+            self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
+        except (OSError, sqlite3.Error) as exc:  # a missing directory, no permission, not a database
+            self._thread.shutdown(wait=False)
+            self._thread = None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreUnavailable(f"the job store (SQLite) cannot be opened at {self.path}: {reason}") from None
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -126,9 +126,21 @@ def test_two_workers_one_killed_every_job_ends_paid_once_announced_once_and_serv
 
 
 def test_a_worker_that_cannot_start_stops_them_all_with_exit_3(processes: Processes, tmp_path: Path) -> None:
-    config = tmp_path / "reelgate.yaml"  # a store no worker can open: each one's start fails
+    config = tmp_path / "reelgate.yaml"
+    config.write_text(yaml.safe_dump({"service": {"workers": 2}}))
+    processes.env.pop("REELGATE_REDIS_URL", None)
+    (processes.home / "keys.db").mkdir(parents=True)  # the key store no worker can open: each start fails
+    _, supervisor = processes.spawn("serve", "--config", str(config), "--sandbox", log=tmp_path / "serve.log")
+    assert supervisor.wait(timeout=120) == 3
+    assert "a worker failed to start" in (tmp_path / "serve.log").read_text()
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_before_any_worker(processes: Processes, tmp_path: Path) -> None:
+    config = tmp_path / "reelgate.yaml"
     config.write_text(yaml.safe_dump({"service": {"workers": 2, "store_url": "sqlite:////proc/no/reelgate.db"}}))
     processes.env.pop("REELGATE_REDIS_URL", None)
     _, supervisor = processes.spawn("serve", "--config", str(config), "--sandbox", log=tmp_path / "serve.log")
     assert supervisor.wait(timeout=120) == 3
-    assert "a worker failed to start" in (tmp_path / "serve.log").read_text()
+    log = (tmp_path / "serve.log").read_text()
+    assert "service.store_url: the job store (SQLite) cannot be opened at //proc/no/reelgate.db: No such file" in log
+    assert "Traceback" not in log and "worker" not in log
