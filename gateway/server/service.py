@@ -32,24 +32,19 @@ from gateway.safe_fetch import PublicOnlyTransport
 from gateway.server import vetting
 from gateway.server.leases import Leases, new_replica_id
 from gateway.server.metrics import Metrics
+from gateway.server.vendor_callbacks import VendorCallbacks
 from gateway.shared import Ledger
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
 from gateway.store import open_store
 from gateway.store.base import JobStore
 from gateway.store.outage import save_through_outage
 from gateway.webhooks.delivery import DeliveryWorker
-from gateway.webhooks.inbound import KeyCache, ReplayGuard, key_fetcher
-from gateway.webhooks.outbound import Backoff, secret_bytes
+from gateway.webhooks.outbound import secret_bytes
 
 log = logging.getLogger("reelgate.server")
 
 WEBHOOK_SECRET_ENV = "REELGATE_WEBHOOK_SECRET"
 #: starts the note on a finished job whose video could not be copied into result storage
-#: the shared-state event carrying a vendor callback to the replica following its job
-WEBHOOK_EVENT = "webhook"
-#: after a failed fetch of a vendor's webhook keys: 1 min, doubling to 10 min, no jitter
-#: (one fetch per vendor at a time, nothing to spread out)
-KEY_FETCH_BACKOFF = Backoff(base_s=60.0, cap_s=600.0, jitter=0.0)
 #: the note of a finished job whose video could not be kept
 KEEP_FAILED = "the video could not be kept"
 
@@ -81,10 +76,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     #: signs the jobs' own webhooks (Standard Webhooks ``whsec_...``); from REELGATE_WEBHOOK_SECRET
     webhook_secret: Secret | None = None
-    _key_caches: dict[str, KeyCache] = field(default_factory=dict)
     _watchers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    #: relayed vendor callbacks being adopted (kept here so their tasks are not collected)
-    _relays: set[asyncio.Task[None]] = field(default_factory=set)
     _ledgers: dict[str, Ledger] = field(default_factory=dict)
     #: the keys by id, for the budgets of jobs resumed or taken over
     _owners: dict[str, ApiKey] = field(default_factory=dict)
@@ -99,6 +91,8 @@ class Service:
     #: the lease loop, when replicas share the store (``service.leases``)
     leases: Leases | None = None
     _leasing: asyncio.Task[None] | None = None
+    #: vendor callbacks: their keys, their dedupe, and what they do here (or at another replica)
+    callbacks: VendorCallbacks = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, *, sandbox_url: str | None = None,
@@ -122,8 +116,8 @@ class Service:
         gateway.keep_joined = service._keep_joined
         service.metrics.instrument(gateway.client)
         gateway.shared.attach(service.metrics.registry)
-        if gateway.shared.state is not None:  # vendor callbacks received by other replicas
-            gateway.shared.state.on_event(WEBHOOK_EVENT, service._on_relayed_webhook)
+        service.callbacks = VendorCallbacks(gateway, store)
+        service.callbacks.listen()  # vendor callbacks received by other replicas
         if secret is not None:  # webhooks queued before a restart continue with their ids
             service.deliveries = DeliveryWorker(store, service.hooks_client, secret.reveal(),
                                                 busy=service._watchers.__contains__, fetch=gateway.fetch,
@@ -173,54 +167,6 @@ class Service:
         await self.storage.aclose()
 
     # -- jobs ------------------------------------------------------------------------------
-    def webhook_keys(self, provider: str) -> KeyCache:
-        """The verification keys of one vendor's callbacks, fetched and cached on demand."""
-        if provider not in self._key_caches:
-            adapter = self.gateway.providers[provider]
-            self._key_caches[provider] = KeyCache(key_fetcher(adapter, self.gateway.client),
-                                                  backoff=KEY_FETCH_BACKOFF.delay, provider=provider)
-        return self._key_caches[provider]
-
-    @property
-    def replay_guard(self) -> ReplayGuard:
-        """Vendor webhooks already acted on, remembered in the store (restarts, replicas)."""
-        return ReplayGuard(self.store.first_sighting)
-
-    async def vendor_callback(self, provider: str, vendor_id: str, attempt: str | None,
-                              *, first: bool = True) -> tuple[bool, bool]:
-        """A verified vendor callback: wake the poll of the vendor job it names, or hand the
-        job to the attempt it names whose submit answer was lost (adoption). A duplicate
-        (``first`` False) may still adopt: the process may have died between seeing it first
-        and saving the adoption, and the binding is durable and one-to-one, so a replay adopts
-        nothing a first sighting did not. When this replica does neither for a first
-        sighting, it is relayed to the others over Redis pub/sub (the one that follows the
-        job acts at once; without Redis, that job moves on at its next poll).
-        Returns (matched here, relayed)."""
-        matched = first and self.gateway.nudge(provider, vendor_id)
-        if not matched and attempt:
-            matched = await self.gateway.adopt(provider, attempt, vendor_id)
-        if matched or not first:
-            return matched, False
-        state = self.gateway.shared.state
-        if state is None or not state.available:
-            return False, False
-        state.spawn(state.publish(WEBHOOK_EVENT, provider=provider, vendor_id=vendor_id, attempt=attempt))
-        return False, True
-
-    def _on_relayed_webhook(self, event: dict[str, object]) -> None:
-        provider, vendor_id, attempt = str(event["provider"]), str(event["vendor_id"]), event.get("attempt")
-        if not self.gateway.nudge(provider, vendor_id) and isinstance(attempt, str):
-            # kept for a resume when no attempt waits here; adopting writes the store: a task
-            task = asyncio.get_running_loop().create_task(self._adopt_relayed(provider, attempt, vendor_id))
-            self._relays.add(task)
-            task.add_done_callback(self._relays.discard)
-
-    async def _adopt_relayed(self, provider: str, attempt: str, vendor_id: str) -> None:
-        try:
-            await self.gateway.adopt(provider, attempt, vendor_id)
-        except Exception:  # a relay is an optimisation: the job's own polls still finish it
-            log.exception("adopting a relayed %s callback failed", provider)
-
     async def submit(self, request: VideoRequest, key: ApiKey | None) -> VideoJob:
         """Start (or replay, for a known idempotency key) a caller's job. The key's daily
         budget and the gateway's are both charged by the gateway, before any vendor call."""

@@ -29,7 +29,7 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
     if adapter is None or not adapter.supports_webhooks:
         raise ApiError(404, f"no webhook endpoint for {provider!r}", code="not_found")
     body = await read_body(request)
-    keys = service.webhook_keys(provider)
+    keys = service.callbacks.keys(provider)
     try:
         event = await verify_and_parse(adapter, request.headers, body, now=time.time(), keys=keys)
     except WebhookRejected as exc:
@@ -42,9 +42,9 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
         service.metrics.webhooks.labels(provider, "keys_unavailable").inc()
         raise ApiError(503, exc.message, code="webhook_keys_unavailable", type_="unavailable_error",
                        headers={"Retry-After": str(max(math.ceil(keys.retry_in_s()), 1))}) from None
-    first = await service.replay_guard.first_sighting(event)
+    first = await service.callbacks.replay_guard.first_sighting(event)
     # the attempt param: a job whose submit answer was lost, named by our callback URL
-    matched, relayed = await service.vendor_callback(provider, event.vendor_id,
+    matched, relayed = await service.callbacks.act(provider, event.vendor_id,
                                                      request.query_params.get(ATTEMPT_PARAM), first=first)
     if not first:
         service.metrics.webhooks.labels(provider, "duplicate").inc()

@@ -81,7 +81,7 @@ def test_unreachable_fal_signing_keys_answer_503_with_retry_after_and_are_fetche
                "X-Fal-Webhook-Timestamp": str(int(time.time())), "X-Fal-Webhook-Signature": "00" * 64}
     with running(tmp_path, settings, [0.0]) as (client, _):
         answers = [client.post("/webhooks/fal", content=body, headers=headers) for _ in range(20)]
-        keys = client.app.state.service.webhook_keys("fal")
+        keys = client.app.state.service.callbacks.keys("fal")
         assert keys.fetches == 1  # one fetch, then backing off: not one per delivery
     for answer in answers:
         assert answer.status_code == 503 and 1 <= int(answer.headers["retry-after"]) <= 60
