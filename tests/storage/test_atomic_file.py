@@ -13,26 +13,9 @@ import pytest
 
 from gateway.storage import InvalidKey, LocalStorage, atomic_file
 from gateway.storage.atomic_file import WRITE_BUFFER_BYTES, write_file
+from tests.support import record_disk_steps
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
-
-
-def record_disk_steps(monkeypatch) -> list[tuple[str, str]]:
-    """Every fsync (of which path) and rename, in the order they finished."""
-    steps: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-
-    def replace(src, dst) -> None:
-        real_replace(src, dst)
-        steps.append(("rename", str(dst)))
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    return steps
 
 
 async def test_the_file_is_fsynced_before_its_rename_and_the_directory_after(tmp_path, monkeypatch) -> None:
