@@ -42,7 +42,23 @@ _MAX_SYNCED_DIRS = 256
 #: (milliseconds of disk, no CPU), and on the default executor a burst of finished videos
 #: kept the job store's SQLite calls waiting for a thread (throughput fell by a third)
 FILE_THREADS = 8
-_file_threads = ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="reelgate-file")
+_file_threads: ThreadPoolExecutor | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    global _file_threads
+    if _file_threads is None:
+        _file_threads = ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="reelgate-file")
+    return _file_threads
+
+
+def _forget_threads() -> None:
+    """A forked child has none of its parent's threads: it starts its own pool."""
+    global _file_threads
+    _file_threads = None
+
+
+os.register_at_fork(after_in_child=_forget_threads)
 
 #: runs in the worker thread before the temporary file is created: make the directory
 #: (and check it, for a storage that confines its files)
@@ -82,7 +98,7 @@ async def _in_thread(file: _TempFile, step: Callable[[Bytes], None], data: Bytes
     """``step(data)`` in a worker thread. Cancelled meanwhile, the thread (which a cancel
     cannot stop) is waited for and told to give up before the rename, so the caller's
     clean-up never races it and nothing it opened is left to the garbage collector."""
-    work = asyncio.get_running_loop().run_in_executor(_file_threads, step, data)
+    work = asyncio.get_running_loop().run_in_executor(_threads(), step, data)
     try:
         await asyncio.shield(work)
     except asyncio.CancelledError:

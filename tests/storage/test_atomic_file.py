@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import stat
 import threading
 import time
@@ -131,3 +132,23 @@ def test_one_directory_fsync_covers_the_renames_that_came_before_it(tmp_path, mo
     for thread in [first, *later]:
         thread.join(30)
     assert len(syncs) == 2  # the first, and one for the five that came during it
+
+
+def test_a_forked_child_writes_on_threads_of_its_own(tmp_path) -> None:
+    """The parent's pool is inherited without its threads: the child must not queue work to it."""
+    asyncio.run(write_file(tmp_path / "parent.mp4", VIDEO))  # the parent's pool has threads now
+    pid = os.fork()
+    if pid == 0:  # the child: write, then leave at once (no pytest teardown in here)
+        try:
+            asyncio.run(asyncio.wait_for(write_file(tmp_path / "child.mp4", VIDEO), 10))
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    deadline = time.monotonic() + 30
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0):  # a child stuck on dead threads hangs
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's write never ran")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 0 and (tmp_path / "child.mp4").read_bytes() == VIDEO
