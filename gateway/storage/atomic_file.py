@@ -39,8 +39,8 @@ TEMP_PREFIX = ".part-"
 _MAX_SYNCED_DIRS = 256
 
 #: file writes have threads of their own: a write holds its thread through two fsyncs
-#: (milliseconds of disk, no CPU), and on the default executor a burst of finished videos
-#: kept the job store's SQLite calls waiting for a thread (throughput fell by a third)
+#: (milliseconds of disk, no CPU); on the default executor (6 threads on 2 cores) a burst
+#: of finished videos would keep the job store's SQLite calls waiting for a thread
 FILE_THREADS = 8
 _file_threads: ThreadPoolExecutor | None = None
 
