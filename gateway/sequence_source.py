@@ -21,7 +21,7 @@ import httpx
 from gateway.job import JobStatus, VideoJob
 from gateway.operations import MAX_VIDEO_BYTES, ExtendSpec, VideoKind, sniff_video_type
 from gateway.safe_fetch import PublicOnlyTransport
-from gateway.storage.local import write_file
+from gateway.storage.atomic_file import write_file
 from gateway.storage.mirror import MirrorOptions, download
 
 if TYPE_CHECKING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 
 import httpx
@@ -72,3 +73,22 @@ async def until(happened: Callable[[], bool], *, timeout_s: float = 30.0, every_
             if happened():
                 return
             await asyncio.sleep(every_s)
+
+
+def record_disk_steps(monkeypatch) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """Every ``os.fsync`` (of which path) and ``os.replace`` (to where), in the order they
+    finished: how a test sees that a write is durable before something else happens."""
+    steps: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    def replace(src: str, dst: str) -> None:
+        real_replace(src, dst)
+        steps.append(("rename", str(dst)))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return steps

@@ -16,6 +16,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 # re-exported: the errors a backend raises are part of this interface (PEP 484 explicit form)
 from gateway.errors import InvalidKey as InvalidKey
@@ -28,6 +29,7 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 MAX_KEY_SEGMENTS = 8
 
 Chunks = AsyncIterable[bytes] | bytes
+_Bytes = TypeVar("_Bytes", bytes, bytearray, memoryview)
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,18 @@ class ChunkDigest:
         self._sha = hashlib.sha256()
 
     def add(self, chunk: bytes) -> bytes:
+        self._sha.update(self.count(chunk))
+        return chunk
+
+    def count(self, chunk: _Bytes) -> _Bytes:
+        """``chunk`` counted against the cap but not hashed (:meth:`hash` it later, in order)."""
         self.size += len(chunk)
         if self.max_bytes is not None and self.size > self.max_bytes:
             raise ObjectTooLarge(f"object is larger than the {self.max_bytes}-byte limit")
-        self._sha.update(chunk)
         return chunk
+
+    def hash(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha.update(data)
 
     @property
     def sha256(self) -> str:

@@ -1,41 +1,37 @@
 """Results in a local directory (default ``$REELGATE_HOME/videos``).
 
-Writes go to a hidden temporary file in the target's own directory and are renamed
-into place (``os.replace`` is atomic on one filesystem), so a crash or a cap hit
-mid-download never leaves a truncated video under a real key. File I/O runs in a
-worker thread so a slow disk does not stall the event loop.
+Writes are :func:`gateway.storage.atomic_file.write_file`: a hidden temporary file in the
+target's own directory, fsynced and renamed into place, the directory fsynced after, so a
+crash or a cap hit mid-download never leaves a truncated video under a real key and a
+put that returned survives a crash. File I/O runs in a worker thread (one call for a
+small video) so a slow disk does not stall the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from gateway.home import reelgate_home
-from gateway.permissions import open_private, private_dirs
+from gateway.permissions import private_dirs
+from gateway.storage.atomic_file import write_file
 from gateway.storage.base import (
-    ChunkDigest,
     Chunks,
     InvalidKey,
     ObjectNotFound,
     ResultStorage,
     StoredObject,
-    iter_chunks,
     validate_key,
 )
 
 VIDEOS_DIR = "videos"
 READ_CHUNK_BYTES = 1024 * 1024
-#: network chunks are ~16 KiB and a thread hop per chunk dominated (a 64 MiB mirror
-#: over loopback: 40 MiB/s writing each chunk, 150 MiB/s batched), so writes are batched
-WRITE_BUFFER_BYTES = 1024 * 1024
-_TEMP_PREFIX = ".part-"
+#: directories checked to lie under the root, remembered by identity; past this many the
+#: table starts again (a forgotten one is checked again, nothing more)
+_MAX_CHECKED_DIRS = 1024
 
 
 def default_videos_dir(env: Mapping[str, str]) -> Path:
@@ -46,15 +42,17 @@ def default_videos_dir(env: Mapping[str, str]) -> Path:
 class LocalStorage(ResultStorage):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
+        #: directory -> (st_dev, st_ino) when it was found under the root
+        self._checked: dict[Path, tuple[int, int]] = {}
 
     def uri_for(self, key: str) -> str:
         return self._path_for_key(key).as_uri()
 
     async def put(self, key: str, chunks: Chunks, content_type: str, *,
                   max_bytes: int | None = None) -> StoredObject:
-        target = self._path_for_key(key)
+        target = self.root.joinpath(*validate_key(key).split("/"))  # its directory is checked in the write
         # a caller's video is for that caller: 0600 from the first byte (the rename keeps it)
-        digest = await write_file(target, chunks, max_bytes=max_bytes, private=True)
+        digest = await write_file(target, chunks, max_bytes=max_bytes, private=True, prepare_dir=self._ready_dir)
         return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
 
     async def open(self, uri: str) -> AsyncIterator[bytes]:
@@ -95,6 +93,27 @@ class LocalStorage(ResultStorage):
             raise InvalidKey(f"{uri!r} is outside {self.root}") from None
         return self._path_for_key(key)
 
+    def _ready_dir(self, directory: Path) -> None:
+        """``directory`` (a put's, in its worker thread) made 0700 if missing, and under the
+        root. Resolving every component of every put's path was the dearest part of a
+        small put, so a directory found under the root is remembered by its identity: one
+        ``stat`` then shows it is still that directory, whatever path leads there (a symlink
+        planted since leads to another directory, which is checked again). The file itself
+        cannot lead out: it is created ``O_EXCL`` and renamed, and neither follows a symlink."""
+        try:
+            info = os.stat(directory)
+        except FileNotFoundError:
+            info = None
+        if info is not None and self._checked.get(directory) == (info.st_dev, info.st_ino):
+            return
+        self._inside_root(directory, directory.relative_to(self.root).as_posix() or ".")
+        if info is None:
+            private_dirs(directory)
+            info = os.stat(directory)
+        if len(self._checked) >= _MAX_CHECKED_DIRS:
+            self._checked.clear()
+        self._checked[directory] = (info.st_dev, info.st_ino)
+
     def _inside_root(self, path: Path, key: str) -> Path:
         # Segments are plain names, but a symlink planted inside the root could still
         # point out of it; the resolved path must stay under the root.
@@ -102,54 +121,3 @@ class LocalStorage(ResultStorage):
         if not resolved.is_relative_to(self.root):
             raise InvalidKey(f"key {key!r} resolves outside {self.root}")
         return path
-
-
-async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = None,
-                     private: bool = False) -> ChunkDigest:
-    """Write ``chunks`` to ``target`` all-or-nothing (a temporary file renamed into place),
-    counted and hashed; ``ObjectTooLarge`` past ``max_bytes`` leaves nothing behind.
-    ``private``: missing directories 0700 and the file 0600 whatever the umask (kept videos
-    under ``REELGATE_HOME``); otherwise as the umask says (a caller's own ``--output``)."""
-    if private:
-        await asyncio.to_thread(private_dirs, target.parent)
-    else:
-        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-    temp = target.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}-{target.name}")
-    digest = ChunkDigest(max_bytes)
-    handle = await _open_new(temp, private=private)
-    try:
-        pending = bytearray()
-        async with contextlib.aclosing(iter_chunks(chunks)) as stream:
-            async for chunk in stream:
-                pending += digest.add(chunk)
-                if len(pending) >= WRITE_BUFFER_BYTES:
-                    await asyncio.to_thread(handle.write, pending)
-                    pending = bytearray()
-        await asyncio.to_thread(_write_and_sync, handle, pending)
-        handle.close()
-        await asyncio.to_thread(os.replace, temp, target)
-    except BaseException:
-        handle.close()
-        temp.unlink(missing_ok=True)
-        raise
-    return digest
-
-
-async def _open_new(path: Path, *, private: bool) -> BinaryIO:
-    """``path`` created and opened for writing in a thread. Cancelled meanwhile, the file
-    the thread opens anyway is closed and removed, not left to the garbage collector."""
-    opening = asyncio.ensure_future(asyncio.to_thread(
-        lambda: os.fdopen(open_private(path), "wb") if private else open(path, "xb")))
-    try:
-        return await asyncio.shield(opening)
-    except asyncio.CancelledError:
-        handle = await opening
-        handle.close()
-        await asyncio.to_thread(path.unlink, missing_ok=True)
-        raise
-
-
-def _write_and_sync(handle: BinaryIO, data: bytes | bytearray) -> None:
-    handle.write(data)
-    handle.flush()
-    os.fsync(handle.fileno())

@@ -5,7 +5,9 @@ own copy. The download is the adapter's ``build_download`` request (it carries t
 vendor's auth where one is needed) sent with the gateway's client, streamed straight
 into storage with a size cap, hashed on the way, and retried from the start on a
 transient failure -- storage writes are all-or-nothing, so a retry never appends to
-a broken copy.
+a broken copy. A body declared at most ``WHOLE_BODY_BYTES`` and not compressed is read
+in one piece and handed to storage as ``bytes`` (one write call, none of the streaming
+layers' per-chunk cost); the cap and the MP4 check hold the same.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import httpx
 
 from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailable
 from gateway.policies import backoff_s, retry_after_s
-from gateway.storage.base import ObjectTooLarge, ResultStorage, StoredObject
-from gateway.storage.local import write_file
+from gateway.storage.atomic_file import WRITE_BUFFER_BYTES, write_file
+from gateway.storage.base import Chunks, ObjectTooLarge, ResultStorage, StoredObject
 from gateway.transport import Phase, tag
 
 #: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
@@ -30,6 +32,8 @@ RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_CONTENT_TYPE = "video/mp4"
+#: a body declared this small is read in one piece and written in one call, not streamed
+WHOLE_BODY_BYTES = WRITE_BUFFER_BYTES
 #: an ISO base-media file (MP4, MOV) has its ``ftyp`` box type at bytes 4..8
 _MP4_BOX_TYPE = slice(4, 8)
 _MP4_HEAD_BYTES = 8
@@ -71,7 +75,7 @@ async def mirror(
     failures, ``ProviderError`` for a refusal (403 on an expired URL, 404),
     ``ProtocolError`` for a body that is not a video, ``ObjectTooLarge`` past the cap.
     """
-    async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
+    async def put(body: Chunks, content_type: str) -> StoredObject:
         return await storage.put(key, body, content_type, max_bytes=options.max_bytes)
 
     return await _fetch(client, request, put, provider, options, sleep)
@@ -91,7 +95,7 @@ async def download(
     stored object's ``uri`` names the file by its absolute path."""
     target = await asyncio.to_thread(lambda: path.expanduser().resolve())
 
-    async def put(body: AsyncIterator[bytes], content_type: str) -> StoredObject:
+    async def put(body: Chunks, content_type: str) -> StoredObject:
         digest = await write_file(target, body, max_bytes=options.max_bytes)
         return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
 
@@ -99,7 +103,7 @@ async def download(
 
 
 #: where a download's checked body goes: (body, content type) -> what was stored
-Put = Callable[[AsyncIterator[bytes], str], Awaitable[StoredObject]]
+Put = Callable[[Chunks, str], Awaitable[StoredObject]]
 
 
 async def _fetch(client: httpx.AsyncClient, request: httpx.Request, put: Put, provider: str,
@@ -127,9 +131,30 @@ async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Pu
         raise Unavailable(f"download failed ({type(exc).__name__})", provider=provider) from exc
     try:
         _check_response(response, provider, options.max_bytes)
+        if _small(response):
+            body = await _read_whole(response, provider)
+            if options.require_mp4:
+                _check_mp4_head(body, provider, whole=True)
+            return await put(body, _content_type(response))
         return await put(_body(response, provider, options.require_mp4), _content_type(response))
     finally:
         await response.aclose()
+
+
+def _small(response: httpx.Response) -> bool:
+    """A body read whole rather than streamed: declared at most ``WHOLE_BODY_BYTES`` (the
+    size the writer batches anyway) and not compressed (a small gzip body may inflate to
+    any size; streamed, the cap stops it chunk by chunk)."""
+    declared = response.headers.get("content-length", "")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    return declared.isdigit() and int(declared) <= WHOLE_BODY_BYTES and encoding in ("", "identity")
+
+
+async def _read_whole(response: httpx.Response, provider: str) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.TransportError as exc:
+        raise Unavailable(f"download cut off ({type(exc).__name__})", provider=provider) from exc
 
 
 def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> None:
@@ -162,10 +187,13 @@ async def _body(response: httpx.Response, provider: str, require_mp4: bool) -> A
             yield chunk
     except httpx.TransportError as exc:
         raise Unavailable(f"download cut off ({type(exc).__name__})", provider=provider) from exc
-    if require_mp4 and len(head) < _MP4_HEAD_BYTES:
-        raise ProtocolError(f"download is {len(head)} bytes, too short to be a video", provider=provider)
+    if require_mp4:
+        _check_mp4_head(head, provider, whole=True)
 
 
-def _check_mp4_head(head: bytes, provider: str) -> None:
+def _check_mp4_head(head: bytes, provider: str, *, whole: bool = False) -> None:
+    """``head`` (the body's first bytes, or all of it when ``whole``) starts an MP4/MOV."""
     if len(head) >= _MP4_HEAD_BYTES and head[_MP4_BOX_TYPE] != b"ftyp":
         raise ProtocolError("download is not an MP4 video (no 'ftyp' box)", provider=provider)
+    if whole and len(head) < _MP4_HEAD_BYTES:
+        raise ProtocolError(f"download is {len(head)} bytes, too short to be a video", provider=provider)

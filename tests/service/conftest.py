@@ -107,6 +107,16 @@ class InProcess:
     home: Path
 
 
+def wait_kept(service: InProcess, job_id: str, timeout_s: float = 20.0) -> dict:
+    """The job's record (``/v1/jobs/{id}``) once its video is kept (it has a checksum)."""
+    deadline = time.monotonic() + timeout_s
+    while not (job := service.client.get(f"/v1/jobs/{job_id}", headers=service.auth).json())["output"] \
+            or not job["output"]["sha256"]:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
 @pytest.fixture
 def service(tmp_path) -> Iterator[InProcess]:
     """The service app in this process (TestClient), on the sandbox, with one caller key."""

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from tests.service.conftest import wait_kept
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
@@ -113,11 +115,7 @@ def test_finished_video_is_kept_with_size_and_checksum(service):
     import hashlib
 
     job_id = service.client.post("/v1/jobs", headers=service.auth, json={"prompt": "a fox"}).json()["id"]
-    deadline = time.monotonic() + 20
-    while not (job := service.client.get(f"/v1/jobs/{job_id}", headers=service.auth).json())["output"] \
-            or not job["output"]["sha256"]:
-        assert time.monotonic() < deadline, job
-        time.sleep(0.1)
+    job = wait_kept(service, job_id)
     content = service.client.get(f"/v1/videos/{job_id}/content", headers=service.auth)
     assert content.status_code == 200 and content.headers["content-type"] == "video/mp4"
     assert hashlib.sha256(content.content).hexdigest() == job["output"]["sha256"]

@@ -1,0 +1,154 @@
+"""Writing a kept video: durable before it is reported, private, in one thread call when
+small, the directory check remembered but not fooled, directory fsyncs grouped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import stat
+import threading
+import time
+
+import pytest
+
+from gateway.storage import InvalidKey, LocalStorage, atomic_file
+from gateway.storage.atomic_file import WRITE_BUFFER_BYTES, write_file
+from tests.support import record_disk_steps
+
+VIDEO = b"\x00\x00\x00\x18ftypmp42" + bytes(1000)
+
+
+async def test_the_file_is_fsynced_before_its_rename_and_the_directory_after(tmp_path, monkeypatch) -> None:
+    steps = record_disk_steps(monkeypatch)
+    storage = LocalStorage(tmp_path / "videos")
+    stored = await storage.put("jobs/job_1.mp4", VIDEO, "video/mp4")
+    target, directory = storage.root / "jobs" / "job_1.mp4", str(storage.root / "jobs")
+    # all three done when put returns: a record naming the video, saved after, cannot outlive it
+    assert [kind for kind, _ in steps] == ["fsync", "rename", "fsync"]
+    assert steps[0][1].startswith(str(target.parent / ".part-")) and steps[0][1].endswith("job_1.mp4")
+    assert steps[1:] == [("rename", str(target)), ("fsync", directory)]
+    assert stored.uri == target.as_uri() and target.read_bytes() == VIDEO
+
+
+async def test_a_kept_video_is_private_whatever_the_umask(tmp_path) -> None:
+    async def streamed():
+        yield VIDEO[:10]
+        yield VIDEO[10:]
+
+    old = os.umask(0)
+    try:
+        storage = LocalStorage(tmp_path / "videos")
+        await storage.put("jobs/whole.mp4", VIDEO, "video/mp4")
+        await storage.put("jobs/streamed.mp4", streamed(), "video/mp4")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(storage.root) == mode(storage.root / "jobs") == 0o700
+    assert mode(storage.root / "jobs" / "whole.mp4") == mode(storage.root / "jobs" / "streamed.mp4") == 0o600
+
+
+async def test_a_small_body_takes_one_thread_call_and_a_large_one_a_call_per_batch(tmp_path, monkeypatch) -> None:
+    loop = asyncio.get_running_loop()
+    calls: list[object] = []
+    real = loop.run_in_executor
+
+    def counting(executor, fn, *args):
+        calls.append(fn)
+        return real(executor, fn, *args)
+
+    monkeypatch.setattr(loop, "run_in_executor", counting)
+    storage = LocalStorage(tmp_path / "videos")
+    await storage.put("jobs/a.mp4", VIDEO, "video/mp4")
+    assert len(calls) == 1  # open, write, fsync, rename, directory fsync: one call
+
+    async def chunks(total: int, size: int = 64 * 1024):
+        for start in range(0, total, size):
+            yield bytes(min(size, total - start))
+
+    calls.clear()
+    await storage.put("jobs/small-streamed.mp4", chunks(200_000), "video/mp4")
+    assert len(calls) == 1
+    calls.clear()
+    await storage.put("jobs/large.mp4", chunks(2 * WRITE_BUFFER_BYTES + 1), "video/mp4")
+    assert len(calls) == 3  # two full batches, then the rest with the fsync and rename
+
+
+async def test_a_directory_swapped_for_a_symlink_after_a_put_is_checked_again(tmp_path) -> None:
+    storage = LocalStorage(tmp_path / "videos")
+    await storage.put("jobs/a.mp4", VIDEO, "video/mp4")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (storage.root / "jobs").rename(tmp_path / "old-jobs")
+    (storage.root / "jobs").symlink_to(outside)
+    with pytest.raises(InvalidKey):
+        await storage.put("jobs/b.mp4", VIDEO, "video/mp4")
+    assert list(outside.iterdir()) == []
+
+
+async def test_a_write_to_a_path_keeps_the_umask_and_leaves_nothing_on_failure(tmp_path) -> None:
+    async def cut_off():
+        yield b"half"
+        raise ConnectionResetError
+
+    target = tmp_path / "out" / "fox.mp4"
+    with pytest.raises(ConnectionResetError):
+        await write_file(target, cut_off())
+    assert not target.exists()
+    digest = await write_file(target, b"whole")
+    assert (digest.size, target.read_bytes()) == (5, b"whole")
+    assert list(target.parent.iterdir()) == [target]
+
+
+def test_one_directory_fsync_covers_the_renames_that_came_before_it(tmp_path, monkeypatch) -> None:
+    """Renames that finish while an fsync of their directory runs share the next one."""
+    syncs: list[int] = []
+    first_started, release = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        syncs.append(fd)
+        if len(syncs) == 1:
+            first_started.set()
+            release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    sync = atomic_file._DirectorySync(tmp_path)
+    first = threading.Thread(target=sync.after_rename)
+    first.start()
+    assert first_started.wait(30)
+    later = [threading.Thread(target=sync.after_rename) for _ in range(5)]
+    for thread in later:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while sync._renamed < 6:  # all counted (their renames done) while the first fsync runs
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    for thread in later:
+        thread.join(0.05)
+    assert all(thread.is_alive() for thread in later)  # each waits for an fsync begun after its rename
+    release.set()
+    for thread in [first, *later]:
+        thread.join(30)
+    assert len(syncs) == 2  # the first, and one for the five that came during it
+
+
+def test_a_forked_child_writes_on_threads_of_its_own(tmp_path) -> None:
+    """The parent's pool is inherited without its threads: the child must not queue work to it."""
+    asyncio.run(write_file(tmp_path / "parent.mp4", VIDEO))  # the parent's pool has threads now
+    pid = os.fork()
+    if pid == 0:  # the child: write, then leave at once (no pytest teardown in here)
+        try:
+            asyncio.run(asyncio.wait_for(write_file(tmp_path / "child.mp4", VIDEO), 10))
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    deadline = time.monotonic() + 30
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0):  # a child stuck on dead threads hangs
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's write never ran")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 0 and (tmp_path / "child.mp4").read_bytes() == VIDEO
