@@ -75,15 +75,10 @@ async def measure(calls: int, repeats: int) -> dict[str, float]:
         "send() (client.send: the one path)": one_path,
         "transport called directly": transport_direct,
     }
-    best = dict.fromkeys(paths, float("inf"))
-    for _ in range(repeats):  # interleaved, so a burst of load hits every path alike
-        for name, call in paths.items():
-            started = time.process_time()
-            for _ in range(calls):
-                await call()
-            best[name] = min(best[name], (time.process_time() - started) / calls * 1e6)
-    await client.aclose()
-    return best
+    try:
+        return await best_cpu_us(paths, calls, repeats)
+    finally:
+        await client.aclose()
 
 
 async def measure_loopback(url: str, calls: int, repeats: int) -> dict[str, float]:
@@ -203,6 +198,14 @@ async def measure_adapters(calls: int, repeats: int) -> dict[str, float]:
         "fal submit": fal_submit, "fal status": fal_status, "fal result": fal_result_call,
         "railwail submit": railwail_submit, "railwail status": railwail_status,
     }
+    try:
+        return await best_cpu_us(paths, calls, repeats)
+    finally:
+        await client.aclose()
+
+
+async def best_cpu_us(paths: dict[str, Callable[[], Awaitable[None]]], calls: int, repeats: int) -> dict[str, float]:
+    """Microseconds of CPU per call of each path, best of ``repeats``."""
     best = dict.fromkeys(paths, float("inf"))
     for _ in range(repeats):  # interleaved, so a burst of load hits every path alike
         for name, call in paths.items():
@@ -210,7 +213,6 @@ async def measure_adapters(calls: int, repeats: int) -> dict[str, float]:
             for _ in range(calls):
                 await call()
             best[name] = min(best[name], (time.process_time() - started) / calls * 1e6)
-    await client.aclose()
     return best
 
 

@@ -16,7 +16,7 @@ from gateway.emulation.base import Timing
 from gateway.emulation.faults import parse_fault
 from gateway.emulation.render import render_mp4
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
-from gateway.job import JobStatus
+from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.sequence import segment_id
@@ -93,18 +93,25 @@ async def test_generate_20s_is_a_chain_from_nothing_and_falls_back_per_segment(s
         assert accepted(box) == 4
 
 
+async def extend_to_vendor(gw: Gateway) -> tuple[VideoJob, str]:
+    """A 10 s extend submitted, once its first segment is accepted at the vendor: the job
+    and that segment's id."""
+    job = await gw.submit(VideoRequest(prompt="x", edit={"operation": "extend", "target_seconds": 10}))
+    child_id = segment_id(job.id, 0)
+
+    def segment_at_vendor() -> bool:
+        child = gw.get(child_id)
+        return child is not None and child.current is not None and child.current.vendor_job is not None
+
+    await until(segment_at_vendor)
+    return job, child_id
+
+
 async def test_cancelling_a_sequence_cancels_its_running_segment(sandbox, tmp_path):
     box, url = sandbox(timing=Timing(queue_s=5.0, run_s=30.0))
     async with Gateway.from_settings(FAST, sandbox_url=url) as gw:
         gw.workdir = tmp_path / "work"
-        job = await gw.submit(VideoRequest(prompt="x", edit={"operation": "extend", "target_seconds": 10}))
-        child_id = segment_id(job.id, 0)
-
-        def segment_at_vendor() -> bool:
-            child = gw.get(child_id)
-            return child is not None and child.current is not None and child.current.vendor_job is not None
-
-        await until(segment_at_vendor)
+        job, child_id = await extend_to_vendor(gw)
         cancelled = await gw.cancel(job)
         assert cancelled.status is JobStatus.CANCELLED
         assert gw.get(child_id).status is JobStatus.CANCELLED
@@ -129,14 +136,7 @@ async def test_a_stopping_gateway_leaves_the_running_segment_for_a_resume(sandbo
     async with SqliteJobStore(tmp_path / "jobs.db") as store, httpx.AsyncClient() as client:
         async with Gateway.from_settings(FAST, sandbox_url=url, store=store, client=client) as gw:
             gw.workdir = tmp_path / "work"
-            job = await gw.submit(VideoRequest(prompt="x", edit={"operation": "extend", "target_seconds": 10}))
-            child_id = segment_id(job.id, 0)
-
-            def segment_at_vendor() -> bool:
-                child = gw.get(child_id)
-                return child is not None and child.current is not None and child.current.vendor_job is not None
-
-            await until(segment_at_vendor)
+            job, child_id = await extend_to_vendor(gw)
             tasks = list(gw._tasks.values())
         await asyncio.gather(*tasks, return_exceptions=True)  # what the stop cut off has ended
         child = await store.get(child_id)
