@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from gateway import sequence
+from gateway import sequence, sequence_quote
 from gateway.adoption import Adoptions
 from gateway.budget import Ledger, release_all, reserve_all
 from gateway.config import Settings, provider_settings
@@ -35,7 +35,7 @@ from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
 from gateway.runner import JobRunner, OnUpdate
 from gateway.sandboxed import sandbox_settings
-from gateway.sequence import SequenceQuote
+from gateway.sequence_quote import SequenceQuote
 from gateway.shared import Shared, open_shared
 from gateway.sources import resolve_source
 from gateway.storage.mirror import MirrorOptions, download
@@ -155,7 +155,7 @@ class Gateway(JobTasks):
         """What each provider would charge, who is eligible and why not, and the choice; for a
         sequence, that of each segment and their sum."""
         if sequence.is_sequence(request):
-            return sequence.quote(self, request)
+            return sequence_quote.quote(self, request)
         try:
             plan = self.plan(request)
             return QuoteReport(plan, plan.eligibility)
@@ -212,7 +212,7 @@ class Gateway(JobTasks):
     def _estimate(self, request: VideoRequest) -> tuple[Plan | None, Decimal]:
         """The plan (none for a sequence: each segment has its own) and what to reserve."""
         if sequence.is_sequence(request):
-            return None, sequence.estimate(self, request)
+            return None, sequence_quote.estimate(self, request)
         plan = self.plan(request)
         return plan, plan.candidates[0].quote.usd
 

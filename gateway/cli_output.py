@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from gateway.api import Gateway, QuoteReport
     from gateway.errors import ReelgateError
     from gateway.job import VideoJob
-    from gateway.sequence import SequenceQuote
+    from gateway.sequence_quote import SequenceQuote
 
 
 def make_console(*, stderr: bool = False) -> Console:
@@ -120,7 +120,7 @@ def print_job(job: VideoJob) -> None:
 
 
 def print_quote(report: QuoteReport | SequenceQuote) -> None:
-    from gateway.sequence import SequenceQuote
+    from gateway.sequence_quote import SequenceQuote
 
     if isinstance(report, SequenceQuote):
         _print_sequence_quote(report)

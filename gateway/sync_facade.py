@@ -9,7 +9,7 @@ from typing import Any
 from gateway.api import Gateway, QuoteReport
 from gateway.job import VideoJob
 from gateway.request import VideoRequest
-from gateway.sequence import SequenceQuote
+from gateway.sequence_quote import SequenceQuote
 
 
 class SyncGateway:
