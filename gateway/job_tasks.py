@@ -118,7 +118,7 @@ class JobTasks:
                 if not job.status.terminal:  # e.g. its terminal save failed: saved again below
                     self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
             if not saved:
-                await self._checkpoint(job)
+                await self.checkpoint(job)
             return job
         except LeaseLost:  # another replica follows the job now: this one writes nothing more
             log.info("job %s: lease lost, no longer followed here", job.id)
@@ -146,9 +146,10 @@ class JobTasks:
         if self.store is not None:
             await self.store.save(job, lease_owner=self.lease_owner)
 
-    async def _checkpoint(self, job: VideoJob) -> None:
-        """A save in the job's own task: through a store outage it waits for the store
-        rather than end the job with what the store lacks (gateway/store/outage.py)."""
+    async def checkpoint(self, job: VideoJob) -> None:
+        """A save in the job's own task (a sequence's parent's too, between its segments):
+        through a store outage it waits for the store rather than end the job with what the
+        store lacks (gateway/store/outage.py)."""
         if self.store is not None:
             await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep)
 
@@ -159,7 +160,7 @@ class JobTasks:
         if runner is None:
             runner = self._shared_runner = JobRunner(
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
-                on_update=self._emit, checkpoint=self._checkpoint, nudges=self._nudges,
+                on_update=self._emit, checkpoint=self.checkpoint, nudges=self._nudges,
                 submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
                 adoptions=self.adoptions)
         return runner

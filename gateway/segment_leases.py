@@ -11,9 +11,10 @@ a replica that lost the parent loses its segments with it, writing nothing more 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
-from gateway.errors import LeaseLost
+from gateway.errors import LeaseLost, StoreUnavailable
 from gateway.job import VideoJob
 
 if TYPE_CHECKING:
@@ -32,7 +33,10 @@ async def take(gateway: Gateway, parent: VideoJob, segment_ids: list[str]) -> No
 async def release(gateway: Gateway, segment: VideoJob) -> None:
     """A finished segment's lease is given up (its parent reads it from the store from now on)."""
     if gateway.store is not None and gateway.lease_owner is not None:
-        await gateway.store.release(segment.id, gateway.lease_owner)
+        # through a store outage the lease is left to lapse: nobody claims a segment on its own,
+        # and the parent goes on (its next save waits for the store)
+        with contextlib.suppress(StoreUnavailable):
+            await gateway.store.release(segment.id, gateway.lease_owner)
 
 
 def handed_over(gateway: Gateway, parent: VideoJob) -> bool:

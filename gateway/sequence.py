@@ -280,9 +280,10 @@ async def _discard(gateway: Gateway, parent: VideoJob) -> None:
 
 
 async def _save(gateway: Gateway, parent: VideoJob) -> None:
-    """The parent on record between its segments (what a resume starts from)."""
-    if gateway.store is not None:
-        await gateway.store.save(parent, lease_owner=gateway.lease_owner)
+    """The parent on record between its segments (what a resume starts from). Through a store
+    outage it waits, as a job's own saves do: given up, the sequence stopped mid-way here and
+    waited for a claim (or a restart) to go on."""
+    await gateway.checkpoint(parent)
 
 
 def _mirror(parent: VideoJob, children: list[VideoJob]) -> None:

@@ -12,6 +12,10 @@ save lands before anyone else could resume the job from its stale record.
 
 After ``SAVE_RETRY_S`` the save fails for good: the job ends in memory as before, and the
 replica that claims it resumes it as stored.
+
+The same wait (``through_outage``, one backoff, one bound) covers a sequence's parent between
+its segments (``gateway/sequence.py``) and a webhook's delivery outcome, written after the POST
+(``gateway/webhooks/delivery.py``): given up, the message would be sent again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from gateway.errors import StoreUnavailable
 from gateway.job import VideoJob
@@ -27,6 +32,8 @@ from gateway.store.base import JobStore
 from gateway.webhooks.outbound import Backoff
 
 log = logging.getLogger("reelgate")
+
+T = TypeVar("T")
 
 #: between tries of one job's save: 0.5 s doubling to 5 s, jittered (jobs in flight by the
 #: thousand must not all hit the store the moment it is back)
@@ -40,18 +47,27 @@ async def save_through_outage(store: JobStore, job: VideoJob, *, lease_owner: st
                               clock: Callable[[], float] = time.monotonic) -> None:
     """``store.save(job)``, tried again while the store is unavailable (at most ``SAVE_RETRY_S``).
     Each try writes the job as it stands then. ``LeaseLost`` and other errors pass at once."""
+    await through_outage(lambda: store.save(job, lease_owner=lease_owner), "job", job.id, sleep=sleep, clock=clock)
+
+
+async def through_outage(write: Callable[[], Awaitable[T]], kind: str, name: str, *,
+                         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> T:
+    """``write()``, tried again with ``SAVE_BACKOFF`` while the store is unavailable, for at
+    most ``SAVE_RETRY_S``: a job's saves, and what must land after something already happened
+    outside (a webhook's delivery outcome, ``gateway/webhooks/delivery.py``)."""
     failures, since = 0, clock()
     while True:
         try:
-            await store.save(job, lease_owner=lease_owner)
+            result = await write()
         except StoreUnavailable:
             failures += 1
             if clock() - since >= SAVE_RETRY_S:
                 raise
             if failures == 1:
-                log.info("job %s: the store is unavailable; its save is tried again until it lands", job.id)
+                log.info("%s %s: the store is unavailable; its write is tried again until it lands", kind, name)
             await sleep(SAVE_BACKOFF.delay(failures))
             continue
         if failures:
-            log.info("job %s: saved after %d failed tries (%.1f s)", job.id, failures, clock() - since)
-        return
+            log.info("%s %s: written after %d failed tries (%.1f s)", kind, name, failures, clock() - since)
+        return result

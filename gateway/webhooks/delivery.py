@@ -30,6 +30,7 @@ import httpx
 from gateway.errors import StoreUnavailable
 from gateway.job import VideoJob
 from gateway.store.base import JobStore, OutboxRow
+from gateway.store.outage import save_through_outage, through_outage
 from gateway.webhooks.outbound import (
     Backoff,
     Clock,
@@ -60,7 +61,7 @@ class DeliveryWorker:
                  max_attempts: int = MAX_ATTEMPTS, clock: Clock = time.time,
                  rng: Callable[[], float] = random.random, owner_id: str | None = None,
                  fetch: Callable[[str], Awaitable[VideoJob | None]] | None = None,
-                 lease_s: float = LEASE_S) -> None:
+                 lease_s: float = LEASE_S, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self.store = store
         #: how long a message stays leased here (replicas: the service's ``lease_s``, so a dead
         #: replica's deliveries move on as soon as its jobs do); a POST times out within half of it
@@ -76,6 +77,7 @@ class DeliveryWorker:
         self.max_attempts = max_attempts
         self._clock = clock
         self._rng = rng
+        self._sleep = sleep
         self.owner_id = owner_id or f"deliveries-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
 
@@ -142,11 +144,16 @@ class DeliveryWorker:
         attempts = row.attempts + 1
         done = attempt.acknowledged or attempts >= self.max_attempts
         next_at = None if done else self._clock() + self.backoff.delay(attempts, self._rng)
-        if not await self.store.record_delivery(row.message_id, self.owner_id, attempts=attempts, body=body.decode(),
-                                                next_at=next_at, delivered=attempt.acknowledged):
+        # the POST happened: its outcome waits through a store outage, as a job's saves do
+        # (gateway/store/outage.py). Given up, the message stayed due and was sent again.
+        if not await through_outage(
+                lambda: self.store.record_delivery(row.message_id, self.owner_id, attempts=attempts,
+                                                   body=body.decode(), next_at=next_at,
+                                                   delivered=attempt.acknowledged),
+                "webhook", row.message_id, sleep=self._sleep, clock=self._clock):
             return  # our lease ran out mid-POST: the new holder records it
         _record_on(job, row.message_id, url, attempt)
-        await self.store.save(job)
+        await save_through_outage(self.store, job, lease_owner=None, sleep=self._sleep, clock=self._clock)
 
 
 def _record_on(job: VideoJob, message_id: str, url: str, attempt: DeliveryAttempt) -> None:

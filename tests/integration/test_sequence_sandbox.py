@@ -16,6 +16,7 @@ from gateway.emulation.base import Timing
 from gateway.emulation.faults import parse_fault
 from gateway.emulation.render import render_mp4
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
+from gateway.errors import StoreUnavailable
 from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
@@ -187,3 +188,38 @@ async def test_the_deadline_covers_the_whole_sequence_and_stops_its_segment(sand
         segment = gw.get(segment_id(job.id, 0))
         assert segment.status is JobStatus.CANCELLED and gw.following() == []
         assert accepted(box) == 1 and gw.ledger.reserved() == {}
+
+
+class StoreAwayAfterSegment1(SqliteJobStore):
+    """SQLite whose saves answer ``StoreUnavailable`` ``outage`` times, from the moment segment 1
+    is stored finished: the store goes away while the sequence is between its segments."""
+
+    def __init__(self, path: Path, outage: int) -> None:
+        super().__init__(path)
+        self.outage, self.down, self.refused = outage, 0, 0
+
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+        if self.down:
+            self.down -= 1
+            self.refused += 1
+            raise StoreUnavailable("the job store (PostgreSQL) is unavailable (PoolTimeout)")
+        await super().save(job, lease_owner=lease_owner)
+        if job.id.endswith("-s1") and job.status.terminal and self.outage:
+            self.down, self.outage = self.outage, 0
+
+
+async def test_a_sequence_waits_through_a_store_outage_between_its_segments(sandbox, tmp_path):
+    """The parent's save after segment 1 waits for the store (it used to raise: the sequence
+    stopped mid-way, left for a claim or a restart); then the sequence goes on, each segment
+    submitted once."""
+    box, url = sandbox()
+    async with StoreAwayAfterSegment1(tmp_path / "jobs.db", outage=2) as store:
+        async with Gateway.from_settings(FAST, sandbox_url=url, store=store) as gw:
+            gw.workdir = tmp_path / "work"
+            request = VideoRequest(prompt="a fox", edit={"operation": "extend", "target_seconds": 10})
+            job = await gw.generate(request, output=tmp_path / "out.mp4")
+            assert store.refused == 2  # the store was away between segment 1 and segment 2
+            assert job.status is JobStatus.SUCCEEDED, job.error
+            assert accepted(box) == 2 and len(job.attempts) == 2
+            assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
+            assert [(await store.get(segment_id(job.id, i))).status for i in range(2)] == [JobStatus.SUCCEEDED] * 2

@@ -200,13 +200,21 @@ async def test_the_delivery_worker_stops_when_cancelled_as_a_job_finishes(tmp_pa
         assert running.cancelled()
 
 
+def failed_job_with_hook():
+    """A job that failed, whose webhook (to an app on no network) is due."""
+    from gateway.errors import Unavailable
+    from tests.store.jobs import new_job
+
+    job = new_job(webhook_url="https://app.example/hook")
+    job.fail(Unavailable("down", provider="fal"))
+    return job
+
+
 async def test_a_message_leased_too_long_ago_is_given_back_unsent(tmp_path):
     """A round that fell behind its lease (a slow store, a busy machine) sends nothing more:
     another replica may lease the message once the lease ends, and would send it again."""
-    from gateway.errors import Unavailable
     from gateway.store.sqlite import SqliteJobStore
     from gateway.webhooks.delivery import DeliveryWorker
-    from tests.store.jobs import new_job
 
     clock = FakeClock(start=NOW)
     posts: list[bytes] = []
@@ -215,8 +223,7 @@ async def test_a_message_leased_too_long_ago_is_given_back_unsent(tmp_path):
         posts.append(request.content)
         return httpx.Response(204)
 
-    job = new_job(webhook_url="https://app.example/hook")
-    job.fail(Unavailable("down", provider="fal"))
+    job = failed_job_with_hook()
     async with (SqliteJobStore(tmp_path / "jobs.db", clock=clock.now) as store,
                 httpx.AsyncClient(transport=httpx.MockTransport(app)) as client):
         await store.save(job)
@@ -233,3 +240,55 @@ async def test_a_message_leased_too_long_ago_is_given_back_unsent(tmp_path):
         await store.record_delivery(row.message_id, "other", attempts=0, body=None, next_at=row.next_at)
         await DeliveryWorker(store, client, SECRET, clock=clock.now, owner_id="prompt").deliver_due()
         assert len(posts) == 1
+
+
+async def test_a_delivery_outcome_waits_through_a_store_outage_and_is_not_sent_again(tmp_path):
+    """The store goes away while the app answers: the outcome (outbox row, then the job's
+    record) is written once it is back, so no worker sends the message again. It used to
+    raise out of the round, and the message, still due, went out again once its lease ended."""
+    import contextlib
+    from typing import Any
+
+    from gateway.errors import StoreUnavailable
+    from gateway.job import VideoJob
+    from gateway.store.sqlite import SqliteJobStore
+    from gateway.webhooks.delivery import DeliveryWorker
+
+    class StoreAway(SqliteJobStore):
+        down = 0
+
+        def _maybe_fail(self) -> None:
+            if self.down:
+                self.down -= 1
+                raise StoreUnavailable("the job store (PostgreSQL) is unavailable (PoolTimeout)")
+
+        async def record_delivery(self, message_id: str, owner_id: str, **outcome: Any) -> bool:
+            self._maybe_fail()
+            return await super().record_delivery(message_id, owner_id, **outcome)
+
+        async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+            self._maybe_fail()
+            await super().save(job, lease_owner=lease_owner)
+
+    clock = FakeClock(start=NOW)
+    posts: list[str] = []
+
+    def app(request: httpx.Request) -> httpx.Response:
+        posts.append(request.headers["webhook-id"])
+        store.down = 4  # the store goes away as the app answers: 4 writes fail
+        return httpx.Response(204)
+
+    job = failed_job_with_hook()
+    async with (StoreAway(tmp_path / "jobs.db", clock=clock.now) as store,
+                httpx.AsyncClient(transport=httpx.MockTransport(app)) as client):
+        await store.save(job)
+        worker = DeliveryWorker(store, client, SECRET, clock=clock.now, sleep=clock.sleep, owner_id="first")
+        with contextlib.suppress(StoreUnavailable):  # as the worker's loop does with a failed round
+            await worker.deliver_due()
+        assert store.down == 0 and len(clock.sleeps) == 4  # it waited through the outage
+        clock.t += 120  # past any lease: a message still due would be leased and sent again
+        await DeliveryWorker(store, client, SECRET, clock=clock.now, owner_id="other").deliver_due()
+        assert len(posts) == 1
+        (record,) = (await store.get(job.id)).webhooks
+        assert record["delivered"] and [a["status_code"] for a in record["attempts"]] == [204]
+        assert record["message_id"] == posts[0]
