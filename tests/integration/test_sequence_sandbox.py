@@ -198,24 +198,32 @@ class StoreAwayAfterSegment1(SqliteJobStore):
         super().__init__(path)
         self.outage, self.down, self.refused = outage, 0, 0
 
-    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+    def _away(self) -> None:
         if self.down:
             self.down -= 1
             self.refused += 1
             raise StoreUnavailable("the job store (PostgreSQL) is unavailable (PoolTimeout)")
+
+    async def release(self, job_id: str, owner_id: str) -> bool:
+        self._away()
+        return await super().release(job_id, owner_id)
+
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+        self._away()
         await super().save(job, lease_owner=lease_owner)
         if job.id.endswith("-s1") and job.status.terminal and self.outage:
             self.down, self.outage = self.outage, 0
 
 
-async def test_a_sequence_waits_through_a_store_outage_between_its_segments(sandbox, tmp_path):
+@pytest.mark.parametrize("lease_owner", [None, "replica-a"])
+async def test_a_sequence_waits_through_a_store_outage_between_its_segments(sandbox, tmp_path, lease_owner):
     """The parent's save after segment 1 waits for the store (it used to raise: the sequence
-    stopped mid-way, left for a claim or a restart); then the sequence goes on, each segment
-    submitted once."""
+    stopped mid-way, left for a claim or a restart), and with leases the finished segment's
+    release is left to lapse; then the sequence goes on, each segment submitted once."""
     box, url = sandbox()
     async with StoreAwayAfterSegment1(tmp_path / "jobs.db", outage=2) as store:
         async with Gateway.from_settings(FAST, sandbox_url=url, store=store) as gw:
-            gw.workdir = tmp_path / "work"
+            gw.workdir, gw.lease_owner = tmp_path / "work", lease_owner
             request = VideoRequest(prompt="a fox", edit={"operation": "extend", "target_seconds": 10})
             job = await gw.generate(request, output=tmp_path / "out.mp4")
             assert store.refused == 2  # the store was away between segment 1 and segment 2
