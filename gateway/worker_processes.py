@@ -19,6 +19,12 @@ from lock files only a live process holds, which is the index of the one that di
 first lease round claims its predecessor's jobs at once (a replica may re-claim what its
 own id holds) instead of after ``lease_s``. That is safe because the supervisor starts it
 only after the old process is gone.
+
+``/metrics`` answers for the whole host: the supervisor points prometheus-client's
+multi-process mode at a fresh private folder (``PROMETHEUS_MULTIPROC_DIR``, inherited by
+each worker it starts), tells it of each worker that is gone (``mark_process_dead``: its
+live gauges leave the sums; its counters stay) and removes the folder when it exits
+(gateway/server/metrics.py has the reading side).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,6 +162,17 @@ def worker_app(spec: WorkerSpec) -> FastAPI:
     return app
 
 
+def forget_dead_workers(folder: Path, live: set[int]) -> None:
+    """Drop the live gauges of every process that wrote metrics to ``folder`` and is not in
+    ``live``: found from the files themselves, so a worker started and killed during a
+    SIGHUP restart is forgotten too."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    written = {int(f.stem.rsplit("_", 1)[1]) for f in folder.glob("gauge_live*_*.db")}
+    for pid in written - live:
+        mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+
+
 def serve_workers(settings: Settings, host: str, port: int, *, base_id: str, log_level: int,
                   sandbox_url: str | None = None) -> bool:
     """Run ``settings.service.workers`` workers on ``host:port`` until SIGTERM / SIGINT.
@@ -166,11 +183,46 @@ def serve_workers(settings: Settings, host: str, port: int, *, base_id: str, log
 
     from gateway.serving import bind
 
-    with tempfile.TemporaryDirectory(prefix="reelgate-workers-") as slots:
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, forgetting the live gauges of the workers it replaced."""
+
+        def keep_subprocess_alive(self) -> None:
+            super().keep_subprocess_alive()
+            self.forget_dead()
+
+        def restart_all(self) -> None:
+            super().restart_all()
+            self.forget_dead()
+
+        def forget_dead(self) -> None:
+            forget_dead_workers(metrics, {p.pid for p in self.processes if p.pid is not None and p.exitcode is None})
+
+    # the folder of the lock files and of the metrics, private (0700) and removed at exit
+    with tempfile.TemporaryDirectory(prefix="reelgate-workers-") as slots, _multiproc_env(Path(slots)) as metrics:
         spec = WorkerSpec(worker_settings(settings), base_id, Path(slots), log_level, sandbox_url)
         config = uvicorn.Config(functools.partial(worker_app, spec), factory=True, workers=spec.workers,
                                 lifespan="on", log_level="warning", access_log=False,
                                 timeout_worker_healthcheck=HEALTH_PING_TIMEOUT_S)
-        supervisor = Multiprocess(config, sockets=[bind(host, port)])
+        supervisor = Supervisor(config, sockets=[bind(host, port)])
         supervisor.run()
         return all(p.exitcode != STARTUP_FAILURE for p in supervisor.processes)
+
+
+@contextlib.contextmanager
+def _multiproc_env(parent: Path) -> Iterator[Path]:
+    """``PROMETHEUS_MULTIPROC_DIR`` set to a new folder under ``parent`` while the workers
+    run (each started worker inherits it; uvicorn spawns them, so each imports
+    prometheus-client with it set), and unset again after."""
+    from gateway.server.metrics import MULTIPROC_DIR_ENV
+
+    folder = parent / "metrics"
+    folder.mkdir(mode=0o700)
+    before = os.environ.get(MULTIPROC_DIR_ENV)
+    os.environ[MULTIPROC_DIR_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_DIR_ENV, None)
+        else:
+            os.environ[MULTIPROC_DIR_ENV] = before

@@ -1,18 +1,43 @@
-"""Prometheus metrics of one service (its own registry: no globals, tests build many)."""
+"""Prometheus metrics of one service: its own registry (no globals, tests build many).
+
+With ``reelgate serve --workers N`` (gateway/worker_processes.py) the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` to a fresh private folder before it starts the workers:
+prometheus-client then keeps every value in a file per process there, and a scrape,
+whichever worker takes it, reads all of them (``MultiProcessCollector``): counters and
+histograms summed over every worker the host has run (a dead worker's counts stay),
+each gauge combined as its ``multiprocess_mode`` says, over live workers only (the
+supervisor calls ``mark_process_dead`` for a worker that is gone). A gauge's value is a
+file write, not a function read at collection, so each worker sets its gauges every
+``GAUGE_REFRESH_S`` and at each scrape it answers.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.job import VideoJob
 from gateway.routing.circuit import CircuitState
 from gateway.routing.health import Health
 from gateway.transport import GatewayClient
 
+#: where prometheus-client keeps the values of every process (set only for several workers)
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: how often a worker writes its gauges when several share the metrics (a scrape reads the
+#: other workers' values as they last wrote them)
+GAUGE_REFRESH_S = 1.0
+
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiproc_dir: str | None = None) -> None:
+        #: the folder of every worker's values, or None: this process alone
+        self.multiproc_dir = multiproc_dir if multiproc_dir is not None else os.environ.get(MULTIPROC_DIR_ENV) or None
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("reelgate_http_requests", "HTTP requests served", ["method", "route", "status"],
@@ -29,8 +54,47 @@ class Metrics:
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.webhooks = Counter("reelgate_vendor_webhooks", "Vendor callbacks received, by outcome",
                                 ["provider", "outcome"], registry=r)
+        # several workers: open when open at any live worker (each keeps its own circuits without Redis)
         self.circuit_open = Gauge("reelgate_circuit_open", "1 when a provider's circuit is open or half-open",
-                                  ["key"], registry=r)
+                                  ["key"], registry=r, multiprocess_mode="livemax")
+        # several workers: 1 only while every live worker shares state
+        self.shared_state_up = Gauge("reelgate_shared_state_up",
+                                     "1 while circuits, budgets and slots are shared through Redis; 0 on local state",
+                                     registry=r, multiprocess_mode="livemin")
+        # several workers: the jobs the whole host follows
+        self.jobs_in_flight = Gauge("reelgate_jobs_in_flight", "Unfinished jobs this service follows",
+                                    registry=r, multiprocess_mode="livesum")
+        self._health: Health | None = None
+        self._shared_up: Callable[[], bool] = lambda: False
+        self._in_flight: Callable[[], int] = lambda: 0
+        self._refreshing: asyncio.Task[None] | None = None
+
+    def watch(self, health: Health, shared_up: Callable[[], bool], in_flight: Callable[[], int]) -> None:
+        """Where the gauges read from. With several workers (called in the running loop)
+        it also starts writing them every ``GAUGE_REFRESH_S``, until :meth:`aclose`."""
+        self._health, self._shared_up, self._in_flight = health, shared_up, in_flight
+        if self.multiproc_dir is not None and self._refreshing is None:
+            self._refreshing = asyncio.create_task(self._refresh_every(GAUGE_REFRESH_S), name="metrics-gauges")
+
+    def refresh(self) -> None:
+        """Set the gauges from what they watch."""
+        self.shared_state_up.set(1.0 if self._shared_up() else 0.0)
+        self.jobs_in_flight.set(self._in_flight())
+        circuits = self._health.snapshot().get("circuits", {}) if self._health is not None else {}
+        for key, state in (circuits.items() if isinstance(circuits, dict) else []):
+            value = state.get("state") if isinstance(state, dict) else state
+            self.circuit_open.labels(key).set(0 if value == CircuitState.CLOSED.value else 1)
+
+    async def _refresh_every(self, seconds: float) -> None:
+        while True:
+            self.refresh()
+            await asyncio.sleep(seconds)
+
+    async def aclose(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
 
     def observe_job(self, job: VideoJob) -> None:
         self.jobs.labels(job.status.value, job.provider or "none").inc()
@@ -50,9 +114,11 @@ class Metrics:
     def observe_vendor_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
         self.vendor_latency.labels(provider, operation, outcome).observe(seconds)
 
-    def render(self, health: Health) -> bytes:
-        circuits = health.snapshot().get("circuits", {})
-        for key, state in (circuits.items() if isinstance(circuits, dict) else []):
-            value = state.get("state") if isinstance(state, dict) else state
-            self.circuit_open.labels(key).set(0 if value == CircuitState.CLOSED.value else 1)
-        return generate_latest(self.registry)
+    def render(self) -> bytes:
+        """The exposition text: this service's registry, or every worker's values."""
+        self.refresh()
+        if self.multiproc_dir is None:
+            return generate_latest(self.registry)
+        host = CollectorRegistry()
+        MultiProcessCollector(host, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(host)

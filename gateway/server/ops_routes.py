@@ -44,4 +44,4 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", response_model=None)
 async def metrics(request: Request) -> Response:
     service = service_of(request)
-    return Response(service.metrics.render(service.gateway.health), media_type=CONTENT_TYPE_LATEST)
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -115,7 +115,8 @@ class Service:
         gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
         gateway.keep_joined = service._keep_joined
         service.metrics.instrument(gateway.client)
-        gateway.shared.attach(service.metrics.registry)
+        gateway.shared.connect()
+        service.metrics.watch(gateway.health, gateway.shared.in_use, service._watchers.__len__)
         service.callbacks = VendorCallbacks(gateway, store)
         service.callbacks.listen()  # vendor callbacks received by other replicas
         if secret is not None:  # webhooks queued before a restart continue with their ids
@@ -159,6 +160,7 @@ class Service:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.metrics.aclose()
         await self.gateway.aclose()
         if self._hooks is not None:
             await self._hooks.aclose()

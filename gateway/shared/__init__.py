@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge
-
 from gateway.budget import Ledger, SpendLedger
 from gateway.errors import ConfigError
 from gateway.routing.health import Health, InProcessHealth
@@ -60,15 +58,15 @@ class Shared:
 
         return RedisSpendLedger(self.state, scope, per_day_usd)
 
-    def attach(self, registry: CollectorRegistry) -> None:
-        """For a service: connect now (not on the first job) and export whether shared state
-        is in use as the gauge ``reelgate_shared_state_up``."""
-        gauge = Gauge("reelgate_shared_state_up",
-                      "1 while circuits, budgets and slots are shared through Redis; 0 on local state",
-                      registry=registry)
-        gauge.set_function(lambda: 1.0 if self.state is not None and self.state.available else 0.0)
+    def connect(self) -> None:
+        """For a service: connect now, not on the first job."""
         if self.state is not None:
             self.state.start()
+
+    def in_use(self) -> bool:
+        """Whether circuits, budgets and slots are shared now (the gauge
+        ``reelgate_shared_state_up``, gateway/server/metrics.py)."""
+        return self.state is not None and self.state.available
 
     def status(self) -> dict[str, object]:
         """For /readyz: where shared state lives and whether it is in use."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -43,21 +44,29 @@ def workers_of(url: str, http: httpx.Client, count: int = 2) -> dict[str, int]:
     return seen
 
 
-def test_two_workers_one_killed_every_job_ends_paid_once_announced_once_and_served(
-        processes: Processes, tmp_path: Path) -> None:
+def serve_two_workers(processes: Processes, tmp_path: Path, run_s: float
+                      ) -> tuple[str, subprocess.Popen[bytes], dict[str, str], str]:
+    """``reelgate serve --workers 2 --replica-id box`` against a new sandbox whose jobs run
+    ``run_s``, answering: its URL, the supervisor, a caller key's headers, the sandbox's URL.
+    SQLite under REELGATE_HOME, videos kept there too: one machine, one store, no Redis."""
     sandbox_url, _ = processes.start("sandbox", health_path="/_sandbox/stats")
-    httpx.post(f"{sandbox_url}/_sandbox/timing", json={v: {"queue_s": 1.0, "run_s": 12.0} for v in VENDORS}
+    httpx.post(f"{sandbox_url}/_sandbox/timing", json={v: {"queue_s": 1.0, "run_s": run_s} for v in VENDORS}
                ).raise_for_status()
     config = tmp_path / "reelgate.yaml"
-    # SQLite under REELGATE_HOME, videos kept there too: one machine, one store, no Redis
     config.write_text(yaml.safe_dump({"polling": {"initial_s": 1.0, "max_s": 2.0},
                                       "service": {"workers": 2, "lease_s": 15}}))
     processes.env.pop("REELGATE_REDIS_URL", None)
-    processes.env["REELGATE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     auth = {"Authorization": f"Bearer {processes.create_key('app', '--config', str(config))}"}
     url, supervisor = processes.spawn("serve", "--config", str(config), "--sandbox-url", sandbox_url,
                                       "--replica-id", "box", "--log-level", "info", log=tmp_path / "serve.log")
     wait_until_up(url, supervisor)
+    return url, supervisor, auth, sandbox_url
+
+
+def test_two_workers_one_killed_every_job_ends_paid_once_announced_once_and_served(
+        processes: Processes, tmp_path: Path) -> None:
+    processes.env["REELGATE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+    url, supervisor, auth, sandbox_url = serve_two_workers(processes, tmp_path, run_s=12.0)
     app = Receiver()
     with fresh() as http, BackgroundServer(app.app) as receiver, ThreadPoolExecutor(8) as pool:
         workers = workers_of(url, http)
