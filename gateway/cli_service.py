@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 
 from gateway.cli_output import error, make_console
-from gateway.errors import InvalidRequest, ReelgateError
+from gateway.errors import InvalidRequest, ReelgateError, StoreUnavailable
 from gateway.logs import LEVELS, LOG_LEVEL_ENV, configure, level_from
 
 if TYPE_CHECKING:
@@ -171,6 +171,9 @@ def _with_keys(config: Path | None, act: Callable[[Keys], Awaitable[T]]) -> T:
     try:
         settings = load_settings(config)
         return asyncio.run(run())
+    except StoreUnavailable as exc:  # its message names the kind of error, never the DSN
+        error(err, f"--config: the key store cannot be used: {exc.message}")
+        raise typer.Exit(2) from None
     except ReelgateError as exc:
         error(err, exc.message)
         raise typer.Exit(2) from None
