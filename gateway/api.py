@@ -190,9 +190,9 @@ class Gateway(JobTasks):
             existing = await self._by_key(key, owner)
             if existing is not None:
                 return replayed(existing, digest), False
-        request = await resolve_source(self, request, owner)  # a job-id source becomes its video
+        request, source_s = await resolve_source(self, request, owner)  # a job-id source becomes its video
         plan, estimate = self._estimate(request)
-        job = VideoJob(request=request, owner=owner, fingerprint=digest)
+        job = VideoJob(request=request, owner=owner, fingerprint=digest, source_s=source_s)
         # the caller's budget, then the gateway's, refuse before any vendor call
         ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:

@@ -98,8 +98,7 @@ def print_job(job: VideoJob) -> None:
         console.print(f"[green]✓[/] {job.output.path or job.output.url}", highlight=False)
         # an edit's length and size follow its source: only a generation (or a chain) has them from the request
         edit = job.request.edit
-        seconds = job.plan.get("sequence", {}).get("duration_s", job.request.duration_s)
-        shape = (f"{job.resolution}, {seconds:g}s {job.request.aspect_ratio.value}"
+        shape = (f"{job.resolution}, {job.seconds:g}s {job.request.aspect_ratio.value}"
                  if edit is None or edit.operation == "extend"
                  else f"{edit.operation} of {edit.source.describe()}"
                  + (f" to {job.request.aspect_ratio.value}" if edit.operation == "reframe" else ""))

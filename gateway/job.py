@@ -159,6 +159,8 @@ class VideoJob:
     fingerprint: str | None = None
     #: the sequence this job is a segment of (``gateway.sequence``); None for a job of its own
     parent_id: str | None = None
+    #: an edit's source length in seconds, when known at submit (a modify or reframe keeps it)
+    source_s: float | None = None
 
     # -- state machine ---------------------------------------------------------------
     def move(self, status: JobStatus) -> None:
@@ -176,6 +178,15 @@ class VideoJob:
         self.move(JobStatus.FAILED)
 
     # -- derived ------------------------------------------------------------------------
+    @property
+    def seconds(self) -> float:
+        """How long the job's video is: a sequence's joined length, an edit's source's (known at
+        submit; a modify or reframe keeps it), else the length the request asked for."""
+        joined = self.plan.get("sequence", {}).get("duration_s")
+        if joined is not None:
+            return float(joined)
+        return self.source_s if self.source_s is not None else self.request.duration_s
+
     @property
     def current(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
@@ -212,7 +223,7 @@ class VideoJob:
             "model": self.request.model.value,
             "vendor_model": winner.vendor_model if winner else None,
             "resolution": self.resolution,
-            "duration_s": self.plan.get("sequence", {}).get("duration_s", self.request.duration_s),
+            "duration_s": self.seconds,
             "aspect_ratio": self.request.aspect_ratio.value,
             "cost_usd": float(self.cost_usd),
             "at_risk_usd": float(self.at_risk_usd),

@@ -68,7 +68,7 @@ def quote(gateway: Gateway, request: VideoRequest) -> SequenceQuote:
     spec = spec_of(request)
     result = SequenceQuote(request)
     try:
-        source_s = known_duration(spec)
+        source_s = known_duration(spec.source)
     except ValueError as exc:
         result.error = InvalidRequest("edit.source", str(exc))
         return result

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gateway.job import JobStatus, VideoJob
-from gateway.operations import MAX_VIDEO_BYTES, ExtendSpec, VideoKind, sniff_video_type
+from gateway.operations import MAX_VIDEO_BYTES, ExtendSpec, SourceVideo, VideoKind, sniff_video_type
 from gateway.safe_fetch import PublicOnlyTransport
 from gateway.storage.atomic_file import write_file
 from gateway.storage.mirror import MirrorOptions, download
@@ -32,12 +32,13 @@ ASSUMED_SOURCE_S = 5.0
 SOURCE_FILE = "source.mp4"
 
 
-def known_duration(spec: ExtendSpec) -> float | None:
-    """The source's length when it can be had without a network call (file, data URI)."""
+def known_duration(source: SourceVideo | None) -> float | None:
+    """A source video's length when it can be had without a network call (file, data URI):
+    a sequence's quote, and the length an edit keeps (``gateway.sources``). ValueError when
+    it is no video PyAV can read."""
     from gateway import joining
 
-    source = spec.source
-    if source is None or source.kind is VideoKind.URL:
+    if source is None or source.kind in (VideoKind.URL, VideoKind.JOB):
         return None
     if source.kind is VideoKind.PATH:
         return joining.probe(Path(source.value)).duration_s

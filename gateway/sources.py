@@ -1,14 +1,19 @@
-"""A source video given as a finished job's id, resolved before planning.
+"""An edit's source video, resolved before planning: what it is and how long it is.
 
 A vendor can only fetch a URL (or take the bytes inline), so ``edit.source = "vid_..."`` is
 replaced by that job's video URL, the one its vendor returned, before any provider is
 judged. The job must be the caller's own (same owner) and have succeeded. A video whose
 download needs the first vendor's key cannot be handed to another vendor as a URL: such a
 source is fetched here (with that key, size-capped) and inlined as a data URI.
+
+A modify or reframe keeps its source's length, so the job records it when it can be had
+without a network call: a finished job's own length, or an uploaded (data URI) or local
+file probed. A URL's is not known before a vendor fetches it: the job reports the request's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import TYPE_CHECKING
 
@@ -18,6 +23,7 @@ from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import JobStatus
 from gateway.operations import MAX_VIDEO_DATA_URI_BYTES, SourceVideo, VideoKind, sniff_video_type
 from gateway.request import VideoRequest
+from gateway.sequence_source import known_duration
 
 if TYPE_CHECKING:
     from gateway.api import Gateway
@@ -25,11 +31,18 @@ if TYPE_CHECKING:
 FIELD = "edit.source"
 
 
-async def resolve_source(gateway: Gateway, request: VideoRequest, owner: str | None) -> VideoRequest:
-    """``request`` with a job-id source replaced by that job's video (unchanged otherwise)."""
+async def resolve_source(gateway: Gateway, request: VideoRequest,
+                         owner: str | None) -> tuple[VideoRequest, float | None]:
+    """``request`` with a job-id source replaced by that job's video (unchanged otherwise), and
+    the length of a modify's or reframe's source when it is known (None otherwise)."""
     edit = request.edit
-    if edit is None or edit.source is None or edit.source.kind is not VideoKind.JOB:
-        return request  # (an extend names its source job apart: ``ExtendSpec.source_job``)
+    if edit is None or edit.source is None or edit.operation == "extend":
+        return request, None  # (an extend names its source job apart and measures it itself)
+    if edit.source.kind is not VideoKind.JOB:
+        try:
+            return request, await asyncio.to_thread(known_duration, edit.source)
+        except ValueError:  # a file PyAV cannot read: the vendor judges it; its length is unknown
+            return request, None
     job_id = edit.source.value
     job = await gateway.fetch(job_id, owner=owner)
     if job is None:
@@ -42,7 +55,7 @@ async def resolve_source(gateway: Gateway, request: VideoRequest, owner: str | N
         source = SourceVideo(kind=VideoKind.URL, value=job.output.url)
     else:
         source = SourceVideo(kind=VideoKind.DATA_URI, value=await _inline(gateway, download, job_id))
-    return request.model_copy(update={"edit": edit.model_copy(update={"source": source})})
+    return request.model_copy(update={"edit": edit.model_copy(update={"source": source})}), float(job.seconds)
 
 
 async def _inline(gateway: Gateway, download: httpx.Request, job_id: str) -> str:

@@ -112,7 +112,7 @@ def video_object(job: VideoJob) -> dict[str, Any]:
         "completed_at": int(finished) if finished else None,
         "expires_at": None,
         "prompt": request.prompt,
-        "seconds": f"{job.plan.get('sequence', {}).get('duration_s', request.duration_s):g}",
+        "seconds": f"{job.seconds:g}",  # OpenAI's Video.seconds is any string: an edit's is its source's
         "size": video_size(request.aspect_ratio, resolution),
         "remixed_from_video_id": None,
         "error": error,

@@ -73,6 +73,7 @@ def encode_job(job: VideoJob) -> dict[str, Any]:
         "webhooks": list(job.webhooks),
         "fingerprint": job.fingerprint,
         "parent_id": job.parent_id,
+        "source_s": job.source_s,
     }
 
 
@@ -97,6 +98,7 @@ def decode_job(doc: dict[str, Any]) -> VideoJob:
         webhooks=list(doc.get("webhooks", [])),
         fingerprint=doc.get("fingerprint"),
         parent_id=doc.get("parent_id"),
+        source_s=doc.get("source_s"),
     )
 
 

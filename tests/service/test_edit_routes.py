@@ -128,3 +128,29 @@ def test_a_source_url_that_is_not_a_video_is_refused(service, serve) -> None:
     refused = service.client.post("/v1/jobs", headers=service.auth, json={
         "aspect_ratio": "9:16", "edit": {"operation": "reframe", "source": url}})
     assert refused.status_code == 400 and "is not an MP4, MOV or WebM video" in refused.json()["error"]["message"]
+
+
+def test_an_edit_reports_the_length_of_its_source_not_a_default(service) -> None:
+    """A remix or edit keeps its source's length: ``seconds`` says it (OpenAI's ``Video.seconds``
+    is any string; a sequence already reports its joined length, e.g. "15"), from the moment
+    it is accepted, whether the source is a 9 s job or an uploaded 2 s clip."""
+    created = service.client.post("/v1/videos", headers=service.auth,
+                                  json={"prompt": "a fox", "model": "ray-2-flash", "seconds": "9"})
+    assert created.status_code == 200, created.text
+    source = created.json()["id"]
+    assert _finished(service, source)["seconds"] == "9"
+    remix = service.client.post(f"/v1/videos/{source}/remix", headers=service.auth, json={"prompt": "in snow"})
+    by_id = service.client.post("/v1/videos/edits", headers=service.auth,
+                                json={"prompt": "at night", "video": {"id": source}})
+    upload = service.client.post("/v1/videos/edits", headers=service.auth, data={"prompt": "sepia"},
+                                 files={"video": ("clip.mp4", render_mp4(320, 240, 2.0), "video/mp4")})
+    for answer, seconds in ((remix, "9"), (by_id, "9"), (upload, "2")):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["seconds"] == seconds
+        done = _finished(service, answer.json()["id"])
+        assert done["status"] == "completed" and done["seconds"] == seconds
+        job = service.client.get(f"/v1/jobs/{done['id']}", headers=service.auth).json()
+        assert job["duration_s"] == float(seconds)
+    remix_of_remix = service.client.post(f"/v1/videos/{remix.json()['id']}/remix", headers=service.auth,
+                                         json={"prompt": "in rain"})
+    assert remix_of_remix.json()["seconds"] == "9"

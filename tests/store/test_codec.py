@@ -116,3 +116,12 @@ def test_a_vendor_job_dict_has_every_field_and_rebuilds_it() -> None:
     job = vendor_job()
     assert set(job.to_dict()) == {f.name for f in dataclasses.fields(VendorJob)}
     assert VendorJob.from_dict(job.to_dict()) == job
+
+
+def test_an_edits_source_length_comes_back_and_older_documents_have_none() -> None:
+    job = new_job()
+    job.source_s = 9.04
+    assert round_trip(job).source_s == 9.04 and round_trip(job).seconds == 9.04
+    doc = codec.encode_job(new_job())
+    del doc["source_s"]  # written before an edit recorded its source's length
+    assert codec.decode_job(doc).source_s is None and codec.decode_job(doc).seconds == 5
