@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import httpx
 
@@ -26,13 +27,15 @@ from gateway.routing.health import Health
 from gateway.runner import SUBMITS_IN_FLIGHT, JobRunner, OnUpdate
 from gateway.shared import Shared
 from gateway.store.base import JobStore
-from gateway.store.outage import save_through_outage
+from gateway.store.outage import save_through_outage, through_outage
 from gateway.vendor_calls import Nudge, Sleep
 
 if TYPE_CHECKING:
     from gateway.api import Gateway
 
 log = logging.getLogger("reelgate")
+
+T = TypeVar("T")
 
 
 class JobTasks:
@@ -152,6 +155,13 @@ class JobTasks:
         store lacks (gateway/store/outage.py)."""
         if self.store is not None:
             await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep)
+
+    async def store_step(self, step: Callable[[], Awaitable[T]], job_id: str) -> T:
+        """A store read or write in a job's own task that it cannot go on without (a sequence's
+        read, creation or lease of its segments): through a store outage it waits, as the
+        task's saves do, rather than end the task for a claim or a restart to resume. The step
+        must be safe to repeat (a creation whose answer was lost finds its row the next time)."""
+        return await through_outage(step, "job", job_id, sleep=self._sleep)
 
     def _runner(self) -> JobRunner:
         """The one runner every job of this gateway shares (it keeps no per-job state), made

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
 async def take(gateway: Gateway, parent: VideoJob, segment_ids: list[str]) -> None:
     """Lease the parent's segments to this replica (from whoever held them), or raise
     ``LeaseLost`` when the parent is not this replica's any more. Nothing without leases."""
-    if gateway.store is None or gateway.lease_owner is None:
+    store, owner = gateway.store, gateway.lease_owner
+    if store is None or owner is None:
         return
-    if not await gateway.store.lease_segments(parent.id, segment_ids, gateway.lease_owner, gateway.lease_s):
+    # through a store outage it waits (``Gateway.store_step``); leasing again to this replica is harmless
+    if not await gateway.store_step(lambda: store.lease_segments(parent.id, segment_ids, owner, gateway.lease_s),
+                                    parent.id):
         raise LeaseLost(f"sequence {parent.id} is followed by another replica now")
 
 

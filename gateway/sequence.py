@@ -217,7 +217,7 @@ async def _segment(gateway: Gateway, parent: VideoJob, done: list[VideoJob], job
         _advance(parent, JobStatus.RUNNING)
         gateway.live.emit(parent)
 
-    child = await gateway.fetch(job_id)
+    child = await gateway.store_step(lambda: gateway.fetch(job_id), job_id)
     if child is None:
         child = await _start_segment(gateway, build(), job_id, parent, on_update)
     elif not child.status.terminal and job_id not in gateway.following():
@@ -247,12 +247,15 @@ def _resolution_of(width: int, height: int) -> str | None:
 async def _start_segment(gateway: Gateway, request: VideoRequest, job_id: str, parent: VideoJob,
                          on_update: OnUpdate) -> VideoJob:
     """A segment as a job of its own (planned, stored before its submit, routed); its parent
-    holds its budget. A job already stored under that id (a race) is followed instead."""
+    holds its budget. A job already stored under that id is followed instead: a race, or this
+    creation's own row when the store's answer to it was lost in an outage (tried again, it
+    finds the row: the id is fixed, so a segment is never made, nor paid for, twice)."""
     plan = gateway.plan(request)
     job = VideoJob(request=request, id=job_id, owner=parent.owner, parent_id=parent.id)
-    if gateway.store is not None:
+    if (store := gateway.store) is not None:
         lease = (gateway.lease_owner, gateway.lease_s) if gateway.lease_owner is not None else None
-        stored, created = await gateway.store.create_or_get(job, owner=parent.owner, lease=lease)
+        stored, created = await gateway.store_step(
+            lambda: store.create_or_get(job, owner=parent.owner, lease=lease), job_id)
         if not created:
             return stored if stored.status.terminal else _follow_segment(gateway, stored, on_update)
     gateway.launch(job, Plan(plan.policy, plan.candidates, plan.skipped), (), on_update)

@@ -14,7 +14,8 @@ After ``SAVE_RETRY_S`` the save fails for good: the job ends in memory as before
 replica that claims it resumes it as stored.
 
 The same wait (``through_outage``, one backoff, one bound) covers a sequence's parent between
-its segments (``gateway/sequence.py``) and a webhook's delivery outcome, written after the POST
+its segments: its saves, and the lease, read and creation of its next segment
+(``Gateway.store_step``, ``gateway/sequence.py``), and a webhook's delivery outcome, written after the POST
 (``gateway/webhooks/delivery.py``): given up, the message would be sent again.
 """
 

@@ -231,3 +231,63 @@ async def test_a_sequence_waits_through_a_store_outage_between_its_segments(sand
             assert accepted(box) == 2 and len(job.attempts) == 2
             assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
             assert [(await store.get(segment_id(job.id, i))).status for i in range(2)] == [JobStatus.SUCCEEDED] * 2
+
+
+class StoreAwayAtSegment2(SqliteJobStore):
+    """SQLite away when the sequence moves on to segment 2: its leases of the segments are
+    refused once, its read of segment 2 ``reads`` times, and then the answer to segment 2's
+    creation is lost once (the row is committed; the caller hears ``StoreUnavailable``)."""
+
+    def __init__(self, path: Path, reads: int) -> None:
+        super().__init__(path)
+        self.reads, self.lost, self.leases_refused, self.refused = reads, 1, 1, 0
+        self.creates: list[str] = []
+
+    def _away(self) -> None:
+        self.refused += 1
+        raise StoreUnavailable("the job store (PostgreSQL) is unavailable (PoolTimeout)")
+
+    async def lease_segments(self, parent_id: str, job_ids: list[str], owner_id: str, lease_s: float) -> bool:
+        if self.leases_refused:
+            self.leases_refused -= 1
+            self._away()
+        return await super().lease_segments(parent_id, job_ids, owner_id, lease_s)
+
+    async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
+        if job_id.endswith("-s2") and self.reads:
+            self.reads -= 1
+            self._away()
+        return await super().get(job_id, owner=owner)
+
+    async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
+                            lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
+        answer = await super().create_or_get(job, owner=owner, lease=lease)
+        self.creates.append(job.id)
+        if job.id.endswith("-s2") and self.lost:
+            self.lost -= 1
+            self._away()  # committed, but the answer never came back
+        return answer
+
+
+@pytest.mark.parametrize("lease_owner", [None, "replica-a"])
+async def test_a_sequence_waits_through_a_store_outage_reading_and_creating_its_next_segment(
+        sandbox, tmp_path, lease_owner):
+    """The read of segment 2 and its creation wait for the store (they used to end the parent's
+    task: the sequence stalled until a claim or a restart). A creation whose answer was lost is
+    tried again and finds the segment it made: one row, one submission, one payment per segment."""
+    box, url = sandbox()
+    async with StoreAwayAtSegment2(tmp_path / "jobs.db", reads=2) as store:
+        async with Gateway.from_settings(FAST, sandbox_url=url, store=store) as gw:
+            gw.workdir, gw.lease_owner = tmp_path / "work", lease_owner
+            request = VideoRequest(prompt="a fox", edit={"operation": "extend", "target_seconds": 10})
+            job = await asyncio.wait_for(gw.generate(request, output=tmp_path / "out.mp4"), 60)
+            assert job.status is JobStatus.SUCCEEDED, job.error
+            assert store.refused == (4 if lease_owner else 3)  # 2 reads, 1 lost creation, (1 lease)
+            second = segment_id(job.id, 1)
+            assert store.creates.count(second) == 2  # tried again after its answer was lost ...
+            assert accepted(box) == 2 and len(job.attempts) == 2  # ... and submitted once
+            assert [a.provider for a in (await store.get(second)).attempts] == [job.attempts[1].provider]
+            assert gw.ledger.reserved() == {} and job.at_risk_usd == 0
+            assert job.cost_usd == sum([(await store.get(segment_id(job.id, i))).cost_usd for i in range(2)],
+                                       start=job.cost_usd * 0)
+            assert (await store.get(job.id)).status is JobStatus.SUCCEEDED
