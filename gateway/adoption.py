@@ -19,17 +19,25 @@ data in its catalog (``Provider.adoption``):
   the same moment), and the attempt ends ``unknown`` and at risk;
 * ``none`` -- the attempt ends ``unknown`` and at risk at once.
 
-The callback's body is signed by the vendor, its URL is not: a forged ``attempt`` can only
-bind an attempt to a job the vendor really ran for this account, and the job is then judged
-by polling it. The binding is one-to-one and durable (``JobStore.bind_callback``): a vendor
-job is adopted by one attempt at most, and a callback that arrived before its attempt was
-waiting -- a restarted process not yet resumed, or a crash between answering the vendor and
-saving the adoption -- is found by the attempt after the restart.
+The callback's body is signed by the vendor, its URL is not, and fal signs every account's
+callbacks with one key set: anyone with a fal account can have fal call our URL, signed, for
+*their* job, with any ``attempt``. So the gateway signs the attempt it names
+(``?attempt=<key>&attempt_sig=<HMAC>``, keyed by a digest of the credential it submits with:
+the same on every replica and across restarts, known to no caller), and a callback whose
+attempt is unsigned or signed for another attempt is refused before anything acts on it
+(``attempt_signed``); otherwise it would bind someone's attempt to a foreign job, and the
+real job's callback could not adopt it after that. The binding is one-to-one and durable
+(``JobStore.bind_callback``): a vendor job is adopted by one attempt at most, and a callback
+that arrived before its attempt was waiting -- a restarted process not yet resumed, or a
+crash between answering the vendor and saving the adoption -- is found by the attempt after
+the restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,8 +51,12 @@ from gateway.provider import Adoption, ListedJob, ListPage, Provider, VendorJob
 if TYPE_CHECKING:
     from gateway.store.base import JobStore
 
-#: the callback URL's query parameter naming the attempt
+#: the callback URL's query parameter naming the attempt ...
 ATTEMPT_PARAM = "attempt"
+#: ... and the one signing it (``attempt_signature``)
+SIGNATURE_PARAM = "attempt_sig"
+#: what the signature key is derived for (the credential is never the key itself)
+_SIGNING_LABEL = b"reelgate callback attempt v1\0"
 #: callbacks kept for an attempt not (yet) waiting: one may arrive before the resume of a
 #: restarted process registers its attempt. Bounded: a callback for a job polled to its end
 #: lands here too and is never claimed
@@ -69,14 +81,33 @@ Lister = Callable[[Provider, str | None], Awaitable[ListPage]]
 
 def callback_url(settings: Settings, provider: Provider, attempt_key: str) -> str | None:
     """Where ``provider`` should call back for this attempt, when it can and this service is
-    reachable; the URL names the attempt where the vendor adopts by callback."""
+    reachable; the URL names the attempt, signed, where the vendor adopts by callback."""
     public = settings.service.public_url
     if not public or not provider.supports_webhooks:
         return None
     url = f"{public.rstrip('/')}/webhooks/{provider.name}"
-    if provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY:
-        url += f"?{ATTEMPT_PARAM}={attempt_key}"  # job id and a counter: URL-safe as is
+    signature = attempt_signature(provider, attempt_key)
+    if provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY and signature is not None:
+        # job id and a counter, and hex: URL-safe as they are
+        url += f"?{ATTEMPT_PARAM}={attempt_key}&{SIGNATURE_PARAM}={signature}"
     return url
+
+
+def attempt_signature(provider: Provider, attempt_key: str) -> str | None:
+    """HMAC-SHA256 of (vendor, attempt key), keyed by a digest of the vendor credential this
+    gateway submits with (every replica has it, a caller does not); None without one. The
+    credential and the key never leave this function."""
+    credential = provider.settings.api_key
+    if credential is None:
+        return None
+    key = hashlib.sha256(_SIGNING_LABEL + credential.reveal().encode()).digest()
+    return hmac.new(key, f"{provider.name}\0{attempt_key}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def attempt_signed(provider: Provider, attempt_key: str, signature: str | None) -> bool:
+    """Whether a callback URL's ``attempt`` carries the signature this gateway gave it."""
+    expected = attempt_signature(provider, attempt_key)
+    return expected is not None and signature is not None and hmac.compare_digest(expected, signature)
 
 
 class Adoptions:
@@ -99,8 +130,9 @@ class Adoptions:
             return False
         if provider.adoption is Adoption.LIST_SCAN:
             return True
-        return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY
-                and callback_url(self.settings, provider, "") is not None)
+        return (provider.adoption is Adoption.WEBHOOK_ATTEMPT_KEY  # the URL names the attempt, signed
+                and callback_url(self.settings, provider, "") is not None
+                and attempt_signature(provider, "") is not None)
 
     async def offer(self, provider: str, attempt_key: str, vendor_id: str) -> bool:
         """A verified callback for ``provider``'s job ``vendor_id`` names ``attempt_key``.

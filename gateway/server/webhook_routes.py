@@ -14,7 +14,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from gateway.adoption import ATTEMPT_PARAM
+from gateway.adoption import ATTEMPT_PARAM, SIGNATURE_PARAM, attempt_signed
 from gateway.errors import ProtocolError, Unavailable, WebhookRejected
 from gateway.server.http import ApiError, read_body, service_of
 from gateway.webhooks.inbound import verify_and_parse
@@ -42,10 +42,16 @@ async def vendor_webhook(provider: str, request: Request) -> dict[str, object]:
         service.metrics.webhooks.labels(provider, "keys_unavailable").inc()
         raise ApiError(503, exc.message, code="webhook_keys_unavailable", type_="unavailable_error",
                        headers={"Retry-After": str(max(math.ceil(keys.retry_in_s()), 1))}) from None
+    # the attempt param: a job whose submit answer was lost, named by our callback URL. The
+    # vendor signs the body, not the URL: an attempt must carry our signature, checked before
+    # anything is remembered or bound (gateway/adoption.py)
+    attempt = request.query_params.get(ATTEMPT_PARAM)
+    if attempt is not None and not attempt_signed(adapter, attempt, request.query_params.get(SIGNATURE_PARAM)):
+        service.metrics.webhooks.labels(provider, "rejected_attempt").inc()
+        raise ApiError(401, "the callback URL's attempt is not signed by this gateway for that attempt",
+                       code="webhook_rejected", type_="authentication_error")
     first = await service.callbacks.replay_guard.first_sighting(event)
-    # the attempt param: a job whose submit answer was lost, named by our callback URL
-    matched, relayed = await service.callbacks.act(provider, event.vendor_id,
-                                                     request.query_params.get(ATTEMPT_PARAM), first=first)
+    matched, relayed = await service.callbacks.act(provider, event.vendor_id, attempt, first=first)
     if not first:
         service.metrics.webhooks.labels(provider, "duplicate").inc()
         return {"received": True, "matched": matched, "duplicate": True}

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from gateway.adoption import Adoptions, callback_url
+from gateway.adoption import Adoptions, attempt_signature, attempt_signed, callback_url
 from gateway.config import ServiceConfig, Settings
 from gateway.errors import AmbiguousSubmit, Unavailable
 from gateway.job import Attempt, VideoJob
@@ -57,8 +57,12 @@ async def test_every_fal_submit_names_its_attempt_in_the_callback_url() -> None:
     async with httpx.AsyncClient() as client:
         vjob = await VendorCalls(client, settings(), asyncio.sleep, random.Random(0)).submit(live, job)
     sent = submit.calls.last.request
-    assert parse_qs(urlsplit(str(sent.url)).query) == {"fal_webhook": ["https://gw.example/base/webhooks/fal?attempt=vid_1.1"]}
-    encoded = b"?fal_webhook=https%3A%2F%2Fgw.example%2Fbase%2Fwebhooks%2Ffal%3Fattempt%3Dvid_1.1"
+    signature = attempt_signature(provider, "vid_1.1")  # the attempt signed: refused otherwise
+    assert signature is not None and len(signature) == 32 and signature != attempt_signature(provider, "vid_1.2")
+    assert parse_qs(urlsplit(str(sent.url)).query) == {
+        "fal_webhook": [f"https://gw.example/base/webhooks/fal?attempt=vid_1.1&attempt_sig={signature}"]}
+    encoded = (b"?fal_webhook=https%3A%2F%2Fgw.example%2Fbase%2Fwebhooks%2Ffal%3Fattempt%3Dvid_1.1%26attempt_sig%3D"
+               + signature.encode())
     assert sent.url.raw_path.endswith(encoded)
     assert vjob.vendor_id == RID
 
@@ -131,3 +135,16 @@ async def test_a_waiting_attempt_finds_a_callback_bound_at_another_replica(tmp_p
         async with asyncio.timeout(10):
             adopted = await waiting
     assert adopted is not None and adopted.vendor_id == RID
+
+
+def test_an_attempts_signature_is_keyed_by_the_vendor_credential_and_checked_in_constant_time() -> None:
+    provider, other_key = fal(), FalAdapter(ProviderSettings("fal", api_key=Secret("other"), credential_ref="c"))
+    signature = attempt_signature(provider, "vid_1.1")
+    assert signature is not None and "fal-key" not in signature
+    assert attempt_signed(provider, "vid_1.1", signature)
+    assert not attempt_signed(provider, "vid_1.2", signature)  # moved to another attempt
+    assert not attempt_signed(other_key, "vid_1.1", signature)  # made without our credential
+    assert not attempt_signed(provider, "vid_1.1", None) and not attempt_signed(provider, "vid_1.1", "")
+    keyless = FalAdapter(ProviderSettings("fal"))
+    assert attempt_signature(keyless, "vid_1.1") is None and not attempt_signed(keyless, "vid_1.1", signature)
+    assert callback_url(settings(), keyless, "vid_1.1") == "https://gw.example/base/webhooks/fal"
