@@ -9,21 +9,18 @@ judges every provider by the same rule and names the reason ("cannot modify").
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gateway import request_limits as limits
+from gateway.media import Media, from_caller
 
 MAX_VIDEO_BYTES = 100 * 1024 * 1024
 #: an inlined video is capped far lower than a file: it travels inside a JSON request
 MAX_VIDEO_DATA_URI_BYTES = 20 * 1024 * 1024
-MAX_VIDEO_DATA_URI_CHARS = MAX_VIDEO_DATA_URI_BYTES * 4 // 3 + 100
 #: the longest sequence ``extend`` may ask for (Ray Flash 2's page: "~20-second sequences")
 MAX_EXTEND_SECONDS = 30
 NO_LOCAL_VIDEO_FILES = ("must be a job id, an http(s) URL or a data:video/...;base64 URI; "
@@ -62,6 +59,7 @@ class VideoKind(StrEnum):
 #: the gateway's job ids (``VideoJob.id``): ``vid_`` and 32 hex digits
 JOB_ID = re.compile(r"vid_[0-9a-f]{32}")
 
+
 def sniff_video_type(data: bytes) -> str | None:
     """The video MIME type from magic bytes (MP4, QuickTime MOV, WebM), or None."""
     if data[4:8] == b"ftyp":
@@ -69,6 +67,11 @@ def sniff_video_type(data: bytes) -> str | None:
     if data.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm"
     return None
+
+
+VIDEO = Media(type="video", formats="an MP4, MOV or WebM video", sniff=sniff_video_type,
+              max_data_uri_bytes=MAX_VIDEO_DATA_URI_BYTES, max_file_bytes=MAX_VIDEO_BYTES,
+              no_local_files=NO_LOCAL_VIDEO_FILES)
 
 
 class SourceVideo(BaseModel):
@@ -89,29 +92,10 @@ class SourceVideo(BaseModel):
                 raise ValueError(NO_LOCAL_VIDEO_FILES)
             return value
         text = str(value).strip()
-        if not text:
-            raise ValueError("is empty")
-        if text.startswith("data:"):
-            if len(text) > MAX_VIDEO_DATA_URI_CHARS:
-                raise ValueError(f"data URI is larger than {MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB")
-            _decode_video_data_uri(text)
-            return cls(kind=VideoKind.DATA_URI, value=text)
         if JOB_ID.fullmatch(text) and not (local_files and Path(text).exists()):
             return cls(kind=VideoKind.JOB, value=text)
-        parts = urlsplit(text)
-        if parts.scheme.lower() in ("http", "https"):
-            if len(text) > limits.MAX_URL_CHARS:
-                raise ValueError(f"URL is longer than {limits.MAX_URL_CHARS} characters")
-            if not parts.netloc:
-                raise ValueError(f"URL {text!r} has no host")
-            return cls(kind=VideoKind.URL, value=text)
-        if not local_files:
-            raise ValueError(NO_LOCAL_VIDEO_FILES)
-        if parts.scheme and len(parts.scheme) > 1:  # "C:" style drive letters are paths
-            raise ValueError(f"unsupported URL scheme {parts.scheme!r}: use http(s), a data URI or a file path")
-        path = Path(text).expanduser()
-        read_video_file(path)
-        return cls(kind=VideoKind.PATH, value=str(path.resolve()))
+        kind, parsed = VIDEO.classify(text, local_files=local_files)
+        return cls(kind=VideoKind(kind), value=parsed)
 
     def describe(self) -> str:
         """A log-safe description (a data URI is never printed whole)."""
@@ -124,43 +108,12 @@ class SourceVideo(BaseModel):
         if self.kind is VideoKind.DATA_URI:
             return self.value
         if self.kind is VideoKind.PATH:
-            data, mime = read_video_file(Path(self.value))
+            data, mime = VIDEO.read_file(Path(self.value))
             if len(data) > MAX_VIDEO_DATA_URI_BYTES:
                 raise ValueError(f"file {self.value!r} is larger than the "
                                  f"{MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB a vendor takes inline")
             return f"data:{mime};base64,{base64.b64encode(data).decode()}"
         raise ValueError(f"a {self.kind.value} source cannot be inlined")
-
-
-def _decode_video_data_uri(text: str) -> bytes:
-    head, sep, payload = text.partition(",")
-    if not sep or not head.startswith("data:video/") or not head.endswith(";base64"):
-        raise ValueError("data URI must look like data:video/<type>;base64,<data>")
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("data URI payload is not valid base64") from None
-    if sniff_video_type(data) is None:
-        raise ValueError("data URI does not contain an MP4, MOV or WebM video")
-    return data
-
-
-def read_video_file(path: Path) -> tuple[bytes, str]:
-    """The file's bytes and MIME type, or ValueError naming what is wrong with it."""
-    if not path.exists():
-        raise ValueError(f"file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise ValueError(f"{str(path)!r} is not a file")
-    if path.stat().st_size > MAX_VIDEO_BYTES:
-        raise ValueError(f"file {str(path)!r} is larger than {MAX_VIDEO_BYTES // (1024 * 1024)} MiB")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ValueError(f"file {str(path)!r} cannot be read ({exc.strerror})") from None
-    mime = sniff_video_type(data)
-    if mime is None:
-        raise ValueError(f"file {str(path)!r} is not an MP4, MOV or WebM video")
-    return data, mime
 
 
 class _Spec(BaseModel):
@@ -250,14 +203,8 @@ OperationSpec = Annotated[ModifySpec | ReframeSpec | ExtendSpec, Field(discrimin
 
 
 def remote_only_spec(data: object) -> object:
-    """The spec's source parsed as a URL or data URI only (the HTTP service), before the model sees it."""
+    """The spec's source parsed as a job id, a URL or a data URI only (the HTTP service), before the model sees it."""
     if not isinstance(data, dict) or data.get("source") is None:
         return data
-    source = data["source"]
-    if isinstance(source, dict):
-        if source.get("kind") == VideoKind.PATH.value or not isinstance(source.get("value"), str):
-            raise ValueError(NO_LOCAL_VIDEO_FILES)
-        source = source["value"]
-    if not isinstance(source, str):
-        raise ValueError("source must be a job id, a URL or a data:video/... URI")
-    return {**data, "source": SourceVideo.parse(source, local_files=False)}
+    source = from_caller(data["source"], lambda v: SourceVideo.parse(v, local_files=False), NO_LOCAL_VIDEO_FILES)
+    return {**data, "source": source}

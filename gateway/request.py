@@ -30,6 +30,7 @@ from gateway.images import NO_LOCAL_FILES as NO_LOCAL_FILES
 from gateway.images import ImageInput as ImageInput
 from gateway.images import ImageKind as ImageKind
 from gateway.images import sniff_image_type as sniff_image_type
+from gateway.media import from_caller
 from gateway.operations import Operation, OperationSpec, VideoKind, remote_only_spec
 
 MAX_PROMPT_CHARS = 4000
@@ -287,19 +288,10 @@ def _remote_images(data: dict[str, Any]) -> dict[str, ImageInput]:
     """The image fields parsed as URLs or data URIs only, before the model sees them."""
     parsed = {}
     for name in ("start_image", "end_image"):
-        value = data.get(name)
+        if data.get(name) is None:
+            continue
         try:
-            if isinstance(value, dict):
-                # the stored form ({"kind", "value"}) is trusted only from a store or the
-                # library; from a caller its value is checked like any other
-                if value.get("kind") == ImageKind.PATH.value or not isinstance(value.get("value"), str):
-                    raise ValueError(NO_LOCAL_FILES)
-                image = ImageInput.parse(value["value"], local_files=False)
-                if set(value) != {"kind", "value"} or image.kind.value != value["kind"]:
-                    raise ValueError('must be {"kind": "url" | "data_uri", "value": ...} with a matching value')
-                parsed[name] = image
-            elif value is not None:
-                parsed[name] = ImageInput.parse(value, local_files=False)
+            parsed[name] = from_caller(data[name], lambda v: ImageInput.parse(v, local_files=False), NO_LOCAL_FILES)
         except ValueError as exc:
             raise InvalidRequest(name, str(exc)) from None
     return parsed

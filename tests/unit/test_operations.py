@@ -111,6 +111,27 @@ def test_service_parse_refuses_server_paths_without_looking(tmp_path: Path):
     assert ok.operation is Operation.REFRAME
 
 
+@pytest.mark.parametrize("field", ["start_image", "source"])
+def test_a_callers_stored_form_is_checked_alike_for_images_and_videos(field: str):
+    """``{"kind", "value"}`` from a caller: its value parsed like any other and of the kind it
+    claims, with nothing else in it (one helper, ``gateway.media.from_caller``; a video's
+    kind used to go unchecked)."""
+    def parse(reference: object) -> VideoRequest:
+        if field == "source":
+            return VideoRequest.parse({"prompt": "x", "edit": {"operation": "modify", "source": reference}},
+                                      local_files=False)
+        return VideoRequest.parse({"prompt": "x", "start_image": reference}, local_files=False)
+
+    url = "https://example.com/a.mp4"
+    parsed = parse({"kind": "url", "value": url})
+    assert (parsed.edit.source if field == "source" else parsed.start_image).value == url
+    for reference in ({"kind": "data_uri", "value": url}, {"kind": "url", "value": url, "extra": 1},
+                      {"kind": "url", "value": 5}):
+        with pytest.raises(InvalidRequest) as info:
+            parse(reference)
+        assert info.value.field == ("edit.source" if field == "source" else "start_image")
+
+
 class Editor(ToyAdapter):
     name = "editor"
 
