@@ -36,9 +36,12 @@ async def resolve_source(gateway: Gateway, request: VideoRequest,
     """``request`` with a job-id source replaced by that job's video (unchanged otherwise), and
     the length of a modify's or reframe's source when it is known (None otherwise)."""
     edit = request.edit
-    if edit is None or edit.source is None or edit.operation == "extend":
-        return request, None  # (an extend names its source job apart and measures it itself)
+    if edit is None or edit.source is None:
+        return request, None  # (an extend may name its source job apart: ``ExtendSpec.source_job``)
+    kept = edit.operation != "extend"  # a sequence's length is its own, measured as it runs
     if edit.source.kind is not VideoKind.JOB:
+        if not kept:
+            return request, None
         try:
             return request, await asyncio.to_thread(known_duration, edit.source)
         except ValueError:  # a file PyAV cannot read: the vendor judges it; its length is unknown
@@ -55,7 +58,8 @@ async def resolve_source(gateway: Gateway, request: VideoRequest,
         source = SourceVideo(kind=VideoKind.URL, value=job.output.url)
     else:
         source = SourceVideo(kind=VideoKind.DATA_URI, value=await _inline(gateway, download, job_id))
-    return request.model_copy(update={"edit": edit.model_copy(update={"source": source})}), float(job.seconds)
+    resolved = request.model_copy(update={"edit": edit.model_copy(update={"source": source})})
+    return resolved, float(job.seconds) if kept else None
 
 
 async def _inline(gateway: Gateway, download: httpx.Request, job_id: str) -> str:

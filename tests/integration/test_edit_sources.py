@@ -56,6 +56,22 @@ async def test_a_finished_job_id_is_the_source_of_a_reframe(world, tmp_path) -> 
     assert sandbox.stats()["fal"]["accepted_submissions"] == 1
 
 
+async def test_an_edit_of_a_finished_job_records_its_length_and_an_extend_source_is_still_resolved(world) -> None:
+    """A modify keeps its source's length (a 9 s job: 9, at submit); an extend whose ``source``
+    is a job id is resolved to that job's video too, but its length is the sequence's own."""
+    gw, _ = world()
+    async with gw:
+        made = await gw.generate(VideoRequest(prompt="a fox", duration_s=9, providers=["fal"]))
+        assert made.status is JobStatus.SUCCEEDED and made.seconds == 9
+        modify = await gw.submit(VideoRequest(edit={"operation": "modify", "source": made.id}))
+        assert modify.source_s == 9 and modify.seconds == 9
+        extend = await gw.submit(VideoRequest(prompt="on", edit={"operation": "extend", "source": made.id,
+                                                                 "target_seconds": 20}))
+        assert extend.request.edit is not None and extend.request.edit.source.kind is VideoKind.URL
+        assert extend.source_s is None
+        await gw.wait_all([modify, extend])
+
+
 async def test_unknown_or_unfinished_job_ids_are_refused_before_any_vendor_call(world) -> None:
     gw, sandbox = world()
     async with gw:
