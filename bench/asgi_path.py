@@ -1,7 +1,7 @@
 """What the inbound HTTP path costs per request: the hot routes (hot_routes.py) against
 FastAPI's full stack, in one process.
 
-    python -m bench.asgi_path [--requests 3000] [--rounds 3]
+    python -m bench.asgi_path [--requests 3000] [--rounds 3] [--baseline DIR]
 
 The app of ``reelgate serve`` on the sandbox (one job made first, left queued), called as
 an ASGI app with no server and no socket, so what is measured is the app's own path:
@@ -10,6 +10,8 @@ requests, each ``requests`` times per round: ``GET /v1/videos/{id}`` of the job 
 and ``POST /v1/videos`` with an unknown field (400: the body is read, parsed and refused
 before a job exists, so no job piles up). Per round both variants run in turn, the hot
 routes on and off (``app.hot = None``): CPU microseconds per request and the ratio.
+With ``--baseline DIR`` the hot routes of this tree and of another source tree instead,
+each round in a fresh child process per tree, in turn (the A/B of a change to the path).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,11 +108,39 @@ async def _create(app: Any, headers: list[tuple[bytes, bytes]]) -> str:
     return made
 
 
+_CHILD = ("import asyncio, json; from bench.asgi_path import measure; "
+          "print(json.dumps(asyncio.run(measure({requests}, 1, only='hot routes'))['hot routes'][0]))")
+
+
+def against(baseline: str, requests: int, rounds: int) -> dict[str, list[float]]:
+    """The hot routes of ``baseline``'s tree and of this one, a child process per tree and
+    round (in the tree's directory: ``-c`` puts it first on ``sys.path``)."""
+    here = str(Path(__file__).resolve().parent.parent)
+    results: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    for _ in range(rounds):
+        for name, tree in (("baseline", str(Path(baseline).resolve())), ("this tree", here)):
+            env = {**os.environ, "PYTHONPATH": tree}
+            out = subprocess.run([sys.executable, "-c", _CHILD.format(requests=requests)], cwd=tree, env=env,
+                                 check=True, capture_output=True, text=True).stdout
+            results[name].append(float(out.strip().splitlines()[-1]))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline", metavar="DIR", help="another source tree: its hot routes against these")
     args = parser.parse_args()
+    if args.baseline:
+        ab = against(args.baseline, args.requests, args.rounds)
+        print(machine())
+        for name, values in ab.items():
+            print(f"{name:10} {statistics.median(values):7.1f} us CPU per request (rounds: "
+                  f"{', '.join(f'{v:.1f}' for v in values)})")
+        ratio = statistics.median(b / t for b, t in zip(ab["baseline"], ab["this tree"], strict=True))
+        print(f"baseline / this tree: x{ratio:.2f} (median of the rounds' ratios)")
+        return
     results = asyncio.run(measure(args.requests, args.rounds))
     print(machine())
     for name, values in results.items():

@@ -81,12 +81,13 @@ class SpendLedger:
         """Hold ``amount`` for attempt ``key``, or raise when it would pass the daily limit."""
         with self._lock:
             self._roll()
-            committed = self._settled + self._at_risk + sum(self._reserved.values(), Decimal(0))
-            if self.limit is not None and committed + amount > self.limit:
-                raise BudgetExceeded(
-                    f"daily budget ${self.limit:.2f} would be exceeded: ${committed:.2f} spent or reserved "
-                    f"today, this attempt needs ${amount:.2f}"
-                )
+            if self.limit is not None:  # no limit, nothing to add up (a sum over every job in flight)
+                committed = self._settled + self._at_risk + sum(self._reserved.values(), Decimal(0))
+                if committed + amount > self.limit:
+                    raise BudgetExceeded(
+                        f"daily budget ${self.limit:.2f} would be exceeded: ${committed:.2f} spent or reserved "
+                        f"today, this attempt needs ${amount:.2f}"
+                    )
             self._reserved[key] = amount
 
     def hold(self, key: str, amount: Decimal) -> None:

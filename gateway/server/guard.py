@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
@@ -36,7 +36,6 @@ log = logging.getLogger("reelgate.server")
 CLIENT_CLOSED = 499
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _CORS_HEADERS = ["authorization", "content-type", "idempotency-key"]
-_REFUSAL_HEADERS = frozenset({b"origin", b"host", b"content-length"})
 
 
 class BodyReader:
@@ -103,57 +102,69 @@ class Guard:
             return
         service = scope["app"].state.service
         conf: ServiceConfig = service.settings.service
-        status = [500]
-
-        async def answer(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
+        tracked = _Tracked(send)
         refusal = _refusal(scope, conf)
         if refusal is not None:
             response = envelope(refusal.status, refusal.message, code=refusal.code, type_=refusal.type)
-            await response(scope, receive, answer)
+            await response(scope, receive, tracked)
         else:
-            await self._serve(scope, BodyReader(receive, conf.max_upload_bytes, conf.body_timeout_s), answer, status,
-                              conf)
+            await self._serve(scope, BodyReader(receive, conf.max_upload_bytes, conf.body_timeout_s), tracked, conf)
         route = getattr(scope.get("route"), "path", "unmatched")
-        service.metrics.requests.labels(scope["method"], route, str(status[0])).inc()
+        service.metrics.requests_of(scope["method"], route, str(tracked.status)).inc()
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Callable[[Message], Awaitable[None]],
-                     status: list[int], conf: ServiceConfig) -> None:
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+    async def _serve(self, scope: Scope, receive: Receive, tracked: _Tracked, conf: ServiceConfig) -> None:
         try:
             await self._inner(conf)(scope, receive, tracked)
         except ClientDisconnect:
-            status[0] = CLIENT_CLOSED
+            tracked.status = CLIENT_CLOSED
             log.info("%s %s: the client hung up before sending its whole body", scope["method"], scope["path"])
         except Exception:
-            status[0] = 500
+            tracked.status = 500
             log.exception("%s %s failed", scope["method"], scope["path"])
-            if not started:
+            if not tracked.started:
                 response = envelope(500, "the server failed to handle this request; it has been logged",
                                     code="internal_error", type_="server_error")
                 await response(scope, receive, tracked)
 
 
+class _Tracked:
+    """``send``, noting the status the response started with (what the request is counted
+    under) and whether it started (a 500 envelope can only go before). One object per
+    request instead of two closures: this wraps every message of every response."""
+
+    __slots__ = ("_send", "started", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.status = 500  # until a response starts: a request that fails before is a 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+        await self._send(message)
+
+
 def _refusal(scope: Scope, conf: ServiceConfig) -> ApiError | None:
     """A request answered before any route runs: a cross-origin write, or a body whose
     declared length is over the limit (its bytes are never read)."""
-    # only the three headers read here are decoded (this runs on every request)
-    headers = {k: v for k, v in scope.get("headers", []) if k in _REFUSAL_HEADERS}
-    origin = headers[b"origin"].decode("latin-1") if b"origin" in headers else None
+    # one pass picking the three headers read here, decoding only those (this runs on every
+    # request); a repeated header counts as its last value, as a dict of them would
+    origin_raw = host_raw = length_raw = None
+    for name, value in scope.get("headers", ()):
+        if name == b"origin":
+            origin_raw = value
+        elif name == b"host":
+            host_raw = value
+        elif name == b"content-length":
+            length_raw = value
+    origin = origin_raw.decode("latin-1") if origin_raw is not None else None
     if origin and scope["method"] not in _SAFE_METHODS and not same_or_allowed_origin(
-            origin, headers.get(b"host", b"").decode("latin-1"), conf.cors_allow_origins):
+            origin, (host_raw or b"").decode("latin-1"), conf.cors_allow_origins):
         return ApiError(403, f"requests from origin {origin!r} are not allowed (service.cors_allow_origins)",
                         code="origin_not_allowed")
-    length = headers[b"content-length"].decode("latin-1") if b"content-length" in headers else None
+    length = length_raw.decode("latin-1") if length_raw is not None else None
     if length is not None and (not length.isdigit() or int(length) > conf.max_upload_bytes):
         return too_large(conf.max_upload_bytes)
     return None

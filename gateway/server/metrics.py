@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,6 +33,29 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: how often a worker writes its gauges when several share the metrics (a scrape reads the
 #: other workers' values as they last wrote them)
 GAUGE_REFRESH_S = 1.0
+#: label sets whose children are kept per metric (see ``Children``); past it, ``labels`` each time
+KEPT_CHILDREN = 1024
+
+
+class Children:
+    """The labelled children of one metric, kept by label values: ``labels()`` takes the
+    metric's lock and validates the values on every call (~6 µs, twice per request pair and
+    once per vendor call), while a child, once made, is the same object for as long as the
+    metric lives (prometheus-client only drops one on ``remove``/``clear``, which nothing
+    here calls). At most ``KEPT_CHILDREN`` sets are kept, so label values a client chooses
+    (the HTTP method) cannot grow this without bound."""
+
+    def __init__(self, metric: Counter | Histogram) -> None:
+        self._metric = metric
+        self._kept: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._kept.get(values)
+        if child is None:
+            child = self._metric.labels(*values)
+            if len(self._kept) < KEPT_CHILDREN:
+                self._kept[values] = child
+        return child
 
 
 class Metrics:
@@ -42,6 +66,8 @@ class Metrics:
         r = self.registry
         self.requests = Counter("reelgate_http_requests", "HTTP requests served", ["method", "route", "status"],
                                 registry=r)
+        #: ``requests.labels(method, route, status)``, its children kept (what Guard counts with)
+        self.requests_of = Children(self.requests)
         self.jobs_submitted = Counter("reelgate_jobs_submitted", "Jobs accepted", registry=r)
         self.jobs = Counter("reelgate_jobs_finished", "Jobs by terminal status and provider",
                             ["status", "provider"], registry=r)
@@ -52,6 +78,7 @@ class Metrics:
                                         "Latency of calls to vendors, to the answer's headers",
                                         ["provider", "operation", "outcome"], registry=r,
                                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self._vendor_latency_of = Children(self.vendor_latency)
         self.webhooks = Counter("reelgate_vendor_webhooks", "Vendor callbacks received, by outcome",
                                 ["provider", "outcome"], registry=r)
         # several workers: open when open at any live worker (each keeps its own circuits without Redis)
@@ -112,7 +139,7 @@ class Metrics:
         client.timing.observers.append(self.observe_vendor_call)
 
     def observe_vendor_call(self, provider: str, operation: str, outcome: str, seconds: float) -> None:
-        self.vendor_latency.labels(provider, operation, outcome).observe(seconds)
+        self._vendor_latency_of(provider, operation, outcome).observe(seconds)
 
     def render(self) -> bytes:
         """The exposition text: this service's registry, or every worker's values."""

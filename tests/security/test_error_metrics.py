@@ -39,3 +39,25 @@ def test_a_cancelled_job_is_counted_as_finished(make_app):
         metrics = app.client.get("/metrics").text
         assert metric(metrics, "reelgate_jobs_finished_total", status="cancelled") == 1, \
             re.findall(r"reelgate_jobs_finished_total.*", metrics)
+
+
+def test_hot_route_requests_are_counted_once_each_under_method_route_and_status(make_app):
+    with make_app() as app:
+        before = app.client.get("/metrics").text
+        created = [app.client.post("/v1/videos", headers=app.auth, json={"prompt": "a fox"}) for _ in range(3)]
+        assert all(r.status_code == 200 for r in created)
+        for _ in range(2):
+            assert app.client.get("/v1/videos/vid_nope", headers=app.auth).status_code == 404
+        assert app.client.get(f"/v1/videos/{created[0].json()['id']}", headers=app.auth).status_code == 200
+        assert app.client.get(f"/v1/videos/{created[0].json()['id']}").status_code == 401
+        after = app.client.get("/metrics").text
+
+    def added(**labels: str) -> float:
+        return (metric(after, "reelgate_http_requests_total", **labels)
+                - metric(before, "reelgate_http_requests_total", **labels))
+
+    one = "/v1/videos/{video_id}"
+    assert added(method="POST", route="/v1/videos", status="200") == 3
+    assert added(method="GET", route=one, status="404") == 2
+    assert added(method="GET", route=one, status="200") == 1
+    assert added(method="GET", route=one, status="401") == 1

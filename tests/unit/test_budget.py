@@ -57,3 +57,14 @@ async def test_per_request_budget_from_config_caps_requests(serve):
         with pytest.raises(BudgetExceeded, match=r"cheapest is toy at \$0.10"):
             await gw.submit(VideoRequest(prompt="x"))
     assert emus["toy"].accepted_submissions == 0
+
+
+def test_a_ledger_without_a_limit_keeps_every_reservation_and_never_refuses():
+    ledger = SpendLedger(None)
+    for i in range(100):
+        ledger.reserve(f"job{i}", Decimal("1000"))
+    assert ledger.spent_today() == Decimal("100000")
+    assert len(ledger.reserved()) == 100
+    ledger.settle("job0", Decimal("2"))
+    ledger.release("job1")
+    assert ledger.spent_today() == Decimal("2") + 98 * Decimal("1000")
