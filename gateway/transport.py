@@ -237,6 +237,19 @@ class _AiohttpStream(httpx.AsyncByteStream):
 
 #: read size of a streamed body (a download being mirrored)
 _CHUNK_BYTES = 64 * 1024
+#: a download declared at most this long (and not compressed) is read whole by the
+#: transport: the size its reader (the mirror) writes in one piece anyway
+WHOLE_DOWNLOAD_BYTES = 1024 * 1024
+
+
+def _small_download(response: aiohttp.ClientResponse) -> bool:
+    """Whether a download's answer is read whole: its declared length is at most
+    ``WHOLE_DOWNLOAD_BYTES`` and it is not compressed (a small gzip body may inflate to any
+    size; streamed, its reader's size cap stops it chunk by chunk). A larger declared length
+    is left to the reader, who refuses it before reading a byte when it is over its cap."""
+    declared = response.headers.get("Content-Length", "")
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    return declared.isdigit() and int(declared) <= WHOLE_DOWNLOAD_BYTES and encoding in ("", "identity")
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
 
 
@@ -257,13 +270,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """httpx's entry point. A vendor call's answer (tagged, not a download) is read here
         in one piece and its connection goes back to the pool at once: handing httpx a
         stream it reads back chunk by chunk through its async generators cost more CPU
-        than the rest of the call's client side (docs/benchmarks.md, section 4). Anything
-        else (downloads, untagged calls) is streamed: httpx reads it, or the caller does."""
+        than the rest of the call's client side (docs/benchmarks.md, section 4). So is a
+        download declared small and not compressed (:func:`_small_download`): the mirror
+        writes it in one piece anyway. Anything else (large downloads, untagged calls) is
+        streamed: httpx reads it, or the caller does.
+
+        (aiohttp's errors are mapped by a plain ``try``, not :func:`_aiohttp_errors_mapped`:
+        a context manager's generator per call, on every vendor call.)"""
         timeout = _aiohttp_timeout(request.extensions.get("timeout") or _NO_TIMEOUTS)
         call = request.extensions.get(CALL_EXTENSION)
-        with _aiohttp_errors_mapped():
+        try:
             response = await self._request(request, timeout)
-            if call is not None and call[1] is not Phase.DOWNLOAD:
+            if call is not None and (call[1] is not Phase.DOWNLOAD or _small_download(response)):
                 try:
                     body = await response.read()
                 finally:
@@ -271,6 +289,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # content=: httpx decodes it by Content-Encoding and marks it read
                 return httpx.Response(response.status, headers=response.raw_headers, content=body,
                                       request=request, extensions=_EXTENSIONS)
+        except aiohttp.ClientError as exc:
+            raise _mapped(exc) from exc
         return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
                               request=request, extensions=_EXTENSIONS)
 
