@@ -237,20 +237,21 @@ class _AiohttpStream(httpx.AsyncByteStream):
 
 #: read size of a streamed body (a download being mirrored)
 _CHUNK_BYTES = 64 * 1024
-#: a download declared at most this long (and not compressed) is read whole by the
-#: transport: the size its reader (the mirror) writes in one piece anyway
-WHOLE_DOWNLOAD_BYTES = 1024 * 1024
-
-
-def _small_download(response: aiohttp.ClientResponse) -> bool:
-    """Whether a download's answer is read whole: its declared length is at most
-    ``WHOLE_DOWNLOAD_BYTES`` and it is not compressed (a small gzip body may inflate to any
-    size; streamed, its reader's size cap stops it chunk by chunk). A larger declared length
-    is left to the reader, who refuses it before reading a byte when it is over its cap."""
-    declared = response.headers.get("Content-Length", "")
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    return declared.isdigit() and int(declared) <= WHOLE_DOWNLOAD_BYTES and encoding in ("", "identity")
+#: a download declared at most this long (and not compressed) is read in one piece, by
+#: the transport and by its reader: the size the mirror's writer batches anyway
+WHOLE_BODY_BYTES = 1024 * 1024
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
+
+
+def small_body(headers: Mapping[str, str]) -> bool:
+    """Whether an answer with these (case-insensitive) headers is read whole rather than
+    streamed: its declared length is at most ``WHOLE_BODY_BYTES`` and it is not compressed
+    (a small gzip body may inflate to any size; streamed, its reader's size cap stops it
+    chunk by chunk). A larger declared length is left to the reader, who refuses it before
+    reading a byte when it is over its cap."""
+    declared = headers.get("content-length", "")
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    return declared.isdigit() and int(declared) <= WHOLE_BODY_BYTES and encoding in ("", "identity")
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -271,7 +272,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         in one piece and its connection goes back to the pool at once: handing httpx a
         stream it reads back chunk by chunk through its async generators cost more CPU
         than the rest of the call's client side (docs/benchmarks.md, section 4). So is a
-        download declared small and not compressed (:func:`_small_download`): the mirror
+        download declared small and not compressed (:func:`small_body`): the mirror
         writes it in one piece anyway. Anything else (large downloads, untagged calls) is
         streamed: httpx reads it, or the caller does.
 
@@ -281,7 +282,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         call = request.extensions.get(CALL_EXTENSION)
         try:
             response = await self._request(request, timeout)
-            if call is not None and (call[1] is not Phase.DOWNLOAD or _small_download(response)):
+            if call is not None and (call[1] is not Phase.DOWNLOAD or small_body(response.headers)):
                 try:
                     body = await response.read()
                 finally:

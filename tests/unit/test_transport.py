@@ -283,7 +283,7 @@ async def test_a_vendor_call_comes_back_from_the_transport_read_whole_and_a_down
     """The transport reads a vendor call's answer itself (one read, the connection back in
     the pool before httpx sees it); a download stays a stream its reader pulls (unless it is
     small: next test)."""
-    big = b"x" * (transport.WHOLE_DOWNLOAD_BYTES + 1)
+    big = b"x" * (transport.WHOLE_BODY_BYTES + 1)
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
 
     async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -309,7 +309,7 @@ GZIPPED = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\
 @pytest.mark.parametrize(("answer", "whole"), [(OK, True), (CHUNKED, False), (GZIPPED, False)],
                          ids=["small-declared", "undeclared-length", "compressed"])
 async def test_a_small_download_is_read_whole_by_the_transport(answer: bytes, whole: bool) -> None:
-    """A download declared at most ``WHOLE_DOWNLOAD_BYTES`` and not compressed comes back
+    """A download declared at most ``WHOLE_BODY_BYTES`` and not compressed comes back
     read (the mirror writes it in one piece: no chunk-by-chunk read through httpx's
     generators); one of unknown length, or compressed (it may inflate past any cap), stays a
     stream its reader caps chunk by chunk."""
