@@ -83,8 +83,8 @@ def tag(request: httpx.Request, provider: str, phase: Phase) -> httpx.Request:
 
 class TimedTransport(httpx.AsyncBaseTransport):
     """Wraps the real transport and tells its observers how long each tagged call took,
-    from sending to the whole answer (to its headers for a download, whose body is
-    streamed afterwards by its reader). The outcome is the HTTP status code, or the transport failure's httpx class
+    from sending to the whole answer (to its headers for a download streamed afterwards by
+    its reader: one not :func:`small_body`). The outcome is the HTTP status code, or the transport failure's httpx class
     (``ConnectError``, ``ReadTimeout``...). Untagged requests are not vendor calls (the
     sandbox's stats, say) and pass through untimed."""
 
