@@ -83,8 +83,8 @@ def tag(request: httpx.Request, provider: str, phase: Phase) -> httpx.Request:
 
 class TimedTransport(httpx.AsyncBaseTransport):
     """Wraps the real transport and tells its observers how long each tagged call took,
-    from sending to the whole answer (to its headers for a download, whose body is
-    streamed afterwards by its reader). The outcome is the HTTP status code, or the transport failure's httpx class
+    from sending to the whole answer (to its headers for a download streamed afterwards by
+    its reader: one not :func:`small_body`). The outcome is the HTTP status code, or the transport failure's httpx class
     (``ConnectError``, ``ReadTimeout``...). Untagged requests are not vendor calls (the
     sandbox's stats, say) and pass through untimed."""
 
@@ -237,7 +237,21 @@ class _AiohttpStream(httpx.AsyncByteStream):
 
 #: read size of a streamed body (a download being mirrored)
 _CHUNK_BYTES = 64 * 1024
+#: a download declared at most this long (and not compressed) is read in one piece, by
+#: the transport and by its reader: the size the mirror's writer batches anyway
+WHOLE_BODY_BYTES = 1024 * 1024
 _EXTENSIONS = {"http_version": b"HTTP/1.1"}
+
+
+def small_body(headers: Mapping[str, str]) -> bool:
+    """Whether an answer with these (case-insensitive) headers is read whole rather than
+    streamed: its declared length is at most ``WHOLE_BODY_BYTES`` and it is not compressed
+    (a small gzip body may inflate to any size; streamed, its reader's size cap stops it
+    chunk by chunk). A larger declared length is left to the reader, who refuses it before
+    reading a byte when it is over its cap."""
+    declared = headers.get("content-length", "")
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    return declared.isdigit() and int(declared) <= WHOLE_BODY_BYTES and encoding in ("", "identity")
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -257,13 +271,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """httpx's entry point. A vendor call's answer (tagged, not a download) is read here
         in one piece and its connection goes back to the pool at once: handing httpx a
         stream it reads back chunk by chunk through its async generators cost more CPU
-        than the rest of the call's client side (docs/benchmarks.md, section 4). Anything
-        else (downloads, untagged calls) is streamed: httpx reads it, or the caller does."""
+        than the rest of the call's client side (docs/benchmarks.md, section 4). So is a
+        download declared small and not compressed (:func:`small_body`): the mirror
+        writes it in one piece anyway. Anything else (large downloads, untagged calls) is
+        streamed: httpx reads it, or the caller does.
+
+        (aiohttp's errors are mapped by a plain ``try``, not :func:`_aiohttp_errors_mapped`:
+        a context manager's generator per call, on every vendor call.)"""
         timeout = _aiohttp_timeout(request.extensions.get("timeout") or _NO_TIMEOUTS)
         call = request.extensions.get(CALL_EXTENSION)
-        with _aiohttp_errors_mapped():
+        try:
             response = await self._request(request, timeout)
-            if call is not None and call[1] is not Phase.DOWNLOAD:
+            if call is not None and (call[1] is not Phase.DOWNLOAD or small_body(response.headers)):
                 try:
                     body = await response.read()
                 finally:
@@ -271,6 +290,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # content=: httpx decodes it by Content-Encoding and marks it read
                 return httpx.Response(response.status, headers=response.raw_headers, content=body,
                                       request=request, extensions=_EXTENSIONS)
+        except aiohttp.ClientError as exc:
+            raise _mapped(exc) from exc
         return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
                               request=request, extensions=_EXTENSIONS)
 

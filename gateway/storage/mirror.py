@@ -5,9 +5,10 @@ own copy. The download is the adapter's ``build_download`` request (it carries t
 vendor's auth where one is needed) sent with the gateway's client, streamed straight
 into storage with a size cap, hashed on the way, and retried from the start on a
 transient failure -- storage writes are all-or-nothing, so a retry never appends to
-a broken copy. A body declared at most ``WHOLE_BODY_BYTES`` and not compressed is read
-in one piece and handed to storage as ``bytes`` (one write call, none of the streaming
-layers' per-chunk cost); the cap and the MP4 check hold the same.
+a broken copy. A body declared at most ``transport.WHOLE_BODY_BYTES`` and not compressed
+(``transport.small_body``) is read in one piece -- by the gateway's transport, before httpx
+sees it -- and handed to storage as ``bytes`` (one write call, none of the streaming layers'
+per-chunk cost); the cap and the MP4 check hold the same.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import httpx
 
 from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailable
 from gateway.policies import backoff_s, retry_after_s
-from gateway.storage.atomic_file import WRITE_BUFFER_BYTES, write_file
+from gateway.storage.atomic_file import write_file
 from gateway.storage.base import Chunks, ObjectTooLarge, ResultStorage, StoredObject
-from gateway.transport import Phase, tag
+from gateway.transport import Phase, small_body, tag
 
 #: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -32,8 +33,6 @@ RETRY_BASE_S = 1.0
 RETRY_MAX_S = 30.0
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_CONTENT_TYPE = "video/mp4"
-#: a body declared this small is read in one piece and written in one call, not streamed
-WHOLE_BODY_BYTES = WRITE_BUFFER_BYTES
 #: an ISO base-media file (MP4, MOV) has its ``ftyp`` box type at bytes 4..8
 _MP4_BOX_TYPE = slice(4, 8)
 _MP4_HEAD_BYTES = 8
@@ -131,7 +130,7 @@ async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Pu
         raise Unavailable(f"download failed ({type(exc).__name__})", provider=provider) from exc
     try:
         _check_response(response, provider, options.max_bytes)
-        if _small(response):
+        if small_body(response.headers):  # the transport has read it already
             body = await _read_whole(response, provider)
             if options.require_mp4:
                 _check_mp4_head(body, provider, whole=True)
@@ -139,15 +138,6 @@ async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Pu
         return await put(_body(response, provider, options.require_mp4), _content_type(response))
     finally:
         await response.aclose()
-
-
-def _small(response: httpx.Response) -> bool:
-    """A body read whole rather than streamed: declared at most ``WHOLE_BODY_BYTES`` (the
-    size the writer batches anyway) and not compressed (a small gzip body may inflate to
-    any size; streamed, the cap stops it chunk by chunk)."""
-    declared = response.headers.get("content-length", "")
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    return declared.isdigit() and int(declared) <= WHOLE_BODY_BYTES and encoding in ("", "identity")
 
 
 async def _read_whole(response: httpx.Response, provider: str) -> bytes:

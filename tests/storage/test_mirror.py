@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -149,6 +151,56 @@ async def test_a_download_to_a_path_is_streamed_capped_and_all_or_nothing(serve,
     assert target.read_bytes() == MP4
     assert (stored.size_bytes, stored.sha256, stored.uri) == (len(MP4), hashlib.sha256(MP4).hexdigest(),
                                                               target.resolve().as_uri())
+
+
+SMALL = MP4[:1000]
+
+
+@asynccontextmanager
+async def raw_cdn(answers: list[bytes], hang: bool = False) -> AsyncIterator[str]:
+    """A CDN on raw TCP that writes ``answers`` in turn (one per connection, then closes it,
+    or hangs when ``hang``): a declared length with fewer bytes behind it is a cut-off body."""
+    served = iter(answers)
+    done = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(next(served))
+            await writer.drain()
+            if hang:
+                await done.wait()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    srv = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{srv.sockets[0].getsockname()[1]}"
+    finally:
+        done.set()
+        srv.close()
+        await srv.wait_closed()
+
+
+def head(length: int) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\nContent-Length: %d\r\n\r\n" % length
+
+
+async def test_a_small_download_cut_off_mid_body_is_retried_and_kept_whole(storage: LocalStorage) -> None:
+    """A small body is read whole by the transport (not streamed): cut off, it is still a
+    transient failure retried from the start, never a short video."""
+    clock = FakeClock()
+    async with raw_cdn([head(len(SMALL)) + SMALL[:100], head(len(SMALL)) + SMALL]) as url:
+        stored = await run_mirror(url, "/video.mp4", storage, clock)
+    assert clock.sleeps == [1.0] and await stored_bytes(storage, stored.uri) == SMALL
+
+
+async def test_a_small_download_that_stalls_mid_body_ends_at_the_mirrors_timeout(storage: LocalStorage) -> None:
+    async with raw_cdn([head(len(SMALL)) + SMALL[:100]], hang=True) as url:
+        with pytest.raises(Unavailable, match="longer than 0.3 s"):
+            await run_mirror(url, "/video.mp4", storage, FakeClock(), MirrorOptions(timeout_s=0.3, retries=0))
+    assert not await storage.exists(storage.uri_for(KEY))
 
 
 def test_retry_delay_backs_off_and_honours_retry_after_within_the_cap() -> None:

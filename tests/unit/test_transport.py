@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from gateway import transport
 from gateway.errors import AmbiguousSubmit, Unavailable
 from gateway.transport import (
     CALL_EXTENSION,
@@ -280,21 +281,46 @@ async def test_a_cookie_set_by_one_answer_is_never_sent_on_the_next_request() ->
 
 async def test_a_vendor_call_comes_back_from_the_transport_read_whole_and_a_download_streamed() -> None:
     """The transport reads a vendor call's answer itself (one read, the connection back in
-    the pool before httpx sees it); a download stays a stream its reader pulls."""
+    the pool before httpx sees it); a download stays a stream its reader pulls (unless it is
+    small: next test)."""
+    big = b"x" * (transport.WHOLE_BODY_BYTES + 1)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
+
     async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await read_request(reader):
-            writer.write(OK)
-            await writer.drain()
+        writer.write(OK if b"/status" in await read_request(reader) else answer)
+        await writer.drain()
 
     async with server(keep_alive) as url, client() as http:
         assert isinstance(http, GatewayClient)
         inner = http.timing.inner
         whole = await inner.handle_async_request(tag(poll(url), "fal", Phase.POLL))
         assert whole.is_stream_consumed and whole.content == BODY  # no aread() needed
-        streamed = await inner.handle_async_request(tag(poll(url), "fal", Phase.DOWNLOAD))
+        streamed = await inner.handle_async_request(tag(httpx.Request("GET", f"{url}/video"), "fal", Phase.DOWNLOAD))
         with pytest.raises(httpx.ResponseNotRead):
             _ = streamed.content
-        assert await streamed.aread() == BODY
+        assert await streamed.aread() == big
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+GZIPPED = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (
+    len(gzip.compress(BODY)), gzip.compress(BODY))
+
+
+@pytest.mark.parametrize(("answer", "whole"), [(OK, True), (CHUNKED, False), (GZIPPED, False)],
+                         ids=["small-declared", "undeclared-length", "compressed"])
+async def test_a_small_download_is_read_whole_by_the_transport(answer: bytes, whole: bool) -> None:
+    """A download declared at most ``WHOLE_BODY_BYTES`` and not compressed comes back
+    read (the mirror writes it in one piece: no chunk-by-chunk read through httpx's
+    generators); one of unknown length, or compressed (it may inflate past any cap), stays a
+    stream its reader caps chunk by chunk."""
+    async with server(answering(answer)) as url, client() as http:
+        response = await http.send(tag(httpx.Request("GET", f"{url}/video"), "vendor", Phase.DOWNLOAD),
+                                   stream=True)
+        try:
+            assert response.is_stream_consumed is whole
+            assert await response.aread() == BODY
+        finally:
+            await response.aclose()
 
 
 async def test_a_vendor_cookie_is_neither_kept_nor_sent_back() -> None:
