@@ -18,6 +18,7 @@ from gateway.errors import InvalidRequest, ReelgateError
 from gateway.job import JobStatus
 from gateway.operations import MAX_VIDEO_DATA_URI_BYTES, SourceVideo, VideoKind, sniff_video_type
 from gateway.request import VideoRequest
+from gateway.transport import unbound
 
 if TYPE_CHECKING:
     from gateway.api import Gateway
@@ -59,6 +60,7 @@ async def _inline(gateway: Gateway, download: httpx.Request, job_id: str) -> str
                                                 f"{MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB sent inline")
         finally:
             await response.aclose()
+            unbound(response)
     except httpx.HTTPError as exc:
         raise ReelgateError(f"job {job_id}'s video cannot be fetched ({type(exc).__name__})") from None
     mime = sniff_video_type(bytes(body[:16]))

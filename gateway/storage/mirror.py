@@ -23,7 +23,7 @@ from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailabl
 from gateway.policies import backoff_s, retry_after_s
 from gateway.storage.atomic_file import WRITE_BUFFER_BYTES, write_file
 from gateway.storage.base import Chunks, ObjectTooLarge, ResultStorage, StoredObject
-from gateway.transport import Phase, tag
+from gateway.transport import Phase, tag, unbound
 
 #: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -139,6 +139,7 @@ async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Pu
         return await put(_body(response, provider, options.require_mp4), _content_type(response))
     finally:
         await response.aclose()
+        unbound(response)
 
 
 def _small(response: httpx.Response) -> bool:
