@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
-import weakref
 import socket
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
