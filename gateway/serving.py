@@ -25,9 +25,9 @@ def bind(host: str, port: int) -> socket.socket:
 #: allocations (net, of objects the cyclic collector tracks) between young collections;
 #: CPython's default is 700. A served process has hundreds of requests' objects alive at
 #: any moment: at 700 each young collection walked them all and pushed them into the
-#: older generations, which full collections then walked again, ~7 % of the service's CPU
-#: (docs/benchmarks.md, section 6.gcloop). At 10,000 most of a request's objects are freed
-#: by reference counting before a collection sees them; a collection pauses ~4 ms.
+#: older generations, which full collections then walked again: 7-30 % of the service's
+#: CPU, by load (docs/benchmarks.md, section 6.gcloop). At 10,000 most of a request's
+#: objects are freed by reference counting before a collection sees them; one pauses ~4 ms.
 YOUNG_COLLECTION_EVERY = 10_000
 
 
