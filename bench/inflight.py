@@ -1,6 +1,6 @@
 """Thousands of long jobs in flight through one Gateway: memory, loop lag, polls, losses.
 
-    python -m bench.inflight [--jobs 10000] [--poll-policy current|growing]
+    python -m bench.inflight [--jobs 10000] [--poll-policy current|growing] [--serve-collector]
 
 The sandbox runs in a separate process. Its emulators take one timing per vendor (no
 per-job random durations), so the jobs are a fixed mix: a third each on fal (60 s),
@@ -10,6 +10,8 @@ polls on the vendors' real schedules (no polling override).
 Prints: peak RSS per in-flight job (peak RSS over the idle baseline, / N), event-loop
 lag p99 (a ticker's scheduling delay), polls per job (median and max, from
 ``job.attempts[-1].polls``) and jobs lost (not terminal when the run ends: must be 0).
+``--serve-collector`` applies ``reelgate serve``'s collector policy (``tune_collector``)
+once the gateway is warm, as a served process has it.
 ``--poll-policy growing`` measures the schedule without the expected duration
 (``initial`` x1.5 per poll up to the cap) by patching it inside this process only.
 """
@@ -32,6 +34,7 @@ from gateway.config import Settings
 from gateway.job import VideoJob
 from gateway.request import VideoRequest
 from gateway.runner import SUBMITS_IN_FLIGHT
+from gateway.serving import tune_collector
 from gateway.transport import Phase, send
 
 #: vendor -> (queue_s, run_s): 60, 120 and 200 s jobs
@@ -76,7 +79,7 @@ def growing_schedule() -> Callable[..., float]:
     return delay
 
 
-async def run(url: str, jobs: int) -> dict[str, float | str]:
+async def run(url: str, jobs: int, serve_collector: bool = False) -> dict[str, float | str]:
     vendors = list(MIX)
     async with Gateway.from_settings(Settings(), sandbox_url=url) as gw:
         # The baseline includes what is paid once, not per job: each vendor's code path
@@ -87,6 +90,8 @@ async def run(url: str, jobs: int) -> dict[str, float | str]:
         await asyncio.gather(*(send(gw.client, "sandbox", httpx.Request("GET", f"{url}/_sandbox/stats"), Phase.POLL)
                                for _ in range(SUBMITS_IN_FLIGHT)))
         await asyncio.sleep(1.0)  # let the warm-up jobs submit
+        if serve_collector:
+            tune_collector()
         baseline_kb = peak_rss_kb()
         ticker = LagTicker()
         ticker.start()
@@ -118,7 +123,8 @@ async def run(url: str, jobs: int) -> dict[str, float | str]:
 def report(figures: dict[str, float | str], args: argparse.Namespace) -> None:
     f = figures
     mix = ", ".join(f"{v} {q + r:g} s" for v, (q, r) in MIX.items())
-    print(f"# {machine()}; {args.jobs} jobs ({mix}), poll policy {args.poll_policy}, sandbox in a separate process")
+    print(f"# {machine()}; {args.jobs} jobs ({mix}), poll policy {args.poll_policy}, sandbox in a separate process"
+          + (", serve's collector policy" if args.serve_collector else ""))
     print(f"RSS: baseline {f['baseline_mb']:.0f} MB, peak {f['peak_mb']:.0f} MB -> {f['kb_per_job']:.1f} KB per "
           f"in-flight job (target <= {TARGET_KB_PER_JOB:g}: {_met(f['kb_per_job'] <= TARGET_KB_PER_JOB)})")
     print(f"event-loop lag: p99 {f['lag_p99_ms']:.1f} ms, max {f['lag_max_ms']:.0f} ms "
@@ -138,12 +144,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--poll-policy", choices=["current", "growing"], default="current")
+    parser.add_argument("--serve-collector", action="store_true", help="reelgate serve's gc policy (tune_collector)")
     args = parser.parse_args()
     if args.poll_policy == "growing":
         vendor_calls.next_poll_delay = growing_schedule()  # this process only, for comparison
     with sandbox_process() as url:
         set_timing(url, {v: {"queue_s": q, "run_s": r} for v, (q, r) in MIX.items()})
-        report(asyncio.run(run(url, args.jobs)), args)
+        report(asyncio.run(run(url, args.jobs, args.serve_collector)), args)
 
 
 if __name__ == "__main__":

@@ -220,7 +220,9 @@ class Gateway(JobTasks):
     async def wait(self, job: VideoJob | str, *, timeout: float | None = None) -> VideoJob:  # noqa: ASYNC109
         job_id = job if isinstance(job, str) else job.id
         task = self._tasks.get(job_id)
-        if task is not None:
+        if task is not None and timeout is None:  # the service's every job: no timeout object
+            await asyncio.shield(task)
+        elif task is not None:
             async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel (3.11)
                 await asyncio.shield(task)
         return await self._known(job)

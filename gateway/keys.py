@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import builtins
+import functools
 import hashlib
 import hmac
 import json
@@ -129,6 +130,8 @@ class Keys(abc.ABC):
         self._clock = clock
         #: key id -> (record, digest, when read); unknown ids are never cached
         self._cache: dict[str, tuple[ApiKey, str, float]] = {}
+        #: key id -> its store read under way, which every request needing it then awaits
+        self._reading: dict[str, asyncio.Task[tuple[ApiKey, str] | None]] = {}
 
     @abc.abstractmethod
     async def acreate(self, name: str, *, budget_usd_per_day: float | None = None,
@@ -150,6 +153,7 @@ class Keys(abc.ABC):
     async def arevoke(self, id_or_name: str) -> ApiKey:
         revoked = await self._arevoke(id_or_name)
         self._cache.pop(revoked.id, None)
+        self._reading.pop(revoked.id, None)  # begun before: a request from now on reads anew
         return revoked
 
     async def averify(self, presented: str) -> ApiKey | None:
@@ -161,7 +165,7 @@ class Keys(abc.ABC):
         now = self._clock()
         cached = self._cache.get(key_id)
         if cached is None or now - cached[2] >= self.cache_s:
-            found = await self._afetch(key_id)
+            found = await self._read(key_id)
             if found is None:
                 self._cache.pop(key_id, None)
                 return None
@@ -172,6 +176,25 @@ class Keys(abc.ABC):
         if not hmac.compare_digest(stored, digest(secret)):
             return None
         return key if key.active else None
+
+    async def _read(self, key_id: str) -> tuple[ApiKey, str] | None:
+        """``_afetch(key_id)``, one read at a time per key: when the cache entry of a busy
+        key expires, the requests in flight with it (64 at once under the service's bench)
+        all missed together, each a read of its own and, on SQLite, a thread hop (~0.1 per
+        job; docs/benchmarks.md, section 6.gcloop). The read is a task of its own, so one
+        caller going away (a client hanging up) does not cancel it for the others."""
+        reading = self._reading.get(key_id)
+        if reading is None:
+            reading = asyncio.get_running_loop().create_task(self._afetch(key_id), name="reelgate-key-read")
+            self._reading[key_id] = reading
+            reading.add_done_callback(functools.partial(self._read_done, key_id))
+        return await asyncio.shield(reading)
+
+    def _read_done(self, key_id: str, reading: asyncio.Task[tuple[ApiKey, str] | None]) -> None:
+        if self._reading.get(key_id) is reading:
+            del self._reading[key_id]
+        if not reading.cancelled():
+            reading.exception()  # retrieved: its waiters may all have gone (they had it raised)
 
     async def aclose(self) -> None:
         """Let go of what this holds of its own (the job store's pool is the store's to close)."""

@@ -24,6 +24,7 @@ from gateway.job import JobStatus
 from gateway.operations import MAX_VIDEO_DATA_URI_BYTES, SourceVideo, VideoKind, sniff_video_type
 from gateway.request import VideoRequest
 from gateway.sequence_source import known_duration
+from gateway.transport import unbound
 
 if TYPE_CHECKING:
     from gateway.api import Gateway
@@ -76,6 +77,7 @@ async def _inline(gateway: Gateway, download: httpx.Request, job_id: str) -> str
                                                 f"{MAX_VIDEO_DATA_URI_BYTES // (1024 * 1024)} MiB sent inline")
         finally:
             await response.aclose()
+            unbound(response)
     except httpx.HTTPError as exc:
         raise ReelgateError(f"job {job_id}'s video cannot be fetched ({type(exc).__name__})") from None
     mime = sniff_video_type(bytes(body[:16]))

@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 import httpx
@@ -140,6 +141,12 @@ class GatewayClient(httpx.AsyncClient):
         self._no_cookies = NoCookies()
         super().__init__(transport=self.timing, timeout=timeout, follow_redirects=False)
 
+    async def send(self, request: httpx.Request, *, stream: bool = False, **options: Any) -> httpx.Response:
+        """httpx's ``send`` (``options``: its ``auth`` and ``follow_redirects``); a response
+        read whole comes back :func:`unbound`."""
+        response = await super().send(request, stream=stream, **options)
+        return response if stream else unbound(response)
+
     @property
     def cookies(self) -> httpx.Cookies:
         return self._no_cookies
@@ -148,6 +155,24 @@ class GatewayClient(httpx.AsyncClient):
     def cookies(self, cookies: object) -> None:
         if cookies:
             raise ValueError("the gateway's client keeps no cookies: set them on the request")
+
+
+#: what a closed response's ``stream`` becomes: it is never read again (httpx raises
+#: ``StreamClosed`` / ``StreamConsumed`` first) and its ``aclose`` is never called twice
+_CLOSED_STREAM = httpx.ByteStream(b"")
+
+
+def unbound(response: httpx.Response) -> httpx.Response:
+    """``response`` (once closed) without its reference cycle: httpx's client wraps every
+    response's stream in one that points back to the response (to stamp ``elapsed`` at
+    close), so a response, its request, headers, URL and aiohttp's response behind it could
+    only be freed by the cyclic garbage collector, a few dozen objects per vendor call. Under
+    load they outlived young collections and were walked again in full ones (~7 % of the
+    service's CPU in the collector; docs/benchmarks.md, section 6.gcloop). Unbound, they go
+    the moment the last reference does."""
+    if response.is_closed:
+        response.stream = _CLOSED_STREAM
+    return response
 
 
 def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None) -> GatewayClient:

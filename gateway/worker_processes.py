@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import gc
 import logging
 import os
 import signal
@@ -145,6 +144,7 @@ def worker_app(spec: WorkerSpec) -> FastAPI:
     from gateway.logs import configure
     from gateway.server import create_app
     from gateway.server.service import Service
+    from gateway.serving import tune_collector
 
     configure(spec.log_level)
     _die_with_parent()
@@ -158,7 +158,7 @@ def worker_app(spec: WorkerSpec) -> FastAPI:
         return await Service.start(spec.settings, sandbox_url=spec.sandbox_url, replica_id=replica_id)
 
     app = create_app(start)
-    gc.freeze()  # as serve_forever does: what lives for the process stays out of the collector's walks
+    tune_collector()  # as serve_forever does
     return app
 
 

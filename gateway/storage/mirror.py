@@ -24,7 +24,7 @@ from gateway.errors import ProtocolError, ProviderError, RateLimited, Unavailabl
 from gateway.policies import backoff_s, retry_after_s
 from gateway.storage.atomic_file import write_file
 from gateway.storage.base import Chunks, ObjectTooLarge, ResultStorage, StoredObject
-from gateway.transport import Phase, small_body, tag
+from gateway.transport import Phase, small_body, tag, unbound
 
 #: a 9 s 1080p clip is ~10-30 MB; 1 GiB leaves room for any model we route to
 DEFAULT_MAX_BYTES = 1024 * 1024 * 1024
@@ -138,6 +138,7 @@ async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Pu
         return await put(_body(response, provider, options.require_mp4), _content_type(response))
     finally:
         await response.aclose()
+        unbound(response)
 
 
 async def _read_whole(response: httpx.Response, provider: str) -> bytes:

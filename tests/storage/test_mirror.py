@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -96,6 +97,23 @@ async def test_streams_the_video_into_storage_with_its_checksum(serve, storage: 
     assert (stored.size_bytes, stored.sha256) == (len(MP4), hashlib.sha256(MP4).hexdigest())
     assert stored.content_type == "video/mp4" and stored.uri == storage.uri_for(KEY)
     assert await stored_bytes(storage, stored.uri) == MP4
+
+
+def responses_alive() -> int:
+    return sum(isinstance(o, httpx.Response) for o in gc.get_objects())
+
+
+async def test_a_download_leaves_nothing_for_the_cyclic_collector(serve, storage: LocalStorage) -> None:
+    base_url = serve(Vendor().app())
+    gc.collect()
+    gc.disable()
+    try:
+        before = responses_alive()
+        stored = await run_mirror(base_url, "/video.mp4", storage, FakeClock())
+        assert stored.size_bytes == len(MP4)
+        assert responses_alive() == before  # freed by reference counting, not left to gc
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize(("failure", "sleeps"), [("503", [1.0, 2.0]), ("cut", [1.0, 2.0]), ("429", [3.0, 3.0])])

@@ -162,6 +162,22 @@ async def test_wait_all_waits_for_every_job_and_a_timeout_cancels_none(serve):
         assert not gw._tasks[stuck.id].cancelled() and not gw._tasks[stuck.id].done()
 
 
+async def test_a_waiter_cancelled_or_timed_out_leaves_the_job_running(serve):
+    clock = FakeClock()
+    gw, emus = build(serve, clock, {"toyb": ["slow:delay=1"]})
+    async with gw:
+        job = await gw.submit(VideoRequest(prompt="slow fox", providers=("toyb",)))
+        waiter = asyncio.create_task(gw.wait(job))  # no timeout: the service's way
+        await asyncio.sleep(0.05)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        with pytest.raises(TimeoutError):
+            await gw.wait(job, timeout=0.05)
+        assert not gw._tasks[job.id].done()
+        assert (await gw.wait(job)).status is JobStatus.SUCCEEDED
+
+
 async def test_deadline_cancels_at_the_vendor(serve):
     clock = FakeClock()
     gw, emus = build(serve, clock)

@@ -4,8 +4,10 @@ maps to the gateway error that says whether the vendor may have acted on it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import socket
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -344,3 +346,29 @@ async def test_a_vendor_cookie_is_neither_kept_nor_sent_back() -> None:
         with pytest.raises(ValueError, match="no cookies"):
             http.cookies = {"lb": "x"}
     assert len(heads) == 2 and not any(b"cookie:" in head for head in heads)
+
+
+async def test_an_answer_is_freed_when_dropped_without_the_cyclic_collector() -> None:
+    """httpx binds each response's stream back to the response: left so, every vendor
+    call's response (with its request, headers and aiohttp's response) waited for the
+    cyclic collector. Read whole, it now goes with its last reference."""
+    async with server(answering(OK)) as url, client() as http:
+        gc.disable()
+        try:
+            vendor_call = await send(http, "vendor", poll(url), Phase.POLL)
+            assert vendor_call.json() == {"ok": True}
+            read_by_httpx = await http.get(f"{url}/_sandbox/stats")  # untagged: streamed, read by httpx
+            assert read_by_httpx.content == BODY and read_by_httpx.is_closed
+            refs = [weakref.ref(vendor_call), weakref.ref(read_by_httpx)]
+            del vendor_call, read_by_httpx
+            assert [ref() for ref in refs] == [None, None]
+        finally:
+            gc.enable()
+
+
+async def test_a_streamed_answer_stays_bound_until_closed() -> None:
+    async with server(answering(OK)) as url, client() as http:
+        response = await http.send(tag(poll(url), "cdn", Phase.DOWNLOAD), stream=True)
+        assert not response.is_closed
+        assert b"".join([chunk async for chunk in response.aiter_raw()]) == BODY  # still readable
+        assert response.is_closed and response.elapsed.total_seconds() > 0  # httpx's close stamp kept
