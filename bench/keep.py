@@ -1,7 +1,8 @@
 """What keeping a finished video costs: ``LocalStorage.put`` and ``mirror`` of a small video.
 
     PYTHONPATH=. .venv/bin/python bench/keep.py [--videos 2000] [--concurrency 64]
-                                                [--rounds 3] [--baseline DIR]
+                                                [--rounds 3] [--baseline DIR] [--kinds put mirror]
+                                                [--file-threads N [N ...]]
 
 ``reelgate serve`` keeps every finished video: it downloads it from the vendor
 (``gateway.storage.mirror``) and writes it into result storage (``LocalStorage.put``:
@@ -20,7 +21,8 @@ fsyncing it are kernel work, most of a small put on this machine), and wall mill
 per video. ``--baseline DIR``
 (``git archive <commit> | tar -x -C DIR``) runs the same in a child process on that tree's
 ``gateway``, alternating round by round (which side goes first alternates too), and prints
-the CPU ratio baseline / this tree, user and kernel time apart.
+the CPU ratio baseline / this tree, user and kernel time apart. ``--file-threads 2 8``
+instead runs this tree with each count of file-writing threads, side by side.
 
 Fairness on ext4 without a journal (this machine's root): allocating an inode skips every
 free inode of the block group deleted in the last 60-300 s (``recently_deleted``), so a
@@ -44,6 +46,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -53,9 +56,11 @@ FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(1000)
 
 
 async def measure(kind: str, videos: int, concurrency: int, upstream: str, root: Path) -> dict[str, float]:
-    from gateway.storage import LocalStorage, mirror
+    from gateway.storage import LocalStorage, atomic_file, mirror
     from gateway.transport import make_client
 
+    if threads := os.environ.get("REELGATE_BENCH_FILE_THREADS"):
+        atomic_file.FILE_THREADS = int(threads)  # read when the pool starts, at the first write
     client = make_client()
     # ``root`` is deleted by the parent once every run is done (see the module's note)
     storage = LocalStorage(root / "videos")
@@ -80,11 +85,32 @@ async def measure(kind: str, videos: int, concurrency: int, upstream: str, root:
             "sys_us": system / videos * 1e6, "wall_ms": wall / videos * 1e3}
 
 
-def child(tree: str | None, kind: str, args: argparse.Namespace, upstream: str, root: Path) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": tree or str(HERE)}
+def child(side: Side, kind: str, args: argparse.Namespace, upstream: str, root: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": side.tree or str(HERE)}
+    if side.threads is not None:
+        env["REELGATE_BENCH_FILE_THREADS"] = str(side.threads)
     out = subprocess.run([sys.executable, __file__, "--child", kind, str(args.videos), str(args.concurrency), upstream,
                           str(root)], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+class Side(NamedTuple):
+    name: str
+    #: another source tree (``None``: this one)
+    tree: str | None = None
+    #: ``atomic_file.FILE_THREADS`` for the run (``None``: the tree's own)
+    threads: int | None = None
+
+
+def sides_of(args: argparse.Namespace) -> list[Side]:
+    """Baseline and this tree, or this tree with each ``--file-threads`` count; the first is
+    the one the ratios divide by the second."""
+    threads = args.file_threads or [None]
+    if len(threads) > 1:
+        return [Side(f"{n} threads", None, n) for n in threads]
+    if args.baseline:
+        return [Side("baseline", args.baseline, threads[0]), Side("this tree", None, threads[0])]
+    return [Side("this tree", None, threads[0])]
 
 
 def free_port() -> int:
@@ -99,7 +125,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", metavar="DIR")
+    parser.add_argument("--kinds", nargs="+", choices=("put", "mirror"), default=["put", "mirror"])
+    parser.add_argument("--file-threads", type=int, nargs="+", metavar="N",
+                        help="atomic_file.FILE_THREADS for both sides; two or more: this tree with each, side by side")
     args = parser.parse_args()
+    sides = sides_of(args)
     port = free_port()
     upstream = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "bench.service", "--upstream-port", str(port)],
@@ -117,22 +147,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=os.environ.get("REELGATE_BENCH_TMP")) as tmp:
             runs = 0
             for round_ in range(args.rounds):
-                for kind in ("put", "mirror"):
+                for kind in args.kinds:
                     results: dict[str, dict[str, float]] = {}
-                    sides: list[tuple[str, str | None]]
-                    sides = [("baseline", args.baseline)] if args.baseline else []
-                    sides.append(("this tree", None))
-                    for name, tree in sides if round_ % 2 == 0 else sides[::-1]:  # neither side always first
+                    for side in sides if round_ % 2 == 0 else sides[::-1]:  # no side always first
                         runs += 1
-                        results[name] = r = child(tree, kind, args, upstream, Path(tmp) / f"run-{runs}")
-                        print(f"{kind:7s} {name:10s} {r['cpu_us']:7.1f} us CPU/video (user {r['user_us']:6.1f}, "
+                        results[side.name] = r = child(side, kind, args, upstream, Path(tmp) / f"run-{runs}")
+                        print(f"{kind:7s} {side.name:10s} {r['cpu_us']:7.1f} us CPU/video (user {r['user_us']:6.1f}, "
                               f"kernel {r['sys_us']:6.1f})  {r['wall_ms']:6.3f} ms wall", flush=True)
-                    if args.baseline:
+                    if len(sides) == 2:
                         for part in ("cpu_us", "user_us", "sys_us"):
                             ratios.setdefault(kind, {}).setdefault(part, []).append(
-                                results["baseline"][part] / results["this tree"][part])
+                                results[sides[0].name][part] / results[sides[1].name][part])
         for kind, parts in ratios.items():
-            print(f"{kind}: baseline / this tree, median of {args.rounds}: "
+            print(f"{kind}: {sides[0].name} / {sides[1].name}, median of {args.rounds}: "
                   + ", ".join(f"{part[:-3]} x{statistics.median(values):.2f}" for part, values in parts.items())
                   + "  (CPU: " + ", ".join(f"{v:.2f}" for v in parts["cpu_us"]) + ")")
     finally:
