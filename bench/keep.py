@@ -1,13 +1,15 @@
 """What keeping a finished video costs: ``LocalStorage.put`` and ``mirror`` of a small video.
 
-    PYTHONPATH=. .venv/bin/python bench/keep.py [--videos 2000] [--concurrency 16]
-                                                [--rounds 3] [--baseline DIR]
+    PYTHONPATH=. .venv/bin/python bench/keep.py [--videos 2000] [--concurrency 64]
+                                                [--rounds 3] [--baseline DIR] [--kinds put mirror]
+                                                [--file-threads N [N ...]]
 
 ``reelgate serve`` keeps every finished video: it downloads it from the vendor
 (``gateway.storage.mirror``) and writes it into result storage (``LocalStorage.put``:
 a private temporary file, fsynced, renamed into place). In ``bench.service`` each video
 is 1 KiB, so the cost is per file, not per byte. Two measurements, each ``--videos``
-files with ``--concurrency`` at a time, into a fresh directory:
+files with ``--concurrency`` at a time (64: ``bench.service``'s callers), into a fresh
+directory:
 
 - ``put``: ``LocalStorage.put(key, <1 KiB>)``;
 - ``mirror``: ``mirror()`` of the same 1 KiB MP4 from ``bench.service``'s upstream (an
@@ -18,7 +20,15 @@ worker threads doing the file I/O), split into user and kernel time (creating a 
 fsyncing it are kernel work, most of a small put on this machine), and wall milliseconds
 per video. ``--baseline DIR``
 (``git archive <commit> | tar -x -C DIR``) runs the same in a child process on that tree's
-``gateway``, alternating round by round, and prints the CPU ratio baseline / this tree.
+``gateway``, alternating round by round (which side goes first alternates too), and prints
+the CPU ratio baseline / this tree, user and kernel time apart. ``--file-threads 2 8``
+instead runs this tree with each count of file-writing threads, side by side.
+
+Fairness on ext4 without a journal (this machine's root): allocating an inode skips every
+free inode of the block group deleted in the last 60-300 s (``recently_deleted``), so a
+directory of files deleted just before makes the next run's creates dearer. Every run
+writes into its own directory under one parent (``REELGATE_BENCH_TMP`` or the system's),
+and nothing is deleted until the last run is done.
 Run as a script (not ``-m``) so the child can import another tree's ``gateway``.
 """
 
@@ -36,6 +46,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -44,39 +55,62 @@ HERE = Path(__file__).resolve().parent.parent
 FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(1000)
 
 
-async def measure(kind: str, videos: int, concurrency: int, upstream: str) -> dict[str, float]:
-    from gateway.storage import LocalStorage, mirror
+async def measure(kind: str, videos: int, concurrency: int, upstream: str, root: Path) -> dict[str, float]:
+    from gateway.storage import LocalStorage, atomic_file, mirror
     from gateway.transport import make_client
 
+    if threads := os.environ.get("REELGATE_BENCH_FILE_THREADS"):
+        atomic_file.FILE_THREADS = int(threads)  # read when the pool starts, at the first write
     client = make_client()
-    with tempfile.TemporaryDirectory(dir=os.environ.get("REELGATE_BENCH_TMP")) as tmp:
-        storage = LocalStorage(Path(tmp) / "videos")
-        gate = asyncio.Semaphore(concurrency)
+    # ``root`` is deleted by the parent once every run is done (see the module's note)
+    storage = LocalStorage(root / "videos")
+    gate = asyncio.Semaphore(concurrency)
 
-        async def one(n: int) -> None:
-            async with gate:
-                key = f"jobs/job_{n:08d}.mp4"
-                if kind == "put":
-                    await storage.put(key, FAKE_MP4, "video/mp4")
-                else:
-                    request = httpx.Request("GET", f"{upstream}/v1/videos/v{n}/content")
-                    await mirror(client, request, storage, key, provider="bench")
+    async def one(n: int) -> None:
+        async with gate:
+            key = f"jobs/job_{n:08d}.mp4"
+            if kind == "put":
+                await storage.put(key, FAKE_MP4, "video/mp4")
+            else:
+                request = httpx.Request("GET", f"{upstream}/v1/videos/v{n}/content")
+                await mirror(client, request, storage, key, provider="bench")
 
-        await asyncio.gather(*(one(n) for n in range(min(50, videos))))  # warm: connections, directory
-        before, wall = os.times(), time.perf_counter()
-        await asyncio.gather(*(one(n) for n in range(50, 50 + videos)))
-        after, wall = os.times(), time.perf_counter() - wall
+    await asyncio.gather(*(one(n) for n in range(min(50, videos))))  # warm: connections, directory
+    before, wall = os.times(), time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(50, 50 + videos)))
+    after, wall = os.times(), time.perf_counter() - wall
     await client.aclose()
     user, system = after.user - before.user, after.system - before.system
     return {"cpu_us": (user + system) / videos * 1e6, "user_us": user / videos * 1e6,
             "sys_us": system / videos * 1e6, "wall_ms": wall / videos * 1e3}
 
 
-def child(tree: str | None, kind: str, args: argparse.Namespace, upstream: str) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": tree or str(HERE)}
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(args.videos), str(args.concurrency), upstream],
-                         env=env, check=True, capture_output=True, text=True)
+def child(side: Side, kind: str, args: argparse.Namespace, upstream: str, root: Path) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": side.tree or str(HERE)}
+    if side.threads is not None:
+        env["REELGATE_BENCH_FILE_THREADS"] = str(side.threads)
+    out = subprocess.run([sys.executable, __file__, "--child", kind, str(args.videos), str(args.concurrency), upstream,
+                          str(root)], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+class Side(NamedTuple):
+    name: str
+    #: another source tree (``None``: this one)
+    tree: str | None = None
+    #: ``atomic_file.FILE_THREADS`` for the run (``None``: the tree's own)
+    threads: int | None = None
+
+
+def sides_of(args: argparse.Namespace) -> list[Side]:
+    """Baseline and this tree, or this tree with each ``--file-threads`` count; the first is
+    the one the ratios divide by the second."""
+    threads = args.file_threads or [None]
+    if len(threads) > 1:
+        return [Side(f"{n} threads", None, n) for n in threads]
+    if args.baseline:
+        return [Side("baseline", args.baseline, threads[0]), Side("this tree", None, threads[0])]
+    return [Side("this tree", None, threads[0])]
 
 
 def free_port() -> int:
@@ -88,10 +122,14 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", metavar="DIR")
+    parser.add_argument("--kinds", nargs="+", choices=("put", "mirror"), default=["put", "mirror"])
+    parser.add_argument("--file-threads", type=int, nargs="+", metavar="N",
+                        help="atomic_file.FILE_THREADS for both sides; two or more: this tree with each, side by side")
     args = parser.parse_args()
+    sides = sides_of(args)
     port = free_port()
     upstream = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "bench.service", "--upstream-port", str(port)],
@@ -105,22 +143,25 @@ def main() -> None:
                 time.sleep(0.1)
         print(f"# {os.cpu_count()} CPUs; {args.videos} videos of {len(FAKE_MP4)} bytes, "
               f"{args.concurrency} at a time; CPU of every thread per video")
-        ratios: dict[str, list[float]] = {}
-        users: dict[str, list[float]] = {}
-        for _ in range(args.rounds):
-            for kind in ("put", "mirror"):
-                base = child(args.baseline, kind, args, upstream) if args.baseline else None
-                this = child(None, kind, args, upstream)
-                for name, r in (("baseline", base), ("this tree", this)):
-                    if r is not None:
-                        print(f"{kind:7s} {name:10s} {r['cpu_us']:7.1f} us CPU/video (user {r['user_us']:6.1f}, "
+        ratios: dict[str, dict[str, list[float]]] = {}
+        with tempfile.TemporaryDirectory(dir=os.environ.get("REELGATE_BENCH_TMP")) as tmp:
+            runs = 0
+            for round_ in range(args.rounds):
+                for kind in args.kinds:
+                    results: dict[str, dict[str, float]] = {}
+                    for side in sides if round_ % 2 == 0 else sides[::-1]:  # no side always first
+                        runs += 1
+                        results[side.name] = r = child(side, kind, args, upstream, Path(tmp) / f"run-{runs}")
+                        print(f"{kind:7s} {side.name:10s} {r['cpu_us']:7.1f} us CPU/video (user {r['user_us']:6.1f}, "
                               f"kernel {r['sys_us']:6.1f})  {r['wall_ms']:6.3f} ms wall", flush=True)
-                if base is not None:
-                    ratios.setdefault(kind, []).append(base["cpu_us"] / this["cpu_us"])
-                    users.setdefault(kind, []).append(base["user_us"] / this["user_us"])
-        for kind, values in ratios.items():
-            print(f"{kind}: CPU baseline / this tree x{statistics.median(values):.2f} (median of "
-                  + ", ".join(f"{v:.2f}" for v in values) + f"); user CPU only x{statistics.median(users[kind]):.2f}")
+                    if len(sides) == 2:
+                        for part in ("cpu_us", "user_us", "sys_us"):
+                            ratios.setdefault(kind, {}).setdefault(part, []).append(
+                                results[sides[0].name][part] / results[sides[1].name][part])
+        for kind, parts in ratios.items():
+            print(f"{kind}: {sides[0].name} / {sides[1].name}, median of {args.rounds}: "
+                  + ", ".join(f"{part[:-3]} x{statistics.median(values):.2f}" for part, values in parts.items())
+                  + "  (CPU: " + ", ".join(f"{v:.2f}" for v in parts["cpu_us"]) + ")")
     finally:
         server.terminate()
         server.wait()
@@ -128,7 +169,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        kind, videos, concurrency, upstream = sys.argv[2:6]
-        print(json.dumps(asyncio.run(measure(kind, int(videos), int(concurrency), upstream))))
+        kind, videos, concurrency, upstream, root = sys.argv[2:7]
+        print(json.dumps(asyncio.run(measure(kind, int(videos), int(concurrency), upstream, Path(root)))))
     else:
         main()

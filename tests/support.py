@@ -75,20 +75,27 @@ async def until(happened: Callable[[], bool], *, timeout_s: float = 30.0, every_
             await asyncio.sleep(every_s)
 
 
-def record_disk_steps(monkeypatch) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
-    """Every ``os.fsync`` (of which path) and ``os.replace`` (to where), in the order they
-    finished: how a test sees that a write is durable before something else happens."""
-    steps: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
+def record_disk_steps(monkeypatch) -> list[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
+    """Every ``os.fsync`` (of which path, which inode), ``os.link`` and ``os.replace`` (to
+    where, which inode), in the order they finished: how a test sees that a write is durable
+    before something else happens. The inode ties a file's fsync to the name it gets (an
+    unnamed ``O_TMPFILE`` file has no path of its own until it is linked)."""
+    steps: list[tuple[str, str, int]] = []
+    real_fsync, real_link, real_replace = os.fsync, os.link, os.replace
 
     def fsync(fd: int) -> None:
         real_fsync(fd)
-        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        steps.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_ino))
+
+    def link(src: str, dst: str, **kwargs: object) -> None:
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+        steps.append(("link", str(dst), os.stat(dst, follow_symlinks=False).st_ino))
 
     def replace(src: str, dst: str) -> None:
         real_replace(src, dst)
-        steps.append(("rename", str(dst)))
+        steps.append(("rename", str(dst), os.stat(dst, follow_symlinks=False).st_ino))
 
     monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(os, "replace", replace)
     return steps

@@ -1,25 +1,33 @@
 """Writing a file all-or-nothing and durably, in as few worker-thread hops as it takes.
 
-The bytes go to a hidden temporary file in the target's own directory, which is fsynced,
-renamed into place (``os.replace`` is atomic on one filesystem) and the directory fsynced
-after the rename. The guarantee: **when** :func:`write_file` **returns, the file's bytes
-and its name are on disk**, so a record naming it that is saved afterwards (a job's kept
-video) never outlives it in a crash; a crash or a cap hit before that leaves the previous
-file (or none) under the name, never part of one.
+The bytes go to a file with no name (``O_TMPFILE``) in the target's own directory, which
+is fsynced, then linked under the target's name (``linkat``) and the directory fsynced
+after. Where the filesystem or the platform has no ``O_TMPFILE`` (or the name is taken:
+a link never replaces a file), the file is a hidden temporary one beside the target,
+renamed into place (``os.replace`` is atomic on one filesystem). The guarantee: **when**
+:func:`write_file` **returns, the file's bytes and its name are on disk**, so a record
+naming it that is saved afterwards (a job's kept video) never outlives it in a crash; a
+crash or a cap hit before that leaves the previous file (or none) under the name, never
+part of one (and, unnamed, no temporary file either).
 
 Cost per file (``reelgate serve`` keeps one video per job, 1 KiB in ``bench.service``):
-opening, writing, fsyncing and renaming run in **one** worker-thread call for a body that
+opening, writing, fsyncing and naming run in **one** worker-thread call for a body that
 arrives in one piece or within ``WRITE_BUFFER_BYTES``; larger bodies add one call per
 ``WRITE_BUFFER_BYTES`` batch (a call per ~16 KiB network chunk cost more than the copy).
-The directory fsync is grouped: one fsync covers every rename into that directory that
-finished before it began, so files kept at the same moment share it. The SHA-256 is
-computed in the worker thread too (hashlib lets go of the GIL for large buffers).
+The unnamed file is the cheaper path (``bench/keep.py``, docs/benchmarks.md 6.keepfs): no
+temporary name to create and rename, its fsync has no new directory entry to write (ext4
+without a journal writes the parent directory on the fsync of a newly named file), and the
+inode is allocated outside the directory's lock, so concurrent writers do not spin on it.
+The directory fsync is grouped: one fsync covers every name placed in that directory
+before it began, so files kept at the same moment share it. The SHA-256 is computed in
+the worker thread too (hashlib lets go of the GIL for large buffers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import random
 import threading
@@ -27,21 +35,29 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.permissions import open_private, private_dirs
+from gateway.permissions import FILE_MODE, open_private, private_dirs
 from gateway.storage.base import ChunkDigest, Chunks, iter_chunks
 
 #: network chunks are ~16 KiB and a thread hop per chunk dominated (a 64 MiB mirror
 #: over loopback: 40 MiB/s writing each chunk, 150 MiB/s batched), so writes are batched
 WRITE_BUFFER_BYTES = 1024 * 1024
 TEMP_PREFIX = ".part-"
-#: directories whose fsyncs are grouped; past this many the table starts again (a fresh
-#: entry only loses the grouping with fsyncs already under way, never an fsync)
-_MAX_SYNCED_DIRS = 256
+#: directories remembered (fsyncs grouped, ``O_TMPFILE`` refused); past this many the table
+#: starts again (a fresh entry only loses the grouping with fsyncs already under way, never
+#: an fsync, and tries ``O_TMPFILE`` once more)
+_MAX_DIRECTORIES = 256
 
 #: file writes have threads of their own: a write holds its thread through two fsyncs
 #: (milliseconds of disk, no CPU); on the default executor (6 threads on 2 cores) a burst
-#: of finished videos would keep the job store's SQLite calls waiting for a thread
+#: of finished videos would keep the job store's SQLite calls waiting for a thread. Fewer
+#: threads cost *more* CPU per file (measured: 2 threads ~1.3x the CPU of 8): the writes
+#: that overlap share directory fsyncs and the inode-table block their inodes sit in
 FILE_THREADS = 8
+#: ``O_TMPFILE`` (Linux >= 3.11) and a way to link its file: ``/proc/self/fd`` (linkat's
+#: ``AT_EMPTY_PATH`` needs CAP_DAC_READ_SEARCH on the kernels we support)
+_O_TMPFILE: int | None = getattr(os, "O_TMPFILE", None) if os.path.isdir("/proc/self/fd") else None
+#: what opening an ``O_TMPFILE`` says where the filesystem (or an old kernel) cannot
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 _file_threads: ThreadPoolExecutor | None = None
 
 
@@ -109,52 +125,93 @@ async def _in_thread(file: _TempFile, step: Callable[[Bytes], None], data: Bytes
 
 
 class _TempFile:
-    """The temporary file beside ``target``: created on the first write, renamed onto
-    ``target`` by :meth:`finish`. ``write``/``finish`` run in a worker thread, one at a time."""
+    """The file that becomes ``target``: created on the first write (unnamed when it can
+    be), named ``target`` by :meth:`finish`. ``write``/``finish`` run in a worker thread,
+    one at a time."""
 
     def __init__(self, target: Path, digest: ChunkDigest, private: bool, prepare_dir: PrepareDir) -> None:
         self.target = target
-        # 64 random bits name it (random, not uuid4: os.urandom cost ~25 us a call here); the
-        # create is O_EXCL, so a clash (with another replica in a shared directory) fails, never mixes
-        self.temp = target.with_name(f"{TEMP_PREFIX}{random.getrandbits(64):016x}-{target.name}")
         self.digest = digest
         self.private = private
         self.prepare_dir = prepare_dir
+        self.directory = _directory(target.parent)
         self.fd: int | None = None
-        self.placed = False
-        #: set by the event loop when the write was cancelled: the rename must not happen
+        #: the hidden name beside ``target`` while it has one (``None``: unnamed, or placed)
+        self.temp: Path | None = None
+        #: set by the event loop when the write was cancelled: the file must not be named
         self.abandoned = False
 
     def write(self, data: Bytes) -> None:
         if self.fd is None:
             self.prepare_dir(self.target.parent)
-            self.fd = (open_private(self.temp) if self.private
-                       else os.open(self.temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+            self.fd = self._open()
         self.digest.hash(data)
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
 
+    def _open(self) -> int:
+        if _O_TMPFILE is not None and self.directory.tmpfile:
+            try:
+                return os.open(self.target.parent, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                               FILE_MODE if self.private else 0o666)
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE:
+                    raise
+                self.directory.tmpfile = False  # this filesystem cannot: named files from now on
+        return self._open_named()
+
+    def _open_named(self) -> int:
+        # 64 random bits name it (random, not uuid4: os.urandom cost ~25 us a call here); the
+        # create is O_EXCL, so a clash (with another replica in a shared directory) fails, never mixes
+        temp = self._temp_name()
+        fd = (open_private(temp) if self.private
+              else os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+        self.temp = temp  # only once it is ours: discard() must never remove another's file
+        return fd
+
+    def _temp_name(self) -> Path:
+        return self.target.with_name(f"{TEMP_PREFIX}{random.getrandbits(64):016x}-{self.target.name}")
+
     def finish(self, data: Bytes) -> None:
         self.write(data)
         assert self.fd is not None
-        os.fsync(self.fd)
+        os.fsync(self.fd)  # bytes and inode on disk before any name leads to them
+        if self.abandoned:
+            raise _Abandoned  # discard() closes the file and removes any temporary name
+        if self.temp is None:
+            self._link()
         os.close(self.fd)
         self.fd = None
-        if self.abandoned:
-            raise _Abandoned  # discard() removes the temporary file
-        os.replace(self.temp, self.target)
-        self.placed = True
-        _directory_sync(self.target.parent).after_rename()
+        if self.temp is not None:
+            os.replace(self.temp, self.target)
+            self.temp = None
+        self.directory.sync_after_naming()
+
+    def _link(self) -> None:
+        """Names the unnamed file ``target``; where ``target`` exists (a keep tried again),
+        gives it a temporary name instead, for :meth:`finish` to rename over ``target``."""
+        assert self.fd is not None
+        # CPython calls link(2), which links the /proc symlink itself, unless a directory fd
+        # is passed: then linkat(2) with AT_SYMLINK_FOLLOW. The path is absolute, so the
+        # kernel ignores that fd.
+        source = f"/proc/self/fd/{self.fd}"
+        try:
+            os.link(source, self.target, src_dir_fd=self.fd, follow_symlinks=True)
+        except FileExistsError:
+            temp = self._temp_name()
+            os.link(source, temp, src_dir_fd=self.fd, follow_symlinks=True)
+            self.temp = temp
 
     def discard(self) -> None:
-        """After a failure: nothing of this write is left (unless it was already renamed
-        into place whole, in which case the new file stays)."""
+        """After a failure: nothing of this write is left (unless it was already named
+        ``target`` whole, in which case the new file stays). An unnamed file goes with its fd."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-        if not self.placed:
+        if self.temp is not None:
             self.temp.unlink(missing_ok=True)
+            self.temp = None
 
 
 class _Abandoned(Exception):
@@ -165,26 +222,29 @@ def _make_dirs(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
 
 
-class _DirectorySync:
-    """Group commit for one directory's renames: a rename counts itself (after it is done),
-    then waits for an fsync of the directory that began after it. Whoever holds the lock
-    fsyncs for every rename counted so far; the ones it covered return without another."""
+class _Directory:
+    """What this process knows of one directory it writes into: whether it takes unnamed
+    files, and the group commit for the names placed in it. A name placed is counted (after
+    it is done), then waits for an fsync of the directory that began after it. Whoever holds
+    the lock fsyncs for every name counted so far; the ones it covered return without another."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        #: cleared when its filesystem refuses ``O_TMPFILE`` (never set again: one failed try)
+        self.tmpfile = True
         self._count = threading.Lock()
         self._sync = threading.Lock()
-        self._renamed = 0
+        self._placed = 0
         self._synced = 0
 
-    def after_rename(self) -> None:
+    def sync_after_naming(self) -> None:
         with self._count:
-            self._renamed += 1
-            mine = self._renamed
+            self._placed += 1
+            mine = self._placed
         with self._sync:
             if self._synced >= mine:
                 return
-            covered = self._renamed  # every rename counted by now is done: this fsync covers it
+            covered = self._placed  # every name counted by now is placed: this fsync covers it
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
                 os.fsync(fd)
@@ -193,15 +253,15 @@ class _DirectorySync:
             self._synced = covered
 
 
-_syncs: dict[Path, _DirectorySync] = {}
-_syncs_lock = threading.Lock()
+_directories: dict[Path, _Directory] = {}
+_directories_lock = threading.Lock()
 
 
-def _directory_sync(directory: Path) -> _DirectorySync:
-    with _syncs_lock:
-        sync = _syncs.get(directory)
-        if sync is None:
-            if len(_syncs) >= _MAX_SYNCED_DIRS:
-                _syncs.clear()
-            sync = _syncs[directory] = _DirectorySync(directory)
-        return sync
+def _directory(directory: Path) -> _Directory:
+    with _directories_lock:
+        known = _directories.get(directory)
+        if known is None:
+            if len(_directories) >= _MAX_DIRECTORIES:
+                _directories.clear()
+            known = _directories[directory] = _Directory(directory)
+        return known

@@ -1,9 +1,9 @@
 """Results in a local directory (default ``$REELGATE_HOME/videos``).
 
-Writes are :func:`gateway.storage.atomic_file.write_file`: a hidden temporary file in the
-target's own directory, fsynced and renamed into place, the directory fsynced after, so a
-crash or a cap hit mid-download never leaves a truncated video under a real key and a
-put that returned survives a crash. File I/O runs in a worker thread (one call for a
+Writes are :func:`gateway.storage.atomic_file.write_file`: an unnamed file (or a hidden
+temporary one) in the target's own directory, fsynced and then named, the directory fsynced
+after, so a crash or a cap hit mid-download never leaves a truncated video under a real key
+and a put that returned survives a crash. File I/O runs in a worker thread (one call for a
 small video) so a slow disk does not stall the event loop.
 """
 
@@ -51,7 +51,7 @@ class LocalStorage(ResultStorage):
     async def put(self, key: str, chunks: Chunks, content_type: str, *,
                   max_bytes: int | None = None) -> StoredObject:
         target = self.root.joinpath(*validate_key(key).split("/"))  # its directory is checked in the write
-        # a caller's video is for that caller: 0600 from the first byte (the rename keeps it)
+        # a caller's video is for that caller: 0600 from the first byte (its link or rename keeps it)
         digest = await write_file(target, chunks, max_bytes=max_bytes, private=True, prepare_dir=self._ready_dir)
         return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
 
@@ -99,7 +99,8 @@ class LocalStorage(ResultStorage):
         small put, so a directory found under the root is remembered by its identity: one
         ``stat`` then shows it is still that directory, whatever path leads there (a symlink
         planted since leads to another directory, which is checked again). The file itself
-        cannot lead out: it is created ``O_EXCL`` and renamed, and neither follows a symlink."""
+        cannot lead out: it is created unnamed (or ``O_EXCL``) and linked or renamed, and none of
+        these follows a symlink at the name."""
         try:
             info = os.stat(directory)
         except FileNotFoundError:

@@ -143,22 +143,21 @@ def test_build_storage_makes_a_local_directory_storage(tmp_path: Path) -> None:
 async def test_a_write_cancelled_while_its_file_is_being_opened_leaves_nothing_open(tmp_path, monkeypatch):
     """The open runs in a thread that a cancel cannot stop: the file it opens is closed and
     removed, not left to the garbage collector (a ResourceWarning, an error in this suite),
-    and the write it was part of (open, write, fsync, rename in one call) is not renamed
-    into place."""
+    and the write it was part of (open, write, fsync, name in one call) is not named."""
     import gc
     import threading
 
     from gateway.storage import atomic_file as local
 
     opening, release = threading.Event(), threading.Event()
-    real_open_private = local.open_private
+    real_open = local._TempFile._open
 
-    def slow_open_private(path):
+    def slow_open(self):
         opening.set()
         release.wait(30)
-        return real_open_private(path)
+        return real_open(self)
 
-    monkeypatch.setattr(local, "open_private", slow_open_private)
+    monkeypatch.setattr(local._TempFile, "_open", slow_open)
 
     async def chunks():
         yield b"never written"
