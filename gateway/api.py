@@ -105,6 +105,10 @@ class Gateway(JobTasks):
         #: puts a joined sequence into the service's result storage before it is saved
         #: succeeded (sets ``output.uri``; a failure leaves it unset), so any replica serves it
         self.keep_joined: Callable[[VideoJob], Awaitable[None]] | None = None
+        #: puts a finished job's video into the service's result storage before the job is
+        #: stored succeeded, so that one write records both (``JobTasks._run``); a failure is
+        #: noted on the job, never raised
+        self.keep_finished: Callable[[VideoJob], Awaitable[None]] | None = None
         #: set by ``aclose``: tasks cut off by a stop are left for a resume, not cancelled at vendors
         self.closing = False
 
@@ -193,6 +197,8 @@ class Gateway(JobTasks):
         request = await resolve_source(self, request, owner)  # a job-id source becomes its video
         plan, estimate = self._estimate(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest)
+        if plan is not None:  # its create stores its first attempt too (JobRunner.open_first)
+            self._runner().open_first(job, plan)
         # the caller's budget, then the gateway's, refuse before any vendor call
         ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:

@@ -43,7 +43,7 @@ from gateway.pricing import usd
 from gateway.provider import Provider, VideoResult
 from gateway.routing import Candidate, Plan
 from gateway.routing.health import Health
-from gateway.routing.next_step import hedge_candidate, may_fall_back
+from gateway.routing.next_step import hedge_candidate, may_fall_back, resumed_candidate
 from gateway.routing.plan import latency_key
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
 from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
@@ -75,6 +75,7 @@ class JobRunner:
         submit_gate: asyncio.Semaphore | None = None,
         limiter: ConcurrencyLimiter | None = None,
         adoptions: Adoptions | None = None,
+        defer_success: bool = False,
     ) -> None:
         self.providers = providers
         self.settings = settings
@@ -91,6 +92,10 @@ class JobRunner:
         self.limiter = limiter or LocalLimiter()
         #: attempts whose submit answer was lost, waiting for a vendor callback naming them
         self.adoptions = adoptions or Adoptions(settings)
+        #: a success is left unsaved: the job's task keeps its video first, then stores the job
+        #: succeeded naming it, one write (``JobTasks._run``); until then the store has it
+        #: submitted, so a crash in between polls the vendor job again (paid once) and keeps again
+        self.defer_success = defer_success
 
     def run(self, job: VideoJob, plan: Plan) -> Coroutine[Any, Any, VideoJob]:
         """Drive ``job`` through the plan's candidates to a terminal state (await it)."""
@@ -111,7 +116,7 @@ class JobRunner:
         if current is None or current.outcome is not AttemptOutcome.PENDING:
             return await self._continue(job, remaining, None)
         provider = self.providers.get(current.provider)
-        candidate = self._candidate_for(provider, job, plan)
+        candidate = resumed_candidate(provider, job, plan)
         if provider is None or candidate is None:
             lost: ProviderError = Unavailable("provider no longer configured; the job cannot be followed there",
                                               provider=current.provider)
@@ -139,21 +144,6 @@ class JobRunner:
         error = await self._follow(job, live)
         return job if error is None else await self._continue(job, remaining, error)
 
-    @staticmethod
-    def _candidate_for(provider: Provider | None, job: VideoJob, plan: Plan | None) -> Candidate | None:
-        """The plan entry for the attempt being resumed; rebuilt from a fresh quote when the
-        new plan skipped that provider (its circuit, say) -- the job there still exists."""
-        if provider is None:
-            return None
-        found = next((c for c in (plan.candidates if plan else []) if c.provider == provider.name), None)
-        if found is not None:
-            return found
-        e = provider.quote(job.request)
-        if e.quote is None:
-            return None
-        prior = provider.latency_prior_s(e.quote.model, e.quote.resolution, e.quote.duration_s)
-        return Candidate(provider.name, e.quote, prior, e.degradations)
-
     async def _continue(self, job: VideoJob, remaining: list[Candidate], last: ProviderError | None) -> VideoJob:
         if last is not None and not may_fall_back(self.settings, job, last):
             remaining = []
@@ -175,13 +165,32 @@ class JobRunner:
         return job
 
     # -- attempts ------------------------------------------------------------------------------
-    async def _open(self, job: VideoJob, candidate: Candidate) -> LiveAttempt:
-        provider, quote = self.providers[candidate.provider], candidate.quote
-        attempt = Attempt(
-            provider=provider.name, vendor_model=quote.vendor_model, started_at=time.time(),
+    def open_first(self, job: VideoJob, plan: Plan) -> None:
+        """Open the job's first attempt before its create, so that one write puts the job and
+        the attempt's key on record before the submit leaves (it was two). A restart treats it
+        as if ``_open`` had saved it: maybe sent, so resent only with the same key where the
+        vendor deduplicates, else adopted or closed ``unknown`` (``resume``). Not before a
+        ``concurrency_limit`` slot, which a job may wait long for: a crash while it waits must
+        leave it never sent, so that attempt is opened (and saved) once the slot is held."""
+        candidate = plan.candidates[0]
+        if self.settings.provider(candidate.provider).concurrency_limit is None:
+            job.attempts.append(self._new_attempt(job, candidate))
+
+    def _new_attempt(self, job: VideoJob, candidate: Candidate) -> Attempt:
+        quote = candidate.quote
+        return Attempt(
+            provider=candidate.provider, vendor_model=quote.vendor_model, started_at=time.time(),
             attempt_key=f"{job.id}.{len(job.attempts) + 1}", estimated_usd=quote.usd,
             vendor_units=quote.vendor_units, unit_name=quote.unit_name,
         )
+
+    async def _open(self, job: VideoJob, candidate: Candidate) -> LiveAttempt:
+        provider = self.providers[candidate.provider]
+        opened = job.current
+        if (len(job.attempts) == 1 and opened is not None and opened.outcome is AttemptOutcome.PENDING
+                and opened.vendor_job is None and opened.provider == provider.name):
+            return LiveAttempt(provider, opened, candidate)  # ``open_first``: stored by the job's create
+        attempt = self._new_attempt(job, candidate)
         job.attempts.append(attempt)
         self._notify(job)
         await self._save(job)  # on record before the submit leaves: a restart knows it may exist
@@ -259,7 +268,7 @@ class JobRunner:
             await self._save(job)
             return exc
         self._succeeded(job, live, result)
-        await self._save(job)
+        await self._save_success(job)
         return None
 
     async def _race(self, job: VideoJob, racers: dict[asyncio.Task[VideoResult], LiveAttempt]) -> ProviderError | None:
@@ -280,7 +289,7 @@ class JobRunner:
                         continue
                     await self._cancel_losers(job, racers)
                     self._succeeded(job, live, result)
-                    await self._save(job)
+                    await self._save_success(job)
                     return None
         finally:
             for task in racers:  # only reached on cancellation of the whole job
@@ -375,6 +384,10 @@ class JobRunner:
     async def _save(self, job: VideoJob) -> None:
         if self._checkpoint is not None:
             await self._checkpoint(job)
+
+    async def _save_success(self, job: VideoJob) -> None:
+        if not self.defer_success:
+            await self._save(job)
 
     def _notify(self, job: VideoJob) -> None:
         job.updated_at = time.time()
