@@ -339,7 +339,7 @@ class Gateway(JobTasks):
         """Stop the job here and, where the vendor can, at the vendor."""
         job = self.jobs[job if isinstance(job, str) else job.id]
         task = self._tasks.get(job.id)
-        if job.status.terminal:
+        if job.status.terminal or job.output is not None:  # finished: its video is being kept
             return job
         if task is not None and not task.done():
             task.cancel()

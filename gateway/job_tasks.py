@@ -109,9 +109,9 @@ class JobTasks:
                 # the runner saved the terminal state it reached (a sequence leaves it to us): a
                 # second write of the same state was one of the service's five per job (bench/service.py)
                 saved = job.status.terminal and not chained
-                # ...except a success when this process keeps videos: it is kept below, first
-                kept = saved and runner.defer_success and job.status is JobStatus.SUCCEEDED
-                saved = saved and not kept
+                # ...except a success when this process keeps videos: left unannounced and
+                # unsaved by the runner (its only way back without a terminal state), kept below
+                kept = not chained and runner.defer_success and not job.status.terminal and job.output is not None
             except TimeoutError as exc:
                 if job.request.deadline_s is None:  # not the deadline: a call inside timed out
                     self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
@@ -127,8 +127,10 @@ class JobTasks:
                 log.exception("job %s failed unexpectedly", job.id)
                 if not job.status.terminal:  # e.g. its terminal save failed: saved again below
                     self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
-            if kept and job.parent_id is None:  # a segment's clip is its parent's to keep (joined)
-                await self._keep(job)
+            if kept:
+                if job.parent_id is None:  # a segment's clip is its parent's to keep (joined)
+                    await self._keep(job)
+                runner.announce_success(job)
             if not saved:
                 await self.checkpoint(job)
             return job

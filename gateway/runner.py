@@ -92,9 +92,8 @@ class JobRunner:
         self.limiter = limiter or LocalLimiter()
         #: attempts whose submit answer was lost, waiting for a vendor callback naming them
         self.adoptions = adoptions or Adoptions(settings)
-        #: a success is left unsaved: the job's task keeps its video first, then stores the job
-        #: succeeded naming it, one write (``JobTasks._run``); until then the store has it
-        #: submitted, so a crash in between polls the vendor job again (paid once) and keeps again
+        #: a success left unannounced and unsaved: the job's task keeps the video, then stores
+        #: the job succeeded naming it, one write (``JobTasks._run``; why that is safe: ``_keep``)
         self.defer_success = defer_success
 
     def run(self, job: VideoJob, plan: Plan) -> Coroutine[Any, Any, VideoJob]:
@@ -166,12 +165,10 @@ class JobRunner:
 
     # -- attempts ------------------------------------------------------------------------------
     def open_first(self, job: VideoJob, plan: Plan) -> None:
-        """Open the job's first attempt before its create, so that one write puts the job and
-        the attempt's key on record before the submit leaves (it was two). A restart treats it
-        as if ``_open`` had saved it: maybe sent, so resent only with the same key where the
-        vendor deduplicates, else adopted or closed ``unknown`` (``resume``). Not before a
-        ``concurrency_limit`` slot, which a job may wait long for: a crash while it waits must
-        leave it never sent, so that attempt is opened (and saved) once the slot is held."""
+        """Open the first attempt before the job's create, which so puts it (and its key) on
+        record before the submit leaves: one write, not two. A restart treats it as ``_open``'s
+        save: maybe sent, never resent blindly (``resume``). Not before a ``concurrency_limit``
+        slot, which a job may wait long for: a crash then must leave it clean, never sent."""
         candidate = plan.candidates[0]
         if self.settings.provider(candidate.provider).concurrency_limit is None:
             job.attempts.append(self._new_attempt(job, candidate))
@@ -268,7 +265,8 @@ class JobRunner:
             await self._save(job)
             return exc
         self._succeeded(job, live, result)
-        await self._save_success(job)
+        if not self.defer_success:
+            await self._save(job)
         return None
 
     async def _race(self, job: VideoJob, racers: dict[asyncio.Task[VideoResult], LiveAttempt]) -> ProviderError | None:
@@ -289,7 +287,8 @@ class JobRunner:
                         continue
                     await self._cancel_losers(job, racers)
                     self._succeeded(job, live, result)
-                    await self._save_success(job)
+                    if not self.defer_success:
+                        await self._save(job)
                     return None
         finally:
             for task in racers:  # only reached on cancellation of the whole job
@@ -328,6 +327,11 @@ class JobRunner:
         job.resolution = live.candidate.quote.resolution.value
         job.output = VideoOutput(url=result.url, content_type=result.content_type, size_bytes=result.size_bytes)
         job.progress = 1.0
+        if not self.defer_success:
+            self.announce_success(job)
+
+    def announce_success(self, job: VideoJob) -> None:
+        """Deferred: once the video is kept, so no reader anywhere sees a success without it."""
         job.move(JobStatus.SUCCEEDED)
         self._notify(job)
 
@@ -384,10 +388,6 @@ class JobRunner:
     async def _save(self, job: VideoJob) -> None:
         if self._checkpoint is not None:
             await self._checkpoint(job)
-
-    async def _save_success(self, job: VideoJob) -> None:
-        if not self.defer_success:
-            await self._save(job)
 
     def _notify(self, job: VideoJob) -> None:
         job.updated_at = time.time()

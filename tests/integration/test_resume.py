@@ -15,7 +15,7 @@ from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.store.sqlite import SqliteJobStore
-from tests.support import until
+from tests.support import dies_at_save, until
 
 FAST = PollingConfig(initial_s=0.05, max_s=0.1)
 
@@ -105,20 +105,13 @@ async def test_an_accept_lost_to_the_stop_is_reconciled_by_the_same_idempotency_
     emulator = sandbox.emulators["apiframe"]
     with BackgroundServer(sandbox.app) as server:
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
-            real_save, dying = store.save, asyncio.Event()
-
-            async def save_until_the_accept(job, **kw):
-                if job.current is not None and job.current.vendor_job is not None:
-                    dying.set()  # the accept is in: the process dies before writing it
-                    await asyncio.Event().wait()
-                await real_save(job, **kw)
-
-            store.save = save_until_the_accept
-            first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
-            job = await first.submit(VideoRequest(prompt="fox", providers=("apiframe",)))
-            await dying.wait()
-            await stop_abruptly(first)
-            store.save = real_save
+            # the accept is in: the process dies before writing it
+            with dies_at_save(store, lambda job: job.current is not None and job.current.vendor_job is not None) \
+                    as dying:
+                first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+                job = await first.submit(VideoRequest(prompt="fox", providers=("apiframe",)))
+                await dying.wait()
+                await stop_abruptly(first)
             assert (await store.get(job.id)).current.vendor_job is None  # its id never written
 
             second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
@@ -197,18 +190,11 @@ async def test_a_job_killed_before_any_save_after_its_create_is_never_resent_bli
     fal = sandbox.emulators["fal"]
     with BackgroundServer(sandbox.app) as server:
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
-            real_save, dying = store.save, asyncio.Event()
-
-            async def no_save_after_the_create(job, **kw):
-                dying.set()  # the process dies at its first save: nothing after the create is written
-                await asyncio.Event().wait()
-
-            store.save = no_save_after_the_create
-            first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
-            job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
-            await dying.wait()
-            await stop_abruptly(first)
-            store.save = real_save
+            with dies_at_save(store, lambda job: True) as dying:  # nothing after the create is written
+                first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+                job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
+                await dying.wait()
+                await stop_abruptly(first)
             assert fal.accepted_submissions == 1  # the submit left before the process died
             stored = await store.get(job.id)
             (attempt,) = stored.attempts  # the create put it on record

@@ -221,6 +221,9 @@ async def test_another_replica_sees_a_job_succeeded_only_with_its_video_kept(
         await keeping.wait()
     seen = await b.get(job.id, None)
     assert seen is not None and seen.status is not JobStatus.SUCCEEDED  # not kept yet: not succeeded yet
+    here = await a.get(job.id, None)  # nor at the replica keeping it
+    assert here is not None and here.status is not JobStatus.SUCCEEDED
+    assert (await a.cancel(job.id, None)) is here and here.status is not JobStatus.CANCELLED  # finished: not cancelled
     async with asyncio.timeout(30):
         await a.gateway.wait(job.id)  # its task ends with the one write
     seen = await b.get(job.id, None)
