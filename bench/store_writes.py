@@ -3,8 +3,8 @@
     python -m bench.store_writes [--store sqlite postgres] [--jobs 2000] [--concurrency 32]
                                  [--rounds 3] [--baseline DIR]
 
-Each round writes ``jobs`` jobs the way a job's life writes them (created holding its first
-attempt; the vendor job accepted; succeeded), ``concurrency`` jobs at once, into a fresh
+Each round writes ``jobs`` jobs the way a job's life writes them (created; its attempt
+opened; the vendor job accepted; succeeded), ``concurrency`` jobs at once, into a fresh
 SQLite file or a throwaway PostgreSQL schema (``$REELGATE_BENCH_PG``, default the ``test``
 database), and prints this process's CPU time (``time.process_time``: every thread, so the
 SQLite worker thread too) per write, and per job. Wall time is printed but means little
@@ -29,7 +29,7 @@ from decimal import Decimal
 from pathlib import Path
 
 PG_DSN = os.environ.get("REELGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-WRITES_PER_JOB = 3
+WRITES_PER_JOB = 4
 
 
 def lifecycle_jobs(n: int) -> list[object]:
@@ -47,10 +47,11 @@ async def one_job(store: object, job: object) -> None:
     from gateway.provider import VendorJob
 
     assert isinstance(job, VideoJob)
+    await store.create_or_get(job)  # type: ignore[attr-defined]
     attempt = Attempt(provider="railwail", vendor_model="luma-ray-flash-2", started_at=time.time(),
                       attempt_key=f"{job.id}.1", estimated_usd=Decimal("0.3"))
-    job.attempts.append(attempt)  # created holding it (JobRunner.open_first)
-    await store.create_or_get(job)  # type: ignore[attr-defined]
+    job.attempts.append(attempt)
+    await store.save(job)  # type: ignore[attr-defined]
     attempt.vendor_job = VendorJob(provider="railwail", vendor_model="luma-ray-flash-2", vendor_id=f"video_{job.id}",
                                    base_url="http://127.0.0.1:9/api/v1", credential_ref="env:RAILWAIL_KEY")
     job.move(JobStatus.SUBMITTED)

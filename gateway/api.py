@@ -197,8 +197,6 @@ class Gateway(JobTasks):
         request = await resolve_source(self, request, owner)  # a job-id source becomes its video
         plan, estimate = self._estimate(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest)
-        if plan is not None:  # its create stores its first attempt too (JobRunner.open_first)
-            self._runner().open_first(job, plan)
         # the caller's budget, then the gateway's, refuse before any vendor call
         ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:

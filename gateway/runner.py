@@ -164,30 +164,13 @@ class JobRunner:
         return job
 
     # -- attempts ------------------------------------------------------------------------------
-    def open_first(self, job: VideoJob, plan: Plan) -> None:
-        """Open the first attempt before the job's create, which so puts it (and its key) on
-        record before the submit leaves: one write, not two. A restart treats it as ``_open``'s
-        save: maybe sent, never resent blindly (``resume``). Not before a ``concurrency_limit``
-        slot, which a job may wait long for: a crash then must leave it clean, never sent."""
-        candidate = plan.candidates[0]
-        if self.settings.provider(candidate.provider).concurrency_limit is None:
-            job.attempts.append(self._new_attempt(job, candidate))
-
-    def _new_attempt(self, job: VideoJob, candidate: Candidate) -> Attempt:
-        quote = candidate.quote
-        return Attempt(
-            provider=candidate.provider, vendor_model=quote.vendor_model, started_at=time.time(),
+    async def _open(self, job: VideoJob, candidate: Candidate) -> LiveAttempt:
+        provider, quote = self.providers[candidate.provider], candidate.quote
+        attempt = Attempt(
+            provider=provider.name, vendor_model=quote.vendor_model, started_at=time.time(),
             attempt_key=f"{job.id}.{len(job.attempts) + 1}", estimated_usd=quote.usd,
             vendor_units=quote.vendor_units, unit_name=quote.unit_name,
         )
-
-    async def _open(self, job: VideoJob, candidate: Candidate) -> LiveAttempt:
-        provider = self.providers[candidate.provider]
-        opened = job.current
-        if (len(job.attempts) == 1 and opened is not None and opened.outcome is AttemptOutcome.PENDING
-                and opened.vendor_job is None and opened.provider == provider.name):
-            return LiveAttempt(provider, opened, candidate)  # ``open_first``: stored by the job's create
-        attempt = self._new_attempt(job, candidate)
         job.attempts.append(attempt)
         self._notify(job)
         await self._save(job)  # on record before the submit leaves: a restart knows it may exist

@@ -180,31 +180,3 @@ async def test_a_callback_that_came_before_the_crash_is_found_by_the_resumed_att
     assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id
     assert done.at_risk_usd == 0 and fal.accepted_submissions == 1
 
-
-async def test_a_job_killed_before_any_save_after_its_create_is_never_resent_blindly(tmp_path):
-    """The job's create is the only write before its submit leaves (it holds the first attempt
-    and its key): a process that dies right after the submit, before writing anything more,
-    leaves a record that says the submit may have been sent. fal does not deduplicate, so the
-    next process must not send it again."""
-    sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.1, run_s=0.2))
-    fal = sandbox.emulators["fal"]
-    with BackgroundServer(sandbox.app) as server:
-        async with SqliteJobStore(tmp_path / "jobs.db") as store:
-            with dies_at_save(store, lambda job: True) as dying:  # nothing after the create is written
-                first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
-                job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
-                await dying.wait()
-                await stop_abruptly(first)
-            assert fal.accepted_submissions == 1  # the submit left before the process died
-            stored = await store.get(job.id)
-            (attempt,) = stored.attempts  # the create put it on record
-            assert attempt.attempt_key == f"{job.id}.1" and attempt.outcome is AttemptOutcome.PENDING
-            assert attempt.vendor_job is None
-
-            second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
-            async with second:
-                await second.resume()
-                done = await second.wait(job.id)
-    assert fal.accepted_submissions == 1  # never resent blindly
-    assert done.status.terminal and len(done.attempts) == 1
-    assert done.status is JobStatus.SUCCEEDED or done.attempts[0].outcome is AttemptOutcome.UNKNOWN

@@ -1,7 +1,6 @@
-"""The writes of one job, in order against its vendor calls: the job, holding its first
-attempt and that attempt's key, is on record before its submit leaves (one write: the
-create), the vendor job id before the first poll, and the terminal state is written once
-(it was written twice, a fifth of the service's store writes)."""
+"""The writes of one job, in order against its vendor calls: the job is on record before
+its submit leaves, the vendor job id before the first poll, and the terminal state is
+written once (it was written twice, a fifth of the service's store writes)."""
 
 from __future__ import annotations
 
@@ -43,7 +42,7 @@ async def test_each_write_comes_before_the_vendor_call_that_needs_it(tmp_path: P
 
         async def recorded_create(job: VideoJob, **kw: object) -> tuple[VideoJob, bool]:
             made = await create(job, **kw)  # type: ignore[arg-type]
-            events.append(("create", job.status.value, *(a.attempt_key for a in job.attempts)))
+            events.append(("create", job.status.value))
             return made
 
         async def recorded_save(job: VideoJob, **kw: object) -> None:
@@ -60,45 +59,10 @@ async def test_each_write_comes_before_the_vendor_call_that_needs_it(tmp_path: P
         stored = await store.get(job.id)
     assert job.status is JobStatus.SUCCEEDED and stored is not None and stored.status is JobStatus.SUCCEEDED
     assert events == [
-        ("create", "queued", f"{job.id}.1"),  # with its attempt, before its submit leaves
+        ("create", "queued"),
+        ("save", "queued", "-"),  # the attempt, before its submit leaves
         ("vendor", "POST", "/api/v1/videos"),
         ("save", "submitted", "vendor job"),  # the vendor job id, before the first poll
         ("vendor", "GET", "/api/v1/videos/video_1"),
         ("save", "succeeded", "vendor job"),  # once
     ]
-
-
-async def test_a_job_waiting_for_a_vendor_slot_is_created_without_its_attempt(tmp_path: Path) -> None:
-    # a job may wait long for a ``concurrency_limit`` slot: a crash then must leave it never
-    # sent (resubmitted freely), so its attempt is opened and saved once it holds the slot
-    limited = settings()
-    limited.providers["railwail"] = ProviderConfig(base_url=BASE, api_key="sk-test", concurrency_limit=1)
-    created: list[list[str]] = []
-    saved_before_submit: list[bool] = []
-    submitted = False
-
-    def vendor(request: httpx.Request) -> httpx.Response:
-        nonlocal submitted
-        submitted = True
-        return httpx.Response(200, json=video("queued" if request.method == "POST" else "completed"))
-
-    async with SqliteJobStore(tmp_path / "jobs.db") as store:
-        create, save = store.create_or_get, store.save
-
-        async def recorded_create(job: VideoJob, **kw: object) -> tuple[VideoJob, bool]:
-            created.append([a.attempt_key for a in job.attempts])
-            return await create(job, **kw)  # type: ignore[arg-type]
-
-        async def recorded_save(job: VideoJob, **kw: object) -> None:
-            if not submitted:
-                saved_before_submit.append(bool(job.attempts))
-            await save(job, **kw)  # type: ignore[arg-type]
-
-        store.create_or_get = recorded_create  # type: ignore[method-assign]
-        store.save = recorded_save  # type: ignore[method-assign]
-        client = httpx.AsyncClient(transport=httpx.MockTransport(vendor))
-        async with Gateway.from_settings(limited, store=store, client=client) as gateway:
-            job = await gateway.wait(await gateway.submit(VideoRequest(prompt="a fox")))
-        await client.aclose()
-    assert job.status is JobStatus.SUCCEEDED
-    assert created == [[]] and saved_before_submit == [True]  # the attempt saved once the slot was held
