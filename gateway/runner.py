@@ -43,7 +43,7 @@ from gateway.pricing import usd
 from gateway.provider import Provider, VideoResult
 from gateway.routing import Candidate, Plan
 from gateway.routing.health import Health
-from gateway.routing.next_step import hedge_candidate, may_fall_back, resumed_candidate
+from gateway.routing.next_step import hedge_candidate, may_fall_back
 from gateway.routing.plan import latency_key
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
 from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
@@ -115,7 +115,7 @@ class JobRunner:
         if current is None or current.outcome is not AttemptOutcome.PENDING:
             return await self._continue(job, remaining, None)
         provider = self.providers.get(current.provider)
-        candidate = resumed_candidate(provider, job, plan)
+        candidate = self._candidate_for(provider, job, plan)
         if provider is None or candidate is None:
             lost: ProviderError = Unavailable("provider no longer configured; the job cannot be followed there",
                                               provider=current.provider)
@@ -142,6 +142,21 @@ class JobRunner:
             self.health.started(provider.name)
         error = await self._follow(job, live)
         return job if error is None else await self._continue(job, remaining, error)
+
+    @staticmethod
+    def _candidate_for(provider: Provider | None, job: VideoJob, plan: Plan | None) -> Candidate | None:
+        """The plan entry for the attempt being resumed; rebuilt from a fresh quote when the
+        new plan skipped that provider (its circuit, say) -- the job there still exists."""
+        if provider is None:
+            return None
+        found = next((c for c in (plan.candidates if plan else []) if c.provider == provider.name), None)
+        if found is not None:
+            return found
+        e = provider.quote(job.request)
+        if e.quote is None:
+            return None
+        prior = provider.latency_prior_s(e.quote.model, e.quote.resolution, e.quote.duration_s)
+        return Candidate(provider.name, e.quote, prior, e.degradations)
 
     async def _continue(self, job: VideoJob, remaining: list[Candidate], last: ProviderError | None) -> VideoJob:
         if last is not None and not may_fall_back(self.settings, job, last):

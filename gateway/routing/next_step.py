@@ -13,9 +13,8 @@ from decimal import Decimal
 from gateway.config import Settings
 from gateway.errors import ContentRejected, ProviderError, ProviderRejected
 from gateway.job import VideoJob
-from gateway.provider import Provider
 from gateway.request import RoutePolicy
-from gateway.routing.plan import Candidate, Plan
+from gateway.routing.plan import Candidate
 
 #: errors after which trying another vendor cannot help (the request itself is the problem);
 #: a content rejection also stops, unless ``content_rejection_fallback`` is set
@@ -50,18 +49,3 @@ def hedge_candidate(settings: Settings, job: VideoJob, candidate: Candidate,
         if budget is None or spent + other.quote.usd <= Decimal(str(budget)):
             return other
     return None
-
-
-def resumed_candidate(provider: Provider | None, job: VideoJob, plan: Plan | None) -> Candidate | None:
-    """The plan entry for the attempt being resumed; rebuilt from a fresh quote when the
-    new plan skipped that provider (its circuit, say) -- the job there still exists."""
-    if provider is None:
-        return None
-    found = next((c for c in (plan.candidates if plan else []) if c.provider == provider.name), None)
-    if found is not None:
-        return found
-    e = provider.quote(job.request)
-    if e.quote is None:
-        return None
-    prior = provider.latency_prior_s(e.quote.model, e.quote.resolution, e.quote.duration_s)
-    return Candidate(provider.name, e.quote, prior, e.degradations)
