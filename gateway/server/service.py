@@ -333,14 +333,15 @@ class Service:
             await self.store.request_cancel(job.id)  # another replica holds it now: it cancels there
             return job
         job = self._count_cancel(await self.gateway.cancel(job.id))
-        await self._release(job.id)
+        if job.status.terminal:  # not a finished job still keeping its video: its task releases it
+            await self._release(job.id)
         return job
 
     async def _cancel_here(self, job_id: str) -> None:
         """A cancel asked at another replica, for a job this one follows."""
         if job_id in self.gateway.jobs:
-            self._count_cancel(await self.gateway.cancel(job_id))
-            await self._release(job_id)
+            if self._count_cancel(await self.gateway.cancel(job_id)).status.terminal:  # as in ``cancel``
+                await self._release(job_id)
 
     async def _release(self, job_id: str) -> None:
         if self.leases is not None:
