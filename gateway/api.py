@@ -105,6 +105,10 @@ class Gateway(JobTasks):
         #: puts a joined sequence into the service's result storage before it is saved
         #: succeeded (sets ``output.uri``; a failure leaves it unset), so any replica serves it
         self.keep_joined: Callable[[VideoJob], Awaitable[None]] | None = None
+        #: puts a finished job's video into the service's result storage before the job is
+        #: stored succeeded, so that one write records both (``JobTasks._run``); a failure is
+        #: noted on the job, never raised
+        self.keep_finished: Callable[[VideoJob], Awaitable[None]] | None = None
         #: set by ``aclose``: tasks cut off by a stop are left for a resume, not cancelled at vendors
         self.closing = False
 
@@ -335,7 +339,7 @@ class Gateway(JobTasks):
         """Stop the job here and, where the vendor can, at the vendor."""
         job = self.jobs[job if isinstance(job, str) else job.id]
         task = self._tasks.get(job.id)
-        if job.status.terminal:
+        if job.status.terminal or job.output is not None:  # finished: its video is being kept
             return job
         if task is not None and not task.done():
             task.cancel()

@@ -55,6 +55,7 @@ class JobTasks:
     _holds: dict[str, tuple[Ledger, ...]]
     _nudges: dict[tuple[str, str], Nudge]
     _shared_runner: JobRunner | None
+    keep_finished: Callable[[VideoJob], Awaitable[None]] | None
     _sleep: Sleep
     _rng: random.Random
 
@@ -73,6 +74,11 @@ class JobTasks:
         """Stop following a job whose lease another replica now holds: its task ends and
         nothing more is written (the store refuses this replica's saves anyway)."""
         self._hand_over(job_id)  # before the task ends: its ``_close`` must settle nothing
+        await self.stop(job_id)
+
+    async def stop(self, job_id: str) -> None:
+        """End the job's task now, whatever it is doing (keeping a finished job's video, say),
+        and wait until it has ended: it writes nothing after this returns."""
         task = self._tasks.get(job_id)
         if task is not None:
             task.cancel()
@@ -91,7 +97,7 @@ class JobTasks:
         One coroutine with the runner's awaited directly: each frame here is held by every
         job in flight, thousands at once (docs/benchmarks.md)."""
         runner = self._runner()
-        saved = False
+        saved = kept = False
         try:
             try:
                 chained = sequence.is_sequence(job.request)
@@ -105,6 +111,9 @@ class JobTasks:
                 # the runner saved the terminal state it reached (a sequence leaves it to us): a
                 # second write of the same state was one of the service's five per job (bench/service.py)
                 saved = job.status.terminal and not chained
+                # ...except a success when this process keeps videos: left unannounced and
+                # unsaved by the runner (its only way back without a terminal state), kept below
+                kept = not chained and runner.defer_success and not job.status.terminal and job.output is not None
             except TimeoutError as exc:
                 if job.request.deadline_s is None:  # not the deadline: a call inside timed out
                     self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
@@ -120,6 +129,10 @@ class JobTasks:
                 log.exception("job %s failed unexpectedly", job.id)
                 if not job.status.terminal:  # e.g. its terminal save failed: saved again below
                     self._fail(job, ReelgateError(f"internal error: {type(exc).__name__}"))
+            if kept:
+                if job.parent_id is None:  # a segment's clip is its parent's to keep (joined)
+                    await self._keep(job)
+                runner.announce_success(job)
             if not saved:
                 await self.checkpoint(job)
             return job
@@ -144,6 +157,18 @@ class JobTasks:
     def _retire(self, job: VideoJob) -> None:
         self._tasks.pop(job.id, None)
         self.live.finished(job.id)
+
+    async def _keep(self, job: VideoJob) -> None:
+        """The finished job's video into result storage, before the one write that stores the
+        job succeeded and names it. The store has the job submitted until that write, so a
+        process that dies in between leaves it to be resumed: polled again (the vendor job is
+        paid once), its video kept again under the same name (replacing, never leaking, the
+        copy made here), then stored. Outside the deadline: the job has finished."""
+        assert self.keep_finished is not None
+        try:
+            await self.keep_finished(job)
+        except Exception:  # stored unkept: the service's watcher tries again (Service._finish)
+            log.exception("job %s: keeping its video failed", job.id)
 
     async def _save(self, job: VideoJob) -> None:
         if self.store is not None:
@@ -172,7 +197,7 @@ class JobTasks:
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
                 on_update=self._emit, checkpoint=self.checkpoint, nudges=self._nudges,
                 submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
-                adoptions=self.adoptions)
+                adoptions=self.adoptions, defer_success=self.keep_finished is not None)
         return runner
 
     def _fail(self, job: VideoJob, error: ReelgateError) -> None:

@@ -75,6 +75,7 @@ class JobRunner:
         submit_gate: asyncio.Semaphore | None = None,
         limiter: ConcurrencyLimiter | None = None,
         adoptions: Adoptions | None = None,
+        defer_success: bool = False,
     ) -> None:
         self.providers = providers
         self.settings = settings
@@ -91,6 +92,9 @@ class JobRunner:
         self.limiter = limiter or LocalLimiter()
         #: attempts whose submit answer was lost, waiting for a vendor callback naming them
         self.adoptions = adoptions or Adoptions(settings)
+        #: a success left unannounced and unsaved: the job's task keeps the video, then stores
+        #: the job succeeded naming it, one write (``JobTasks._run``; why that is safe: ``_keep``)
+        self.defer_success = defer_success
 
     def run(self, job: VideoJob, plan: Plan) -> Coroutine[Any, Any, VideoJob]:
         """Drive ``job`` through the plan's candidates to a terminal state (await it)."""
@@ -259,7 +263,8 @@ class JobRunner:
             await self._save(job)
             return exc
         self._succeeded(job, live, result)
-        await self._save(job)
+        if not self.defer_success:
+            await self._save(job)
         return None
 
     async def _race(self, job: VideoJob, racers: dict[asyncio.Task[VideoResult], LiveAttempt]) -> ProviderError | None:
@@ -280,7 +285,8 @@ class JobRunner:
                         continue
                     await self._cancel_losers(job, racers)
                     self._succeeded(job, live, result)
-                    await self._save(job)
+                    if not self.defer_success:
+                        await self._save(job)
                     return None
         finally:
             for task in racers:  # only reached on cancellation of the whole job
@@ -319,6 +325,11 @@ class JobRunner:
         job.resolution = live.candidate.quote.resolution.value
         job.output = VideoOutput(url=result.url, content_type=result.content_type, size_bytes=result.size_bytes)
         job.progress = 1.0
+        if not self.defer_success:
+            self.announce_success(job)
+
+    def announce_success(self, job: VideoJob) -> None:
+        """Deferred: once the video is kept, so no reader anywhere sees a success without it."""
         job.move(JobStatus.SUCCEEDED)
         self._notify(job)
 

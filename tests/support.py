@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 
+from gateway.job import VideoJob
 from gateway.provider import Provider, VendorJob, VendorStatus, VideoResult
 from gateway.request import VideoRequest
 
@@ -99,3 +102,23 @@ def record_disk_steps(monkeypatch) -> list[tuple[str, str, int]]:  # type: ignor
     monkeypatch.setattr(os, "link", link)
     monkeypatch.setattr(os, "replace", replace)
     return steps
+
+
+@contextlib.contextmanager
+def dies_at_save(store: Any, when: Callable[[VideoJob], bool]) -> Iterator[asyncio.Event]:
+    """What a process killed at its first save of a job that ``when`` accepts leaves behind:
+    that save never returns and writes nothing (the event says it was reached). The store
+    saves as usual again on leaving the block, for the next process."""
+    real_save, dying = store.save, asyncio.Event()
+
+    async def save(job: VideoJob, **kw: Any) -> None:
+        if when(job):
+            dying.set()
+            await asyncio.Event().wait()
+        await real_save(job, **kw)
+
+    store.save = save
+    try:
+        yield dying
+    finally:
+        store.save = real_save

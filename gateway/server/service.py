@@ -114,6 +114,7 @@ class Service:
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
         gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
         gateway.keep_joined = service._keep_joined
+        gateway.keep_finished = service._keep_video  # before any job runs: its runner defers successes
         service.metrics.instrument(gateway.client)
         gateway.shared.connect()
         service.metrics.watch(gateway.health, gateway.shared.in_use, service._watchers.__len__)
@@ -234,7 +235,11 @@ class Service:
         ``lease_deliveries``), so it announces the kept video."""
         try:
             job = finished or await self.gateway.wait(job_id)
-            if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None:
+            # kept by the job's task before it was stored succeeded (``Gateway.keep_finished``);
+            # here only what that left: a job claimed unkept from a dead replica, or a keep that
+            # ended in a bug rather than a noted failure
+            if job.status is JobStatus.SUCCEEDED and job.output is not None and job.output.uri is None \
+                    and not _keeping_failed(job):
                 await self._keep(job)
             if finished is None:  # counted where it ran
                 self.metrics.observe_job(job)
@@ -249,12 +254,17 @@ class Service:
                 self.deliveries.kick()
 
     async def _keep(self, job: VideoJob) -> None:
-        """Copy the finished video into result storage, with its size and checksum."""
+        """Keep the finished video and store the job naming it."""
+        await self._keep_video(job)
+        await save_through_outage(self.store, job, lease_owner=self.gateway.lease_owner)
+
+    async def _keep_video(self, job: VideoJob) -> None:
+        """Copy the finished video into result storage, with its size and checksum; a failure
+        is noted on the job (the job stays succeeded: the vendor's URL is still given)."""
         try:
             await self._put(job)
         except ReelgateError as exc:
             job.notes.append(f"{KEEP_FAILED}: {exc.message}")
-        await save_through_outage(self.store, job, lease_owner=self.gateway.lease_owner)
 
     async def _put(self, job: VideoJob) -> None:
         assert job.output is not None
@@ -323,14 +333,15 @@ class Service:
             await self.store.request_cancel(job.id)  # another replica holds it now: it cancels there
             return job
         job = self._count_cancel(await self.gateway.cancel(job.id))
-        await self._release(job.id)
+        if job.status.terminal:  # not a finished job still keeping its video: its task releases it
+            await self._release(job.id)
         return job
 
     async def _cancel_here(self, job_id: str) -> None:
         """A cancel asked at another replica, for a job this one follows."""
         if job_id in self.gateway.jobs:
-            self._count_cancel(await self.gateway.cancel(job_id))
-            await self._release(job_id)
+            if self._count_cancel(await self.gateway.cancel(job_id)).status.terminal:  # as in ``cancel``
+                await self._release(job_id)
 
     async def _release(self, job_id: str) -> None:
         if self.leases is not None:
@@ -351,13 +362,15 @@ class Service:
         """Forget a job: stop it if it runs, remove its record and its kept video."""
         if not job.status.terminal and job.id in self.gateway.jobs:
             self._count_cancel(await self.gateway.cancel(job.id))
+        # until they have stopped: the job's task (which keeps a finished job's video before
+        # storing it) or its watcher (a video claimed unkept) cut off while keeping must not
+        # save the record back after it is deleted, nor leave the kept file behind
+        await self.gateway.stop(job.id)
         watcher = self._watchers.pop(job.id, None)
         if watcher is not None:
             watcher.cancel()
-            # until it has stopped: a watcher cut off while keeping the video must not save
-            # the record back after it is deleted, nor leave the kept file behind
             await asyncio.gather(watcher, return_exceptions=True)
-            job = self.gateway.get(job.id) or job
+        job = self.gateway.get(job.id) or job
         self.gateway.forget(job.id)  # its idempotency key is free again: a new job, not a 500
         await self.store.delete(job.id)
         if job.output is not None and job.output.uri is not None:

@@ -15,7 +15,7 @@ from gateway.job import AttemptOutcome, JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
 from gateway.store.sqlite import SqliteJobStore
-from tests.support import until
+from tests.support import dies_at_save, until
 
 FAST = PollingConfig(initial_s=0.05, max_s=0.1)
 
@@ -105,20 +105,13 @@ async def test_an_accept_lost_to_the_stop_is_reconciled_by_the_same_idempotency_
     emulator = sandbox.emulators["apiframe"]
     with BackgroundServer(sandbox.app) as server:
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
-            real_save, dying = store.save, asyncio.Event()
-
-            async def save_until_the_accept(job, **kw):
-                if job.current is not None and job.current.vendor_job is not None:
-                    dying.set()  # the accept is in: the process dies before writing it
-                    await asyncio.Event().wait()
-                await real_save(job, **kw)
-
-            store.save = save_until_the_accept
-            first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
-            job = await first.submit(VideoRequest(prompt="fox", providers=("apiframe",)))
-            await dying.wait()
-            await stop_abruptly(first)
-            store.save = real_save
+            # the accept is in: the process dies before writing it
+            with dies_at_save(store, lambda job: job.current is not None and job.current.vendor_job is not None) \
+                    as dying:
+                first = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
+                job = await first.submit(VideoRequest(prompt="fox", providers=("apiframe",)))
+                await dying.wait()
+                await stop_abruptly(first)
             assert (await store.get(job.id)).current.vendor_job is None  # its id never written
 
             second = Gateway.from_settings(settings(), sandbox_url=server.url, store=store)
@@ -186,3 +179,4 @@ async def test_a_callback_that_came_before_the_crash_is_found_by_the_resumed_att
     (attempt,) = done.attempts
     assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id
     assert done.at_risk_usd == 0 and fal.accepted_submissions == 1
+

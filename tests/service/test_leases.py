@@ -201,27 +201,36 @@ async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sa
     assert await b.store.get(dropped.id) is None  # and it wrote nothing back
 
 
-async def test_content_at_another_replica_waits_for_the_video_to_be_kept(
+async def test_another_replica_sees_a_job_succeeded_only_with_its_video_kept(
         replicas: Start, monkeypatch: pytest.MonkeyPatch):
+    # one write stores the job succeeded and names its kept video (JobTasks._keep): no other
+    # replica ever reads a success whose video is not there yet
     a, b = await replicas("a"), await replicas("b")
     keeping = asyncio.Event()
-    keep = a._keep
+    keep = a.gateway.keep_finished
+    assert keep is not None
 
-    async def slow_keep(job: VideoJob) -> None:  # a keeps the video a while after "succeeded"
+    async def slow_keep(job: VideoJob) -> None:  # a keeps the video a while after the vendor finished
         keeping.set()
         await asyncio.sleep(0.5)
         await keep(job)
 
-    monkeypatch.setattr(a, "_keep", slow_keep)
+    monkeypatch.setattr(a.gateway, "keep_finished", slow_keep)
     (job,) = await submit(a, 1, "a")
     async with asyncio.timeout(30):
         await keeping.wait()
-    succeeded = await b.get(job.id, None)
-    assert succeeded is not None and succeeded.status is JobStatus.SUCCEEDED
-    assert succeeded.output is not None and succeeded.output.uri is None  # not kept yet
-    kept = await b.wait_kept(succeeded)
-    assert kept.output is not None and kept.output.uri is not None
-    assert await a.storage.exists(kept.output.uri)  # (separate homes here: a shared directory in deployment)
+    seen = await b.get(job.id, None)
+    assert seen is not None and seen.status is not JobStatus.SUCCEEDED  # not kept yet: not succeeded yet
+    here = await a.get(job.id, None)  # nor at the replica keeping it
+    assert here is not None and here.status is not JobStatus.SUCCEEDED
+    assert (await a.cancel(job.id, None)) is here and here.status is not JobStatus.CANCELLED  # finished: not cancelled
+    async with asyncio.timeout(30):
+        await a.gateway.wait(job.id)  # its task ends with the one write
+    seen = await b.get(job.id, None)
+    assert seen is not None and seen.status is JobStatus.SUCCEEDED
+    assert seen.output is not None and seen.output.uri is not None
+    assert (await b.wait_kept(seen)).output == seen.output
+    assert await a.storage.exists(seen.output.uri)  # (separate homes here: a shared directory in deployment)
 
 
 @pytest.mark.parametrize("replicas", ["postgres"], indirect=True)  # the store both replicas read keys from
@@ -240,16 +249,18 @@ async def test_a_job_taken_over_is_held_in_the_budget_of_a_key_made_after_start(
     assert ledger is not None
     assert (await b.gateway.wait(job.id)).status is JobStatus.SUCCEEDED
     assert ledger.spent_today() > 0  # the job's cost settled against the key's daily budget
-async def test_a_finished_job_whose_replica_died_before_keeping_its_video_is_finished_by_another(
+
+
+async def test_a_job_whose_replica_died_while_keeping_its_video_is_polled_and_kept_by_another(
         replicas: Start, sandbox: tuple[Sandbox, str], monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = await replicas("a"), await replicas("b")
     keeping = asyncio.Event()
 
-    async def stalls(job: VideoJob) -> None:  # a dies while copying the video
+    async def stalls(job: VideoJob) -> None:  # a dies while copying the video: stored still running
         keeping.set()
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(a, "_keep", stalls)
+    monkeypatch.setattr(a.gateway, "keep_finished", stalls)
     [job] = await submit(a, 1, "a")
     async with asyncio.timeout(30):
         await keeping.wait()
