@@ -7,6 +7,7 @@ event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,10 +18,24 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: how long a fresh sandbox process may take to answer before we give up
 SANDBOX_START_TIMEOUT_S = 30.0
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop where it is installed (it comes with ``uvicorn[standard]``):
+    a load generator shares the machine's two cores with the service it measures, and on
+    uvloop it costs less CPU per request (docs/benchmarks.md 6.loader)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def free_port() -> int:

@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import free_port, machine, median, percentile
+from bench.common import free_port, machine, median, percentile, run_event_loop
 
 #: how long the service may take to answer before we give up
 START_TIMEOUT_S = 120.0
@@ -392,6 +392,6 @@ if __name__ == "__main__":
     elif "--load" in sys.argv:
         at = sys.argv.index("--load")
         url, key, seconds, concurrency, warmup, model = sys.argv[at + 1:at + 7]
-        print(json.dumps(asyncio.run(load(url, key, float(seconds), int(concurrency), float(warmup), model))))
+        print(json.dumps(run_event_loop(load(url, key, float(seconds), int(concurrency), float(warmup), model))))
     else:
         main()
