@@ -276,9 +276,26 @@ def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Pat
         argv = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", str(port)]
         argv += ["--workers", str(workers)] if workers > 1 else []
         with process(argv, f"{url}/healthz", env, log=tmp / f"serve-{store}.log", cwd=cwd) as proc:
+            wait_for_workers(url, workers)
             if args.profile:
                 print(f"  (profile the service: py-spy record --pid {proc.pid} -o /tmp/service.svg)", flush=True)
             return run_load(url, key, args, proc.pid)
+
+
+def wait_for_workers(url: str, workers: int) -> None:
+    """Until ``workers`` distinct processes have answered ``/readyz`` (each on a new
+    connection). The load's connections are opened once and kept: started when only the
+    first worker answers, they all went to it, and one worker took 92-97 % of the CPU in
+    some rounds (docs/benchmarks.md 6.loader)."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(seen) < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(seen)} of {workers} workers answered in time")
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as answer:
+                seen.add(int(json.loads(answer.read())["replica"]["pid"]))
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
