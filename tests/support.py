@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,26 @@ import httpx
 from gateway.job import VideoJob
 from gateway.provider import Provider, VendorJob, VendorStatus, VideoResult
 from gateway.request import VideoRequest
+
+
+def free_port(port: int = 0) -> int:
+    """A loopback port (``port``, else one the kernel picks) held for a process this test
+    starts next, which binds it seconds later. Merely closing a bound socket left that gap
+    open: any bind to port 0 meanwhile, in any process, could be given the port -- a
+    ``serve --sandbox`` binds its own emulators so, and when they got the port its own
+    --port failed "in use" while they answered the health check (CI saw connection refused).
+    So the port is left in TIME_WAIT (a loopback connection to it, closed from its side
+    first): for the next 60 s the kernel hands it to no bind to port 0 and no connect, while
+    a server binding it by number with SO_REUSEADDR (``gateway.serving.bind``, nginx) can.
+    Calling it again with the port renews the hold (a server restarted on its old port)."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the TIME_WAIT inherits it
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1)
+        with socket.create_connection(listener.getsockname(), timeout=10):
+            accepted, _ = listener.accept()
+            accepted.close()  # the side that closes first keeps the TIME_WAIT: the port's
+        return int(listener.getsockname()[1])
 
 
 async def drive_adapter(
