@@ -22,18 +22,23 @@ def free_port(port: int = 0) -> int:
     open: any bind to port 0 meanwhile, in any process, could be given the port -- a
     ``serve --sandbox`` binds its own emulators so, and when they got the port its own
     --port failed "in use" while they answered the health check (CI saw connection refused).
-    So the port is left in TIME_WAIT (a loopback connection to it, closed from its side
-    first): for the next 60 s the kernel hands it to no bind to port 0 and no connect, while
+    So the port is left in TIME_WAIT, by a connection made *from* it and closed from its side
+    first: for the next 60 s the kernel hands it to no bind to port 0 and no connect, while
     a server binding it by number with SO_REUSEADDR (``gateway.serving.bind``, nginx) can.
-    Calling it again with the port renews the hold (a server restarted on its old port)."""
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the TIME_WAIT inherits it
-        listener.bind(("127.0.0.1", port))
-        listener.listen(1)
-        with socket.create_connection(listener.getsockname(), timeout=10):
-            accepted, _ = listener.accept()
-            accepted.close()  # the side that closes first keeps the TIME_WAIT: the port's
-        return int(listener.getsockname()[1])
+    Nothing ever listens on it meanwhile: a client of the port is refused, never answered
+    by this. Called with the port, it holds it again (a server restarted on its old port)."""
+    with socket.socket() as peer, socket.socket() as holder:
+        peer.bind(("127.0.0.1", 0))
+        peer.listen(1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the TIME_WAIT inherits it
+        holder.bind(("127.0.0.1", port))
+        holder.settimeout(10)
+        holder.connect(peer.getsockname())
+        accepted, _ = peer.accept()
+        held = int(holder.getsockname()[1])
+        holder.close()  # the side that closes first keeps the TIME_WAIT: the port's
+        accepted.close()
+        return held
 
 
 async def drive_adapter(
