@@ -35,9 +35,9 @@ def free_port(port: int = 0) -> int:
         holder.settimeout(10)
         holder.connect(peer.getsockname())
         accepted, _ = peer.accept()
-        held = int(holder.getsockname()[1])
-        holder.close()  # the side that closes first keeps the TIME_WAIT: the port's
-        accepted.close()
+        with accepted:
+            held = int(holder.getsockname()[1])
+            holder.close()  # the side that closes first keeps the TIME_WAIT: the port's
         return held
 
 
