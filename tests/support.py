@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,6 +14,31 @@ import httpx
 from gateway.job import VideoJob
 from gateway.provider import Provider, VendorJob, VendorStatus, VideoResult
 from gateway.request import VideoRequest
+
+
+def free_port(port: int = 0) -> int:
+    """A loopback port (``port``, else one the kernel picks) held for a process this test
+    starts next, which binds it seconds later. Merely closing a bound socket left that gap
+    open: any bind to port 0 meanwhile, in any process, could be given the port -- a
+    ``serve --sandbox`` binds its own emulators so, and when they got the port its own
+    --port failed "in use" while they answered the health check (CI saw connection refused).
+    So the port is left in TIME_WAIT, by a connection made *from* it and closed from its side
+    first: for the next 60 s the kernel hands it to no bind to port 0 and no connect, while
+    a server binding it by number with SO_REUSEADDR (``gateway.serving.bind``, nginx) can.
+    Nothing ever listens on it meanwhile: a client of the port is refused, never answered
+    by this. Called with the port, it holds it again (a server restarted on its old port)."""
+    with socket.socket() as peer, socket.socket() as holder:
+        peer.bind(("127.0.0.1", 0))
+        peer.listen(1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the TIME_WAIT inherits it
+        holder.bind(("127.0.0.1", port))
+        holder.settimeout(10)
+        holder.connect(peer.getsockname())
+        accepted, _ = peer.accept()
+        with accepted:
+            held = int(holder.getsockname()[1])
+            holder.close()  # the side that closes first keeps the TIME_WAIT: the port's
+        return held
 
 
 async def drive_adapter(

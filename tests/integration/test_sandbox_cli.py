@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import keep_log
+from tests.service.conftest import free_port, wait_until_up
 
 
-def test_sandbox_process_serves_stats_and_takes_faults():
+def test_sandbox_process_serves_stats_and_takes_faults(tmp_path, request):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sandbox", "--port", str(port),
-                             "--fault", "fal=outage"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "sandbox.log"
+    keep_log(request.node, log)
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sandbox", "--port", str(port),
+                                 "--fault", "fal=outage"], stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                stats = httpx.get(f"{base}/_sandbox/stats").json()
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError(proc.stderr.read1().decode())
+        wait_until_up(base, proc, "/_sandbox/stats", log)
+        stats = httpx.get(f"{base}/_sandbox/stats").json()
         assert {"fal", "apiframe", "railwail"} <= set(stats)
         assert stats["fal"]["faults"] == ["outage"]
         down = httpx.post(f"{base}/fal/fal-ai/luma-dream-machine/ray-2-flash", json={"prompt": "x"},
@@ -45,7 +37,6 @@ def test_sandbox_process_serves_stats_and_takes_faults():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        proc.stderr.close()
 
 
 def test_sandbox_rejects_an_unknown_vendor_fault_cleanly():

@@ -29,6 +29,7 @@ from gateway.keys import ApiKey, KeyStore
 from gateway.plugins import discover
 from gateway.server import create_app
 from gateway.server.service import Service
+from tests.conftest import keep_log
 from tests.service.conftest import KEY_VARS, WEBHOOK_SECRET, free_port, wait_until_up
 
 
@@ -92,9 +93,9 @@ class Server:
 
 
 @pytest.fixture
-def reelgate_serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def reelgate_serve(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Server]]:
     """``reelgate_serve(**service_settings)``: ``reelgate serve --sandbox`` as its own process, its
-    stderr (the server log) kept in a file."""
+    stderr (the server log) kept in a file, whose last lines a failing test's report shows."""
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(**service: Any) -> Server:
@@ -106,12 +107,13 @@ def reelgate_serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
                               capture_output=True, text=True, env=env, timeout=60, check=True)
         port = free_port()
         log = tmp_path / "server.log"
+        keep_log(request.node, log)
         with log.open("wb") as sink:
             proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve", "--sandbox", "--config",
                                      str(config), "--port", str(port)], env=env, stdout=sink, stderr=sink)
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        wait_until_up(url, proc)
+        wait_until_up(url, proc, log=log)
         return Server(url, proc, log, made.stdout.strip())
 
     yield start

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from tests.conftest import keep_log
+from tests.service.conftest import free_port, wait_until_up
 
 VENDOR_KEY = "fal-live-5e4d3c2b1a09"
 KEYS = ("FAL_KEY", "APIFRAME_API_KEY", "RAILWAIL_API_KEY")
@@ -51,33 +53,22 @@ def one_line_exit_2(result: subprocess.CompletedProcess[str], *needles: str) -> 
     return lines[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def sandbox_proc(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+def sandbox_proc(env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """``reelgate sandbox`` in its own process; yields its URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sandbox", "--port", str(port)], env=env,
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "sandbox.log"
+    keep_log(request.node, log)
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "sandbox", "--port", str(port)], env=env,
+                                cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):  # until it accepts connections (each try waits on a refused connect)
-            try:
-                httpx.get(f"{url}/_sandbox/stats", timeout=5)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                time.sleep(0.1)
+        wait_until_up(url, proc, "/_sandbox/stats", log)
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-        if proc.stderr:
-            proc.stderr.close()
 
 
 def fal_only_config(tmp_path: Path, base_url: str) -> Path:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,37 +18,47 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.conftest import keep_log, log_tail
 from tests.store.conftest import PG_DSN
+from tests.support import free_port
 
 KEY_VARS = ("FAL_KEY", "APIFRAME_API_KEY", "RAILWAIL_API_KEY")
 #: the signing secret of the in-process service's outbound webhooks (a test value)
 WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, path: str = "/healthz") -> None:
+def wait_until_up(url: str, proc: subprocess.Popen, path: str = "/healthz", log: Path | None = None) -> None:
+    """Until ``path`` answers 2xx while ``proc`` is alive: any other answer is not yet this
+    process's (a 404 is some other server on the port). Fails with ``log``'s last lines."""
     deadline = time.monotonic() + 60  # imports alone take seconds on a busy 2-core machine
+    answer = "nothing"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"process exited with {proc.returncode}")
+            break
         try:
-            httpx.get(url + path, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise AssertionError(f"{url} did not come up")
+            status = httpx.get(url + path, timeout=1).status_code
+        except httpx.TransportError as exc:
+            answer = type(exc).__name__
+        else:
+            if 200 <= status < 300 and proc.poll() is None:
+                return
+            answer = f"HTTP {status}"
+        time.sleep(0.05)
+    state = "did not come up" if proc.poll() is None else f"exited with {proc.returncode}"
+    tail = f"; last lines of {log}:\n{log_tail(log)}" if log is not None else ""
+    raise AssertionError(f"{url}: the process {state} (last answer to {path}: {answer}){tail}")
 
 
 @dataclass
 class Processes:
     home: Path
     env: dict[str, str]
+    #: where each process's log goes unless ``log`` is given (the test's tmp_path)
+    logs: Path
+    #: the test: a failure shows the last lines of every log (``keep_log``)
+    node: pytest.Item
     procs: list[subprocess.Popen] = field(default_factory=list)
+    _logs: dict[int, Path] = field(default_factory=dict)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True, text=True,
@@ -61,23 +71,31 @@ class Processes:
 
     def start(self, *args: str, health_path: str = "/healthz", port: int | None = None,
               log: Path | None = None) -> tuple[str, subprocess.Popen]:
-        """Start a CLI process and wait until it answers; its stderr goes to ``log`` if given
-        (read it when a test fails), else nowhere."""
+        """Start a CLI process and wait until it answers; its stderr goes to ``log`` if given,
+        else to ``<command>-<n>.log`` in ``logs`` (a failing test shows their last lines)."""
         url, proc = self.spawn(*args, port=port, log=log)
-        wait_until_up(url, proc, health_path)
+        wait_until_up(url, proc, health_path, self.log_of(proc))
         return url, proc
 
     def spawn(self, *args: str, port: int | None = None, log: Path | None = None) -> tuple[str, subprocess.Popen]:
-        """``start`` without waiting: several processes start side by side."""
-        port = port or free_port()
-        command = [sys.executable, "-m", "gateway.cli", *args, "--port", str(port)]
-        if log is None:
-            proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        """``start`` without waiting: several processes start side by side. A ``port`` given
+        (a restart on the old one) is held again first; a failure to is the server's to report."""
+        if port is None:
+            port = free_port()
         else:
-            with log.open("ab") as stderr:  # the child holds its own copy
-                proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
+            with contextlib.suppress(OSError):
+                free_port(port)
+        command = [sys.executable, "-m", "gateway.cli", *args, "--port", str(port)]
+        log = log or self.logs / f"{args[0]}-{len(self.procs)}.log"
+        keep_log(self.node, log)
+        with log.open("ab") as stderr:  # the child holds its own copy
+            proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=stderr)
         self.procs.append(proc)
+        self._logs[proc.pid] = log
         return f"http://127.0.0.1:{port}", proc
+
+    def log_of(self, proc: subprocess.Popen) -> Path:
+        return self._logs[proc.pid]
 
     def kill(self, proc: subprocess.Popen) -> None:
         proc.send_signal(signal.SIGKILL)
@@ -85,11 +103,11 @@ class Processes:
 
 
 @pytest.fixture
-def processes(tmp_path) -> Iterator[Processes]:
+def processes(tmp_path, request) -> Iterator[Processes]:
     env = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
     env["REELGATE_HOME"] = str(tmp_path / "home")
     env.pop("REELGATE_CONFIG", None)
-    p = Processes(tmp_path / "home", env)
+    p = Processes(tmp_path / "home", env, tmp_path, request.node)
     yield p
     for proc in p.procs:
         if proc.poll() is None:

@@ -114,7 +114,7 @@ def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema
         cluster.urls.append(url)
         cluster.procs.append(proc)
     for url, proc in zip(cluster.urls, cluster.procs, strict=True):
-        wait_until_up(url, proc)
+        wait_until_up(url, proc, log=processes.log_of(proc))
     return cluster
 
 

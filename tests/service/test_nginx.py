@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from gateway.config import ServiceConfig
+from tests.conftest import keep_log
 from tests.service.conftest import Processes, free_port, wait_until_up
 
 CONFIG = Path(__file__).parents[2] / "docs" / "deploy" / "nginx.conf"
@@ -60,7 +61,8 @@ def balancer(processes: Processes, pg_database: str, tmp_path: Path) -> Iterator
     assert checked.returncode == 0, checked.stderr
     proc = subprocess.Popen(run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until_up(f"http://127.0.0.1:{lb_port}", proc, "/lb-health")
+        keep_log(processes.node, tmp_path / "error.log")
+        wait_until_up(f"http://127.0.0.1:{lb_port}", proc, "/lb-health", tmp_path / "error.log")
         yield f"http://127.0.0.1:{lb_port}", replicas
     finally:
         proc.terminate()

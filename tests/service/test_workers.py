@@ -59,7 +59,7 @@ def serve_two_workers(processes: Processes, tmp_path: Path, run_s: float
     auth = {"Authorization": f"Bearer {processes.create_key('app', '--config', str(config))}"}
     url, supervisor = processes.spawn("serve", "--config", str(config), "--sandbox-url", sandbox_url,
                                       "--replica-id", "box", "--log-level", "info", log=tmp_path / "serve.log")
-    wait_until_up(url, supervisor)
+    wait_until_up(url, supervisor, log=processes.log_of(supervisor))
     return url, supervisor, auth, sandbox_url
 
 

@@ -4,7 +4,6 @@ line, a metric) and rejoins when Redis is back."""
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from gateway.shared.redis_budget import RedisSpendLedger
 from gateway.shared.redis_concurrency import RedisLimiter
 from gateway.shared.redis_health import RedisHealth
 from tests.shared.conftest import TcpProxy
+from tests.support import free_port
 
 FAST = PollingConfig(initial_s=0.05, max_s=0.2)
 
@@ -38,13 +38,6 @@ def emulators() -> Iterator[str]:
     sandbox = Sandbox.from_providers(discover().providers, timing=Timing(queue_s=0.05, run_s=0.1))
     with BackgroundServer(sandbox.app) as server:
         yield server.url
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port  # nothing listens there once the socket closes
 
 
 def test_redis_url_picks_the_shared_implementations(prefix: str) -> None:
@@ -70,7 +63,7 @@ def test_a_malformed_redis_url_is_a_config_error_naming_the_field(tmp_path: Path
 
 
 async def test_a_gateway_whose_redis_is_not_there_serves_on_local_state(emulators: str) -> None:
-    settings = Settings(redis_url=f"redis://127.0.0.1:{closed_port()}/0", polling=FAST,
+    settings = Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", polling=FAST,
                         budgets=BudgetConfig(per_day_usd=1.0))
     async with Gateway.from_settings(settings, sandbox_url=emulators, env={}) as gw:
         job = await gw.generate(VideoRequest(prompt="a fox"))

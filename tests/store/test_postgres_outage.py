@@ -73,18 +73,13 @@ async def test_opening_a_store_that_cannot_be_reached_is_store_unavailable(pg_sc
 def test_serve_with_the_store_down_is_one_line_naming_the_setting_not_a_traceback(tmp_path, monkeypatch) -> None:
     """``reelgate serve`` whose PostgreSQL does not answer: exit 3 with one line naming
     ``service.store_url``, no traceback, and never the DSN's password."""
-    import socket
-
     from typer.testing import CliRunner
 
     from gateway.cli import app
+    from tests.support import free_port
 
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        dead_port = closed.getsockname()[1]
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        serve_port = free.getsockname()[1]
+    dead_port = free_port()  # a port nothing listens on
+    serve_port = free_port()
     monkeypatch.setenv("REELGATE_HOME", str(tmp_path / "home"))
     config = tmp_path / "reelgate.yaml"
     config.write_text(f"service:\n  store_url: postgresql://app:s3cret-pw@127.0.0.1:{dead_port}/test\n")

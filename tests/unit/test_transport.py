@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
-import socket
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from gateway.transport import (
     send,
     tag,
 )
+from tests.support import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 BODY = b'{"ok": true}'
@@ -87,12 +87,6 @@ def poll(url: str) -> httpx.Request:
     return httpx.Request("GET", f"{url}/status")
 
 
-def unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def test_the_shared_client_times_calls_over_the_aiohttp_transport() -> None:
     async with client() as http:
         assert isinstance(http, GatewayClient)
@@ -129,7 +123,7 @@ async def test_a_streamed_call_is_timed_too() -> None:
 
 
 async def test_a_failed_call_is_timed_with_the_failure_as_outcome() -> None:
-    url = f"http://127.0.0.1:{unused_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     async with client() as http:
         seen = observed_by(http)
         with pytest.raises(Unavailable):
@@ -168,7 +162,7 @@ async def test_a_compressed_answer_is_decoded() -> None:
 
 @pytest.mark.parametrize("phase", [Phase.SUBMIT, Phase.POLL])
 async def test_connection_refused_is_unavailable_whatever_the_phase(phase: Phase) -> None:
-    url = f"http://127.0.0.1:{unused_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     async with client() as http:
         with pytest.raises(Unavailable) as caught:
             await send(http, "vendor", submit(url) if phase is Phase.SUBMIT else poll(url), phase)
