@@ -37,7 +37,7 @@ from gateway.store.base import (
     OutboxRow,
 )
 from gateway.store.group_commit import GroupCommit
-from gateway.store.postgres_batches import Create, Save, create_batch, job_id, save_batch
+from gateway.store.postgres_batches import Create, Release, Save, create_batch, job_id, save_batch
 
 DEFAULT_SCHEMA = "reelgate"
 #: pg_advisory_xact_lock key serialising migrations across replicas ("reelgate" in ASCII)
@@ -111,7 +111,7 @@ class PostgresJobStore(JobStore):
         in_flight = max(1, max_size // 2)
         self._creates: GroupCommit[Create] = GroupCommit(self._create, name="postgres-creates", key=job_id,
                                                          in_flight=in_flight, alone_on=alone_on)
-        self._saves: GroupCommit[Save] = GroupCommit(self._save, name="postgres-saves", key=job_id,
+        self._saves: GroupCommit[Save | Release] = GroupCommit(self._save, name="postgres-saves", key=job_id,
                                                      in_flight=in_flight, alone_on=alone_on)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -189,10 +189,10 @@ class PostgresJobStore(JobStore):
         if not await self._saves(Save(JobRow.of(job), lease_owner)):
             raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
 
-    async def _save(self, saves: list[Save]) -> list[bool]:
+    async def _save(self, writes: list[Save | Release]) -> list[bool]:
         async with self.connection() as conn:
-            written = await save_batch(conn, saves, self.clock())
-        return [s.row.id in written for s in saves]
+            written = await save_batch(conn, writes, self.clock())
+        return [job_id(w) in written for w in writes]
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         rows = await self._docs(
@@ -325,9 +325,9 @@ class PostgresJobStore(JobStore):
             return {job_id for (job_id,) in await cur.fetchall()}
 
     async def release(self, job_id: str, owner_id: str) -> bool:
-        return await self._execute(
-            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL"
-            " WHERE id = %(id)s AND lease_owner = %(owner)s", {"id": job_id, "owner": owner_id})
+        # with the saves arriving meanwhile (postgres_batches.py): one statement for all of them
+        released: bool = await self._saves(Release(job_id, owner_id))
+        return released
 
     # -- helpers ---------------------------------------------------------------------------
     async def _execute(self, query: str, params: dict[str, Any]) -> bool:

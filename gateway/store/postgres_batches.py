@@ -11,8 +11,9 @@ character of every document in Python, which cost more than the round trips save
 
 One statement does what ``save`` did in up to four: saves without a lease upsert, saves
 under a lease update only the rows their replica still holds, and a finished job with a
-webhook queues its message in the same transaction (the outbox's promise). The ids it
-returns are the rows written; a leased save missing from them lost its lease. Creates insert what
+webhook queues its message in the same transaction (the outbox's promise). Lease releases
+ride in the same statement. The ids it returns are the rows written; a leased save (or a
+release) missing from them lost its lease. Creates insert what
 is new; a create missing from the ids met an existing job (its id, or its idempotency key,
 raced by another create of the same batch or made before), which is then read back.
 """
@@ -33,7 +34,7 @@ from gateway.store.base import JobRow, new_message_id
 _SAVE_BATCH = """
 WITH v AS (
     SELECT * FROM json_to_recordset(%(rows)s::json) AS v(id text, status text, key text, created float8,
-        updated float8, doc jsonb, at_risk bool, lease_owner text, message_id text)
+        updated float8, doc jsonb, at_risk bool, lease_owner text, message_id text, release bool)
 ), upserted AS (
     INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)
     SELECT id, status, key, created, updated, doc, at_risk FROM v WHERE lease_owner IS NULL
@@ -42,8 +43,12 @@ WITH v AS (
     RETURNING id, status
 ), fenced AS (
     UPDATE jobs SET status = v.status, updated_at = v.updated, doc = v.doc, at_risk = v.at_risk
-    FROM v WHERE v.lease_owner IS NOT NULL AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
+    FROM v WHERE v.lease_owner IS NOT NULL AND NOT v.release AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
     RETURNING jobs.id, jobs.status
+), released AS (
+    UPDATE jobs SET lease_owner = NULL, lease_until = NULL
+    FROM v WHERE v.release AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
+    RETURNING jobs.id
 ), saved AS (
     SELECT id, status FROM upserted UNION ALL SELECT id, status FROM fenced
 ), queued AS (
@@ -52,7 +57,7 @@ WITH v AS (
     WHERE v.message_id IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT id FROM saved
+SELECT id FROM saved UNION ALL SELECT id FROM released
 """
 
 
@@ -88,9 +93,19 @@ class Save:
     lease_owner: str | None
 
 
-def job_id(write: Create | Save) -> str:
+@dataclass(frozen=True)
+class Release:
+    """One ``release`` waiting for its batch: it rides with the saves. Each job releases its
+    lease once, after its last save, so unbatched this was a statement of its own per job, as
+    many as all the job's batched saves under load (bench/pg_statements.py)."""
+
+    id: str
+    lease_owner: str
+
+
+def job_id(write: Create | Save | Release) -> str:
     """A batch holds one write per job: a statement may change a row only once."""
-    return write.row.id
+    return write.id if isinstance(write, Release) else write.row.id
 
 
 async def create_batch(conn: AsyncConnection[TupleRow], creates: list[Create]) -> list[VideoJob | None]:
@@ -115,13 +130,15 @@ async def create_batch(conn: AsyncConnection[TupleRow], creates: list[Create]) -
     return found
 
 
-async def save_batch(conn: AsyncConnection[TupleRow], saves: list[Save], now: float) -> set[str]:
-    """Write ``saves`` (one per job) in one statement; the ids written."""
+async def save_batch(conn: AsyncConnection[TupleRow], writes: list[Save | Release], now: float) -> set[str]:
+    """Write ``writes`` (one per job) in one statement; the ids written (saved, or released)."""
     cur = await conn.execute(_SAVE_BATCH, {"now": now, "rows": _records(
-        (s.row.doc, {"id": s.row.id, "status": s.row.status, "key": s.row.idempotency_key,
-                     "created": s.row.created_at, "updated": s.row.updated_at, "at_risk": s.row.at_risk,
-                     "lease_owner": s.lease_owner, "message_id": new_message_id() if s.row.announce else None})
-        for s in saves)})
+        ("null", {"id": w.id, "lease_owner": w.lease_owner, "release": True}) if isinstance(w, Release)
+        else (w.row.doc, {"id": w.row.id, "status": w.row.status, "key": w.row.idempotency_key,
+                          "created": w.row.created_at, "updated": w.row.updated_at, "at_risk": w.row.at_risk,
+                          "lease_owner": w.lease_owner, "release": False,
+                          "message_id": new_message_id() if w.row.announce else None})
+        for w in writes)})
     return {saved for (saved,) in await cur.fetchall()}
 
 

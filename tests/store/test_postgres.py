@@ -104,6 +104,48 @@ async def test_saves_arriving_together_share_a_statement_and_land_in_order(
         assert len(await store.lease_deliveries("r1", 30.0, 100)) == 30
 
 
+async def test_releases_ride_in_the_saves_statement_and_stay_fenced(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every job releases its lease once it is over: unbatched, that was a statement per job,
+    most of the service's statements under load. A release of a lease this replica no longer
+    holds changes nothing and says so, in a batch or not."""
+    statements = [0]
+    execute = psycopg.AsyncConnection.execute
+
+    async def counted(self: psycopg.AsyncConnection[Any], *args: Any, **kwargs: Any) -> Any:
+        statements[0] += 1
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
+                                           lease=("replica-a", 30.0)))[0] for i in range(20)]
+        taken = jobs[19]
+        async with store.connection() as conn:  # another replica took this one over
+            await conn.execute("UPDATE jobs SET lease_owner = 'replica-b' WHERE id = %s", (taken.id,))
+        finished, ongoing = jobs[:10], jobs[10:19]
+        for job in finished:
+            job.move(JobStatus.SUBMITTED)
+            job.move(JobStatus.SUCCEEDED)
+        statements[0] = 0
+        outcomes = await asyncio.gather(*(store.release(j.id, "replica-a") for j in ongoing),
+                                        store.release(taken.id, "replica-a"),
+                                        *(store.save(j, lease_owner="replica-a") for j in finished))
+        assert statements[0] <= 2  # the first write goes at once, alone; the rest share the next
+        assert outcomes[:10] == [True] * 9 + [False]
+        async with store.connection() as conn:
+            cur = await conn.execute("SELECT id, lease_owner FROM jobs")
+            owners = dict(await cur.fetchall())
+        assert [owners[j.id] for j in ongoing] == [None] * 9
+        assert owners[taken.id] == "replica-b"
+        assert [owners[j.id] for j in finished] == ["replica-a"] * 10
+        # finished jobs' webhooks wait until their leases are released, in the same kind of batch
+        assert await store.lease_deliveries("r1", 30.0, 100) == []
+        assert await asyncio.gather(*(store.release(j.id, "replica-a") for j in finished)) == [True] * 10
+        assert len(await store.lease_deliveries("r1", 30.0, 100)) == 10
+        assert not await store.release(finished[0].id, "replica-a")  # released already
+
+
 async def test_creates_arriving_together_share_a_statement_and_a_raced_key_makes_one_job(
         pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
     statements = [0]
