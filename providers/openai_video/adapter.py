@@ -55,7 +55,7 @@ from gateway.provider import (
     VideoResult,
 )
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
-from gateway.transport import URLPrefix
+from gateway.transport import URLPrefix, json_model
 
 Phase = Literal["submit", "status", "content", "model", "list"]
 #: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
@@ -366,7 +366,7 @@ class OpenAIVideoAdapter(Provider):
         if not response.is_success:
             raise classify_error(self.name, self.cat, response, phase=phase)
         try:
-            return Video.model_validate(response.json())
+            return json_model(Video, response)
         except (ValueError, ValidationError) as exc:
             raise ProtocolError(f"unreadable video object ({type(exc).__name__})", provider=self.name,
                                 status_code=response.status_code) from exc

@@ -11,9 +11,10 @@ import contextlib
 
 import httpx
 import pytest
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import Unavailable
-from gateway.transport import Phase, URLPrefix, make_client, send, tag
+from gateway.transport import Phase, URLPrefix, json_model, make_client, send, tag
 from tests.unit.test_transport import BODY, CHUNKED, OK, client, poll, read_request, server, unused_port
 
 
@@ -159,3 +160,32 @@ def test_a_url_under_a_prefix_is_the_url_httpx_parses(url: str) -> None:
 ])
 def test_any_other_url_is_left_for_httpx_to_parse(prefix: str, url: str) -> None:
     assert URLPrefix(prefix).url(url) == url
+
+
+class _Answer(BaseModel):
+    id: str
+    progress: float | None = None
+
+
+@pytest.mark.parametrize("body", [
+    b'{"id":"a","progress":"50"}', b'{"id":"a","id":"b"}', b'{"id":"a","progress":NaN}',
+    b'\xef\xbb\xbf{"id":"a"}', '{"id":"\u00e9"}'.encode("utf-16"), b'{"id":"\\ud800"}',   # read the old way
+    b'{"id":"a\tb"}', b'{"id":"a\xff"}', b"<html>", b'{"progress":1}',                       # refused the old way
+])
+def test_an_answer_read_as_a_model_means_and_fails_as_json_then_validate_did(body: bytes) -> None:
+    response = httpx.Response(200, content=body)
+    try:
+        expected: object = _Answer.model_validate(response.json())
+    except (ValueError, ValidationError) as exc:
+        expected = type(exc)
+    try:
+        got: object = json_model(_Answer, response)
+    except (ValueError, ValidationError) as exc:
+        got = type(exc)
+    assert repr(got) == repr(expected)  # (repr: NaN is not equal to itself)
+
+
+def test_a_plain_answer_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    response = httpx.Response(200, content=b'{"id":"a","progress":0.5}')
+    monkeypatch.setattr(httpx.Response, "json", lambda *_a, **_k: pytest.fail("read through json.loads"))
+    assert json_model(_Answer, response) == _Answer(id="a", progress=0.5)
