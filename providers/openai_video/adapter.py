@@ -331,7 +331,7 @@ class OpenAIVideoAdapter(Provider):
         return str(value) if value is not None else None
 
     def build_status(self, job: VendorJob) -> httpx.Request:
-        return httpx.Request("GET", self._job_urls.url(job.urls["status"]), headers=self._headers("application/json"))
+        return self._job_urls.get(job.urls["status"], self._headers("application/json"))
 
     def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
         video = self._video(response, phase="status")
@@ -350,7 +350,7 @@ class OpenAIVideoAdapter(Provider):
         # The content endpoint wants the Bearer key; any other host (a CDN the vendor
         # redirected us to) must never see it.
         if result.url.startswith(job.base_url.rstrip("/") + "/"):
-            return httpx.Request("GET", self._job_urls.url(result.url), headers=self._headers("application/binary"))
+            return self._job_urls.get(result.url, self._headers("application/binary"))
         return httpx.Request("GET", result.url)
 
     # -- model pricing (for a later price refresh by the core) -----------------------------

@@ -189,3 +189,27 @@ def test_a_plain_answer_is_read_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> 
     response = httpx.Response(200, content=b'{"id":"a","progress":0.5}')
     monkeypatch.setattr(httpx.Response, "json", lambda *_a, **_k: pytest.fail("read through json.loads"))
     assert json_model(_Answer, response) == _Answer(id="a", progress=0.5)
+
+
+@pytest.mark.parametrize("url", [
+    "https://railwail.com/api/v1/videos/v1",                     # made on the prefix
+    "http://127.0.0.1:8123/api/v1/videos/v-1/content",           # (another prefix: below)
+    "https://cdn.example/v.mp4?sig=a b",                         # not under it: httpx's own
+])
+def test_a_get_under_a_prefix_is_the_request_httpx_makes(url: str) -> None:
+    headers = httpx.Headers({"Authorization": "Bearer k", "Accept": "application/json"})
+    prefix = URLPrefix(url.split("/videos/")[0] if "/videos/" in url else "https://railwail.com/api/v1")
+    for _ in range(2):  # the second from the cached header list
+        made = prefix.get(url, headers)
+        expected = httpx.Request("GET", url, headers=headers)
+        assert (made.method, made.url, made.headers.raw, made.content) == (
+            expected.method, expected.url, expected.headers.raw, expected.content)
+        assert made.extensions == expected.extensions and isinstance(made.stream, httpx.ByteStream)
+        assert made.headers.multi_items() == expected.headers.multi_items()
+
+
+def test_a_get_with_its_own_host_header_is_left_to_httpx() -> None:
+    headers = httpx.Headers({"Host": "elsewhere.example", "Accept": "application/json"})
+    url = "https://railwail.com/api/v1/videos/v1"
+    made = URLPrefix("https://railwail.com/api/v1").get(url, headers)
+    assert made.headers.raw == httpx.Request("GET", url, headers=headers).headers.raw
