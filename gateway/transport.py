@@ -12,6 +12,7 @@ for and what it does. The aiohttp transport itself is ``gateway.transport_aiohtt
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import re
 import time
@@ -28,8 +29,8 @@ from gateway.transport_aiohttp import CLOSED_STREAM, WHOLE_BODY_BYTES, AiohttpTr
 from gateway.transport_tags import CALL_EXTENSION, CallObserver, Phase, tag
 
 __all__ = ["CALL_EXTENSION", "WHOLE_BODY_BYTES", "AiohttpTransport", "CallObserver", "ConnectionLimits",
-           "GatewayClient", "NoCookies", "Phase", "TimedTransport", "URLPrefix", "json_model", "make_client", "send",
-           "small_body", "tag", "unbound"]
+           "GatewayClient", "NoCookies", "Phase", "TimedTransport", "URLPrefix", "json_model", "make_client",
+           "post_json", "send", "small_body", "tag", "unbound"]
 
 #: failures that happen before a byte of the request left this process
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -258,6 +259,34 @@ class URLPrefix:
         request = httpx.Request("GET", made, headers=entry[1], stream=_EMPTY_BODY)
         request.read()
         return request
+
+
+#: id(headers) -> (headers, whether httpx would add all of Host, Content-Length and
+#: Content-Type to them), for :func:`post_json`
+_PLAIN_POST: dict[int, tuple[httpx.Headers, bool]] = {}
+
+
+def post_json(url: httpx.URL, body: Any, headers: httpx.Headers) -> httpx.Request:
+    """``httpx.Request("POST", url, json=body, headers=headers)`` -- the same request (the
+    same JSON bytes, ``Host`` first, then ``headers``, then ``Content-Length`` and
+    ``Content-Type``, the body read) without httpx's preparation of it: the body encoder's
+    type checks, header lookups and the header list normalised twice were most of a submit
+    request's CPU (docs/benchmarks.md 6.vendorhttp). ``headers`` is a provider's own, the
+    same object call after call; any it sets itself leave the request to httpx."""
+    entry = _PLAIN_POST.get(id(headers))
+    if entry is None or entry[0] is not headers:
+        if len(_PLAIN_POST) >= 16:  # headers made per call: keep nothing
+            _PLAIN_POST.clear()
+        plain = not any(name in headers for name in ("host", "content-length", "content-type", "transfer-encoding"))
+        entry = _PLAIN_POST[id(headers)] = (headers, plain)
+    if not entry[1] or not url.host:
+        return httpx.Request("POST", url, json=body, headers=headers)
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    request = httpx.Request("POST", url, stream=httpx.ByteStream(content), headers=httpx.Headers([
+        (b"Host", url.netloc), *headers.raw,
+        (b"Content-Length", str(len(content)).encode()), (b"Content-Type", b"application/json")]))
+    request.read()
+    return request
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -55,7 +55,7 @@ from gateway.provider import (
     VideoResult,
 )
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
-from gateway.transport import URLPrefix, json_model
+from gateway.transport import URLPrefix, json_model, post_json
 
 Phase = Literal["submit", "status", "content", "model", "list"]
 #: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
@@ -292,7 +292,7 @@ class OpenAIVideoAdapter(Provider):
             body["metadata"] = {self.cat.metadata_key: attempt_key}
         if self._create_url is None:  # parsed once: httpx parses a URL string in Python on every request
             self._create_url = httpx.URL(self._url(self.base_url, self.cat.paths.create))
-        return httpx.Request("POST", self._create_url, json=body, headers=self._headers("application/json"))
+        return post_json(self._create_url, body, self._headers("application/json"))
 
     def parse_submit(self, request: VideoRequest, response: httpx.Response) -> VendorJob:
         video = self._video(response, phase="submit")

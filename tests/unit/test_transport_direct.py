@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from gateway.errors import Unavailable
-from gateway.transport import Phase, URLPrefix, json_model, make_client, send, tag
+from gateway.transport import Phase, URLPrefix, json_model, make_client, post_json, send, tag
 from tests.unit.test_transport import BODY, CHUNKED, OK, client, poll, read_request, server, unused_port
 
 
@@ -213,3 +213,28 @@ def test_a_get_with_its_own_host_header_is_left_to_httpx() -> None:
     url = "https://railwail.com/api/v1/videos/v1"
     made = URLPrefix("https://railwail.com/api/v1").get(url, headers)
     assert made.headers.raw == httpx.Request("GET", url, headers=headers).headers.raw
+
+
+@pytest.mark.parametrize("body", [{"model": "m", "prompt": "un renard roux \u00e9\u2603", "seconds": "5"},
+                                  [1, 2.5, None]])
+def test_a_json_post_is_the_request_httpx_makes(body: object) -> None:
+    url = httpx.URL("https://railwail.com:8443/api/v1/videos")
+    headers = httpx.Headers({"Authorization": "Bearer k", "Accept": "application/json"})
+    for _ in range(2):  # the second with the headers' check cached
+        made, expected = post_json(url, body, headers), httpx.Request("POST", url, json=body, headers=headers)
+        assert (made.method, made.url, made.headers.raw, made.content) == (
+            expected.method, expected.url, expected.headers.raw, expected.content)
+        assert made.extensions == expected.extensions and isinstance(made.stream, httpx.ByteStream)
+
+
+def test_a_json_post_with_its_own_content_headers_or_a_bad_body_is_httpx_own() -> None:
+    url = httpx.URL("https://railwail.com/api/v1/videos")
+    own = httpx.Headers({"Content-Type": "application/vnd.api+json", "Accept": "application/json"})
+    expected = httpx.Request("POST", url, json={"a": 1}, headers=own)
+    assert post_json(url, {"a": 1}, own).headers.raw == expected.headers.raw
+    plain = httpx.Headers({"Accept": "application/json"})
+    for bad in ({"progress": float("nan")}, {"when": object()}):  # refused alike: ValueError / TypeError
+        with pytest.raises((ValueError, TypeError)) as expected:
+            httpx.Request("POST", url, json=bad, headers=plain)
+        with pytest.raises(expected.type):
+            post_json(url, bad, plain)
