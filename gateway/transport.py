@@ -97,7 +97,8 @@ class GatewayClient(httpx.AsyncClient):
     redirects not followed (the client never follows them), no cookies (:class:`NoCookies`),
     no mounts (a client given its transport has no proxy mounts). httpx's ``send`` would
     then still run an auth flow generator, a redirect loop and three more coroutine frames
-    per call (~7 % of a vendor call's instructions, docs/benchmarks.md 6.vendorhttp). What
+    per call (with the transport's ``_read_whole``, 15 % of a job's vendor-call instructions,
+    docs/benchmarks.md 6.vendorhttp). What
     it would have done to the request and response is done here alike: the client's
     timeouts on a request without its own, the request set on the response and on a
     transport error, ``next_request`` on a redirect, ``elapsed`` stamped when a streamed

@@ -99,9 +99,9 @@ def _read_whole(response: aiohttp.ClientResponse, body: bytes, request: httpx.Re
     """httpx's response to an answer read whole: what ``httpx.Response(content=body)`` makes
     (the body read, the response closed, ``Content-Length`` added if the answer had none),
     without running httpx's reading machinery (a decoder, a chunker, two generators and
-    three context managers per answer: ~5 % of a vendor call's instructions,
-    docs/benchmarks.md 6.vendorhttp) over bytes it would hand back unchanged. An answer
-    with any ``Content-Encoding`` goes through httpx, which decodes it."""
+    context managers per answer; with the client's direct send, 15 % of a job's vendor-call
+    instructions, docs/benchmarks.md 6.vendorhttp) over bytes it would hand back unchanged.
+    An answer with any ``Content-Encoding`` goes through httpx, which decodes it."""
     headers = response.headers
     if "Content-Encoding" in headers:
         return httpx.Response(response.status, headers=response.raw_headers, content=body,
@@ -111,7 +111,7 @@ def _read_whole(response: aiohttp.ClientResponse, body: bytes, request: httpx.Re
         raw = (*raw, (b"Content-Length", str(len(body)).encode()))
     answer = httpx.Response(response.status, headers=raw, stream=CLOSED_STREAM, request=request,
                             extensions=_EXTENSIONS)
-    answer._content = body  # what read() would set; pinned by tests/unit/test_transport.py
+    answer._content = body  # what read() would set; pinned by tests/unit/test_transport_direct.py
     answer.is_stream_consumed = answer.is_closed = True
     return answer
 
