@@ -4,83 +4,39 @@ What a transport failure *means* depends on whether the request may have reached
 vendor: a refused connection sent nothing (safe to go elsewhere); a submit whose answer
 was cut off may have created a paid job (``AmbiguousSubmit``).
 
-The client keeps httpx's API (adapters build ``httpx.Request``s) over aiohttp's
-connection pool: at 64 concurrent submit+status pairs httpx 0.28's own pool did 87
-pairs/s here and aiohttp under httpx's API 456 (docs/benchmarks.md).
-:class:`AiohttpTransport` maps aiohttp's errors by what they say about the request
-(``httpx_aiohttp``, which does the same conversion, turns a server that dropped the
-connection after reading a request into ``httpx.ConnectTimeout`` -- "nothing was
-sent" -- which would let a paid submit be repeated elsewhere).
-
-Every vendor call goes through ``client.send`` (one path, no shortcut around httpx) and
-through :class:`TimedTransport`, which times it by provider, operation and outcome: the
-call is tagged (:func:`tag`) with whom it is for and what it does.
+Every vendor call goes through ``client.send`` and through :class:`TimedTransport`, which
+times it by provider, operation and outcome: the call is tagged (:func:`tag`) with whom it is
+for and what it does. The aiohttp transport itself is ``gateway.transport_aiohttp``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import datetime
+import json
+import logging
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
 
-import aiohttp
 import httpx
-import yarl
+from pydantic import BaseModel, ValidationError
 
 from gateway.errors import AmbiguousSubmit, ProviderError, Unavailable
 from gateway.logs import vendor_called
+from gateway.transport_aiohttp import CLOSED_STREAM, WHOLE_BODY_BYTES, AiohttpTransport, ConnectionLimits, small_body
+from gateway.transport_tags import CALL_EXTENSION, CallObserver, Phase, tag
 
-
-class Phase(StrEnum):
-    """What a vendor call does (the ``operation`` of its timing)."""
-
-    SUBMIT = "submit"
-    POLL = "status"
-    RESULT = "result"
-    CANCEL = "cancel"
-    DOWNLOAD = "download"
-    #: reading the vendor's list of recent jobs (adoption by list scan)
-    LIST = "list"
-
+__all__ = ["CALL_EXTENSION", "WHOLE_BODY_BYTES", "AiohttpTransport", "CallObserver", "ConnectionLimits",
+           "GatewayClient", "NoCookies", "Phase", "TimedTransport", "URLPrefix", "json_model", "make_client",
+           "post_json", "send", "small_body", "tag", "unbound"]
 
 #: failures that happen before a byte of the request left this process
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
 
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """How many connections the one shared client may hold.
-
-    ``per_host`` bounds each vendor (vendors are distinct hosts), so one slow vendor
-    cannot take every connection; ``total`` bounds the process. In the sandbox all
-    vendors share one host, so ``per_host`` bounds them together there.
-    """
-
-    total: int = 256
-    per_host: int = 64
-    #: idle connections are dropped after this: below the 5 s that common servers
-    #: (uvicorn, many proxies) keep them, so a pooled connection is not reused just
-    #: as the server closes it -- a submit lost that way would be ambiguous
-    keepalive_s: float = 4.0
-
-
 # -- timing every vendor call ----------------------------------------------------------------
-
-#: the ``request.extensions`` key naming a vendor call: ``(provider, Phase)``
-CALL_EXTENSION = "reelgate.call"
-
-#: told of each finished vendor call: provider, operation, outcome, seconds
-CallObserver = Callable[[str, str, str, float], None]
-
-
-def tag(request: httpx.Request, provider: str, phase: Phase) -> httpx.Request:
-    """Mark ``request`` as ``phase`` at ``provider``, for :class:`TimedTransport`."""
-    request.extensions = {**request.extensions, CALL_EXTENSION: (provider, phase)}
-    return request
-
 
 class TimedTransport(httpx.AsyncBaseTransport):
     """Wraps the real transport and tells its observers how long each tagged call took,
@@ -134,18 +90,74 @@ class NoCookies(httpx.Cookies):
 
 class GatewayClient(httpx.AsyncClient):
     """httpx's client over :class:`AiohttpTransport`, every call timed by ``timing``; it
-    keeps no cookies (:class:`NoCookies`)."""
+    keeps no cookies (:class:`NoCookies`).
+
+    ``send`` goes straight to ``timing`` when nothing of httpx's client machinery can act
+    on the call: no auth (client's, per call, or ``user:pass@`` in the URL), no event hooks,
+    redirects not followed (the client never follows them), no cookies (:class:`NoCookies`),
+    no mounts (a client given its transport has no proxy mounts). httpx's ``send`` would
+    then still run an auth flow generator, a redirect loop and three more coroutine frames
+    per call (with the transport's ``_read_whole``, 15 % of a job's vendor-call instructions,
+    docs/benchmarks.md 6.vendorhttp). What
+    it would have done to the request and response is done here alike: the client's
+    timeouts on a request without its own, the request set on the response and on a
+    transport error, ``next_request`` on a redirect, ``elapsed`` stamped when a streamed
+    answer is closed, httpx's request log line. Anything else takes httpx's own ``send``."""
 
     def __init__(self, transport: httpx.AsyncBaseTransport, timeout: httpx.Timeout) -> None:
         self.timing = TimedTransport(transport)
         self._no_cookies = NoCookies()
         super().__init__(transport=self.timing, timeout=timeout, follow_redirects=False)
+        #: set once httpx's own send has opened the client (its open/closed state is its own)
+        self._opened = False
+        self._timeouts: tuple[httpx.Timeout, Mapping[str, float | None]] | None = None
 
     async def send(self, request: httpx.Request, *, stream: bool = False, **options: Any) -> httpx.Response:
         """httpx's ``send`` (``options``: its ``auth`` and ``follow_redirects``); a response
         read whole comes back :func:`unbound`."""
-        response = await super().send(request, stream=stream, **options)
-        return response if stream else unbound(response)
+        if (options or not self._opened or self.auth is not None or request.url.userinfo
+                or self.follow_redirects or any(self.event_hooks.values())):
+            response = await super().send(request, stream=stream, **options)
+            self._opened = True
+            return response if stream else unbound(response)
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        if "timeout" not in request.extensions:
+            request.extensions = {**request.extensions, "timeout": self._timeout_items()}
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            raise RuntimeError("Attempted to send an sync request with an AsyncClient instance.")
+        start = time.perf_counter()
+        try:
+            response = await self.timing.handle_async_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request  # as httpx's client does
+            raise
+        response.request = request
+        if response.has_redirect_location:  # not followed: said where it would go, as httpx does
+            response.next_request = self._build_redirect_request(request, response)
+        if _httpx_log.isEnabledFor(logging.INFO):
+            _httpx_log.info('HTTP Request: %s %s "%s %d %s"', request.method, request.url,
+                            response.http_version, response.status_code, response.reason_phrase)
+        if response.is_closed:  # read whole by the transport
+            return response
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Timed(response.stream, response, start)
+        if stream:
+            return response
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return unbound(response)
+
+    def _timeout_items(self) -> Mapping[str, float | None]:
+        """The client's timeouts as a request carries them; one read-only mapping per
+        ``Timeout`` (httpx makes a dict per call)."""
+        timeout = self.timeout
+        if self._timeouts is None or self._timeouts[0] is not timeout:
+            self._timeouts = (timeout, MappingProxyType(timeout.as_dict()))
+        return self._timeouts[1]
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -157,9 +169,23 @@ class GatewayClient(httpx.AsyncClient):
             raise ValueError("the gateway's client keeps no cookies: set them on the request")
 
 
-#: what a closed response's ``stream`` becomes: it is never read again (httpx raises
-#: ``StreamClosed`` / ``StreamConsumed`` first) and its ``aclose`` is never called twice
-_CLOSED_STREAM = httpx.ByteStream(b"")
+_httpx_log = logging.getLogger("httpx")
+
+
+class _Timed(httpx.AsyncByteStream):
+    """A streamed answer's body that stamps ``response.elapsed`` when closed (httpx's
+    client does the same with its own wrapper)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, response: httpx.Response, start: float) -> None:
+        self._stream, self._response, self._start = stream, response, start
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._response.elapsed = datetime.timedelta(seconds=time.perf_counter() - self._start)
+        await self._stream.aclose()
 
 
 def unbound(response: httpx.Response) -> httpx.Response:
@@ -171,8 +197,112 @@ def unbound(response: httpx.Response) -> httpx.Response:
     service's CPU in the collector; docs/benchmarks.md, section 6.gcloop). Unbound, they go
     the moment the last reference does."""
     if response.is_closed:
-        response.stream = _CLOSED_STREAM
+        response.stream = CLOSED_STREAM
     return response
+
+
+#: what may follow a :class:`URLPrefix` unparsed: unreserved characters and slashes, no dot
+#: (so no dot segment), nothing httpx would quote or normalise
+_PLAIN_TAIL = re.compile(r"[A-Za-z0-9_\-/]{1,512}")
+
+
+#: a GET's body, as ``httpx.Request`` makes it for a request without content
+_EMPTY_BODY = httpx.ByteStream(b"")
+
+
+class URLPrefix:
+    """``httpx.URL``s of the URLs under one prefix (a vendor's base URL), the prefix parsed once.
+
+    httpx parses every URL string in Python, character by character: about 60 % of building
+    a request to a job's status or content URL (docs/benchmarks.md 6.vendorhttp). A URL that
+    is this prefix plus a plain tail (a job id, ``/content``) is the prefix's parse with the
+    tail added to its path -- exactly what parsing the whole string gives, since the tail
+    has nothing httpx would quote and no dot segment, and the prefix is kept only when it
+    reads back unchanged. (``httpx.URL`` has no public constructor from parsed parts: it is
+    made on httpx 0.28's parse result, pinned by tests/unit/test_transport_direct.py.) Any
+    other URL comes back as its string, for httpx to parse."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix.rstrip("/") + "/"
+        try:
+            parsed = httpx.URL(self._prefix)
+        except httpx.InvalidURL:
+            parsed = None
+        exact = parsed is not None and str(parsed) == self._prefix and parsed.query == b"" and not parsed.fragment
+        self._parsed = getattr(parsed, "_uri_reference", None) if exact else None
+        self._host = parsed.netloc if parsed is not None and exact else b""
+        #: id(headers) -> (headers, the same headers after a Host header), for :meth:`get`
+        self._with_host: dict[int, tuple[httpx.Headers, httpx.Headers | None]] = {}
+
+    def url(self, url: str) -> httpx.URL | str:
+        prefix = self._prefix
+        if self._parsed is None or not url.startswith(prefix) or not _PLAIN_TAIL.fullmatch(url, len(prefix)):
+            return url
+        made = httpx.URL.__new__(httpx.URL)
+        made._uri_reference = self._parsed._replace(path=self._parsed.path + url[len(prefix):])
+        return made
+
+    def get(self, url: str, headers: httpx.Headers) -> httpx.Request:
+        """``httpx.Request("GET", url, headers=headers)`` for a status or content call, the
+        same request (``Host`` first, then ``headers``, an empty body read) made without
+        httpx's preparation of it: a body encoder, five header lookups and the header list
+        normalised twice, ~4x the CPU of the request itself (docs/benchmarks.md
+        6.vendorhttp). ``headers`` is a provider's own, the same object call after call."""
+        made = self.url(url)
+        entry = self._with_host.get(id(headers))
+        if entry is None or entry[0] is not headers:
+            if len(self._with_host) >= 16:  # headers made per call: keep nothing
+                self._with_host.clear()
+            with_host = None if "host" in headers else httpx.Headers([(b"Host", self._host), *headers.raw])
+            entry = self._with_host[id(headers)] = (headers, with_host)
+        if isinstance(made, str) or entry[1] is None:
+            return httpx.Request("GET", made, headers=headers)
+        request = httpx.Request("GET", made, headers=entry[1], stream=_EMPTY_BODY)
+        request.read()
+        return request
+
+
+#: id(headers) -> (headers, whether httpx would add all of Host, Content-Length and
+#: Content-Type to them), for :func:`post_json`
+_PLAIN_POST: dict[int, tuple[httpx.Headers, bool]] = {}
+
+
+def post_json(url: httpx.URL, body: Any, headers: httpx.Headers) -> httpx.Request:
+    """``httpx.Request("POST", url, json=body, headers=headers)`` -- the same request (the
+    same JSON bytes, ``Host`` first, then ``headers``, then ``Content-Length`` and
+    ``Content-Type``, the body read) without httpx's preparation of it: the body encoder's
+    type checks, header lookups and the header list normalised twice were most of a submit
+    request's CPU (docs/benchmarks.md 6.vendorhttp). ``headers`` is a provider's own, the
+    same object call after call; any it sets itself leave the request to httpx."""
+    entry = _PLAIN_POST.get(id(headers))
+    if entry is None or entry[0] is not headers:
+        if len(_PLAIN_POST) >= 16:  # headers made per call: keep nothing
+            _PLAIN_POST.clear()
+        plain = not any(name in headers for name in ("host", "content-length", "content-type", "transfer-encoding"))
+        entry = _PLAIN_POST[id(headers)] = (headers, plain)
+    if not entry[1] or not url.host:
+        return httpx.Request("POST", url, json=body, headers=headers)
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    request = httpx.Request("POST", url, stream=httpx.ByteStream(content), headers=httpx.Headers([
+        (b"Host", url.netloc), *headers.raw,
+        (b"Content-Length", str(len(content)).encode()), (b"Content-Type", b"application/json")]))
+    request.read()
+    return request
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def json_model(model: type[Model], response: httpx.Response) -> Model:
+    """``model.model_validate(response.json())``, read by pydantic straight from the bytes
+    when it can: ``json.loads`` into a dict then validating that dict was ~4x the CPU of one
+    pass (docs/benchmarks.md 6.vendorhttp). Whatever pydantic's JSON reader refuses (a BOM,
+    UTF-16, a lone surrogate escape, a control character in a string, a body that is not
+    the model) is read the old way, so an answer means, and fails, as it did."""
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        return model.model_validate(response.json())
 
 
 def make_client(timeout_s: float = 30.0, limits: ConnectionLimits | None = None) -> GatewayClient:
@@ -210,166 +340,3 @@ def _failure(exc: httpx.TransportError, provider: str, phase: Phase) -> Provider
         return AmbiguousSubmit(f"the submit was sent but no answer came ({type(exc).__name__}); a job may exist",
                                provider=provider)
     return Unavailable(f"{phase} call failed ({type(exc).__name__})", provider=provider)
-
-
-# -- the aiohttp transport -------------------------------------------------------------------
-
-#: aiohttp's errors, most specific first, by what they say about the request
-_AIOHTTP_ERRORS: tuple[tuple[type[aiohttp.ClientError], type[httpx.TransportError]], ...] = (
-    (aiohttp.ClientConnectorError, httpx.ConnectError),        # refused, DNS, TLS handshake
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),    # no connection in time (pool or connect)
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),           # sent; the answer did not come in time
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),  # closed after reading the request
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),   # the body was cut off
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # an answer that is not HTTP
-    (aiohttp.ClientOSError, httpx.ReadError),                  # reset or broken pipe on a live connection
-)
-
-
-def _mapped(exc: aiohttp.ClientError) -> httpx.TransportError:
-    for source, target in _AIOHTTP_ERRORS:
-        if isinstance(exc, source):
-            return target(str(exc) or type(exc).__name__)
-    return httpx.TransportError(str(exc) or type(exc).__name__)
-
-
-@contextlib.contextmanager
-def _aiohttp_errors_mapped() -> Iterator[None]:
-    try:
-        yield
-    except aiohttp.ClientError as exc:
-        raise _mapped(exc) from exc
-
-
-class _AiohttpStream(httpx.AsyncByteStream):
-    """A streamed response body (``client.send(..., stream=True)``), errors mapped."""
-
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _aiohttp_errors_mapped():
-            async for chunk in self._response.content.iter_chunked(_CHUNK_BYTES):
-                yield chunk
-
-    async def aclose(self) -> None:
-        with _aiohttp_errors_mapped():
-            self._response.release()
-
-
-#: read size of a streamed body (a download being mirrored)
-_CHUNK_BYTES = 64 * 1024
-#: a download declared at most this long (and not compressed) is read in one piece, by
-#: the transport and by its reader: the size the mirror's writer batches anyway
-WHOLE_BODY_BYTES = 1024 * 1024
-_EXTENSIONS = {"http_version": b"HTTP/1.1"}
-
-
-def small_body(headers: Mapping[str, str]) -> bool:
-    """Whether an answer with these (case-insensitive) headers is read whole rather than
-    streamed: its declared length is at most ``WHOLE_BODY_BYTES`` and it is not compressed
-    (a small gzip body may inflate to any size; streamed, its reader's size cap stops it
-    chunk by chunk). A larger declared length is left to the reader, who refuses it before
-    reading a byte when it is over its cap."""
-    declared = headers.get("content-length", "")
-    encoding = headers.get("content-encoding", "identity").strip().lower()
-    return declared.isdigit() and int(declared) <= WHOLE_BODY_BYTES and encoding in ("", "identity")
-
-
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx requests over one aiohttp session: per-host limits, no cookie jar, and errors
-    mapped by whether the request may have reached the server.
-
-    (``httpx_aiohttp`` does the same conversion but maps a server that hung up after
-    reading the request to ``ConnectTimeout``, "nothing was sent".)
-    """
-
-    def __init__(self, limits: ConnectionLimits) -> None:
-        self._limits = limits
-        # made on first use, inside the event loop that will run it
-        self._session: aiohttp.ClientSession | None = None
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """httpx's entry point. A vendor call's answer (tagged, not a download) is read here
-        in one piece and its connection goes back to the pool at once: handing httpx a
-        stream it reads back chunk by chunk through its async generators cost more CPU
-        than the rest of the call's client side (docs/benchmarks.md, section 4). So is a
-        download declared small and not compressed (:func:`small_body`): the mirror
-        writes it in one piece anyway. Anything else (large downloads, untagged calls) is
-        streamed: httpx reads it, or the caller does.
-
-        (aiohttp's errors are mapped by a plain ``try``, not :func:`_aiohttp_errors_mapped`:
-        a context manager's generator per call, on every vendor call.)"""
-        timeout = _aiohttp_timeout(request.extensions.get("timeout") or _NO_TIMEOUTS)
-        call = request.extensions.get(CALL_EXTENSION)
-        try:
-            response = await self._request(request, timeout)
-            if call is not None and (call[1] is not Phase.DOWNLOAD or small_body(response.headers)):
-                try:
-                    body = await response.read()
-                finally:
-                    response.release()
-                # content=: httpx decodes it by Content-Encoding and marks it read
-                return httpx.Response(response.status, headers=response.raw_headers, content=body,
-                                      request=request, extensions=_EXTENSIONS)
-        except aiohttp.ClientError as exc:
-            raise _mapped(exc) from exc
-        return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
-                              request=request, extensions=_EXTENSIONS)
-
-    def _request(self, request: httpx.Request,
-                 timeout: aiohttp.ClientTimeout) -> Awaitable[aiohttp.ClientResponse]:
-        """aiohttp's request, to be awaited by the caller (a plain function: one coroutine
-        frame fewer per call)."""
-        try:
-            data: object = request.content or None
-        except httpx.RequestNotRead:
-            data = request.stream  # a streamed upload; aiohttp frames it itself
-            request.headers.pop("transfer-encoding", None)
-        return self.session().request(
-            request.method,
-            # httpx has already parsed and percent-encoded the URL: tell yarl not to redo it
-            yarl.URL(str(request.url), encoded=True),
-            headers=request.headers.multi_items(),
-            data=data,
-            allow_redirects=False,
-            auto_decompress=False,  # httpx decodes by Content-Encoding
-            compress=False,
-            timeout=timeout,
-        )
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = _session(self._limits)
-        return self._session
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-
-
-_NO_TIMEOUTS: Mapping[str, float | None] = {}
-#: (connect, read, pool) -> aiohttp's timeout: every call of one client carries the same
-#: three figures, so the (frozen) aiohttp object is made once, not per call
-_TIMEOUTS: dict[tuple[float | None, float | None, float | None], aiohttp.ClientTimeout] = {}
-
-
-def _aiohttp_timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
-    """httpx's timeouts in aiohttp's terms (no total: a long download is not a failure)."""
-    key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
-    made = _TIMEOUTS.get(key)
-    if made is None:
-        if len(_TIMEOUTS) >= 64:  # per-request timeouts of every value: keep the table small
-            _TIMEOUTS.clear()
-        made = _TIMEOUTS[key] = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
-    return made
-
-
-def _session(limits: ConnectionLimits) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=limits.total, limit_per_host=limits.per_host,
-                                     keepalive_timeout=limits.keepalive_s)
-    # Cookies are httpx's business (and a vendor's cookie must never reach another call).
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())

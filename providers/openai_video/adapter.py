@@ -55,6 +55,7 @@ from gateway.provider import (
     VideoResult,
 )
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
+from gateway.transport import URLPrefix, json_model, post_json
 
 Phase = Literal["submit", "status", "content", "model", "list"]
 #: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
@@ -207,10 +208,8 @@ def retry_after_s(headers: httpx.Headers, now: float | None = None) -> float | N
     return None
 
 
-def classify_error(
-    provider: str, catalog: OpenAIVideoCatalog, response: httpx.Response, *, phase: Phase,
-    now: float | None = None,
-) -> ProviderError:
+def classify_error(provider: str, catalog: OpenAIVideoCatalog, response: httpx.Response, *, phase: Phase,
+                   now: float | None = None) -> ProviderError:
     """One non-success response as a gateway error, by status code and ``error.code``."""
     status = response.status_code
     body = _error_body(response)
@@ -248,6 +247,7 @@ class OpenAIVideoAdapter(Provider):
         super().__init__(settings)
         self.cat = self.catalog.with_options(settings.options)
         self._create_url: httpx.URL | None = None
+        self._job_urls = URLPrefix(self.base_url)  # a job's status and content URLs, cheaply parsed
 
     # -- data ------------------------------------------------------------------------
     def capabilities(self) -> dict[ModelFamily, Capabilities]:
@@ -292,7 +292,7 @@ class OpenAIVideoAdapter(Provider):
             body["metadata"] = {self.cat.metadata_key: attempt_key}
         if self._create_url is None:  # parsed once: httpx parses a URL string in Python on every request
             self._create_url = httpx.URL(self._url(self.base_url, self.cat.paths.create))
-        return httpx.Request("POST", self._create_url, json=body, headers=self._headers("application/json"))
+        return post_json(self._create_url, body, self._headers("application/json"))
 
     def parse_submit(self, request: VideoRequest, response: httpx.Response) -> VendorJob:
         video = self._video(response, phase="submit")
@@ -331,7 +331,7 @@ class OpenAIVideoAdapter(Provider):
         return str(value) if value is not None else None
 
     def build_status(self, job: VendorJob) -> httpx.Request:
-        return httpx.Request("GET", job.urls["status"], headers=self._headers("application/json"))
+        return self._job_urls.get(job.urls["status"], self._headers("application/json"))
 
     def parse_status(self, job: VendorJob, response: httpx.Response) -> VendorStatus:
         video = self._video(response, phase="status")
@@ -350,7 +350,7 @@ class OpenAIVideoAdapter(Provider):
         # The content endpoint wants the Bearer key; any other host (a CDN the vendor
         # redirected us to) must never see it.
         if result.url.startswith(job.base_url.rstrip("/") + "/"):
-            return httpx.Request("GET", result.url, headers=self._headers("application/binary"))
+            return self._job_urls.get(result.url, self._headers("application/binary"))
         return httpx.Request("GET", result.url)
 
     # -- model pricing (for a later price refresh by the core) -----------------------------
@@ -366,7 +366,7 @@ class OpenAIVideoAdapter(Provider):
         if not response.is_success:
             raise classify_error(self.name, self.cat, response, phase=phase)
         try:
-            return Video.model_validate(response.json())
+            return json_model(Video, response)
         except (ValueError, ValidationError) as exc:
             raise ProtocolError(f"unreadable video object ({type(exc).__name__})", provider=self.name,
                                 status_code=response.status_code) from exc
