@@ -10,7 +10,12 @@ naming it that is saved afterwards (a job's kept video) never outlives it in a c
 crash or a cap hit before that leaves the previous file (or none) under the name, never
 part of one (and, unnamed, no temporary file either).
 
-Cost per file (``reelgate serve`` keeps one video per job, 1 KiB in ``bench.service``):
+A whole body up to ``keeper.LOOP_WRITE_BYTES`` (``reelgate serve`` keeps one video per job,
+1 KiB in ``bench.service``) is written on the event loop and made durable in the keeper's
+rounds, one ``syncfs`` for every file finishing at the time, in the same order (bytes
+durable, then named, then the name durable, then return): :mod:`gateway.storage.keeper`,
+~1/3 of the CPU per file of the path below (docs/benchmarks.md 6.keepio). The rest, and
+every file where ``syncfs`` does not report writeback errors (Linux before 5.8, other systems):
 opening, writing, fsyncing and naming run in **one** worker-thread call for a body that
 arrives in one piece or within ``WRITE_BUFFER_BYTES``; larger bodies add one call per
 ``WRITE_BUFFER_BYTES`` batch (a call per ~16 KiB network chunk cost more than the copy).
