@@ -44,6 +44,7 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 #: for 64 KiB); larger ones go to a worker thread as before
 LOOP_WRITE_BYTES = 256 * 1024
 _SYNCFS_REPORTS_ERRORS = (5, 8)
+#: rounds start at least this far apart: every syncfs also forces other writers' dirty pages
+#: out (a database on the same filesystem waits for its commits' fsyncs behind them)
+ROUND_GAP_S = 0.02
 
 
 def _load_syncfs() -> Callable[[int], None] | None:
@@ -127,7 +131,10 @@ class Keeper:
             self._waiting.notify()
 
     def _run(self) -> None:
+        started = 0.0
         while True:
+            time.sleep(max(0.0, started + ROUND_GAP_S - time.monotonic()))
+            started = time.monotonic()
             with self._lock:
                 while not self._queue:
                     self._waiting.wait()
