@@ -15,8 +15,11 @@ there (open, write, fsync, link, close, directory fsync), and each one gives up 
 must take it back from a busy event loop: under ``bench.service`` the 8 file threads spent
 ~8 % of the service's CPU in futex alone. Here the loop makes the non-blocking calls
 (no hand-off: nobody else waits for the GIL), and the keeper makes two blocking calls per
-round for all its files; rounds follow each other back to back under load, so files that
-finish while one runs share the next (docs/benchmarks.md 6.keepio).
+round for all its files; files that finish while one round runs share the next. Rounds
+start at least ``ROUND_GAP_S`` apart (a put waits ~2-3 of them: tens of ms).
+Measured (docs/benchmarks.md 6.keepio): ~1/3 of the CPU per small put, service CPU per
+pair x1.2 on SQLite and PostgreSQL. Tried and left: the open and write in a worker thread
+(one hop per file, the expensive inode allocation off the loop): no cheaper, no faster.
 
 **Why ``syncfs`` is as durable as ``fsync`` of each file and of its directory.** ``syncfs``
 (``sync_filesystem``) writes back and waits for every dirty inode of the filesystem (our
@@ -32,8 +35,13 @@ writeback error is reported by some round; a failed round fails all its files, a
 written before a failure reported by a round it was not part of fails too (the error may
 have been its pages, written early by that round or by the flusher). Older kernels (no
 error reporting), non-Linux systems and a libc without ``syncfs`` use the per-file path.
-The price: ``syncfs`` writes other programs' dirty data on that filesystem too (SQLite's
-WAL, which it fsyncs itself anyway), measured in the service A/B.
+Checked on this machine's kernel (6.18): with ext4 on a loop device whose backing store
+fills up, another writer's lost pages fail every file of the next round with EIO.
+The price: ``syncfs`` also writes other programs' dirty pages on that filesystem (SQLite's
+WAL and PostgreSQL's files when they share it), and its round waits for them: back-to-back
+rounds cost a PostgreSQL on the same disk a third of its pairs/s, hence the gap; a writer
+dirtying 20-80 MiB/s beside us made a round ~2x longer. A store that shares its filesystem
+with a heavy writer is better on a filesystem of its own.
 """
 
 from __future__ import annotations
