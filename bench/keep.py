@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/keep.py [--videos 2000] [--concurrency 64]
                                                 [--rounds 3] [--baseline DIR] [--kinds put mirror]
-                                                [--file-threads N [N ...]]
+                                                [--file-threads N [N ...]] [--compare-rounds]
 
 ``reelgate serve`` keeps every finished video: it downloads it from the vendor
 (``gateway.storage.mirror``) and writes it into result storage (``LocalStorage.put``:
@@ -22,7 +22,12 @@ per video. ``--baseline DIR``
 (``git archive <commit> | tar -x -C DIR``) runs the same in a child process on that tree's
 ``gateway``, alternating round by round (which side goes first alternates too), and prints
 the CPU ratio baseline / this tree, user and kernel time apart. ``--file-threads 2 8``
-instead runs this tree with each count of file-writing threads, side by side.
+instead runs this tree with each count of file-writing threads, side by side;
+``--compare-rounds`` runs this tree with the per-file thread path (``keeper.syncfs`` off, as
+on a kernel before 5.8) against its rounds (``gateway/storage/keeper.py``). ``kthreads`` is
+the CPU of every kernel thread of the machine meanwhile (``syncfs`` has the flusher
+kworkers write the pages it waits for, so their CPU is part of its cost; other programs'
+I/O shows up there too, so read it as a comparison between alternating sides).
 
 Fairness on ext4 without a journal (this machine's root): allocating an inode skips every
 free inode of the block group deleted in the last 60-300 s (``recently_deleted``), so a
@@ -61,6 +66,9 @@ async def measure(kind: str, videos: int, concurrency: int, upstream: str, root:
 
     if threads := os.environ.get("REELGATE_BENCH_FILE_THREADS"):
         atomic_file.FILE_THREADS = int(threads)  # read when the pool starts, at the first write
+    if os.environ.get("REELGATE_BENCH_NO_ROUNDS"):
+        from gateway.storage import keeper
+        keeper.syncfs = None
     client = make_client()
     # ``root`` is deleted by the parent once every run is done (see the module's note)
     storage = LocalStorage(root / "videos")
@@ -76,19 +84,36 @@ async def measure(kind: str, videos: int, concurrency: int, upstream: str, root:
                 await mirror(client, request, storage, key, provider="bench")
 
     await asyncio.gather(*(one(n) for n in range(min(50, videos))))  # warm: connections, directory
-    before, wall = os.times(), time.perf_counter()
+    before, wall, kernel_threads = os.times(), time.perf_counter(), kthreads_cpu()
     await asyncio.gather(*(one(n) for n in range(50, 50 + videos)))
-    after, wall = os.times(), time.perf_counter() - wall
+    after, wall, kernel_threads = os.times(), time.perf_counter() - wall, kthreads_cpu() - kernel_threads
     await client.aclose()
     user, system = after.user - before.user, after.system - before.system
     return {"cpu_us": (user + system) / videos * 1e6, "user_us": user / videos * 1e6,
-            "sys_us": system / videos * 1e6, "wall_ms": wall / videos * 1e3}
+            "sys_us": system / videos * 1e6, "wall_ms": wall / videos * 1e3,
+            "kthreads_us": kernel_threads / videos * 1e6}
+
+
+def kthreads_cpu() -> float:
+    """CPU seconds of every kernel thread (children of kthreadd, pid 2) so far; 0 off Linux."""
+    total = 0
+    for pid in os.listdir("/proc") if os.path.isdir("/proc/2") else ():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == "2":
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def child(side: Side, kind: str, args: argparse.Namespace, upstream: str, root: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": side.tree or str(HERE)}
     if side.threads is not None:
         env["REELGATE_BENCH_FILE_THREADS"] = str(side.threads)
+    if not side.rounds:
+        env["REELGATE_BENCH_NO_ROUNDS"] = "1"
     out = subprocess.run([sys.executable, __file__, "--child", kind, str(args.videos), str(args.concurrency), upstream,
                           str(root)], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
@@ -100,12 +125,16 @@ class Side(NamedTuple):
     tree: str | None = None
     #: ``atomic_file.FILE_THREADS`` for the run (``None``: the tree's own)
     threads: int | None = None
+    #: small files in the keeper's rounds (``False``: the per-file thread path)
+    rounds: bool = True
 
 
 def sides_of(args: argparse.Namespace) -> list[Side]:
     """Baseline and this tree, or this tree with each ``--file-threads`` count; the first is
     the one the ratios divide by the second."""
     threads = args.file_threads or [None]
+    if args.compare_rounds:
+        return [Side("per-file", None, threads[0], False), Side("rounds", None, threads[0])]
     if len(threads) > 1:
         return [Side(f"{n} threads", None, n) for n in threads]
     if args.baseline:
@@ -128,6 +157,8 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", choices=("put", "mirror"), default=["put", "mirror"])
     parser.add_argument("--file-threads", type=int, nargs="+", metavar="N",
                         help="atomic_file.FILE_THREADS for both sides; two or more: this tree with each, side by side")
+    parser.add_argument("--compare-rounds", action="store_true",
+                        help="this tree's per-file thread path against its rounds, side by side")
     args = parser.parse_args()
     sides = sides_of(args)
     port = free_port()
@@ -153,11 +184,12 @@ def main() -> None:
                         runs += 1
                         results[side.name] = r = child(side, kind, args, upstream, Path(tmp) / f"run-{runs}")
                         print(f"{kind:7s} {side.name:10s} {r['cpu_us']:7.1f} us CPU/video (user {r['user_us']:6.1f}, "
-                              f"kernel {r['sys_us']:6.1f})  {r['wall_ms']:6.3f} ms wall", flush=True)
+                              f"kernel {r['sys_us']:6.1f})  {r['wall_ms']:6.3f} ms wall  "
+                              f"kthreads {r['kthreads_us']:6.1f} us", flush=True)
                     if len(sides) == 2:
-                        for part in ("cpu_us", "user_us", "sys_us"):
+                        for part in ("cpu_us", "user_us", "sys_us", "kthreads_us"):
                             ratios.setdefault(kind, {}).setdefault(part, []).append(
-                                results[sides[0].name][part] / results[sides[1].name][part])
+                                results[sides[0].name][part] / max(results[sides[1].name][part], 1e-9))
         for kind, parts in ratios.items():
             print(f"{kind}: {sides[0].name} / {sides[1].name}, median of {args.rounds}: "
                   + ", ".join(f"{part[:-3]} x{statistics.median(values):.2f}" for part, values in parts.items())

@@ -10,7 +10,12 @@ naming it that is saved afterwards (a job's kept video) never outlives it in a c
 crash or a cap hit before that leaves the previous file (or none) under the name, never
 part of one (and, unnamed, no temporary file either).
 
-Cost per file (``reelgate serve`` keeps one video per job, 1 KiB in ``bench.service``):
+A whole body up to ``keeper.LOOP_WRITE_BYTES`` (``reelgate serve`` keeps one video per job,
+1 KiB in ``bench.service``) is written on the event loop and made durable in the keeper's
+rounds, one ``syncfs`` for every file finishing at the time, in the same order (bytes
+durable, then named, then the name durable, then return): :mod:`gateway.storage.keeper`,
+~1/3 of the CPU per file of the path below (docs/benchmarks.md 6.keepio). The rest, and
+every file where ``syncfs`` does not report writeback errors (Linux before 5.8, other systems):
 opening, writing, fsyncing and naming run in **one** worker-thread call for a body that
 arrives in one piece or within ``WRITE_BUFFER_BYTES``; larger bodies add one call per
 ``WRITE_BUFFER_BYTES`` batch (a call per ~16 KiB network chunk cost more than the copy).
@@ -36,7 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from gateway.permissions import FILE_MODE, open_private, private_dirs
+from gateway.storage import keeper as keeper_module
 from gateway.storage.base import ChunkDigest, Chunks, iter_chunks
+from gateway.storage.keeper import keeper
 
 #: network chunks are ~16 KiB and a thread hop per chunk dominated (a 64 MiB mirror
 #: over loopback: 40 MiB/s writing each chunk, 150 MiB/s batched), so writes are batched
@@ -94,7 +101,10 @@ async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = No
     try:
         if isinstance(chunks, (bytes, bytearray, memoryview)):  # the whole body: one hop
             digest.count(chunks)
-            await _in_thread(file, file.finish, chunks)
+            if _in_rounds(file, chunks):
+                await keeper().keep(file, chunks)
+            else:
+                await _in_thread(file, file.finish, chunks)
             return digest
         pending = bytearray()
         async with contextlib.aclosing(iter_chunks(chunks)) as stream:
@@ -108,6 +118,13 @@ async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = No
         file.discard()
         raise
     return digest
+
+
+def _in_rounds(file: _TempFile, data: Bytes) -> bool:
+    """Whether the body is written on the loop and made durable in the keeper's rounds
+    (:mod:`gateway.storage.keeper`): small, ``syncfs`` usable, the directory taking unnamed files."""
+    return (len(data) <= keeper_module.LOOP_WRITE_BYTES and keeper_module.syncfs is not None
+            and _O_TMPFILE is not None and file.directory.tmpfile)
 
 
 async def _in_thread(file: _TempFile, step: Callable[[Bytes], None], data: Bytes) -> None:
@@ -179,6 +196,12 @@ class _TempFile:
         os.fsync(self.fd)  # bytes and inode on disk before any name leads to them
         if self.abandoned:
             raise _Abandoned  # discard() closes the file and removes any temporary name
+        self.place()
+        self.directory.sync_after_naming()
+
+    def place(self) -> None:
+        """Names the written file ``target`` (its bytes already durable) and closes it."""
+        assert self.fd is not None
         if self.temp is None:
             self._link()
         os.close(self.fd)
@@ -186,7 +209,6 @@ class _TempFile:
         if self.temp is not None:
             os.replace(self.temp, self.target)
             self.temp = None
-        self.directory.sync_after_naming()
 
     def _link(self) -> None:
         """Names the unnamed file ``target``; where ``target`` exists (a keep tried again),

@@ -3,8 +3,10 @@
 Writes are :func:`gateway.storage.atomic_file.write_file`: an unnamed file (or a hidden
 temporary one) in the target's own directory, fsynced and then named, the directory fsynced
 after, so a crash or a cap hit mid-download never leaves a truncated video under a real key
-and a put that returned survives a crash. File I/O runs in a worker thread (one call for a
-small video) so a slow disk does not stall the event loop.
+and a put that returned survives a crash. A small video is written on the event loop (into
+the page cache) and made durable by the keeper thread's ``syncfs`` rounds, shared with the
+puts finishing at the same time (:mod:`gateway.storage.keeper`); a larger one is written by
+a worker thread (one call per MiB), so a slow disk does not stall the event loop.
 """
 
 from __future__ import annotations
