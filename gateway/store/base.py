@@ -56,7 +56,7 @@ class JobRow:
     @classmethod
     def of(cls, job: VideoJob) -> JobRow:
         return cls(job.id, job.status.value, job.request.idempotency_key, job.created_at,
-                   job.updated_at, codec.dumps(codec.encode_job(job)), job.at_risk_usd > 0,
+                   job.updated_at, codec.job_json(job), job.at_risk_usd > 0,
                    job.status.terminal and job.request.webhook_url is not None)
 
 
