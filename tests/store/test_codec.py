@@ -126,3 +126,15 @@ def test_an_edits_source_length_comes_back_and_older_documents_have_none() -> No
     doc = codec.encode_job(new_job())
     del doc["source_s"]  # written before an edit recorded its source's length
     assert codec.decode_job(doc).source_s is None and codec.decode_job(doc).seconds == 5
+
+
+def test_the_written_document_is_the_jobs_encoding_and_follows_a_new_request() -> None:
+    # the request's part is encoded once per job and kept on it (codec.request_json): a job
+    # given another request object must be written with that one, never the kept text
+    job = finished_job()
+    assert json.loads(codec.job_json(job)) == codec.encode_job(job)
+    assert codec.job_json(job) == codec.job_json(job)
+    job.request = job.request.model_copy(update={"prompt": "another take"})
+    assert json.loads(codec.job_json(job)) == codec.encode_job(job)
+    assert json.loads(codec.job_json(job))["request"]["prompt"] == "another take"
+    assert codec.fingerprint(job.request) == codec.digest(codec.encode_request(job.request))
