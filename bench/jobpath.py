@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench.common import machine
 from gateway.api import Gateway
-from gateway.config import PollingConfig, Settings
+from gateway.config import PollingConfig, ProviderConfig, Settings
 from gateway.job import VideoJob
 from gateway.provider import ProviderSettings, Secret, VendorJob, VendorState, VendorStatus, VideoResult
 from gateway.request import VideoRequest
@@ -72,7 +72,9 @@ async def keep(job: VideoJob) -> None:
 
 
 def gateway(store: SqliteJobStore) -> Gateway:
-    settings = Settings(polling=PollingConfig(initial_s=0.01, max_s=0.05))
+    # configured as bench.service configures the service (a provider's settings are looked up per job)
+    settings = Settings(providers={"railwail": ProviderConfig(base_url=BASE_URL, api_key="k")},
+                        polling=PollingConfig(initial_s=0.01, max_s=0.05))
     adapter = RailwailAdapter(ProviderSettings("railwail", api_key=Secret("k"), credential_ref="env:RAILWAIL_KEY",
                                                base_url=BASE_URL))
     gw = Gateway(settings, {"railwail": adapter}, sleep=no_sleep, store=store, rng=random.Random(0))

@@ -78,7 +78,7 @@ def _state(job: VideoJob) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "id": job.id,
-        "status": job.status.value,
+        "status": str(job.status),  # a StrEnum's value: str() is a C call, ``.value`` a Python property
         "created_at": job.created_at,
         "updated_at": job.updated_at,
         "attempts": [encode_attempt(a) for a in job.attempts],
@@ -159,7 +159,7 @@ def encode_attempt(attempt: Attempt) -> dict[str, Any]:
         "vendor_model": attempt.vendor_model,
         "started_at": attempt.started_at,
         "attempt_key": attempt.attempt_key,
-        "outcome": attempt.outcome.value,
+        "outcome": str(attempt.outcome),
         "ended_at": attempt.ended_at,
         "vendor_job": None if attempt.vendor_job is None else attempt.vendor_job.to_dict(),
         "error": attempt.error,

@@ -138,3 +138,14 @@ def test_the_written_document_is_the_jobs_encoding_and_follows_a_new_request() -
     assert json.loads(codec.job_json(job)) == codec.encode_job(job)
     assert json.loads(codec.job_json(job))["request"]["prompt"] == "another take"
     assert codec.fingerprint(job.request) == codec.digest(codec.encode_request(job.request))
+
+
+def test_states_are_written_as_their_plain_values() -> None:
+    # the codec writes str(status) (a C call) for status.value (a Python property): the same
+    # plain text only while the enums are StrEnums
+    from gateway.job import AttemptOutcome, JobStatus
+
+    for member in (*JobStatus, *AttemptOutcome):
+        assert type(str(member)) is str and str(member) == member.value
+    doc = json.loads(codec.job_json(finished_job()))
+    assert doc["status"] == "succeeded" and [a["outcome"] for a in doc["attempts"]] == ["rejected", "succeeded"]
