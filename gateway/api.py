@@ -188,7 +188,9 @@ class Gateway(JobTasks):
         # Pacing: let the loop run once per submit, so a caller submitting thousands of jobs
         # in a loop does not hold it (for seconds) until the last one is planned.
         await asyncio.sleep(0)
-        digest = codec.fingerprint(request)
+        sent = request
+        encoded = codec.encode_request(sent)  # once for the fingerprint and the job's first write
+        digest = codec.digest(encoded)
         key = request.idempotency_key
         if key is not None:
             existing = await self._by_key(key, owner)
@@ -197,6 +199,8 @@ class Gateway(JobTasks):
         request, source_s = await resolve_source(self, request, owner)  # a job-id source becomes its video
         plan, estimate = self._estimate(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest, source_s=source_s)
+        if request is sent:
+            codec.remember_request(job, encoded)
         # the caller's budget, then the gateway's, refuse before any vendor call
         ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:

@@ -12,8 +12,8 @@ the one backward edge, and the attempt list keeps what happened.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -135,7 +135,8 @@ class VideoOutput:
 @dataclass
 class VideoJob:
     request: VideoRequest
-    id: str = field(default_factory=lambda: f"vid_{uuid.uuid4().hex}")
+    #: 32 random hex digits, as a uuid4's were (os.urandom alone: uuid4 builds a UUID to print it)
+    id: str = field(default_factory=lambda: "vid_" + os.urandom(16).hex())
     status: JobStatus = JobStatus.QUEUED
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
@@ -161,6 +162,9 @@ class VideoJob:
     parent_id: str | None = None
     #: an edit's source length in seconds, when known at submit (a modify or reframe keeps it)
     source_s: float | None = None
+    #: the request as the stores write it (JSON), made once per job by gateway/store/codec.py
+    #: and keyed by the request object; not state: never stored, compared or shown
+    request_json: tuple[VideoRequest, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- state machine ---------------------------------------------------------------
     def move(self, status: JobStatus) -> None:

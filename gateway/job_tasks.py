@@ -179,7 +179,10 @@ class JobTasks:
         through a store outage it waits for the store rather than end the job with what the
         store lacks (gateway/store/outage.py)."""
         if self.store is not None:
-            await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep)
+            try:  # the first try without the retry loop's frames: every save of every job makes one
+                await self.store.save(job, lease_owner=self.lease_owner)
+            except StoreUnavailable as exc:
+                await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep, failed=exc)
 
     async def store_step(self, step: Callable[[], Awaitable[T]], job_id: str) -> T:
         """A store read or write in a job's own task that it cannot go on without (a sequence's

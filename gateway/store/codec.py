@@ -54,13 +54,33 @@ def _strict_json(doc: dict[str, Any]) -> str:
 
 
 def encode_job(job: VideoJob) -> dict[str, Any]:
+    return {**_state(job), "request": encode_request(job.request)}
+
+
+def job_json(job: VideoJob) -> str:
+    """``dumps(encode_job(job))``, with the request's part written once per job: a request
+    never changes (frozen), and a job is written four times or more (bench/jobpath.py)."""
+    request = request_json(job)
+    state = dumps(_state(job))
+    return '{"request":' + request + "," + state[1:]
+
+
+def request_json(job: VideoJob) -> str:
+    """The job's request as JSON text, kept on the job for its next writes."""
+    cached = job.request_json
+    if cached is None or cached[0] is not job.request:  # a new request object: encoded anew
+        cached = job.request_json = (job.request, dumps(encode_request(job.request)))
+    return cached[1]
+
+
+def _state(job: VideoJob) -> dict[str, Any]:
+    """Everything of the job document but its request."""
     return {
         "format": FORMAT,
         "id": job.id,
-        "status": job.status.value,
+        "status": str(job.status),  # a StrEnum's value: str() is a C call, ``.value`` a Python property
         "created_at": job.created_at,
         "updated_at": job.updated_at,
-        "request": encode_request(job.request),
         "attempts": [encode_attempt(a) for a in job.attempts],
         "output": None if job.output is None else encode_output(job.output),
         "error": job.error,
@@ -113,8 +133,19 @@ def fingerprint(request: VideoRequest) -> str:
     """A digest of the request's canonical document: equal requests, however they were
     spelled (field order, header or body key, OpenAI size or aspect + resolution), give
     equal digests."""
-    canonical = json.dumps(encode_request(request), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return digest(encode_request(request))
+
+
+def digest(encoded: dict[str, Any]) -> str:
+    """``fingerprint`` of a request already encoded (``encode_request``), which it leaves as it is."""
+    canonical = json.dumps(encoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def remember_request(job: VideoJob, encoded: dict[str, Any]) -> None:
+    """Keep ``encoded`` (``encode_request(job.request)``, e.g. made for its fingerprint) as the
+    job's request document: its first write need not encode the request again."""
+    job.request_json = (job.request, dumps(encoded))
 
 
 def decode_request(data: dict[str, Any]) -> VideoRequest:
@@ -128,7 +159,7 @@ def encode_attempt(attempt: Attempt) -> dict[str, Any]:
         "vendor_model": attempt.vendor_model,
         "started_at": attempt.started_at,
         "attempt_key": attempt.attempt_key,
-        "outcome": attempt.outcome.value,
+        "outcome": str(attempt.outcome),
         "ended_at": attempt.ended_at,
         "vendor_job": None if attempt.vendor_job is None else attempt.vendor_job.to_dict(),
         "error": attempt.error,

@@ -45,30 +45,38 @@ SAVE_RETRY_S = 300.0
 
 async def save_through_outage(store: JobStore, job: VideoJob, *, lease_owner: str | None,
                               sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                              clock: Callable[[], float] = time.monotonic) -> None:
+                              clock: Callable[[], float] = time.monotonic,
+                              failed: StoreUnavailable | None = None) -> None:
     """``store.save(job)``, tried again while the store is unavailable (at most ``SAVE_RETRY_S``).
-    Each try writes the job as it stands then. ``LeaseLost`` and other errors pass at once."""
-    await through_outage(lambda: store.save(job, lease_owner=lease_owner), "job", job.id, sleep=sleep, clock=clock)
+    Each try writes the job as it stands then. ``LeaseLost`` and other errors pass at once.
+    ``failed``: the caller's own first try just failed so (``JobTasks.checkpoint``)."""
+    await through_outage(lambda: store.save(job, lease_owner=lease_owner), "job", job.id, sleep=sleep, clock=clock,
+                         failed=failed)
 
 
 async def through_outage(write: Callable[[], Awaitable[T]], kind: str, name: str, *,
                          sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-                         clock: Callable[[], float] = time.monotonic) -> T:
+                         clock: Callable[[], float] = time.monotonic,
+                         failed: StoreUnavailable | None = None) -> T:
     """``write()``, tried again with ``SAVE_BACKOFF`` while the store is unavailable, for at
     most ``SAVE_RETRY_S``: a job's saves, and what must land after something already happened
-    outside (a webhook's delivery outcome, ``gateway/webhooks/delivery.py``)."""
+    outside (a webhook's delivery outcome, ``gateway/webhooks/delivery.py``). With ``failed``,
+    a first try made by the caller failed just now: the next one waits its backoff."""
     failures, since = 0, clock()
     while True:
-        try:
-            result = await write()
-        except StoreUnavailable:
-            failures += 1
-            if clock() - since >= SAVE_RETRY_S:
-                raise
-            if failures == 1:
-                log.info("%s %s: the store is unavailable; its write is tried again until it lands", kind, name)
-            await sleep(SAVE_BACKOFF.delay(failures))
-            continue
-        if failures:
-            log.info("%s %s: written after %d failed tries (%.1f s)", kind, name, failures, clock() - since)
-        return result
+        if failed is None:
+            try:
+                result = await write()
+            except StoreUnavailable as exc:
+                failed = exc
+            else:
+                if failures:
+                    log.info("%s %s: written after %d failed tries (%.1f s)", kind, name, failures, clock() - since)
+                return result
+        failures += 1
+        if clock() - since >= SAVE_RETRY_S:
+            raise failed
+        if failures == 1:
+            log.info("%s %s: the store is unavailable; its write is tried again until it lands", kind, name)
+        failed = None
+        await sleep(SAVE_BACKOFF.delay(failures))

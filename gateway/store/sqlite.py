@@ -3,10 +3,10 @@
 Why stdlib ``sqlite3`` in a worker thread rather than ``aiosqlite``: aiosqlite is
 the same design (one connection, driven from a thread) behind a second API, and a
 dependency. Here each operation is one plain function that runs whole in the store's own
-thread under an ``asyncio.Lock``, so a write transaction (``BEGIN IMMEDIATE`` ...
-``COMMIT``) can never interleave with another coroutine's. Its own thread, not
-``asyncio.to_thread``'s pool: a commit never queues behind the service's file copies in
-that pool, and a hop costs no task and no context copy (bench/store_writes.py).
+thread, one at a time in the order made (``one_thread.OneThread``), so a write transaction
+(``BEGIN IMMEDIATE`` ... ``COMMIT``) can never interleave with another coroutine's. Its own
+thread, not ``asyncio.to_thread``'s pool: a commit never queues behind the service's file
+copies in that pool, and a hop costs no task and no context copy (bench/store_writes.py).
 
 Sharing the file: WAL mode lets readers run beside the one writer; every write
 takes the write lock up front (``BEGIN IMMEDIATE``), and ``busy_timeout`` makes a
@@ -16,14 +16,12 @@ makes ``claim`` exclusive, the role ``FOR UPDATE SKIP LOCKED`` plays in PostgreS
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import functools
 import json
 import os
 import sqlite3
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +40,7 @@ from gateway.store.base import (
     new_message_id,
 )
 from gateway.store.group_commit import GroupCommit
+from gateway.store.one_thread import OneThread
 from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
@@ -64,32 +63,35 @@ class SqliteJobStore(JobStore):
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
         self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
         #: the one thread that touches the connection (made at open, gone at close)
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: OneThread | None = None
         #: creates and saves: each batch of them is one transaction (group_commit.py)
         self._in_next_commit: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
             self._commit, name="sqlite-group-commit")
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reelgate-sqlite")
+        self._thread = OneThread("reelgate-sqlite")
         try:
-            self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
+            self._conn = await self._thread.run(self._connect)
         except (OSError, sqlite3.Error) as exc:  # a missing directory, no permission, not a database
-            self._thread.shutdown(wait=False)
+            self._thread.stop()
             self._thread = None
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreUnavailable(f"the job store (SQLite) cannot be opened at {self.path}: {reason}") from None
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            async with self._lock:
-                await asyncio.get_running_loop().run_in_executor(self._thread, conn.close)
-        if self._thread is not None:
-            self._thread.shutdown(wait=False)
-            self._thread = None
+        thread, conn = self._thread, self._conn
+        self._thread = self._conn = None
+        if thread is None:
+            return
+        try:
+            if conn is not None:
+                # queued behind every call made before (a cancelled caller's COMMIT too): the
+                # connection is never freed under a running statement
+                await thread.run(conn.close)
+        finally:
+            thread.stop()  # after the close, however this wait ends
 
     def _connect(self) -> sqlite3.Connection:
         create_private(self.path)
@@ -106,17 +108,11 @@ class SqliteJobStore(JobStore):
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         if self._conn is None:
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
-        conn = self._conn
-        async with self._lock:
-            work = asyncio.get_running_loop().run_in_executor(self._thread, fn, conn)
-            try:
-                return await asyncio.shield(work)
-            finally:
-                if not work.done():
-                    # Cancelled while the thread still uses the connection: hold the lock until
-                    # it is done, or ``close`` (a service stopping) frees the connection under
-                    # a running COMMIT, which crashes the process inside SQLite.
-                    await asyncio.wait([work])
+        assert self._thread is not None
+        # a caller cancelled meanwhile drops the outcome only: the call still runs whole, and
+        # ``close`` queues behind it (a connection freed under a running COMMIT crashes the
+        # process inside SQLite)
+        return await self._thread.run(functools.partial(fn, self._conn))
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None,

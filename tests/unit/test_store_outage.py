@@ -79,6 +79,22 @@ async def test_a_save_fails_for_good_once_the_store_stayed_away_too_long(store: 
     assert SAVE_RETRY_S <= sum(clock.sleeps) < SAVE_RETRY_S + SAVE_BACKOFF.cap_s + 1
 
 
+async def test_a_jobs_checkpoint_tries_once_then_waits_as_the_outage_loop_does(store: FlakyStore) -> None:
+    # JobTasks.checkpoint makes the first try itself (no retry-loop frames on every save); a
+    # failed one goes on in save_through_outage: the same backoff, no immediate second try
+    clock = FakeClock()
+    gateway = Gateway(Settings(), {}, store=store, sleep=clock.sleep)
+    job = VideoJob(request=VideoRequest(prompt="a fox"))
+    store.down = 3
+    await gateway.checkpoint(job)
+    assert store.saved == ["queued"] and await store.get(job.id) is not None
+    assert len(clock.sleeps) == 3 and all(0 < s <= SAVE_BACKOFF.cap_s for s in clock.sleeps)
+    store.down = False
+    await gateway.checkpoint(job)  # the store answers: one try, no wait
+    assert store.saved == ["queued", "queued"] and len(clock.sleeps) == 3
+    await gateway.aclose()
+
+
 async def test_a_lost_lease_is_not_tried_again(store: FlakyStore) -> None:
     clock = FakeClock()
     job = VideoJob(request=VideoRequest(prompt="a fox"))
