@@ -17,9 +17,10 @@ each round in a fresh child process per tree, in turn (the A/B of a change to th
 C function), so that callgrind counts that loop alone, whatever the machine's load::
 
     PYTHONHASHSEED=0 PYTHONPATH=<tree> valgrind --tool=callgrind --collect-atstart=no \
-        --toggle-collect=functools_reduce .venv/bin/python -m bench.asgi_path --callgrind --requests 500
+        --toggle-collect=functools_reduce .venv/bin/python bench/asgi_path.py --callgrind --requests 300
 
-(instructions per request = "Collected" / (2 x requests)).
+(instructions per request = "Collected" / (2 x requests); ``<tree>``: the sources measured,
+with this harness either way).
 """
 
 from __future__ import annotations
