@@ -118,7 +118,7 @@ def video_object(job: VideoJob) -> dict[str, Any]:
         "expires_at": None,
         "prompt": request.prompt,
         "seconds": f"{job.seconds:g}",  # OpenAI's Video.seconds is any string: an edit's is its source's
-        "size": _SIZE_OF[request.aspect_ratio, resolution],
+        "size": _SIZE_OF.get((request.aspect_ratio, resolution)) or video_size(request.aspect_ratio, resolution),
         "remixed_from_video_id": None,
         "error": error,
         "reelgate": {

@@ -12,6 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from gateway.frames import video_size
+from gateway.request import AspectRatio, Resolution
 from gateway.server.http import (
     _DECODER,
     MAX_JSON_DEPTH,
@@ -23,7 +24,7 @@ from gateway.server.http import (
     parse_json_object,
     read_body,
 )
-from gateway.server.openai_compat import _SIZE_OF, SIZES
+from gateway.server.openai_compat import _SIZE_OF
 
 
 def test_a_video_object_encodes_to_the_same_bytes_as_before(make_app):
@@ -138,4 +139,4 @@ def test_the_quick_walk_passes_only_plain_bodies(body, plain):
 
 
 def test_sizes_of_video_objects_are_video_size():
-    assert _SIZE_OF == {pair: video_size(*pair) for pair in SIZES.values()}
+    assert _SIZE_OF == {(a, r): video_size(a, r) for a in AspectRatio for r in Resolution}
