@@ -12,12 +12,22 @@ before a job exists, so no job piles up). Per round both variants run in turn, t
 routes on and off (``app.hot = None``): CPU microseconds per request and the ratio.
 With ``--baseline DIR`` the hot routes of this tree and of another source tree instead,
 each round in a fresh child process per tree, in turn (the A/B of a change to the path).
+
+``--callgrind`` runs the hot routes ``requests`` times once, inside ``functools.reduce`` (a
+C function), so that callgrind counts that loop alone, whatever the machine's load::
+
+    PYTHONHASHSEED=0 PYTHONPATH=<tree> valgrind --tool=callgrind --collect-atstart=no \
+        --toggle-collect=functools_reduce .venv/bin/python bench/asgi_path.py --callgrind --requests 300
+
+(instructions per request = "Collected" / (2 x requests); ``<tree>``: the sources measured,
+with this harness either way).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -54,7 +64,8 @@ async def call(app: Any, method: str, path: str, headers: list[tuple[bytes, byte
     return status
 
 
-async def measure(requests: int, rounds: int, only: str | None = None) -> dict[str, list[float]]:
+async def measure(requests: int, rounds: int, only: str | None = None,
+                  run: Any = None) -> dict[str, list[float]]:
     from gateway.config import PollingConfig, Settings
     from gateway.emulation.base import Timing
     from gateway.emulation.sandbox import BackgroundServer, Sandbox
@@ -62,6 +73,7 @@ async def measure(requests: int, rounds: int, only: str | None = None) -> dict[s
     from gateway.plugins import discover
     from gateway.server import create_app
     from gateway.server.service import Service
+    from gateway.serving import tune_collector
 
     home = Path(tempfile.mkdtemp(prefix="reelgate-asgi-"))
     os.environ["REELGATE_HOME"] = str(home)
@@ -75,6 +87,7 @@ async def measure(requests: int, rounds: int, only: str | None = None) -> dict[s
                         (b"content-type", b"application/json")]
         hot = app.hot  # type: ignore[attr-defined]
         async with app.router.lifespan_context(app):
+            tune_collector()  # the collector's policy of a served process (gateway/serving.py)
             made = await _create(app, json_headers)
             bad = json.dumps({"prompt": "a fox", "colour": "red"}).encode()
             for _ in range(rounds):
@@ -83,11 +96,28 @@ async def measure(requests: int, rounds: int, only: str | None = None) -> dict[s
                         continue
                     app.hot = value  # type: ignore[attr-defined]
                     started = time.process_time()
-                    for _ in range(requests):
-                        assert await call(app, "GET", f"/v1/videos/{made}", json_headers, b"") == 200
-                        assert await call(app, "POST", "/v1/videos", json_headers, bad) == 400
+                    if run is not None:  # the loop in another thread's event loop (--callgrind)
+                        await asyncio.to_thread(run, app, made, json_headers, bad, requests)
+                    else:
+                        await pairs(app, made, json_headers, bad, requests)
                     results[name].append((time.process_time() - started) * 1e6 / (2 * requests))
     return results
+
+
+async def pairs(app: Any, made: str, headers: list[tuple[bytes, bytes]], bad: bytes, requests: int) -> None:
+    for _ in range(requests):
+        assert await call(app, "GET", f"/v1/videos/{made}", headers, b"") == 200
+        assert await call(app, "POST", "/v1/videos", headers, bad) == 400
+
+
+def counted(app: Any, made: str, headers: list[tuple[bytes, bytes]], bad: bytes, requests: int) -> None:
+    """``pairs`` in an event loop of its own, inside ``functools.reduce`` (for callgrind)."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(pairs(app, made, headers, bad, 20))  # warm
+        functools.reduce(lambda _n, _i: loop.run_until_complete(pairs(app, made, headers, bad, requests)), [0], None)
+    finally:
+        loop.close()
 
 
 async def _create(app: Any, headers: list[tuple[bytes, bytes]]) -> str:
@@ -131,7 +161,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", metavar="DIR", help="another source tree: its hot routes against these")
+    parser.add_argument("--callgrind", action="store_true", help="one counted run of the hot routes (see above)")
     args = parser.parse_args()
+    if args.callgrind:
+        asyncio.run(measure(args.requests, 1, only="hot routes", run=counted))
+        return
     if args.baseline:
         ab = against(args.baseline, args.requests, args.rounds)
         print(machine())

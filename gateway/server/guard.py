@@ -104,27 +104,26 @@ class Guard:
         conf: ServiceConfig = service.settings.service
         tracked = _Tracked(send)
         refusal = _refusal(scope, conf)
+        # one coroutine for the whole request (this runs on every one): no helper awaited per layer
         if refusal is not None:
             response = envelope(refusal.status, refusal.message, code=refusal.code, type_=refusal.type)
             await response(scope, receive, tracked)
         else:
-            await self._serve(scope, BodyReader(receive, conf.max_upload_bytes, conf.body_timeout_s), tracked, conf)
+            try:
+                await self._inner(conf)(scope, BodyReader(receive, conf.max_upload_bytes, conf.body_timeout_s),
+                                        tracked)
+            except ClientDisconnect:
+                tracked.status = CLIENT_CLOSED
+                log.info("%s %s: the client hung up before sending its whole body", scope["method"], scope["path"])
+            except Exception:
+                tracked.status = 500
+                log.exception("%s %s failed", scope["method"], scope["path"])
+                if not tracked.started:
+                    response = envelope(500, "the server failed to handle this request; it has been logged",
+                                        code="internal_error", type_="server_error")
+                    await response(scope, receive, tracked)
         route = getattr(scope.get("route"), "path", "unmatched")
         service.metrics.requests_of(scope["method"], route, str(tracked.status)).inc()
-
-    async def _serve(self, scope: Scope, receive: Receive, tracked: _Tracked, conf: ServiceConfig) -> None:
-        try:
-            await self._inner(conf)(scope, receive, tracked)
-        except ClientDisconnect:
-            tracked.status = CLIENT_CLOSED
-            log.info("%s %s: the client hung up before sending its whole body", scope["method"], scope["path"])
-        except Exception:
-            tracked.status = 500
-            log.exception("%s %s failed", scope["method"], scope["path"])
-            if not tracked.started:
-                response = envelope(500, "the server failed to handle this request; it has been logged",
-                                    code="internal_error", type_="server_error")
-                await response(scope, receive, tracked)
 
 
 class _Tracked:

@@ -7,11 +7,13 @@ import asyncio
 import json
 import math
 import tempfile
+from collections.abc import Mapping
 from typing import Any, BinaryIO, Literal
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic_core import to_json
+from starlette.requests import ClientDisconnect
 
 from gateway.keys import ApiKey
 from gateway.server.service import Service
@@ -43,6 +45,17 @@ class JsonBody(JSONResponse):
     def render(self, content: Any) -> bytes:
         return to_json(content, inf_nan_mode="null")
 
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        # Starlette's, for the usual answer (no headers of its own, a status with a body):
+        # the same two headers in the same order, without its general case's checks
+        if headers is None and self.status_code >= 200 and self.status_code not in (204, 304):
+            self.raw_headers = [(b"content-length", str(len(self.body)).encode()), _JSON_TYPE]
+        else:
+            super().init_headers(headers)
+
+
+_JSON_TYPE = (b"content-type", JsonBody.media_type.encode("latin-1"))
+
 
 def envelope(status: int, message: str, *, code: str, type_: str, param: str | None = None,
              headers: dict[str, str] | None = None) -> JSONResponse:
@@ -54,12 +67,25 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"no {what} with that id", code="not_found")
 
 
+def header_of(request: Request, name: bytes) -> str | None:
+    """``request.headers.get(name)`` (``name`` lower case): the first value, as Starlette
+    gives it, read straight from the scope. ``request.headers`` builds a ``Headers`` and
+    lowers and encodes the name again on every lookup: a few µs per request on the hot
+    routes, which read two or three headers each (docs/benchmarks.md, section 6.inbound2)."""
+    key: bytes
+    value: bytes
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 async def caller(request: Request) -> ApiKey | None:
     """The API key of the caller; 401 when one is required and missing or wrong."""
     service = service_of(request)
     if not service.settings.service.require_api_key:
         return None
-    header = request.headers.get("authorization", "")
+    header = header_of(request, b"authorization") or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(401, "missing API key: send Authorization: Bearer <key> (create one with "
@@ -89,11 +115,22 @@ async def json_body(request: Request) -> dict[str, Any]:
 async def read_body(request: Request) -> bytes:
     """The whole body. While it arrives at most ``SPOOL_BYTES`` of it sit in memory, the
     rest in a temporary file: a body cut off at the size limit (413, guard.py) costs disk
-    for a moment, not memory, however many arrive at once."""
+    for a moment, not memory, however many arrive at once. Read from ``receive`` as
+    Starlette's ``Request.stream`` does, without its async generator (registered with the
+    loop on each use) and with a body that came in one message returned as it is."""
+    receive = request.receive
     pending = bytearray()
     spool: BinaryIO | None = None
     try:
-        async for chunk in request.stream():
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more and not pending and spool is None:
+                return chunk  # the usual case: the whole body in one message
             pending += chunk
             if len(pending) >= SPOOL_BYTES:
                 if spool is None:
@@ -120,7 +157,9 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     no store keeps them), nesting deeper than ``MAX_JSON_DEPTH`` (never a RecursionError),
     and strings that are not valid Unicode (lone surrogates such as ``"\\ud83d"``)."""
     try:
-        data = json.loads(raw or b"{}", parse_constant=_NotFinite, parse_float=_finite_float)
+        # ``json.loads`` with these hooks, without building a decoder per body
+        raw = raw or b"{}"
+        data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except RecursionError:
         raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep") from None
     except ValueError:  # UnicodeDecodeError included
@@ -144,9 +183,44 @@ def _finite_float(text: str) -> float | _NotFinite:
     return value if math.isfinite(value) else _NotFinite(text)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_NotFinite, parse_float=_finite_float)
+
+
 def _check_tree(data: Any) -> None:
     """Walk the parsed body once, without recursion: depth, finite numbers and string
-    validity, each refusal naming the field (``metadata.note``, ``providers.0``)."""
+    validity, each refusal naming the field (``metadata.note``, ``providers.0``). A body
+    that passes the quick walk (``_plainly_fine``) is not walked again with the fields' names."""
+    if not _plainly_fine(data):
+        _name_problem(data)
+
+
+def _plainly_fine(data: dict[str, Any]) -> bool:
+    """Whether nothing in the body can be refused: not too deep, no non-finite number, and
+    every string (keys too) ASCII (so valid Unicode). Anything else (also any non-ASCII
+    text, however valid) goes to ``_name_problem``, which decides and names the field."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return False
+        if isinstance(node, dict):
+            for key in node:
+                if not key.isascii():
+                    return False
+            node = node.values()
+        for item in node:
+            if isinstance(item, str):
+                if not item.isascii():
+                    return False
+            elif isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+            elif isinstance(item, _NotFinite):
+                return False
+    return True
+
+
+def _name_problem(data: Any) -> None:
+    """The walk that raises the 400 for the first problem found, naming its field."""
     stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     while stack:
         node, depth, path = stack.pop()

@@ -21,6 +21,10 @@ from gateway.request_limits import check_strings, shown
 SIZES: dict[str, tuple[AspectRatio, Resolution]] = {
     video_size(a, r): (a, r) for a in AspectRatio for r in Resolution
 }
+#: the other way, for every video object answered (``video_size`` computes the pixels each time)
+_SIZE_OF: dict[tuple[AspectRatio, Resolution], str] = {pair: size for size, pair in SIZES.items()}
+#: a job's ``resolution`` (a string) as the enum, without an enum call per answer
+_RESOLUTIONS: dict[str, Resolution] = {r.value: r for r in Resolution}
 
 #: body fields beyond OpenAI's that map straight onto ``VideoRequest``
 EXTRA_FIELDS = ("aspect_ratio", "resolution", "loop", "end_image", "start_image", "route", "providers",
@@ -94,7 +98,8 @@ def _seconds(value: Any) -> int:
 def video_object(job: VideoJob) -> dict[str, Any]:
     """The OpenAI ``Video`` object for a job (plus a ``reelgate`` block with the details)."""
     request = job.request
-    resolution = Resolution(job.resolution) if job.resolution else (request.resolution or Resolution.P720)
+    resolution = (_RESOLUTIONS.get(job.resolution) or Resolution(job.resolution) if job.resolution
+                  else request.resolution or Resolution.P720)
     finished = job.updated_at if job.status.terminal else None
     error = None
     if job.status is JobStatus.CANCELLED:
@@ -113,7 +118,7 @@ def video_object(job: VideoJob) -> dict[str, Any]:
         "expires_at": None,
         "prompt": request.prompt,
         "seconds": f"{job.seconds:g}",  # OpenAI's Video.seconds is any string: an edit's is its source's
-        "size": video_size(request.aspect_ratio, resolution),
+        "size": _SIZE_OF.get((request.aspect_ratio, resolution)) or video_size(request.aspect_ratio, resolution),
         "remixed_from_video_id": None,
         "error": error,
         "reelgate": {

@@ -14,7 +14,19 @@ from gateway.errors import InvalidRequest
 from gateway.job import JobStatus
 from gateway.keys import ApiKey
 from gateway.request import sniff_image_type
-from gateway.server.http import SPOOL_BYTES, ApiError, JsonBody, Order, caller, json_body, not_found, service_of
+from gateway.server.http import (
+    SPOOL_BYTES,
+    ApiError,
+    JsonBody,
+    Order,
+    caller,
+    header_of,
+    json_body,
+    not_found,
+    parse_json_object,
+    read_body,
+    service_of,
+)
 from gateway.server.openai_compat import request_from_openai, video_object
 from gateway.server.openai_extend import extension_from_openai
 from gateway.server.service import KEEP_FAILED
@@ -71,8 +83,9 @@ _CREATE_SCHEMA = {
 async def create_video(request: Request, key: ApiKey | None = Depends(caller)) -> JSONResponse:
     service = service_of(request)
     body, image = await _read_create_body(request, service.settings.service.max_upload_bytes)
-    if request.headers.get("idempotency-key") and "idempotency_key" not in body:
-        body["idempotency_key"] = request.headers["idempotency-key"]
+    idempotency_key = header_of(request, b"idempotency-key")
+    if idempotency_key and "idempotency_key" not in body:
+        body["idempotency_key"] = idempotency_key
     video_request = request_from_openai(body, service.settings, image_data_uri=image)
     if video_request.resolution is None:
         # OpenAI's Video has a size from the start: fix the one the route chooses now, so
@@ -97,12 +110,12 @@ async def create_extension(request: Request, key: ApiKey | None = Depends(caller
 async def _read_create_body(request: Request, limit: int) -> tuple[dict[str, Any], str | None]:
     """The create body's fields (an uploaded ``end_image`` as a data URI), and the uploaded
     ``input_reference`` as a data URI."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = (header_of(request, b"content-type") or "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         if content_type and content_type != "application/json":
             raise ApiError(415, f"send application/json or multipart/form-data, not {content_type}",
                            code="unsupported_media_type")
-        return await json_body(request), None
+        return parse_json_object(await read_body(request)), None  # ``json_body``, its type checked above
     body: dict[str, Any] = {}
     image = None
     # the body as a whole is capped while it streams (guard.py); these cap its parts: a
