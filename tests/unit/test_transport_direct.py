@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.errors import Unavailable
 from gateway.transport import Phase, URLPrefix, json_model, make_client, post_json, send, tag
-from tests.unit.test_transport import BODY, CHUNKED, OK, client, poll, read_request, server, unused_port
+from tests.support import free_port
+from tests.unit.test_transport import BODY, CHUNKED, OK, client, poll, read_request, server
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ async def test_a_redirect_is_not_followed_and_says_where_it_goes(httpx_paths: li
 
 
 async def test_a_transport_failure_names_its_request_and_keeps_its_meaning() -> None:
-    url = f"http://127.0.0.1:{unused_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     async with client() as http:
         for _ in range(2):  # the second one takes the direct path
             request = tag(poll(url), "vendor", Phase.POLL)
