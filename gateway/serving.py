@@ -41,8 +41,9 @@ class WorkerSockets:
     Where the kernel spreads connections, one per worker slot (SO_REUSEPORT), listening from
     the moment it is made: with one socket shared by every worker, the worker whose loop wakes
     first accepts a whole burst of new connections (uvloop drains the queue per wake-up), and
-    keep-alive callers then stay on it (measured: a 94/6 % CPU split over 2 workers). A slot's
-    socket outlives its worker: connections queued on it wait for the replacement.
+    keep-alive callers then stay on it (docs/benchmarks.md, section 6.reuseport: 5 of 12 starts
+    put all 64 on one). A slot's socket outlives its worker: connections queued on it wait for
+    the replacement.
     Elsewhere one socket shared by all, as uvicorn does it.
 
     A plain bind (no SO_REUSEPORT) comes first: it fails, as a second ``serve`` must, while any
