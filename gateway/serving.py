@@ -5,21 +5,92 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
 import uvicorn
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening socket with TCP_NODELAY, which accepted connections inherit: without it,
     small responses written in two parts wait ~40 ms on delayed ACKs (measured: 45 ms per
-    poll against 3 ms with it)."""
+    poll against 3 ms with it). ``reuse_port``: SO_REUSEPORT too (see :class:`WorkerSockets`)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
     return sock
+
+
+#: whether the kernel spreads a port's new connections over the listening sockets bound to it
+#: with SO_REUSEPORT (Linux: by a hash of the connection's addresses). BSD and macOS have the
+#: option without the spreading
+SPREADS_CONNECTIONS = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+class WorkerSockets:
+    """The listening sockets of ``serve --workers N`` on one port, held by the supervisor.
+
+    Where the kernel spreads connections, one per worker slot (SO_REUSEPORT), listening from
+    the moment it is made: with one socket shared by every worker, the worker whose loop wakes
+    first accepts a whole burst of new connections (uvloop drains the queue per wake-up), and
+    keep-alive callers then stay on it (docs/benchmarks.md, section 6.reuseport: 5 of 12 starts
+    put all 64 on one). A slot's socket outlives its worker: connections queued on it wait for
+    the replacement.
+    Elsewhere one socket shared by all, as uvicorn does it.
+
+    A plain bind (no SO_REUSEPORT) comes first: it fails, as a second ``serve`` must, while any
+    process listens on the port, SO_REUSEPORT sockets included; without it a second ``serve
+    --workers`` of the same user would join this group and take a share of its connections.
+    That socket never listens and is the shared one where connections are not spread."""
+
+    def __init__(self, host: str, port: int, count: int, *, backlog: int,
+                 per_slot: bool = SPREADS_CONNECTIONS) -> None:
+        """The sockets of slots ``0..count-1``, made now (before any worker starts)."""
+        self.host, self.backlog, self.per_slot = host, backlog, per_slot
+        self.claim = bind(host, port)
+        self.port: int = self.claim.getsockname()[1]
+        self.slots: dict[int, socket.socket] = {}
+        try:
+            self.listening = [self.of(slot) for slot in range(count)] if per_slot else [self.claim]
+        except BaseException:
+            self.close()
+            raise
+
+    def of(self, slot: int) -> socket.socket:
+        """The socket of worker slot ``slot``: the same for every worker that holds it."""
+        if not self.per_slot:
+            return self.claim
+        if slot not in self.slots:
+            sock = bind(self.host, self.port, reuse_port=True)
+            sock.listen(self.backlog)
+            self.slots[slot] = sock
+        return self.slots[slot]
+
+    def drop(self, slot: int) -> None:
+        """Close the socket of a slot no worker will hold again (its queued connections are
+        reset rather than left waiting for no one)."""
+        sock = self.slots.pop(slot, None)
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        for slot in list(self.slots):
+            self.drop(slot)
+        self.claim.close()
+
+    def __enter__(self) -> WorkerSockets:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 #: allocations (net, of objects the cyclic collector tracks) between young collections;

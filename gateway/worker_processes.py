@@ -8,8 +8,9 @@ for any job through the store (gateway/server/leases.py). Nothing here re-implem
 that: a worker is ``Service.start`` with a replica id and leases on.
 
 The processes are uvicorn's own multi-process supervisor (``uvicorn.supervisors.Multiprocess``,
-what ``uvicorn --workers`` runs): the parent binds the port once and hands the socket to
-each worker (the kernel gives each connection to one of them), restarts a worker that
+what ``uvicorn --workers`` runs): the parent binds the port and hands each worker slot its
+own listening socket on it where the kernel spreads connections over them (Linux, SO_REUSEPORT:
+gateway/serving.py ``WorkerSockets``), else one socket to all; it restarts a worker that
 died or stopped answering its health pings (``HEALTH_PING_TIMEOUT_S``), and on SIGTERM /
 SIGINT stops every worker gracefully (each finishes its requests and stops its service)
 before it exits.
@@ -42,8 +43,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
 from gateway.config import Settings
 from gateway.errors import ConfigError
+from gateway.serving import WorkerSockets
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -173,38 +179,94 @@ def forget_dead_workers(folder: Path, live: set[int]) -> None:
         mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
 
 
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor with worker slot ``i`` always started on ``sockets.of(i)`` (the
+    replacement of a dead worker, SIGHUP's new one, included), and forgetting the live gauges
+    of the workers it replaced. uvicorn starts each worker with ``Process(config,
+    self.sockets)``: each method of it that does so is overridden here, as uvicorn 0.54 has it
+    but for the socket (tests/unit/test_worker_sockets.py fails should a new one appear)."""
+
+    def __init__(self, config: uvicorn.Config, sockets: WorkerSockets, metrics: Path) -> None:
+        super().__init__(config, sockets=sockets.listening)  # what uvicorn would give every worker
+        self.slot_sockets, self.metrics = sockets, metrics
+
+    def spawn(self, slot: int) -> Process:
+        process = Process(self.config, [self.slot_sockets.of(slot)])
+        process.start()
+        return process
+
+    def init_processes(self) -> None:
+        for slot in range(self.processes_num):
+            self.processes.append(self.spawn(slot))
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for slot, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or dead already
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:  # would fail the same way on every restart
+                log.error("worker process %s failed to start: stopping", process.pid)
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            log.info("worker process %s died: starting another", process.pid)
+            self.processes[slot] = self.spawn(slot)
+        self.forget_dead()
+
+    def restart_all(self) -> None:
+        """SIGHUP: each worker replaced in turn, the new one ready before the old one stops."""
+        for slot, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self.spawn(slot)
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    log.error("new worker process %s not ready in time: keeping %s, restart aborted", new.pid, old.pid)
+                break
+            old.terminate()
+            old.join()
+            self.processes[slot] = new
+        self.forget_dead()
+
+    def handle_ttin(self) -> None:
+        log.info("SIGTTIN: one worker more")
+        self.processes_num += 1
+        self.processes.append(self.spawn(len(self.processes)))
+
+    def handle_ttou(self) -> None:
+        if self.processes_num <= 1:
+            return
+        log.info("SIGTTOU: one worker fewer")
+        self.processes_num -= 1
+        process = self.processes.pop()
+        process.terminate()
+        process.join()
+        self.slot_sockets.drop(len(self.processes))
+        self.forget_dead()
+
+    def forget_dead(self) -> None:
+        forget_dead_workers(self.metrics, {p.pid for p in self.processes if p.pid is not None and p.exitcode is None})
+
+
 def serve_workers(settings: Settings, host: str, port: int, *, base_id: str, log_level: int,
                   sandbox_url: str | None = None) -> bool:
     """Run ``settings.service.workers`` workers on ``host:port`` until SIGTERM / SIGINT.
     Returns False when a worker failed to start (uvicorn then stops them all)."""
-    import uvicorn
-    from uvicorn.config import STARTUP_FAILURE
-    from uvicorn.supervisors import Multiprocess
-
-    from gateway.serving import bind
-
-    class Supervisor(Multiprocess):
-        """uvicorn's supervisor, forgetting the live gauges of the workers it replaced."""
-
-        def keep_subprocess_alive(self) -> None:
-            super().keep_subprocess_alive()
-            self.forget_dead()
-
-        def restart_all(self) -> None:
-            super().restart_all()
-            self.forget_dead()
-
-        def forget_dead(self) -> None:
-            forget_dead_workers(metrics, {p.pid for p in self.processes if p.pid is not None and p.exitcode is None})
-
     # the folder of the lock files and of the metrics, private (0700) and removed at exit
     with tempfile.TemporaryDirectory(prefix="reelgate-workers-") as slots, _multiproc_env(Path(slots)) as metrics:
         spec = WorkerSpec(worker_settings(settings), base_id, Path(slots), log_level, sandbox_url)
         config = uvicorn.Config(functools.partial(worker_app, spec), factory=True, workers=spec.workers,
                                 lifespan="on", log_level="warning", access_log=False,
                                 timeout_worker_healthcheck=HEALTH_PING_TIMEOUT_S)
-        supervisor = Supervisor(config, sockets=[bind(host, port)])
-        supervisor.run()
+        with WorkerSockets(host, port, spec.workers, backlog=config.backlog) as sockets:
+            supervisor = Supervisor(config, sockets, metrics)
+            supervisor.run()
         return all(p.exitcode != STARTUP_FAILURE for p in supervisor.processes)
 
 
