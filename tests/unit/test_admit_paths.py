@@ -101,3 +101,14 @@ def test_parsing_a_remote_request_still_refuses_a_bad_string() -> None:
         VideoRequest.parse({"prompt": "waves", "metadata": {"k": "\ud83d"}}, local_files=False)
     assert refused.value.field == "metadata"
     assert VideoRequest.parse({"prompt": "waves"}, local_files=False) == VideoRequest(prompt="waves")
+
+
+def test_acquire_still_takes_the_probe_of_a_half_open_model() -> None:
+    h, clock = health()
+    assert h.acquire("fal", RAY) == (True, "circuit closed for fal")  # closed: nothing to take
+    for _ in range(3):
+        h.record_failure("fal", RAY)
+        h.record_success("fal", "ray-2-flash")
+    clock.t += 30
+    assert h.acquire("fal", RAY)[0]  # the model's one probe
+    assert not h.acquire("fal", RAY)[0] and h.acquire("fal", "ray-2-flash")[0]
