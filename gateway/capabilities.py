@@ -88,9 +88,7 @@ def match(provider: str, caps_by_model: dict[ModelFamily, Capabilities], request
     resolution = _resolution(request, caps, provider, reasons, degradations)
     if request.loop and not caps.loop:
         no("loop")
-    images = (("start_image", request.start_image), ("end_image", request.end_image)) \
-        if request.start_image is not None or request.end_image is not None else ()  # most have none
-    for name, image in images:
+    for name, image in (("start_image", request.start_image), ("end_image", request.end_image)):
         if image is None:
             continue
         if not getattr(caps, name):
@@ -100,7 +98,7 @@ def match(provider: str, caps_by_model: dict[ModelFamily, Capabilities], request
         if needed not in caps.image_kinds:
             kind = "a local file" if image.kind is ImageKind.PATH else "a data URI"
             reasons.append(f"{name} as {kind} is not accepted by {provider} (give an http(s) URL)")
-    missing = [c for c in request.concepts if c not in caps.concepts] if request.concepts else None
+    missing = [c for c in request.concepts if c not in caps.concepts]
     if missing:
         no("concepts " + ", ".join(c.value for c in missing))
     if len(request.prompt) > caps.max_prompt_chars:

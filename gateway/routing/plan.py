@@ -153,7 +153,7 @@ def _budget(*caps: float | None) -> Decimal | None:
     return Decimal(str(min(given))) if given else None
 
 
-@dataclass  # not frozen: made per plan, private, and a frozen __init__ sets each field the slow way
+@dataclass(frozen=True)
 class _Checks:
     """One check per reason a provider is left out, in the order they are asked."""
 
