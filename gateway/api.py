@@ -33,6 +33,7 @@ from gateway.quote_report import held_estimate, replayed
 from gateway.request import VideoRequest
 from gateway.routing import Plan, plan_request
 from gateway.routing.health import Health
+from gateway.routing.plan import SettingOf
 from gateway.runner import JobRunner, OnUpdate
 from gateway.sandboxed import sandbox_settings
 from gateway.sequence_quote import SequenceQuote
@@ -146,13 +147,13 @@ class Gateway(JobTasks):
 
     # -- planning -------------------------------------------------------------------------
     def plan(self, request: VideoRequest) -> Plan:
-        names = self.providers.keys()
+        names, settings = self.providers.keys(), self.settings
         return plan_request(
-            request, self.providers, default_policy=self.settings.default_route,
-            fallback_order=self.settings.fallback_order, max_cost_usd=self.settings.budgets.per_request_usd,
+            request, self.providers, default_policy=settings.default_route,
+            fallback_order=settings.fallback_order, max_cost_usd=settings.budgets.per_request_usd,
             health=self.health, rng=self._rng,
-            limits={n: self.settings.provider(n).concurrency_limit for n in names},
-            weights={n: self.settings.provider(n).weight for n in names},
+            limits=SettingOf(names, lambda n: settings.provider(n).concurrency_limit),
+            weights=SettingOf(names, lambda n: settings.provider(n).weight),
         )
 
     def quote(self, request: VideoRequest) -> QuoteReport | SequenceQuote:

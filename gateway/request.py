@@ -166,19 +166,28 @@ class VideoRequest(BaseModel):
             raise invalid_request_from(exc) from None
 
     @classmethod
-    def parse(cls, data: dict[str, Any], *, local_files: bool = True) -> VideoRequest:
+    def parse(cls, data: dict[str, Any], *, local_files: bool = True, checked: bool = False) -> VideoRequest:
         """The request from JSON-like data. ``local_files=False`` is how the HTTP service
         parses a caller's request: an image may not name a file on the server, in any form
-        (a plain path or ``{"kind": "path", ...}``), and no file is looked at."""
-        if not local_files:
-            limits.check_strings(data)  # before any value is looked at (again in __init__: cheap)
-            data = {**data, **_remote_images(data)}
-            if data.get("edit") is not None:
-                try:
-                    data["edit"] = remote_only_spec(data["edit"])
-                except ValueError as exc:
-                    raise InvalidRequest("edit.source", str(exc)) from None
-        return cls(**data)
+        (a plain path or ``{"kind": "path", ...}``), and no file is looked at. ``checked``:
+        the caller ran ``check_strings`` on everything ``data`` was made of (an API's body)."""
+        if local_files:
+            return cls(**data)
+        if not checked:
+            limits.check_strings(data)  # before any value is looked at
+        data = {**data, **_remote_images(data)}
+        if data.get("edit") is not None:
+            try:
+                data["edit"] = remote_only_spec(data["edit"])
+            except ValueError as exc:
+                raise InvalidRequest("edit.source", str(exc)) from None
+        # what was added above is made of checked text: validated without __init__'s second walk
+        request = cls.__new__(cls)
+        try:
+            BaseModel.__init__(request, **data)
+        except ValidationError as exc:
+            raise invalid_request_from(exc) from None
+        return request
 
     @field_validator("prompt")
     @classmethod

@@ -39,10 +39,9 @@ def check_strings(data: Mapping[str, Any]) -> None:
     """Raise ``InvalidRequest`` naming the first field whose text (at any depth, keys
     included) holds a NUL byte or a lone surrogate."""
     for name, value in data.items():
-        field = _printable(str(name))
         problem = _text_problem(name) or _first_problem(value)
-        if problem is not None:
-            raise InvalidRequest(field, problem)
+        if problem is not None:  # the name made printable only then: each create checks every field
+            raise InvalidRequest(_printable(str(name)), problem)
 
 
 def _first_problem(value: Any, depth: int = 0) -> str | None:

@@ -112,6 +112,11 @@ class Circuit:
         self._probe_started_at: float | None = None
 
     # -- reading -----------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Closed whatever the time (never opened, or closed since): no clock needed."""
+        return self._opened_at is None
+
     def state(self, now: float) -> CircuitState:
         if self._opened_at is None:
             return CircuitState.CLOSED
@@ -262,6 +267,9 @@ class CircuitBreaker:
 
     def allow(self, key: str) -> tuple[bool, str]:
         return self._circuit(key).allow(self._clock())
+
+    def closed(self, key: str) -> bool:
+        return self._circuit(key).closed
 
     def try_acquire_probe(self, key: str) -> bool:
         return self._circuit(key).try_acquire_probe(self._clock())

@@ -89,6 +89,8 @@ class InProcessHealth:
         """The first of the two circuits that refuses; else the half-open one, whose reason
         says this call is the probe; else the provider's."""
         keys = (provider, model_key(provider, vendor_model))
+        if self._closed(keys):
+            return True, f"circuit closed for {provider}"
         answers = [self._circuits.allow(key) for key in keys]
         refused = [a for a in answers if not a[0]]
         if refused:
@@ -97,16 +99,25 @@ class InProcessHealth:
                    if self._circuits.state(key) is CircuitState.HALF_OPEN]
         return (probing or answers)[0]
 
+    def _closed(self, keys: tuple[str, str]) -> bool:
+        """Both circuits closed, the usual case: answered as the full check answers it (the
+        provider's "closed", no probe to take) without clock reads, reasons and lists (a
+        job is admitted twice: when planned and when submitted)."""
+        return self._circuits.closed(keys[0]) and self._circuits.closed(keys[1])
+
     def allow(self, provider: str, vendor_model: str) -> tuple[bool, str]:
         with self._lock:
             return self._admission(provider, vendor_model)
 
     def acquire(self, provider: str, vendor_model: str) -> tuple[bool, str]:
+        keys = (provider, model_key(provider, vendor_model))
         with self._lock:
+            if self._closed(keys):  # a closed circuit has no probe to take
+                return True, f"circuit closed for {provider}"
             allowed, reason = self._admission(provider, vendor_model)
             if allowed:
                 # both admit, so neither acquisition can fail; taken together under the lock
-                for key in (provider, model_key(provider, vendor_model)):
+                for key in keys:
                     self._circuits.try_acquire_probe(key)
             return allowed, reason
 

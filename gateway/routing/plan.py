@@ -5,9 +5,10 @@ reason for being left out. Pure functions over quotes; no I/O.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TypeVar
 
 from gateway.errors import BudgetExceeded, InvalidRequest, NoRouteAvailable, Unsupported
 from gateway.pricing import Eligibility, Quote
@@ -15,6 +16,8 @@ from gateway.provider import Provider
 from gateway.request import RoutePolicy, VideoRequest
 from gateway.routing.health import Health, probe_wait_s
 from gateway.routing.weighted import weighted_order
+
+_V = TypeVar("_V")
 
 
 def latency_key(quote: Quote) -> str:
@@ -58,6 +61,8 @@ def rank_candidates(
     candidates: Sequence[Candidate], policy: RoutePolicy, order: Sequence[str] = ()
 ) -> list[Candidate]:
     """Order candidates by the policy. ``order`` is the priority list and the final tie-break."""
+    if len(candidates) < 2:  # one provider (a common deployment): nothing to order
+        return list(candidates)
     position = {name: i for i, name in enumerate(order)}
 
     def pos(c: Candidate) -> int:
@@ -90,7 +95,8 @@ def plan_request(
     before any vendor call when nothing can take the request."""
     policy = request.route or default_policy
     wanted = _wanted(request, providers)
-    pool = {n: p for n, p in providers.items() if wanted is None or n in wanted}
+    # all of them, unless the request names some (kept in the installed order either way)
+    pool = providers if wanted is None else {n: p for n, p in providers.items() if n in wanted}
     eligibility = [p.quote(request) for p in pool.values()]
     checks = _Checks(request, pool, _budget(request.max_cost_usd, max_cost_usd), health, limits or {})
     skipped: dict[str, str] = {}
@@ -109,6 +115,25 @@ def plan_request(
     if not ranked:
         raise _no_route(eligibility, skipped, checks.budget, checks.waits)
     return Plan(policy, ranked, skipped, eligibility)
+
+
+class SettingOf(Mapping[str, _V]):
+    """``{provider: one of its settings}``, read when asked rather than built per plan: a
+    plan reads its candidates' limits only, and the weights under ``weighted`` only."""
+
+    def __init__(self, names: Collection[str], read: Callable[[str], _V]) -> None:
+        self._names, self._read = names, read
+
+    def __getitem__(self, name: str) -> _V:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._read(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _wanted(request: VideoRequest, providers: Mapping[str, Provider]) -> list[str] | None:
@@ -142,12 +167,17 @@ class _Checks:
 
     def skip_reason(self, e: Eligibility) -> str | None:
         """Why ``e``'s provider is not a candidate (the first reason found), or None."""
-        for check in (self._can_honour, self._configured, self._within_budget, self._circuit_admits,
-                      self._meets_deadline):
-            why = check(e)
-            if why is not None:
-                return why
-        return None
+        # spelled out, not a loop over a tuple of bound methods made per provider per plan
+        why = self._can_honour(e)
+        if why is None:
+            why = self._configured(e)
+        if why is None:
+            why = self._within_budget(e)
+        if why is None:
+            why = self._circuit_admits(e)
+        if why is None:
+            why = self._meets_deadline(e)
+        return why
 
     def candidate(self, e: Eligibility) -> Candidate:
         assert e.quote is not None

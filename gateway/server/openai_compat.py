@@ -71,7 +71,7 @@ def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_
             raise InvalidRequest("input_reference.image_url", str(exc)) from None
     elif reference is not None:
         raise InvalidRequest("input_reference", "must be an uploaded image or {\"image_url\": \"...\"}")
-    return VideoRequest.parse(fields, local_files=False)
+    return VideoRequest.parse(fields, local_files=False, checked=True)  # made of the checked body
 
 
 def _model(model: Any, settings: Settings) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from gateway.errors import (
     VendorLostJob,
 )
 from gateway.frames import video_size
-from gateway.pricing import Quote, usd
+from gateway.pricing import Quote
 from gateway.provider import (
     ListedJob,
     ListPage,
@@ -56,6 +56,7 @@ from gateway.provider import (
 )
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 from gateway.transport import URLPrefix, json_model, post_json
+from providers.openai_video.offer import Offer
 
 Phase = Literal["submit", "status", "content", "model", "list"]
 #: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
@@ -246,21 +247,22 @@ class OpenAIVideoAdapter(Provider):
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
         self.cat = self.catalog.with_options(settings.options)
+        self._offer = Offer(self.name, self.cat)
         self._create_url: httpx.URL | None = None
         self._job_urls = URLPrefix(self.base_url)  # a job's status and content URLs, cheaply parsed
 
     # -- data ------------------------------------------------------------------------
     def capabilities(self) -> dict[ModelFamily, Capabilities]:
-        return {m: c for m, c in self.cat.capabilities.items() if m in self.cat.models}
+        return self._offered().capabilities
 
     def price(self, request: VideoRequest, resolution: Resolution) -> Quote:
-        units = self.cat.prices[(request.model, resolution, request.duration_s)]
-        cost = units * self.cat.usd_per_unit
-        basis = (f"{units} {self.cat.unit_name} x ${self.cat.usd_per_unit}/credit"
-                 if self.cat.unit_name else f"${units} per clip")
-        return Quote(self.name, request.model, self.cat.models[request.model], resolution,
-                     request.duration_s, usd(cost), units if self.cat.unit_name else None,
-                     self.cat.unit_name, basis)
+        return self._offered().quote(request.model, resolution, request.duration_s)
+
+    def _offered(self) -> Offer:
+        """The catalog's offer, made again only when ``cat`` is another catalog (tests swap it)."""
+        if self._offer.catalog is not self.cat:
+            self._offer = Offer(self.name, self.cat)
+        return self._offer
 
     def latency_prior_s(self, model: ModelFamily, resolution: Resolution, duration_s: int) -> float:
         return self.cat.latency_s.get((model, resolution, duration_s), 60.0 * duration_s / 5)
