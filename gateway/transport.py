@@ -16,7 +16,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -231,7 +231,7 @@ class URLPrefix:
         exact = parsed is not None and str(parsed) == self._prefix and parsed.query == b"" and not parsed.fragment
         self._parsed = getattr(parsed, "_uri_reference", None) if exact else None
         self._host = parsed.netloc if parsed is not None and exact else b""
-        #: id(headers) -> (headers, the same headers after a Host header), for :meth:`get`
+        #: for :meth:`get`: the provider's headers after a Host header (:func:`_per_headers`)
         self._with_host: dict[int, tuple[httpx.Headers, httpx.Headers | None]] = {}
 
     def url(self, url: str) -> httpx.URL | str:
@@ -249,21 +249,41 @@ class URLPrefix:
         normalised twice, ~4x the CPU of the request itself (docs/benchmarks.md
         6.vendorhttp). ``headers`` is a provider's own, the same object call after call."""
         made = self.url(url)
-        entry = self._with_host.get(id(headers))
-        if entry is None or entry[0] is not headers:
-            if len(self._with_host) >= 16:  # headers made per call: keep nothing
-                self._with_host.clear()
-            with_host = None if "host" in headers else httpx.Headers([(b"Host", self._host), *headers.raw])
-            entry = self._with_host[id(headers)] = (headers, with_host)
-        if isinstance(made, str) or entry[1] is None:
+        with_host = _per_headers(self._with_host, headers, self._after_host)
+        if isinstance(made, str) or with_host is None:
             return httpx.Request("GET", made, headers=headers)
-        request = httpx.Request("GET", made, headers=entry[1], stream=_EMPTY_BODY)
+        request = httpx.Request("GET", made, headers=with_host, stream=_EMPTY_BODY)
         request.read()
         return request
 
+    def _after_host(self, headers: httpx.Headers) -> httpx.Headers | None:
+        """``headers`` after the ``Host`` header httpx would put first (``None``: they set one)."""
+        return None if "host" in headers else httpx.Headers([(b"Host", self._host), *headers.raw])
 
-#: id(headers) -> (headers, whether httpx would add all of Host, Content-Length and
-#: Content-Type to them), for :func:`post_json`
+
+_Derived = TypeVar("_Derived")
+
+
+def _per_headers(table: dict[int, tuple[httpx.Headers, _Derived]], headers: httpx.Headers,
+                derive: Callable[[httpx.Headers], _Derived]) -> _Derived:
+    """``derive(headers)``, remembered in ``table`` for that headers object: a provider's
+    own, the same object call after call. Headers made per call would only fill the table,
+    so past 16 entries it starts again (the object is kept beside its id, so a reused id
+    of a freed object is never taken for it)."""
+    entry = table.get(id(headers))
+    if entry is None or entry[0] is not headers:
+        if len(table) >= 16:
+            table.clear()
+        entry = table[id(headers)] = (headers, derive(headers))
+    return entry[1]
+
+
+def _plain_post(headers: httpx.Headers) -> bool:
+    """Whether httpx would add all of Host, Content-Length and Content-Type to ``headers``."""
+    return not any(name in headers for name in ("host", "content-length", "content-type", "transfer-encoding"))
+
+
+#: for :func:`post_json`: which headers objects are :func:`_plain_post`
 _PLAIN_POST: dict[int, tuple[httpx.Headers, bool]] = {}
 
 
@@ -274,13 +294,7 @@ def post_json(url: httpx.URL, body: Any, headers: httpx.Headers) -> httpx.Reques
     type checks, header lookups and the header list normalised twice were most of a submit
     request's CPU (docs/benchmarks.md 6.vendorhttp). ``headers`` is a provider's own, the
     same object call after call; any it sets itself leave the request to httpx."""
-    entry = _PLAIN_POST.get(id(headers))
-    if entry is None or entry[0] is not headers:
-        if len(_PLAIN_POST) >= 16:  # headers made per call: keep nothing
-            _PLAIN_POST.clear()
-        plain = not any(name in headers for name in ("host", "content-length", "content-type", "transfer-encoding"))
-        entry = _PLAIN_POST[id(headers)] = (headers, plain)
-    if not entry[1] or not url.host:
+    if not _per_headers(_PLAIN_POST, headers, _plain_post) or not url.host:
         return httpx.Request("POST", url, json=body, headers=headers)
     content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     request = httpx.Request("POST", url, stream=httpx.ByteStream(content), headers=httpx.Headers([
