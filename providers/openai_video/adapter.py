@@ -10,27 +10,24 @@ Endpoints (paths are catalog data, these are the OpenAI defaults):
 * ``GET  {base}/models/{slug}``        a model's price (railwail-style ``pricing.credit_cost_fixed``)
 
 Reference: https://developers.openai.com/api/docs/guides/video-generation and
-openai-python ``resources/videos.py``. A vendor is an :class:`OpenAIVideoCatalog` plus the
-class attributes ``Provider`` requires; see ``providers.railwail`` for one.
+openai-python ``resources/videos.py``. A vendor is an :class:`OpenAIVideoCatalog` (``catalog.py``)
+plus the class attributes ``Provider`` requires; see ``providers.railwail`` for one. The
+vendor's objects are read as the models in ``models.py``.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from gateway import policies
 from gateway.capabilities import Capabilities
 from gateway.errors import (
     AuthenticationFailed,
-    ConfigError,
     ContentRejected,
     GenerationFailed,
     InsufficientCredits,
@@ -56,125 +53,13 @@ from gateway.provider import (
 )
 from gateway.request import ImageInput, ImageKind, ModelFamily, Resolution, VideoRequest
 from gateway.transport import URLPrefix, json_model, post_json
+from providers.openai_video.catalog import OpenAIVideoCatalog
+from providers.openai_video.models import ErrorBody, ModelPricing, Video, VideoList
 from providers.openai_video.offer import Offer
 
 Phase = Literal["submit", "status", "content", "model", "list"]
 #: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
 LIST_LIMIT = 100
-PriceKey = tuple[ModelFamily, Resolution, int]
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Endpoint paths under the base URL; ``{video_id}`` / ``{slug}`` are filled in."""
-
-    create: str = "/videos"
-    retrieve: str = "/videos/{video_id}"
-    content: str = "/videos/{video_id}/content"
-    list: str = "/videos"
-    delete: str = "/videos/{video_id}"
-    model: str = "/models/{slug}"
-
-
-@dataclass(frozen=True)
-class OpenAIVideoCatalog:
-    """Everything vendor-specific about an OpenAI-style video API, as data."""
-
-    #: neutral family -> the vendor's model id sent as ``model``
-    models: Mapping[ModelFamily, str]
-    capabilities: Mapping[ModelFamily, Capabilities]
-    #: vendor units (credits, or USD when ``unit_name`` is None) per clip
-    prices: Mapping[PriceKey, Decimal]
-    usd_per_unit: Decimal
-    unit_name: str | None
-    #: seconds from submit to a finished video, before any observation
-    latency_s: Mapping[PriceKey, float]
-    paths: Paths = Paths()
-    #: structured ``error.code`` -> class; beats the HTTP status where both speak
-    error_codes: Mapping[str, type[ProviderError]] = field(default_factory=dict)
-    #: ``error.code`` values on a failed Video that mean moderation, not a crash
-    content_policy_codes: frozenset[str] = frozenset({"moderation_blocked"})
-    sources: Mapping[str, str] = field(default_factory=dict)
-    #: the ``metadata`` key our attempt key is sent under, for a vendor that stores metadata
-    #: and echoes it on its Video objects; None (OpenAI's shape has no metadata): the list
-    #: scan matches prompt + created time instead
-    metadata_key: str | None = None
-
-    def with_options(self, options: Mapping[str, Any]) -> OpenAIVideoCatalog:
-        """The catalog with ``ProviderSettings.options`` applied; a typo is a ConfigError,
-        not a silently ignored setting."""
-        unknown = set(options) - {"model_ids", "paths", "credits", "usd_per_credit", "content_policy_codes"}
-        if unknown:
-            raise ConfigError(f"unknown options: {', '.join(sorted(unknown))}")
-        try:
-            cat = self
-            if "model_ids" in options:
-                ids = {ModelFamily(k): str(v) for k, v in options["model_ids"].items()}
-                cat = replace(cat, models={**cat.models, **ids})
-            if "paths" in options:
-                cat = replace(cat, paths=replace(cat.paths, **dict(options["paths"])))
-            if "credits" in options:
-                cat = replace(cat, prices={**cat.prices, **_price_keys(options["credits"])})
-            if "usd_per_credit" in options:
-                cat = replace(cat, usd_per_unit=Decimal(str(options["usd_per_credit"])))
-            if "content_policy_codes" in options:
-                cat = replace(cat, content_policy_codes=frozenset(options["content_policy_codes"]))
-        except (TypeError, ValueError, AttributeError, InvalidOperation) as exc:
-            raise ConfigError(f"bad provider option: {exc}") from None
-        return cat
-
-
-def _price_keys(table: Mapping[str, Any]) -> dict[PriceKey, Decimal]:
-    """``{"ray-2-flash/720p/5": 40}`` -> ``{(RAY_2_FLASH, P720, 5): Decimal(40)}``."""
-    out = {}
-    for key, value in table.items():
-        family, res, secs = key.split("/")
-        out[(ModelFamily(family), Resolution(res), int(secs))] = Decimal(str(value))
-    return out
-
-
-# -- vendor models (ignore unknown fields: vendors add them freely) ---------------------
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class VideoError(_Loose):
-    code: str | None = None
-    message: str | None = None
-
-
-class Video(_Loose):
-    id: str
-    status: str
-    model: str | None = None
-    progress: float | None = None
-    seconds: str | int | None = None
-    size: str | None = None
-    error: VideoError | None = None
-    created_at: float | None = None
-    prompt: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-class VideoList(_Loose):
-    data: list[Video]
-    has_more: bool = False
-    last_id: str | None = None
-
-
-class ErrorBody(_Loose):
-    message: str | None = None
-    type: str | None = None
-    code: str | None = None
-    param: str | None = None
-
-
-class ModelPricing(_Loose):
-    credit_cost_fixed: Decimal | None = None
-    credit_cost_input_per_1k: Decimal | None = None
-    credit_cost_output_per_1k: Decimal | None = None
-    currency: str | None = None
-
 
 STATES: dict[str, VendorState] = {
     "queued": VendorState.QUEUED,

@@ -25,7 +25,7 @@ from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
 from gateway.emulation.render import render_mp4
 from gateway.frames import frame_size
 from gateway.request import AspectRatio, Resolution, sniff_image_type
-from providers.openai_video.adapter import OpenAIVideoCatalog
+from providers.openai_video.catalog import OpenAIVideoCatalog
 
 #: the OpenAI ``type`` that goes with each status we answer
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",

@@ -14,7 +14,7 @@ from gateway.pricing import Quote, usd
 from gateway.request import ModelFamily, Resolution
 
 if TYPE_CHECKING:
-    from providers.openai_video.adapter import OpenAIVideoCatalog
+    from providers.openai_video.catalog import OpenAIVideoCatalog
 
 
 class Offer:

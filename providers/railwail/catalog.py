@@ -15,7 +15,7 @@ from gateway.capabilities import Capabilities
 from gateway.errors import AuthenticationFailed, ContentRejected, InsufficientCredits, ProviderRejected, RateLimited
 from gateway.provider import Adoption
 from gateway.request import AspectRatio, ImageKind, ModelFamily, Resolution
-from providers.openai_video.adapter import OpenAIVideoCatalog, Paths
+from providers.openai_video.catalog import OpenAIVideoCatalog, Paths
 
 DOCS = "https://railwail.com/en/docs"
 #: base URL: https://railwail.com/en/docs/sdk/run (OpenAI SDK ``baseURL``) -- confirmed
