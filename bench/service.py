@@ -4,7 +4,7 @@
                             [--rounds 1] [--workers 1 2] [--direct] [--baseline DIR] [--no-litellm] [--profile]
 
 Three processes besides this one, as a deployment would have them: one OpenAI-style
-upstream that does no work (:func:`upstream_app`: every video is ``completed`` at once,
+upstream that does no work (:func:`bench.upstream.upstream_app`: every video is ``completed`` at once,
 its content a few bytes of MP4 header, so the upstream is never the bottleneck);
 ``reelgate serve`` (uvicorn) routed to it as the railwail vendor; and one load generator
 (aiohttp, ``--concurrency`` workers) each doing ``POST /v1/videos`` then
@@ -51,66 +51,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import free_port, machine, median, percentile, run_event_loop
+from bench.common import free_port, machine, median, percentile, run_event_loop, stop_process
+from bench.upstream import UPSTREAM_KEY, upstream_app
 
 #: how long the service may take to answer before we give up
 START_TIMEOUT_S = 120.0
 PG_DSN = os.environ.get("REELGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-#: the smallest body the mirror takes for an MP4 (an ``ftyp`` box), padded to 1 KiB
-FAKE_MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(1000)
-#: the upstream's API key (loopback only, never a real one)
-UPSTREAM_KEY = "sk-bench"
-
-
-# -- the upstream ------------------------------------------------------------------------------
-
-async def upstream_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    """OpenAI's ``/videos`` shape, under ``/api/v1`` (railwail's base) and ``/v1`` (LiteLLM's
-    ``openai/`` provider); every video is finished when created. A bare ASGI app under
-    uvicorn (httptools): on two shared cores every millisecond the upstream spends is taken
-    from the service under test, and this costs about half of what aiohttp.web did."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    body, more = b"", True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
-    path, method = scope["path"], scope["method"]
-    base, _, rest = path.partition("/videos")
-    if method == "POST" and rest == "" and base in ("/api/v1", "/v1"):
-        model = "luma-ray-flash-2"
-        with contextlib.suppress(ValueError, AttributeError):
-            model = json.loads(body).get("model") or model
-        await _answer(send, _video(f"video_{next(_ids):x}", model))
-    elif method == "GET" and rest.endswith("/content") and base in ("/api/v1", "/v1"):
-        await _answer(send, FAKE_MP4, b"video/mp4")
-    elif method == "GET" and rest.startswith("/") and base in ("/api/v1", "/v1"):
-        await _answer(send, _video(rest[1:]))
-    elif method == "GET" and (path.startswith(("/api/v1/models/", "/v1/models/")) or path == "/_sandbox/stats"):
-        await _answer(send, {"id": "luma-ray-flash-2", "pricing": {"credit_cost_fixed": 20}})  # "up?" too
-    else:
-        await _answer(send, {"error": {"message": f"no route {method} {path}"}}, status=404)
-
-
-_ids = iter(range(1, 1 << 62))
-
-
-def _video(video_id: str, model: str = "luma-ray-flash-2") -> dict[str, object]:
-    now = int(time.time())
-    return {"id": video_id, "object": "video", "model": model, "status": "completed", "progress": 100,
-            "created_at": now, "completed_at": now, "expires_at": None, "prompt": "bench", "seconds": "5",
-            "size": "960x540", "remixed_from_video_id": None, "error": None}
-
-
-async def _answer(send, body: object, content_type: bytes = b"application/json", status: int = 200) -> None:  # type: ignore[no-untyped-def]
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
 
 
 # -- the load generator ------------------------------------------------------------------------
@@ -190,12 +136,7 @@ def process(argv: list[str], ready_url: str, env: dict[str, str] | None = None,
                 time.sleep(0.2)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=15)
         if log:
             out.close()  # type: ignore[union-attr]
 

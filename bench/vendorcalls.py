@@ -10,7 +10,7 @@ Each job is what the service does at the vendor for a create (section 6): ``Vend
 upstream says ``completed`` at once; its poll wait is no sleep here) and the service's
 :func:`~gateway.storage.mirror.mirror` of the video (1 KiB of MP4) into a storage that only
 hashes it, all through ``make_client()`` with an observer on its timing as in the service.
-The upstream is ``bench.service``'s (:func:`bench.service.upstream_app`) in its own
+The upstream is ``bench.service``'s (:func:`bench.upstream.upstream_app`) in its own
 process, so this process's CPU is the client side only: adapters, the core's call code,
 httpx, the aiohttp transport and aiohttp. Unlike ``bench.sendpath --adapters``, aiohttp's
 session and connection code run for real.

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from bench.common import stop_process
 from gateway.config import BudgetConfig, PollingConfig, Settings
 from gateway.emulation.base import Timing
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
@@ -118,12 +119,7 @@ def reelgate_serve(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[C
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @dataclass
