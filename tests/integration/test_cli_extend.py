@@ -8,25 +8,15 @@ from pathlib import Path
 
 import av
 import pytest
-from typer.testing import CliRunner
 
-from gateway.cli import app
 from gateway.emulation.render import render_mp4
-
-KEYS = ("FAL_KEY", "APIFRAME_API_KEY", "RAILWAIL_API_KEY")
+from tests.integration.test_cli import no_keys as no_keys  # noqa: F401 (autouse fixture)
+from tests.integration.test_cli import run
 
 
 @pytest.fixture(autouse=True)
-def no_keys(monkeypatch, tmp_path):
-    for key in KEYS:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.delenv("REELGATE_CONFIG", raising=False)
+def own_home(monkeypatch, tmp_path):
     monkeypatch.setenv("REELGATE_HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-
-
-def run(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
 def measured(path: Path) -> tuple[float, int, int]:

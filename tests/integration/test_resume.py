@@ -4,11 +4,15 @@ on the same store picks every unfinished job up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.api import Gateway
 from gateway.config import PollingConfig, Settings
-from gateway.emulation.base import Timing
+from gateway.emulation.base import Emulator, Timing
 from gateway.emulation.faults import parse_fault
 from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import AttemptOutcome, JobStatus, VideoJob
@@ -123,32 +127,52 @@ async def test_an_accept_lost_to_the_stop_is_reconciled_by_the_same_idempotency_
     assert emulator.accepted_submissions == 1 and done.at_risk_usd == 0
 
 
-async def test_a_submit_cut_off_by_the_stop_is_adopted_when_fal_calls_back_naming_it(tmp_path):
+@dataclass
+class LostSubmit:
+    """fal accepted a submit whose answer was lost, and the process stopped before any callback."""
+
+    sandbox_url: str
+    settings: Settings
+    store: SqliteJobStore
+    first: Gateway
+    job: VideoJob
+    fal: Emulator
+    vendor_id: str
+
+
+@contextlib.asynccontextmanager
+async def a_fal_submit_lost_to_a_stop(tmp_path: Path) -> AsyncIterator[LostSubmit]:
     sandbox = Sandbox.from_providers(discover().providers, {"fal": [parse_fault("drop-after-accept")]},
                                      timing=Timing(queue_s=0.1, run_s=0.2))
     with BackgroundServer(sandbox.app) as server:
-        # fal's own callbacks find no receiver there (404): this test hands the callback over itself
+        # fal's own callbacks find no receiver there (404): these tests hand the callback over themselves
         adopting = settings(service={"public_url": f"{server.url}/nobody"}, adoption_window_s=60)
         async with SqliteJobStore(tmp_path / "jobs.db") as store:
             first = Gateway.from_settings(adopting, sandbox_url=server.url, store=store)
             job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
             fal = sandbox.emulators["fal"]
             await until(lambda: first.adoptions.waiting == 1)  # accepted, its answer lost: waiting
-            await stop_abruptly(first)  # the attempt is on record, pending, with no vendor job
-            assert job.current is not None and job.current.vendor_job is None
+            await stop_abruptly(first)
             (vendor_id,) = fal.jobs
+            yield LostSubmit(server.url, adopting, store, first, job, fal, vendor_id)
 
-            second = Gateway.from_settings(adopting, sandbox_url=server.url, store=store)
-            async with second:
-                await second.resume()
-                # what the webhook route does with fal's verified callback to ...?attempt=<key>
-                await until(lambda: bool(second.adoptions.waiting) or second.jobs[job.id].status.terminal)
-                assert await second.adopt("fal", f"{job.id}.1", vendor_id) is True
-                done = await second.wait(job.id)
+
+async def test_a_submit_cut_off_by_the_stop_is_adopted_when_fal_calls_back_naming_it(tmp_path):
+    async with a_fal_submit_lost_to_a_stop(tmp_path) as lost:
+        job = lost.job  # the attempt is on record, pending, with no vendor job
+        assert job.current is not None and job.current.vendor_job is None
+
+        second = Gateway.from_settings(lost.settings, sandbox_url=lost.sandbox_url, store=lost.store)
+        async with second:
+            await second.resume()
+            # what the webhook route does with fal's verified callback to ...?attempt=<key>
+            await until(lambda: bool(second.adoptions.waiting) or second.jobs[job.id].status.terminal)
+            assert await second.adopt("fal", f"{job.id}.1", lost.vendor_id) is True
+            done = await second.wait(job.id)
     assert done.status is JobStatus.SUCCEEDED, done.error
     (attempt,) = done.attempts
-    assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id
-    assert done.at_risk_usd == 0 and fal.accepted_submissions == 1
+    assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == lost.vendor_id
+    assert done.at_risk_usd == 0 and lost.fal.accepted_submissions == 1
 
 
 async def test_a_callback_that_came_before_the_crash_is_found_by_the_resumed_attempt(tmp_path):
@@ -156,27 +180,17 @@ async def test_a_callback_that_came_before_the_crash_is_found_by_the_resumed_att
     the attempt; in life, also before a submit's own answer was stored) and is answered 200,
     so fal never sends it again. Bound in the store, it survives the restart: the resumed
     attempt adopts the job with no further callback."""
-    sandbox = Sandbox.from_providers(discover().providers, {"fal": [parse_fault("drop-after-accept")]},
-                                     timing=Timing(queue_s=0.1, run_s=0.2))
-    with BackgroundServer(sandbox.app) as server:
-        adopting = settings(service={"public_url": f"{server.url}/nobody"}, adoption_window_s=60)
-        async with SqliteJobStore(tmp_path / "jobs.db") as store:
-            first = Gateway.from_settings(adopting, sandbox_url=server.url, store=store)
-            job = await first.submit(VideoRequest(prompt="fox", aspect_ratio="9:21"))  # fal only
-            fal = sandbox.emulators["fal"]
-            await until(lambda: first.adoptions.waiting == 1)
-            await stop_abruptly(first)
-            (vendor_id,) = fal.jobs
-            assert await first.adopt("fal", f"{job.id}.1", vendor_id) is False  # nobody waits any more
-            assert await first.adopt("fal", f"{job.id}.9", vendor_id) is False  # a forged URL: refused
+    async with a_fal_submit_lost_to_a_stop(tmp_path) as lost:
+        job, vendor_id = lost.job, lost.vendor_id
+        assert await lost.first.adopt("fal", f"{job.id}.1", vendor_id) is False  # nobody waits any more
+        assert await lost.first.adopt("fal", f"{job.id}.9", vendor_id) is False  # a forged URL: refused
 
-            async with SqliteJobStore(tmp_path / "jobs.db") as reopened:  # a new process
-                second = Gateway.from_settings(adopting, sandbox_url=server.url, store=reopened)
-                async with second:
-                    await second.resume()
-                    done = await second.wait(job.id)
+        async with SqliteJobStore(tmp_path / "jobs.db") as reopened:  # a new process
+            second = Gateway.from_settings(lost.settings, sandbox_url=lost.sandbox_url, store=reopened)
+            async with second:
+                await second.resume()
+                done = await second.wait(job.id)
     assert done.status is JobStatus.SUCCEEDED, done.error
     (attempt,) = done.attempts
     assert attempt.vendor_job is not None and attempt.vendor_job.vendor_id == vendor_id
-    assert done.at_risk_usd == 0 and fal.accepted_submissions == 1
-
+    assert done.at_risk_usd == 0 and lost.fal.accepted_submissions == 1

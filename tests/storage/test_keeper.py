@@ -63,6 +63,21 @@ def fresh(monkeypatch) -> Iterator[Keeper]:  # type: ignore[no-untyped-def]
         os.close(fd)
 
 
+@pytest.fixture
+def gate(monkeypatch) -> Gate:  # type: ignore[no-untyped-def]
+    """A ``Gate`` standing in for ``keeper.syncfs``."""
+    installed = Gate()
+    monkeypatch.setattr(keeper, "syncfs", installed)
+    return installed
+
+
+async def put_held_at_syncfs(storage: LocalStorage, gate: Gate, key: str) -> asyncio.Future[object]:
+    """A put of ``VIDEO`` under ``key``, running until its round's ``syncfs`` waits for the gate."""
+    task = asyncio.ensure_future(storage.put(key, VIDEO, "video/mp4"))
+    await gate.wait_entered()
+    return task
+
+
 def unnamed_open(directory: Path) -> list[str]:
     """This process's fds on an unnamed file in ``directory`` (what ``O_TMPFILE`` shows)."""
     links = []
@@ -135,16 +150,13 @@ async def test_a_small_put_makes_no_worker_thread_call_and_syncs_before_naming(t
 
 
 @pytest.mark.parametrize("failing", [1, 2])
-async def test_a_failed_syncfs_fails_every_file_of_its_round(tmp_path, monkeypatch, fresh, failing: int) -> None:
+async def test_a_failed_syncfs_fails_every_file_of_its_round(tmp_path, gate, fresh, failing: int) -> None:
     """Call 1 holds a first file's bytes; the others queue meanwhile, so round 2 holds their
     bytes and the first file's name: ``failing`` picks the round that fails."""
     storage = LocalStorage(tmp_path / "videos")
     directory = storage.root / "jobs"
-    gate = Gate()
     gate.fail[failing] = OSError(errno.EIO if failing == 1 else errno.ENOSPC, "writeback failed")
-    monkeypatch.setattr(keeper, "syncfs", gate)
-    first = asyncio.ensure_future(storage.put("jobs/first.mp4", VIDEO, "video/mp4"))
-    await gate.wait_entered()
+    first = await put_held_at_syncfs(storage, gate, "jobs/first.mp4")
     others = [asyncio.ensure_future(storage.put(f"jobs/{n}.mp4", VIDEO, "video/mp4")) for n in range(5)]
     await asyncio.sleep(0.05)
     assert len(fresh._queue) == 5 and not any(task.done() for task in [first, *others])
@@ -166,13 +178,10 @@ async def test_a_failed_syncfs_fails_every_file_of_its_round(tmp_path, monkeypat
 
 
 async def test_a_put_cancelled_before_its_bytes_are_durable_leaves_no_name_and_no_open_file(
-        tmp_path, monkeypatch, fresh) -> None:
+        tmp_path, gate, fresh) -> None:
     storage = LocalStorage(tmp_path / "videos")
     directory = storage.root / "jobs"
-    gate = Gate()
-    monkeypatch.setattr(keeper, "syncfs", gate)
-    task = asyncio.ensure_future(storage.put("jobs/a.mp4", VIDEO, "video/mp4"))
-    await gate.wait_entered()
+    task = await put_held_at_syncfs(storage, gate, "jobs/a.mp4")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -183,13 +192,10 @@ async def test_a_put_cancelled_before_its_bytes_are_durable_leaves_no_name_and_n
     assert os.listdir(directory) == ["b.mp4"]
 
 
-async def test_a_put_cancelled_after_its_name_is_placed_leaves_the_whole_file(tmp_path, monkeypatch, fresh) -> None:
+async def test_a_put_cancelled_after_its_name_is_placed_leaves_the_whole_file(tmp_path, gate, fresh) -> None:
     storage = LocalStorage(tmp_path / "videos")
     directory = storage.root / "jobs"
-    gate = Gate()
-    monkeypatch.setattr(keeper, "syncfs", gate)
-    task = asyncio.ensure_future(storage.put("jobs/a.mp4", VIDEO, "video/mp4"))
-    await gate.wait_entered()
+    task = await put_held_at_syncfs(storage, gate, "jobs/a.mp4")
     gate.release()
     await gate.wait_entered()  # the name round: the file is named
     assert os.listdir(directory) == ["a.mp4"]

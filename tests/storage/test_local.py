@@ -13,13 +13,13 @@ import pytest
 from gateway.storage import (
     InvalidKey,
     LocalStorage,
-    ObjectNotFound,
     ObjectTooLarge,
     StorageConfig,
     build_storage,
     default_videos_dir,
 )
 from gateway.storage.local import READ_CHUNK_BYTES
+from tests.storage.contract import check_a_failing_producer_leaves_the_previous_object, check_exists_and_delete
 
 VIDEO = b"\x00\x00\x00\x18ftypmp42" + os.urandom(3 * READ_CHUNK_BYTES // 2)
 
@@ -59,13 +59,7 @@ async def test_put_accepts_plain_bytes(storage: LocalStorage) -> None:
 
 
 async def test_exists_and_delete(storage: LocalStorage) -> None:
-    stored = await storage.put("a.mp4", b"abc", "video/mp4")
-    assert await storage.exists(stored.uri)
-    assert await storage.delete(stored.uri) is True
-    assert not await storage.exists(stored.uri)
-    assert await storage.delete(stored.uri) is False
-    with pytest.raises(ObjectNotFound):
-        await read_all(storage, stored.uri)
+    await check_exists_and_delete(storage)
 
 
 async def test_put_replaces_an_existing_object(storage: LocalStorage) -> None:
@@ -81,16 +75,8 @@ async def test_over_the_cap_nothing_is_stored(storage: LocalStorage) -> None:
 
 
 async def test_a_failing_producer_leaves_the_previous_object_intact(storage: LocalStorage) -> None:
-    first = await storage.put("a.mp4", b"complete video", "video/mp4")
-
-    async def cut_off() -> AsyncIterator[bytes]:
-        yield b"half a vid"
-        raise ConnectionResetError("vendor went away")
-
-    with pytest.raises(ConnectionResetError):
-        await storage.put("a.mp4", cut_off(), "video/mp4")
-    assert b"".join(await read_all(storage, first.uri)) == b"complete video"
-    assert files_under(storage.root) == ["a.mp4"]
+    await check_a_failing_producer_leaves_the_previous_object(storage)
+    assert files_under(storage.root) == ["a.mp4"]  # no temporary file left beside it
 
 
 @pytest.mark.parametrize("key", [

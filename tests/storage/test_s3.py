@@ -16,7 +16,6 @@ from moto.server import ThreadedMotoServer
 from gateway.provider import Secret
 from gateway.storage import (
     InvalidKey,
-    ObjectNotFound,
     ObjectTooLarge,
     S3Config,
     StorageConfig,
@@ -24,6 +23,7 @@ from gateway.storage import (
     build_storage,
 )
 from gateway.storage.s3 import MIN_PART_BYTES, S3Settings, S3Storage
+from tests.storage.contract import check_a_failing_producer_leaves_the_previous_object, check_exists_and_delete
 
 ACCESS_KEY = "reelgate-test-access"
 SECRET_KEY = "reelgate-test-secret-0001"
@@ -117,25 +117,13 @@ async def test_over_the_cap_aborts_the_upload_and_stores_nothing(endpoint: str, 
 
 async def test_a_failing_producer_leaves_the_previous_object_intact(storage: S3Storage, endpoint: str,
                                                                    bucket: str) -> None:
-    first = await storage.put("a.mp4", b"complete video", "video/mp4")
-
-    async def cut_off() -> AsyncIterator[bytes]:
-        yield b"half"
-        raise ConnectionResetError("vendor went away")
-
-    with pytest.raises(ConnectionResetError):
-        await storage.put("a.mp4", cut_off(), "video/mp4")
-    assert await read_all(storage, first.uri) == b"complete video"
+    await check_a_failing_producer_leaves_the_previous_object(storage)
+    assert keys_in(endpoint, bucket) == ["reelgate/videos/a.mp4"]
+    assert admin(endpoint).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 async def test_exists_delete_and_missing_objects(storage: S3Storage) -> None:
-    stored = await storage.put("a.mp4", b"abc", "video/mp4")
-    assert await storage.exists(stored.uri)
-    assert await storage.delete(stored.uri) is True
-    assert not await storage.exists(stored.uri)
-    assert await storage.delete(stored.uri) is False
-    with pytest.raises(ObjectNotFound):
-        await read_all(storage, stored.uri)
+    await check_exists_and_delete(storage)
 
 
 @pytest.mark.parametrize("uri", [
