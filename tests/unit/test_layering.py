@@ -7,6 +7,7 @@ import ast
 import json
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,31 @@ def test_importing_the_adapters_and_the_service_loads_no_emulator_toolkit() -> N
     assert json.loads(done.stdout) == []
 
 
+#: every adapter module in the tree (a new vendor's is checked without editing this file)
+ADAPTERS = sorted(f"providers.{p.parent.name}.adapter" for p in (ROOT / "providers").glob("*/adapter.py"))
+#: what an adapter must not load: the emulators' toolkit and what it renders MP4s with
+HEAVY = ("av", "numpy", "gateway.emulation")
+
+
+def test_every_registered_provider_has_its_adapter_checked() -> None:
+    registered = {ep.value.split(":")[0] for ep in metadata.entry_points(group="reelgate.providers")}
+    assert registered and {f"{package}.adapter" for package in registered} <= set(ADAPTERS)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_importing_one_adapter_alone_loads_no_pyav_nor_its_emulator(adapter: str) -> None:
+    # alone, in a fresh interpreter: importing every adapter at once could hide which one pulls it in
+    code = ("import json, sys\n"
+            f"import {adapter}\n"
+            "print(json.dumps([sorted(sys.modules), sorted(m for m in sys.modules\n"
+            f"    if m.split('.')[0] in {HEAVY[:2]!r} or m.startswith({HEAVY[2]!r}) or m.endswith('.emulator'))]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded, heavy = json.loads(done.stdout)
+    assert adapter in loaded
+    assert heavy == []
+
+
 def test_no_core_module_imports_the_emulation_package() -> None:
     core = [p for p in modules_under(GATEWAY)
             if "emulation" not in p.relative_to(GATEWAY).parts and rel(p) not in ENTRY_POINTS]
@@ -73,6 +99,21 @@ def test_no_core_module_imports_the_emulation_package() -> None:
 
 def test_the_core_imports_no_vendor() -> None:
     assert offenders(modules_under(GATEWAY), "providers") == {}
+
+
+def test_loading_every_core_module_loads_no_vendor() -> None:
+    # the scan above reads import statements; this also sees a vendor reached another way
+    # (importlib with a computed name, a module that imports one on load)
+    code = ("import importlib, json, pkgutil, sys, gateway\n"
+            "names = [m.name for m in pkgutil.walk_packages(gateway.__path__, 'gateway.')]\n"
+            "for name in names:\n"
+            "    importlib.import_module(name)\n"
+            "print(json.dumps([len(names), sorted(m for m in sys.modules if m.split('.')[0] == 'providers')]))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded, vendors = json.loads(done.stdout)
+    assert loaded == len(modules_under(GATEWAY)) - 1  # every module but gateway/__init__.py, walked into
+    assert vendors == []
 
 
 def test_no_route_module_imports_the_app() -> None:
