@@ -50,6 +50,19 @@ def answering(raw: bytes) -> Handler:
     return answer
 
 
+def keep_alive(raw: bytes, seen: list[bytes] | None = None) -> Handler:
+    """A handler that answers every request on its connection with ``raw``, keeping each
+    request (lower-cased) in ``seen`` when given."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while request := await read_request(reader):
+            if seen is not None:
+                seen.append(request.lower())
+            writer.write(raw)
+            await writer.drain()
+
+    return answer
+
+
 @asynccontextmanager
 async def server(handler: Handler) -> AsyncIterator[str]:
     """``handler`` serving raw TCP on a loopback port; yields the base URL."""
@@ -242,14 +255,12 @@ async def test_each_client_and_each_request_keeps_its_own_read_timeout() -> None
 async def test_connections_per_host_are_bounded() -> None:
     connections = 0
 
-    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        while await read_request(reader):
-            writer.write(OK)
-            await writer.drain()
+        await keep_alive(OK)(reader, writer)
 
-    async with server(keep_alive) as url, client(limits=ConnectionLimits(per_host=2)) as http:
+    async with server(counting) as url, client(limits=ConnectionLimits(per_host=2)) as http:
         responses = await asyncio.gather(*(send(http, "vendor", poll(url), Phase.POLL) for _ in range(8)))
     assert [r.status_code for r in responses] == [200] * 8
     assert connections == 2
@@ -261,18 +272,11 @@ async def test_a_cookie_set_by_one_answer_is_never_sent_on_the_next_request() ->
     cookie = (b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     seen: list[bytes] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while request := await read_request(reader):
-            seen.append(request)
-            writer.write(cookie)
-            await writer.drain()
-
-    async with server(handle) as url, client() as http:
+    async with server(keep_alive(cookie, seen)) as url, client() as http:
         await send(http, "fal", poll(url), Phase.POLL)
         await send(http, "fal", poll(url), Phase.POLL)
         assert not http.cookies
-    assert len(seen) == 2 and b"cookie" not in seen[1].lower().replace(b"set-cookie", b"")
+    assert len(seen) == 2 and b"cookie" not in seen[1].replace(b"set-cookie", b"")
 
 
 async def test_a_vendor_call_comes_back_from_the_transport_read_whole_and_a_download_streamed() -> None:
@@ -282,11 +286,11 @@ async def test_a_vendor_call_comes_back_from_the_transport_read_whole_and_a_down
     big = b"x" * (transport.WHOLE_BODY_BYTES + 1)
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
 
-    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def by_path(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(OK if b"/status" in await read_request(reader) else answer)
         await writer.drain()
 
-    async with server(keep_alive) as url, client() as http:
+    async with server(by_path) as url, client() as http:
         assert isinstance(http, GatewayClient)
         inner = http.timing.inner
         whole = await inner.handle_async_request(tag(poll(url), "fal", Phase.POLL))
@@ -325,14 +329,7 @@ async def test_a_vendor_cookie_is_neither_kept_nor_sent_back() -> None:
     heads: list[bytes] = []
     set_cookie = b"HTTP/1.1 200 OK\r\nSet-Cookie: lb=vendor-a; Path=/\r\nContent-Length: %d\r\n\r\n%s" % (
         len(BODY), BODY)
-
-    async def remember(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while head := await read_request(reader):
-            heads.append(head.lower())
-            writer.write(set_cookie)
-            await writer.drain()
-
-    async with server(remember) as url, client() as http:
+    async with server(keep_alive(set_cookie, heads)) as url, client() as http:
         first = await send(http, "vendor", poll(url), Phase.POLL)
         await http.get(f"{url}/video")
         assert first.headers["set-cookie"].startswith("lb=vendor-a")  # the answer itself is intact

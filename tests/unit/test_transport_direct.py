@@ -5,7 +5,6 @@ needs it."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from gateway.errors import Unavailable
 from gateway.transport import Phase, URLPrefix, json_model, make_client, post_json, send, tag
 from tests.support import free_port
-from tests.unit.test_transport import BODY, CHUNKED, OK, client, poll, read_request, server
+from tests.unit.test_transport import BODY, CHUNKED, OK, client, keep_alive, poll, server
 
 
 @pytest.fixture
@@ -33,16 +32,8 @@ def httpx_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def keep_alive(answer: bytes) -> object:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await read_request(reader):
-            writer.write(answer)
-            await writer.drain()
-    return handle
-
-
 async def test_a_plain_vendor_call_skips_httpx_machinery_after_the_first(httpx_paths: list[str]) -> None:
-    async with server(keep_alive(OK)) as url, client() as http:  # type: ignore[arg-type]
+    async with server(keep_alive(OK)) as url, client() as http:
         first = await send(http, "vendor", poll(url), Phase.POLL)
         second = await send(http, "vendor", poll(url), Phase.POLL)
     assert httpx_paths == ["/status"]  # the first opens the client the way httpx does
@@ -53,14 +44,7 @@ async def test_a_plain_vendor_call_skips_httpx_machinery_after_the_first(httpx_p
 
 async def test_auth_and_credentials_in_the_url_take_httpx_path(httpx_paths: list[str]) -> None:
     heads: list[bytes] = []
-
-    async def remember(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while head := await read_request(reader):
-            heads.append(head.lower())
-            writer.write(OK)
-            await writer.drain()
-
-    async with server(remember) as url, client() as http:
+    async with server(keep_alive(OK, heads)) as url, client() as http:
         await send(http, "vendor", poll(url), Phase.POLL)
         await http.send(tag(poll(url), "vendor", Phase.POLL), auth=("u", "p"))
         with contextlib.suppress(ValueError):  # (aiohttp refuses URL credentials beside a header)
