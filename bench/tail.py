@@ -83,6 +83,11 @@ def report(folder: Path, stall_s: float) -> list[str]:
             + f"; {sum(e[2] for e in gcs) / seconds * 100:.1f} % of the window in the collector")
         pauses = [(e[0] - e[2], e[2]) for e in gcs]  # stamped at the end: the span started a pause earlier
         (service_gc if f["role"] == "service" else load_gc if f["role"] == "load" else []).extend(pauses)
+        if f.get("heap"):
+            heap = f["heap"]
+            out.append(f"  at the first request: {heap.get('frozen')} objects frozen, tracked by generation "
+                       f"{heap.get('tracked')}; a full collection at the end paused "
+                       f"{ms(float(heap.get('full_collection_s', 0)))} ms")
         if f["lag"]:
             lags = within(f["lag"], window)
             out.append(f"  loop lag: {summary([e[1] for e in lags])}; over {ms(stall_s)} ms: "
@@ -101,6 +106,9 @@ def report(folder: Path, stall_s: float) -> list[str]:
             out.append(f"  sqlite transactions: {len(txns)}, {median([e[4] for e in txns]):.0f} writes (median);"
                        f" lock {summary([e[1] for e in txns])}")
             out.append(f"    statements {summary([e[2] for e in txns])}; COMMIT {summary([e[3] for e in txns])}")
+            busy, locked = sum(e[1] + e[2] + e[3] for e in txns), sum(e[1] for e in txns)
+            out.append(f"    the store's thread in transactions {busy / seconds * 100:.1f} % of the window,"
+                       f" waiting for the write lock {locked / seconds * 100:.1f} %")
         if f["keeper"]:
             out.append(f"  keeper syncfs: {summary([e[1] for e in within(f['keeper'], window)])}")
     for label, spans in (("a service collection", service_gc), ("a load-generator collection", load_gc),

@@ -20,6 +20,7 @@ SIGTERM, or the load generator's normal exit).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import os
@@ -53,12 +54,18 @@ if FOLDER:
 
     gc.callbacks.append(_on_gc)
 
+    _heap: dict[str, object] = {}
+
     def _dump() -> None:
         if not any(_events.values()):
             return
+        if _events["asgi"] and "full_collection_s" not in _heap:  # what a full collection would pause now
+            began = time.perf_counter()
+            gc.collect()
+            _heap["full_collection_s"] = time.perf_counter() - began
         path = os.path.join(FOLDER, f"{_role()}-{os.getpid()}.json")
         with open(path, "w") as out:
-            json.dump({"role": _role(), "pid": os.getpid(), **_events}, out)
+            json.dump({"role": _role(), "pid": os.getpid(), "heap": _heap, **_events}, out)
 
     atexit.register(_dump)
 
@@ -78,6 +85,8 @@ if FOLDER:
             if scope["type"] != "http":
                 return await app(scope, receive, send)
             began = time.time()
+            if not _heap:  # the first request: start-up is over; what it left to the collector
+                _heap.update(frozen=gc.get_freeze_count(), tracked=[len(gc.get_objects(g)) for g in (0, 1, 2)])
 
             async def sent(message):  # type: ignore[no-untyped-def]
                 await send(message)
@@ -117,26 +126,26 @@ if FOLDER:
         keeper.Keeper._sync = timed_sync  # type: ignore[method-assign]
         from gateway.store import sqlite
 
-        transactions = _events["sqlite"]
+        transactions, batch, write, in_one = _events["sqlite"], [0], sqlite.write, sqlite._in_one_transaction
 
-        def timed_transaction(conn, writes):  # type: ignore[no-untyped-def]
-            """sqlite._in_one_transaction, timed in its parts: the write lock (the other
+        @contextlib.contextmanager
+        def timed_write(conn, *args, **kwargs):  # type: ignore[no-untyped-def]
+            """A write transaction timed in its parts: taking the write lock (the other
             worker's transactions), the statements, the COMMIT."""
             began, t0 = time.time(), time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            t1 = time.perf_counter()
-            try:
-                outcomes = [one(conn) for one in writes]
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            t2 = time.perf_counter()
-            conn.execute("COMMIT")
-            transactions.append((began, t1 - t0, t2 - t1, time.perf_counter() - t2, len(writes)))
-            return outcomes
+            with write(conn, *args, **kwargs):
+                t1 = time.perf_counter()
+                yield
+                t2 = time.perf_counter()
+            transactions.append((began, t1 - t0, t2 - t1, time.perf_counter() - t2, batch[0]))
+            batch[0] = 0
 
-        sqlite._in_one_transaction = timed_transaction
+        def counted(conn, writes):  # type: ignore[no-untyped-def]
+            batch[0] = len(writes)
+            return in_one(conn, writes)
+
+        sqlite.write = timed_write
+        sqlite._in_one_transaction = counted
 
     try:
         import uvicorn.config

@@ -107,3 +107,30 @@ async def test_new_jobs_and_saves_arriving_together_share_commits(tmp_path: Path
         for job in jobs:
             assert (await reopened.get(job.id)) is not None
         assert (await reopened.get_by_idempotency_key("k-1")).id == winner.id
+
+
+async def test_releases_share_commits_with_saves(tmp_path: Path) -> None:
+    """A service releases every job it finishes: the releases join the saves' group commit
+    (one transaction for a burst, not one each), each still answers whether its owner held
+    the lease, and each is durable."""
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        jobs = [new_job(f"job {i}") for i in range(40)]
+        for job in jobs:
+            await store.create_or_get(job, lease=("replica-a", 30.0))
+        transactions = [0]
+        run = store._run
+
+        async def counted(fn):  # type: ignore[no-untyped-def]
+            transactions[0] += 1
+            return await run(fn)
+
+        store._run = counted  # type: ignore[method-assign]
+        released = await asyncio.gather(*(store.release(j.id, "replica-a") for j in jobs[:30]),
+                                        *(store.release(j.id, "replica-b") for j in jobs[30:]),
+                                        *(store.save(j) for j in jobs))
+        assert transactions[0] <= 2
+        assert released[:30] == [True] * 30 and released[30:40] == [False] * 10
+    async with SqliteJobStore(tmp_path / "jobs.db") as reopened:
+        # released: claimable by anyone now; still held by replica-a: not claimable by b
+        claimed = {job.id for job in await reopened.claim("replica-b", 30.0, 100)}
+        assert claimed == {j.id for j in jobs[:30]}
