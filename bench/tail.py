@@ -109,6 +109,8 @@ def report(folder: Path, stall_s: float) -> list[str]:
             busy, locked = sum(e[1] + e[2] + e[3] for e in txns), sum(e[1] for e in txns)
             out.append(f"    the store's thread in transactions {busy / seconds * 100:.1f} % of the window,"
                        f" waiting for the write lock {locked / seconds * 100:.1f} %")
+        if f.get("hops"):
+            out.append(f"  the store's thread: {len(within(f['hops'], window))} calls")
         if f["keeper"]:
             out.append(f"  keeper syncfs: {summary([e[1] for e in within(f['keeper'], window)])}")
     for label, spans in (("a service collection", service_gc), ("a load-generator collection", load_gc),

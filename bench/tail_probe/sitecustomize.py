@@ -42,7 +42,8 @@ def _role() -> str:
 
 
 if FOLDER:
-    _events: dict[str, list] = {"gc": [], "lag": [], "asgi": [], "commit": [], "keeper": [], "sqlite": []}
+    _events: dict[str, list] = {"gc": [], "lag": [], "asgi": [], "commit": [], "keeper": [], "sqlite": [],
+                                "hops": []}
     _gc_start = [0.0]
 
     def _on_gc(phase: str, info: dict) -> None:
@@ -146,6 +147,15 @@ if FOLDER:
 
         sqlite.write = timed_write
         sqlite._in_one_transaction = counted
+        from gateway.store import one_thread
+
+        run, hops = one_thread.OneThread.run, _events["hops"]
+
+        def counted_hop(self, fn):  # type: ignore[no-untyped-def]
+            hops.append((time.time(),))
+            return run(self, fn)
+
+        one_thread.OneThread.run = counted_hop  # type: ignore[method-assign]
 
     try:
         import uvicorn.config
