@@ -1,7 +1,7 @@
 """What one job write costs the gateway's process: CPU per ``create_or_get`` and per ``save``.
 
     python -m bench.store_writes [--store sqlite postgres] [--jobs 2000] [--concurrency 32]
-                                 [--rounds 3] [--baseline DIR] [--leases]
+                                 [--rounds 3] [--baseline DIR]
 
 Each round writes ``jobs`` jobs the way a job's life writes them (created; its attempt
 opened; the vendor job accepted; succeeded), ``concurrency`` jobs at once, into a fresh
@@ -9,9 +9,6 @@ SQLite file or a throwaway PostgreSQL schema (``$REELGATE_BENCH_PG``, default th
 database), and prints this process's CPU time (``time.process_time``: every thread, so the
 SQLite worker thread too) per write, and per job. Wall time is printed but means little
 on a shared machine.
-
-``--leases`` writes each job as ``reelgate serve`` does: created with a lease, saved by its
-lease holder, released when it has finished (a fifth write).
 
 ``--baseline DIR`` runs the same rounds from another source tree too (``git archive <commit>
 | tar -x -C DIR``), alternating with this one, and prints this tree's CPU per job as a ratio
@@ -45,35 +42,28 @@ def lifecycle_jobs(n: int) -> list[object]:
     return [VideoJob(VideoRequest(prompt=f"a red fox in fresh snow, take {i}"), plan=dict(plan)) for i in range(n)]
 
 
-#: the lease holder of ``--leases`` (a replica's id)
-OWNER = "bench-replica"
-
-
-async def one_job(store: object, job: object, leases: bool = False) -> None:
+async def one_job(store: object, job: object) -> None:
     from gateway.job import Attempt, AttemptOutcome, JobStatus, VideoJob, VideoOutput
     from gateway.provider import VendorJob
 
     assert isinstance(job, VideoJob)
-    owner = {"lease_owner": OWNER} if leases else {}
-    await store.create_or_get(job, **({"lease": (OWNER, 30.0)} if leases else {}))  # type: ignore[attr-defined]
+    await store.create_or_get(job)  # type: ignore[attr-defined]
     attempt = Attempt(provider="railwail", vendor_model="luma-ray-flash-2", started_at=time.time(),
                       attempt_key=f"{job.id}.1", estimated_usd=Decimal("0.3"))
     job.attempts.append(attempt)
-    await store.save(job, **owner)  # type: ignore[attr-defined]
+    await store.save(job)  # type: ignore[attr-defined]
     attempt.vendor_job = VendorJob(provider="railwail", vendor_model="luma-ray-flash-2", vendor_id=f"video_{job.id}",
                                    base_url="http://127.0.0.1:9/api/v1", credential_ref="env:RAILWAIL_KEY")
     job.move(JobStatus.SUBMITTED)
-    await store.save(job, **owner)  # type: ignore[attr-defined]
+    await store.save(job)  # type: ignore[attr-defined]
     attempt.finish(AttemptOutcome.SUCCEEDED)
     job.output = VideoOutput(url="http://127.0.0.1:9/v.mp4")
     job.progress = 1.0
     job.move(JobStatus.SUCCEEDED)
-    await store.save(job, **owner)  # type: ignore[attr-defined]
-    if leases:
-        await store.release(job.id, OWNER)  # type: ignore[attr-defined]
+    await store.save(job)  # type: ignore[attr-defined]
 
 
-async def one_round(kind: str, jobs: int, concurrency: int, leases: bool) -> tuple[float, float]:
+async def one_round(kind: str, jobs: int, concurrency: int) -> tuple[float, float]:
     """(CPU seconds, wall seconds) to write ``jobs`` lifecycles."""
     from gateway.store import SqliteJobStore
     from gateway.store.postgres import PostgresJobStore
@@ -85,13 +75,13 @@ async def one_round(kind: str, jobs: int, concurrency: int, leases: bool) -> tup
         async with store:
             try:
                 todo = lifecycle_jobs(jobs)
-                await asyncio.gather(*(one_job(store, j, leases) for j in todo[:concurrency]))  # warm-up
+                await asyncio.gather(*(one_job(store, j) for j in todo[:concurrency]))  # warm-up
                 todo = todo[concurrency:]
                 gate = asyncio.Semaphore(concurrency)
 
                 async def gated(job: object) -> None:
                     async with gate:
-                        await one_job(store, job, leases)
+                        await one_job(store, job)
 
                 cpu, wall = time.process_time(), time.perf_counter()
                 await asyncio.gather(*(gated(j) for j in todo))
@@ -102,15 +92,14 @@ async def one_round(kind: str, jobs: int, concurrency: int, leases: bool) -> tup
                         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def child(kind: str, jobs: int, concurrency: int, leases: bool) -> None:
-    cpu, wall = asyncio.run(one_round(kind, jobs, concurrency, leases))
+def child(kind: str, jobs: int, concurrency: int) -> None:
+    cpu, wall = asyncio.run(one_round(kind, jobs, concurrency))
     print(f"{cpu * 1e6:.1f} {wall * 1e6:.1f}")
 
 
-def run_tree(tree: Path, kind: str, jobs: int, concurrency: int, leases: bool) -> tuple[float, float]:
+def run_tree(tree: Path, kind: str, jobs: int, concurrency: int) -> tuple[float, float]:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--jobs", str(jobs),
-                          "--concurrency", str(concurrency)] + ["--leases"] * leases,
-                         cwd=tree, check=True, capture_output=True, text=True,
+                          "--concurrency", str(concurrency)], cwd=tree, check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
     return float(out[0]), float(out[1])
 
@@ -122,11 +111,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path)
-    parser.add_argument("--leases", action="store_true", help="leased jobs, released at the end, as serve has them")
     parser.add_argument("--child", choices=("sqlite", "postgres"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.jobs, args.concurrency, args.leases)
+        child(args.child, args.jobs, args.concurrency)
         return
     here = Path(__file__).resolve().parent.parent
     trees = [("this", here)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
@@ -134,11 +122,10 @@ def main() -> None:
         cpu: dict[str, list[float]] = {name: [] for name, _ in trees}
         for r in range(args.rounds):
             for name, tree in trees if r % 2 == 0 else trees[::-1]:
-                job_cpu, job_wall = run_tree(tree, kind, args.jobs, args.concurrency, args.leases)
+                job_cpu, job_wall = run_tree(tree, kind, args.jobs, args.concurrency)
                 cpu[name].append(job_cpu)
-                writes = WRITES_PER_JOB + args.leases
                 print(f"{kind:8s} round {r + 1} {name:8s} CPU {job_cpu:7.1f} us/job"
-                      f" ({job_cpu / writes:6.1f} us/write), wall {job_wall:7.1f} us/job", flush=True)
+                      f" ({job_cpu / WRITES_PER_JOB:6.1f} us/write), wall {job_wall:7.1f} us/job", flush=True)
         best = {name: min(values) for name, values in cpu.items()}
         line = f"{kind:8s} best CPU per job: this {best['this']:.1f} us"
         if args.baseline:

@@ -89,3 +89,85 @@ async def test_as_many_batches_under_way_as_allowed_and_no_more(in_flight: int) 
 
     await asyncio.gather(*(job(i) for i in range(10)))
     assert fake.most_at_once == in_flight and len(fake.landed) == 50
+
+
+class Started:
+    """A ``start`` as a store's thread is one: takes a batch, answers on the loop a turn later
+    (as ``call_soon_threadsafe`` does), one batch at a time; records what it saw."""
+
+    def __init__(self, refuse: int | None = None) -> None:
+        self.batches: list[list[Write]] = []
+        self.under_way = 0
+        self.started_while_telling = 0  # batches started from inside the last one's callback
+        self.telling = False
+        self.refuse = refuse
+
+    def __call__(self, batch: list[Write], then) -> None:  # type: ignore[no-untyped-def]
+        assert self.under_way == 0  # one batch at a time
+        self.under_way += 1
+        self.started_while_telling += self.telling
+        self.batches.append(batch)
+        asyncio.get_running_loop().call_soon(self._answer, batch, then)
+
+    def _answer(self, batch: list[Write], then) -> None:  # type: ignore[no-untyped-def]
+        self.under_way -= 1
+        self.telling = True
+        try:
+            if any(n == self.refuse for _, n in batch):
+                then(ValueError(f"write {self.refuse} is refused"), True)
+            else:
+                then([n for _, n in batch], False)
+        finally:
+            self.telling = False
+
+
+async def test_a_started_batch_tells_its_writers_and_starts_the_next_in_its_callback() -> None:
+    """The SQLite store's way (``start=``): writes arriving while a batch is under way go out
+    together in the next, started by the callback that tells the last batch's writers; no
+    flusher task resumes in between (a loop iteration sooner for both)."""
+    started = Started()
+    group: GroupCommit[Write] = GroupCommit(start=started, name="test")
+    told: list[int] = []
+
+    async def job(i: int) -> None:
+        for _ in range(i % 3):  # arriving one loop turn after another
+            await asyncio.sleep(0)
+        for n in range(5):
+            told.append(await group((f"job-{i}", n)))
+
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(job(i) for i in range(10)))
+    assert sorted(told) == sorted(n for _ in range(10) for n in range(5))
+    assert len(started.batches) < 50  # batched
+    # every batch after the first came from the callback of the one before
+    assert started.started_while_telling == len(started.batches) - 1
+    for i in range(10):  # one job's writes land in the order made
+        assert [n for b in started.batches for k, n in b if k == f"job-{i}"] == list(range(5))
+
+
+async def test_a_started_batch_that_fails_fails_its_writes_and_the_next_still_goes() -> None:
+    started = Started(refuse=7)
+    group: GroupCommit[Write] = GroupCommit(start=started, name="test")
+    outcomes = await asyncio.gather(*(group((f"job-{n}", n)) for n in range(12)), return_exceptions=True)
+    assert all(isinstance(o, ValueError) for o in outcomes)  # one batch: all of it failed
+    assert await group(("job-x", 99)) == 99
+    async with asyncio.timeout(5):  # one after another: none stranded
+        for n in range(100, 120):
+            assert await group(("job", n)) == n
+
+
+async def test_a_batch_that_cannot_start_fails_its_writes() -> None:
+    def closed(batch: list[Write], then) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("the store is not open")
+
+    group: GroupCommit[Write] = GroupCommit(start=closed, name="test")
+    with pytest.raises(RuntimeError, match="not open"):
+        await group(("job", 1))
+
+
+@pytest.mark.parametrize("options", [{"key": lambda w: w[0]}, {"in_flight": 2}, {"alone_on": (ValueError,)}])
+def test_a_started_group_commit_is_one_batch_at_a_time_without_keys(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="one batch at a time"):
+        GroupCommit(start=Started(), name="test", **options)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        GroupCommit(name="test")
