@@ -13,31 +13,18 @@ so one bad write fails alone instead of taking its batchmates (other callers' jo
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 _W = TypeVar("_W")
-#: starts committing a batch and returns; the second argument is called on the loop once the
-#: batch is durable or failed: ``(outcomes, False)`` or ``(exception, True)``
-StartCommit = Callable[[list[_W], Callable[[Any, bool], None]], None]
 
 
 class GroupCommit(Generic[_W]):
-    def __init__(self, commit: Callable[[list[_W]], Awaitable[Sequence[Any]]] | None = None, *, name: str,
+    def __init__(self, commit: Callable[[list[_W]], Awaitable[Sequence[Any]]], *, name: str,
                  key: Callable[[_W], Hashable] | None = None, in_flight: int = 1,
-                 alone_on: tuple[type[Exception], ...] = (), start: StartCommit[_W] | None = None) -> None:
+                 alone_on: tuple[type[Exception], ...] = ()) -> None:
         #: writes a batch; returns one outcome per write, in order
         self._commit = commit
-        #: instead of ``commit`` (one batch at a time, no key, no ``alone_on``): a batch handed
-        #: to a thread that calls back when it is durable. The callback tells the batch's
-        #: writers and starts the next batch itself, where ``commit``'s flusher task resumes
-        #: an iteration of the loop later and the writers one more (SQLite: its one thread;
-        #: docs/benchmarks.md 6.tail)
-        self._start = start
-        if (commit is None) == (start is None) or (start is not None and (key or alone_on or in_flight != 1)):
-            raise ValueError("a group commit has a commit, or a start with one batch at a time and no key")
-        self._starting = self._started = False
         self._name = name
         #: writes with equal keys never share a batch (one statement may not change a row twice)
         #: nor go out while another batch holds one: one row's writes land in the order made
@@ -53,47 +40,14 @@ class GroupCommit(Generic[_W]):
 
     async def __call__(self, write: _W) -> Any:
         """Run ``write`` in the next batch; its outcome once that is durable."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[Any] = loop.create_future()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((write, done))
-        if self._start is not None:
-            if not (self._started or self._starting):  # a batch already under way starts the next itself
-                self._starting = True  # on the next iteration: this one's other writes join it
-                loop.call_soon(self._start_next)
-            return await done
         # done, not discarded yet (its callback runs later): a finished flusher takes no more
         if sum(not f.done() for f in self._flushers) < self._in_flight:
             flusher = asyncio.create_task(self._flush(), name=self._name)
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
         return await done
-
-    def _start_next(self) -> None:
-        self._starting = False
-        batch = self._next_batch()
-        if not batch:
-            return
-        self._started = True
-        assert self._start is not None
-        try:
-            self._start([w for w, _ in batch], functools.partial(self._landed, batch))
-        except Exception as exc:  # it could not even start: nothing of it is on record
-            self._landed(batch, exc, True)
-
-    def _landed(self, batch: list[tuple[_W, asyncio.Future[Any]]], outcome: Any, failed: bool) -> None:
-        """A started batch is durable (or failed): its writers are told and the next batch,
-        made of every write that came meanwhile, starts now."""
-        self._started = False
-        if failed:
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(outcome)
-        else:
-            for (_, done), one in zip(batch, outcome, strict=True):
-                if not done.done():  # its caller may have been cancelled meanwhile
-                    done.set_result(one)
-        if self._pending and not self._starting:
-            self._start_next()
 
     def _next_batch(self) -> list[tuple[_W, asyncio.Future[Any]]]:
         if self._key is None:
@@ -128,7 +82,6 @@ class GroupCommit(Generic[_W]):
         """Commit ``batch`` and hand each caller its outcome; False, and no caller told, when a
         batch of several writes failed with what ``alone_on`` names."""
         try:
-            assert self._commit is not None
             outcomes = await self._commit([w for w, _ in batch])
         except Exception as exc:  # the whole batch failed: every write in it did
             if len(batch) > 1 and isinstance(exc, self._alone_on):

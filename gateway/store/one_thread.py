@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
-#: what is told a call's outcome, on the loop: ``(outcome, failed)``, the exception when failed
-Then = Callable[[Any, bool], None]
-_Call = tuple[asyncio.AbstractEventLoop, Then, Callable[[], Any]]
+_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
 
 
 class OneThread:
@@ -41,15 +38,8 @@ class OneThread:
         Cancelling the future does not stop ``fn``: only its outcome is dropped."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[_T] = loop.create_future()
-        self._calls.put((loop, functools.partial(_settle, done), fn))
+        self._calls.put((loop, done, fn))
         return done
-
-    def run_then(self, fn: Callable[[], Any], then: Then) -> None:
-        """``fn()`` in the thread, after every call made before; ``then(outcome, failed)`` is
-        called on the running loop with its outcome, in the loop's callback for it itself:
-        no future, no task resumed an iteration later (the group commit's way: a batch's
-        writers are told, and its next batch is started, one loop iteration sooner)."""
-        self._calls.put((asyncio.get_running_loop(), then, fn))
 
     def stop(self) -> None:
         """End the thread once the calls already made have run."""
@@ -57,14 +47,14 @@ class OneThread:
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            loop, then, fn = call
+            loop, done, fn = call
             try:
                 outcome, failed = fn(), False
             except BaseException as exc:  # handed to the caller, as an executor would
                 outcome, failed = exc, True
             with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: no one is waiting
-                loop.call_soon_threadsafe(then, outcome, failed)
-            del call, then, fn, outcome  # not held while waiting for the next call
+                loop.call_soon_threadsafe(_settle, done, outcome, failed)
+            del call, done, fn, outcome  # not held while waiting for the next call
 
 
 def _settle(done: asyncio.Future[Any], outcome: Any, failed: bool) -> None:

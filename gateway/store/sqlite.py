@@ -65,10 +65,9 @@ class SqliteJobStore(JobStore):
         self._conn: sqlite3.Connection | None = None
         #: the one thread that touches the connection (made at open, gone at close)
         self._thread: OneThread | None = None
-        #: creates and saves: each batch of them is one transaction (group_commit.py), handed
-        #: to the store's thread, whose callback tells the writers and starts the next batch
+        #: creates and saves: each batch of them is one transaction (group_commit.py)
         self._in_next_commit: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
-            start=self._start_commit, name="sqlite-group-commit")
+            self._commit, name="sqlite-group-commit")
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -149,13 +148,8 @@ class SqliteJobStore(JobStore):
         if lost is not None:
             raise lost
 
-    def _start_commit(self, writes: list[Callable[[sqlite3.Connection], Any]],
-                      then: Callable[[Any, bool], None]) -> None:
-        """One transaction of ``writes`` in the store's thread, after the calls made before it;
-        ``then`` told on the loop (see ``_run`` for why a closed store's connection is safe)."""
-        if self._conn is None or self._thread is None:
-            raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
-        self._thread.run_then(functools.partial(_in_one_transaction, self._conn, writes=writes), then)
+    async def _commit(self, writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        return await self._run(functools.partial(_in_one_transaction, writes=writes))
 
     def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
         params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,

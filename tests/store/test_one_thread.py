@@ -69,28 +69,3 @@ async def test_closing_after_a_cancelled_save_waits_for_it_and_keeps_it(tmp_path
     async with SqliteJobStore(tmp_path / "jobs.db") as again:
         stored = await again.get(job.id)
     assert stored is not None and stored.id == job.id
-
-
-async def test_run_then_calls_back_on_the_loop_in_order_with_outcomes_and_errors() -> None:
-    thread, told = OneThread("test-one-thread"), []
-    loop_thread = threading.current_thread()
-    finished = asyncio.get_running_loop().create_future()
-
-    def then(outcome: object, failed: bool) -> None:
-        assert threading.current_thread() is loop_thread  # told on the loop, not in the thread
-        told.append((type(outcome).__name__ if failed else outcome, failed))
-        if len(told) == 3:
-            finished.set_result(None)
-
-    def fails() -> None:
-        raise ValueError("refused")
-
-    try:
-        thread.run_then(lambda: 1, then)
-        thread.run_then(fails, then)
-        thread.run_then(lambda: 3, then)
-        async with asyncio.timeout(5):
-            await finished
-        assert told == [(1, False), ("ValueError", True), (3, False)]
-    finally:
-        thread.stop()
