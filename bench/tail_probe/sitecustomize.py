@@ -10,8 +10,10 @@ processes) so the analysis can line them up with the load generator's pairs:
   sleeping ``LAG_TICK_S`` and noting how late it woke: a stalled loop delays every request
   it holds), and each request's time in the ASGI app (call to the last body byte sent);
 * in the service: each group-commit write's wait (the store's durability on a create),
-  each SQLite transaction in its parts (lock, statements, COMMIT) and each keeper round
-  (``syncfs`` of the kept videos).
+  each SQLite write transaction in its parts (lock, statements, COMMIT), each call into the
+  SQLite store's thread and each keeper round (``syncfs`` of the kept videos); at the first
+  request, how many objects are frozen and tracked (what start-up left to the collector),
+  and at the end how long a full collection pauses.
 
 It writes ``<folder>/<role>-<pid>.json`` when the process ends (uvicorn's graceful stop on
 SIGTERM, or the load generator's normal exit).
