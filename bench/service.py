@@ -36,7 +36,6 @@ polled (0.01 s after the submit), its video mirrored into result storage, finish
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -51,64 +50,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.common import free_port, machine, median, percentile, run_event_loop, stop_process
+from bench.common import free_port, machine, median, run_event_loop, stop_process
+from bench.loadgen import load
 from bench.upstream import UPSTREAM_KEY, upstream_app
 
 #: how long the service may take to answer before we give up
 START_TIMEOUT_S = 120.0
 PG_DSN = os.environ.get("REELGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-# -- the load generator ------------------------------------------------------------------------
-
-async def load(url: str, key: str, seconds: float, concurrency: int, warmup_s: float, model: str) -> dict[str, object]:
-    """``concurrency`` workers doing create + retrieve pairs; pairs that finished in the
-    ``seconds`` after ``warmup_s`` are counted."""
-    import aiohttp
-
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    body = json.dumps({"prompt": "a red fox in fresh snow", "model": model, "seconds": "5", "size": "960x540"})
-    latencies: list[float] = []
-    creates: list[float] = []  # the POST alone, for what the service adds to a create
-    failed, done = [0], [0]
-    errors: dict[str, int] = {}
-    start = time.perf_counter()
-    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while (began := time.perf_counter()) < stop_at:
-            ok = False
-            try:
-                async with session.post(f"{url}/v1/videos", data=body, headers=headers) as r:
-                    created = await r.read()
-                    if r.status == 200 and measure_from <= time.perf_counter() <= stop_at:
-                        creates.append(time.perf_counter() - began)
-                    if r.status == 200:
-                        async with session.get(f"{url}/v1/videos/{json.loads(created)['id']}",
-                                               headers=headers) as g:
-                            await g.read()
-                            ok = g.status == 200
-                            status = g.status
-                    else:
-                        status = r.status
-                    if not ok:
-                        errors[str(status)] = errors.get(str(status), 0) + 1
-            except (aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-            ended = time.perf_counter()
-            done[0] += ok
-            if measure_from <= ended <= stop_at:  # finished in the window (a slow server's pairs too)
-                if ok:
-                    latencies.append(ended - began)
-                else:
-                    failed[0] += 1
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return {"pairs": len(latencies), "all_pairs": done[0], "seconds": seconds, "failed": failed[0], "errors": errors,
-            "p50_ms": median(latencies) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-            "post_p99_ms": percentile(creates, 99) * 1000}
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -207,8 +155,9 @@ def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Pat
         # ``python -m`` puts the working directory first on sys.path, before PYTHONPATH: the
         # baseline's children run in its tree, or they would import this one's sources
         cwd = str(Path(tree).resolve()) if tree else None
-        if cwd:
-            env["PYTHONPATH"] = cwd
+        if cwd:  # (bench.tail's probe, when set, goes into both trees' processes)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(Path(__file__).with_name("tail_probe"))] * ("REELGATE_TAIL_PROBE" in env) + [cwd])
         # The key goes where `serve` looks for it: keys.db, or the PostgreSQL store's api_keys.
         key = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "create", "--name", "bench",
                               "--config", str(config)], env=env, check=True, capture_output=True,

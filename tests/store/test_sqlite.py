@@ -6,9 +6,11 @@ The behaviour every store shares is in test_contract.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import sqlite3
 import stat
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -82,23 +84,33 @@ async def test_two_processes_share_one_file(tmp_path: Path) -> None:
         assert versions == [(m.version,) for m in migrations.load("sqlite")]
 
 
-async def test_new_jobs_and_saves_arriving_together_share_commits(tmp_path: Path) -> None:
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the SQLite store's write transactions (each ``BEGIN IMMEDIATE`` ... ``COMMIT``),
+    whichever way they are made: a group commit's batch or a write of its own."""
+    from gateway.store import sqlite as sqlite_store
+
+    count, write = [0], sqlite_store.write
+
+    @contextlib.contextmanager
+    def counted(conn: sqlite3.Connection) -> Iterator[None]:
+        count[0] += 1
+        with write(conn):
+            yield
+
+    monkeypatch.setattr(sqlite_store, "write", counted)
+    return count
+
+
+async def test_new_jobs_and_saves_arriving_together_share_commits(tmp_path: Path, transactions: list[int]) -> None:
     """Creates go through the group commit with saves: a burst costs a few transactions,
     not one per write, and a key raced within one batch still makes exactly one job."""
     async with SqliteJobStore(tmp_path / "jobs.db") as store:
-        transactions = [0]
-        run = store._run
-
-        async def counted(fn):  # type: ignore[no-untyped-def]
-            transactions[0] += 1
-            return await run(fn)
-
-        store._run = counted  # type: ignore[method-assign]
         jobs = [new_job(f"job {i}") for i in range(40)]
         raced = [new_job("same", key="k-1") for _ in range(10)]
         outcomes = await asyncio.gather(*(store.create_or_get(j) for j in jobs + raced),
                                         *(store.save(j) for j in jobs))
-        assert transactions[0] <= 3
+        assert 1 <= transactions[0] <= 3
         created = [made for _, made in outcomes[:50]]
         assert created[:40] == [True] * 40 and created[40:].count(True) == 1
         winner = next(job for job, made in outcomes[40:50] if made)
@@ -107,3 +119,23 @@ async def test_new_jobs_and_saves_arriving_together_share_commits(tmp_path: Path
         for job in jobs:
             assert (await reopened.get(job.id)) is not None
         assert (await reopened.get_by_idempotency_key("k-1")).id == winner.id
+
+
+async def test_releases_share_commits_with_saves(tmp_path: Path, transactions: list[int]) -> None:
+    """A service releases every job it finishes: the releases join the saves' group commit
+    (one transaction for a burst, not one each), each still answers whether its owner held
+    the lease, and each is durable."""
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        jobs = [new_job(f"job {i}") for i in range(40)]
+        for job in jobs:
+            await store.create_or_get(job, lease=("replica-a", 30.0))
+        transactions[0] = 0
+        released = await asyncio.gather(*(store.release(j.id, "replica-a") for j in jobs[:30]),
+                                        *(store.release(j.id, "replica-b") for j in jobs[30:]),
+                                        *(store.save(j) for j in jobs))
+        assert 1 <= transactions[0] <= 2
+        assert released[:30] == [True] * 30 and released[30:40] == [False] * 10
+    async with SqliteJobStore(tmp_path / "jobs.db") as reopened:
+        # released: claimable by anyone now; still held by replica-a: not claimable by b
+        claimed = {job.id for job in await reopened.claim("replica-b", 30.0, 100)}
+        assert claimed == {j.id for j in jobs[:30]}
