@@ -52,6 +52,7 @@ class JobTasks:
     adoptions: Adoptions
     lease_owner: str | None
     _tasks: dict[str, asyncio.Task[VideoJob]]
+    _creating: set[str]
     _holds: dict[str, tuple[Ledger, ...]]
     _nudges: dict[tuple[str, str], Nudge]
     _shared_runner: JobRunner | None
@@ -61,7 +62,14 @@ class JobTasks:
 
     def launch(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
                *, resume: bool = False) -> None:
-        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is)."""
+        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is).
+
+        One task per job per process: two would each submit the job's next attempt under this
+        replica's (valid) lease, and a vendor without idempotency keys would run, and bill, it
+        twice (docs/service.md, "One task per job")."""
+        running = self._tasks.get(job.id)
+        if running is not None and not running.done():
+            raise RuntimeError(f"job {job.id} is already followed in this process")
         self._holds[job.id] = ledgers
         self.live.add(job, on_update)
         self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=resume), name=f"reelgate-{job.id}")
