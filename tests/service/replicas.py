@@ -78,6 +78,13 @@ class Cluster:
         stats = self.http.get(f"{self.sandbox_url}/_sandbox/stats").raise_for_status().json()
         return sum(int(stats[v]["accepted_submissions"]) for v in VENDORS)
 
+    def duplicates(self) -> dict[str, dict[str, list[list[object]]]]:
+        """Per vendor, each reference (attempt key, else prompt) the emulators accepted more
+        than once, with each acceptance's time, client address and vendor job id: a failing
+        ``accepted == jobs`` names the job paid twice (its id is the attempt key's stem)."""
+        stats = self.http.get(f"{self.sandbox_url}/_sandbox/stats").raise_for_status().json()
+        return {v: stats[v]["duplicates"] for v in VENDORS if stats[v]["duplicates"]}
+
 
 def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema: str, prefix: str,
                   timing: dict[str, float], polling: dict[str, float], lease_s: float,

@@ -56,6 +56,7 @@ async def test_a_lease_round_between_a_jobs_create_and_its_task_does_not_start_i
     assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 4
     assert [len(j.attempts) for j in done] == [1] * 4
     assert accepted(sandbox[0]) == 4  # one paid vendor job per job
+    assert not any(stats["duplicates"] for stats in sandbox[0].stats().values())  # type: ignore[index]
     assert not leases.claimed  # nothing was "taken over": the jobs were this replica's own, followed
 
 
