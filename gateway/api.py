@@ -91,6 +91,10 @@ class Gateway(JobTasks):
         #: insert on, their task started only once the store's answer is back. A lease round
         #: in between must not take one for a job of its own left unfollowed (``resume``)
         self._creating: set[str] = set()
+        #: how long this replica surely holds each lease it follows (monotonic seconds): from
+        #: before the write that took or renewed it. A submit leaves only well inside it
+        #: (``JobTasks.fence_submit``)
+        self._lease_until: dict[str, float] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
         self.adoptions = Adoptions(settings, store)
@@ -212,7 +216,10 @@ class Gateway(JobTasks):
             if self.store is not None:
                 lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
                 self._creating.add(job.id)
+                leased_at = time.monotonic()
                 stored, created = await self.store.create_or_get(job, owner=owner, lease=lease)
+                if created and lease is not None:
+                    self.leases_held([job.id], leased_at)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
                     return replayed(self.jobs.get(stored.id, stored), digest), False

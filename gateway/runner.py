@@ -46,7 +46,7 @@ from gateway.routing.health import Health
 from gateway.routing.next_step import hedge_candidate, may_fall_back
 from gateway.routing.plan import latency_key
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
-from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
+from gateway.vendor_calls import Fence, LiveAttempt, Nudge, Sleep, VendorCalls
 
 OnUpdate = Callable[[VideoJob], None]
 #: persists the job; awaited before every vendor call that could create or change a job
@@ -76,12 +76,13 @@ class JobRunner:
         limiter: ConcurrencyLimiter | None = None,
         adoptions: Adoptions | None = None,
         defer_success: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         self.providers = providers
         self.settings = settings
         self.health = health
         self.calls = VendorCalls(client, settings, sleep, rng or random.Random(), {} if nudges is None else nudges,
-                                 estimate=self._expected_s if health is not None else None)
+                                 estimate=self._expected_s if health is not None else None, fence=fence)
         self._sleep = sleep
         self._on_update = on_update
         self._checkpoint = checkpoint

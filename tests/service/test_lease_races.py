@@ -15,12 +15,15 @@ job record (one attempt, succeeded) showed nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from gateway.emulation.sandbox import Sandbox
 from gateway.job import JobStatus, VideoJob
 from gateway.request import VideoRequest
+from gateway.runner import SUBMITS_IN_FLIGHT
 from gateway.server.service import Service
 from tests.service.test_leases import (  # noqa: F401 (replicas, sandbox: fixtures used below)
+    LEASE_S,
     Start,
     accepted,
     all_accepted,
@@ -77,3 +80,47 @@ async def test_a_replica_restarted_under_its_own_id_takes_its_jobs_back(
     assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 2
     assert accepted(sandbox[0]) == 2
 
+
+
+async def test_a_submit_delayed_past_its_lease_is_not_sent_by_the_replica_that_lost_it(
+        replicas: Start, sandbox: tuple[Sandbox, str]) -> None:  # noqa: F811
+    """The attempt is on record, its submit waits (the submit gate full, a stalled process)
+    and meanwhile the lease expires and another replica claims the job. The first replica
+    must not send the submit after all: the claimant resumes the pending attempt (same key,
+    adoption, or unknown), and fal would run, and bill, a second job for it."""
+    a = await replicas("a")
+    assert a.leases is not None and a._leasing is not None
+    a._leasing.cancel()  # this replica's lease round lags (it would drop the job when it ran)
+    await asyncio.gather(a._leasing, return_exceptions=True)
+    gate = a.gateway._runner()._submit_gate
+    while not gate.locked():  # every submit slot taken: the job's submit waits, its attempt saved
+        await gate.acquire()
+    job = await a.submit(VideoRequest(prompt="fox", providers=["fal"]), None)
+    await until(lambda: _has_attempt(a, job.id))
+    await asyncio.sleep(LEASE_S * 1.5)  # past the lease: another replica claims the job
+    assert [j.id for j in await a.store.claim("b", 60, limit=10)] == [job.id]
+    for _ in range(SUBMITS_IN_FLIGHT):
+        gate.release()
+    await until(lambda: _done(job.id not in a.gateway.following()))
+
+    assert accepted(sandbox[0]) == 0  # nothing sent by the replica that lost the job
+    row = await a.store.get(job.id)
+    assert row is not None and [(t.outcome.value, t.vendor_job) for t in row.attempts] == [("pending", None)]
+
+
+async def until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Until ``check()`` is true (a failure after 10 s, not a hang)."""
+    async with asyncio.timeout(10):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def _has_attempt(service: Service, job_id: str) -> bool:
+    row = await service.store.get(job_id)
+    return row is not None and bool(row.attempts)
+
+
+async def _done(value: bool) -> bool:
+    return value
