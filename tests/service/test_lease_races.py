@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+from gateway.config import PollingConfig, ServiceConfig, Settings
 from gateway.emulation.sandbox import Sandbox
 from gateway.job import JobStatus, VideoJob
 from gateway.request import VideoRequest
@@ -106,6 +108,31 @@ async def test_a_submit_delayed_past_its_lease_is_not_sent_by_the_replica_that_l
     assert accepted(sandbox[0]) == 0  # nothing sent by the replica that lost the job
     row = await a.store.get(job.id)
     assert row is not None and [(t.outcome.value, t.vendor_job) for t in row.attempts] == [("pending", None)]
+
+
+async def test_a_submit_under_a_fresh_lease_adds_no_store_statement(
+        tmp_path: Path, sandbox: tuple[Sandbox, str]) -> None:  # noqa: F811
+    """The fence costs nothing in the usual case: a job submitted right after its create (its
+    lease just taken) goes without a renewal; only a submit delayed past half a lease does.
+    (A lease of the default 30 s: the short one of the tests above may lapse halfway on a
+    loaded machine before the submit leaves, and rightly be renewed.)"""
+    settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2), service=ServiceConfig(
+        store_url=f"sqlite:///{tmp_path / 'shared.db'}", leases=True, lease_s=30))
+    a = await Service.start(settings, sandbox_url=sandbox[1], env={"REELGATE_HOME": str(tmp_path / "a")},
+                            replica_id="a")
+    renewals: list[str] = []
+    renew = a.store.renew
+
+    async def counted(job_id: str, owner_id: str, lease_s: float) -> bool:
+        renewals.append(job_id)
+        return await renew(job_id, owner_id, lease_s)
+
+    a.store.renew = counted  # type: ignore[method-assign]
+    jobs = [await a.submit(VideoRequest(prompt=f"fox {i}", providers=["apiframe"]), None) for i in range(3)]
+    done = [await a.gateway.wait(j.id) for j in jobs]
+    await a.stop()
+    assert [j.status for j in done] == [JobStatus.SUCCEEDED] * 3
+    assert renewals == []
 
 
 async def until(check: Callable[[], Awaitable[bool]]) -> None:
