@@ -31,6 +31,7 @@ from gateway.config import Settings
 from gateway.errors import (
     AmbiguousSubmit,
     ContentRejected,
+    LeaseLost,
     NoRouteAvailable,
     ProviderError,
     ProviderRejected,
@@ -218,7 +219,11 @@ class JobRunner:
             self._record_outcome(live, exc)
             await self._save(job)
             return exc
-        await self._accepted(job, live)
+        try:
+            await self._accepted(job, live)
+        except LeaseLost:  # the job is another replica's now: it may adopt this vendor job
+            await self.adoptions.leave_bound(name, live.attempt)
+            raise
         return None
 
     async def _accepted(self, job: VideoJob, live: LiveAttempt) -> None:

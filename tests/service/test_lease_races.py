@@ -18,6 +18,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
+
 from gateway.config import PollingConfig, ServiceConfig, Settings
 from gateway.emulation.sandbox import Sandbox
 from gateway.job import JobStatus, VideoJob
@@ -151,3 +153,35 @@ async def _has_attempt(service: Service, job_id: str) -> bool:
 
 async def _done(value: bool) -> bool:
     return value
+
+
+@pytest.mark.parametrize("vendor", ["fal", "railwail"])
+async def test_a_vendor_job_accepted_after_the_lease_was_lost_is_adopted_by_the_new_holder(
+        tmp_path: Path, sandbox: tuple[Sandbox, str], vendor: str) -> None:  # noqa: F811
+    """The submit left under the lease, the process stalled, the job was claimed, then the
+    vendor's answer (its job id) came back to the replica that can no longer save it. That
+    replica binds the vendor job to the attempt (as a callback naming it would), so the new
+    holder, resuming the attempt as one whose submit may have left, adopts and follows it:
+    paid once, delivered, not left paid and unfollowed."""
+    settings = Settings(polling=PollingConfig(initial_s=0.05, max_s=0.2), adoption_window_s=20, service=ServiceConfig(
+        store_url=f"sqlite:///{tmp_path / 'shared.db'}", leases=True, lease_s=30,
+        public_url="http://127.0.0.1:9"))  # fal adopts by callback only where it may call back
+    a, b = [await Service.start(settings, sandbox_url=sandbox[1], env={"REELGATE_HOME": str(tmp_path / r)},
+                                replica_id=r) for r in ("a", "b")]
+    save = a.store.save
+
+    async def claimed_before_the_answer_is_saved(job: VideoJob, **options: object) -> None:
+        if job.current is not None and job.current.vendor_job is not None and b.leases is not None:
+            await a.store.release(job.id, "a")  # a stalled past its lease; b claims the job
+            await b.leases.tick()
+        await save(job, **options)  # type: ignore[arg-type]
+
+    a.store.save = claimed_before_the_answer_is_saved  # type: ignore[method-assign]
+    job = await a.submit(VideoRequest(prompt="a fox", providers=[vendor]), None)
+    await until(lambda: _done(job.id in b.gateway.following() and job.id not in a.gateway.following()))
+    done = await b.gateway.wait(job.id)
+    for replica in (a, b):
+        await replica.stop()
+
+    assert done.status is JobStatus.SUCCEEDED, done.attempts
+    assert accepted(sandbox[0]) == 1 and len(done.attempts) == 1
