@@ -152,6 +152,21 @@ class Adoptions:
             self._early.popitem(last=False)
         return False
 
+    async def leave_bound(self, provider: str, attempt: Attempt) -> None:
+        """The vendor accepted ``attempt`` (its job id is on it) but this replica may no longer
+        save the job (``LeaseLost``: it stalled past its lease and another replica claimed the
+        job). That replica resumes the attempt as one whose submit may have left, and adopts
+        what is bound to it: so the vendor job is bound here, as a callback naming the attempt
+        would bind it, rather than left paid and followed by no one. Best effort: a binding
+        that does not land leaves the attempt to the callback, the list scan, or ``unknown``."""
+        vendor_job = attempt.vendor_job
+        if self.store is None or vendor_job is None:
+            return
+        try:
+            await self.store.bind_callback(provider, vendor_job.vendor_id, attempt.attempt_key, ttl_s=BINDING_TTL_S)
+        except StoreUnavailable:
+            pass
+
     async def adopt(self, provider: Provider, attempt: Attempt, error: ProviderError, *, prompt: str = "",
                     lister: Lister | None = None) -> VendorJob | None:
         """The vendor job a lost submit made, when a callback names its attempt (or the
@@ -203,6 +218,11 @@ class Adoptions:
             if time.time() + wait > deadline:
                 return None
             await asyncio.sleep(wait)
+            # bound already: by the replica that sent it and lost the job before saving the
+            # answer (``leave_bound``), or by an earlier scan of a resume cut short
+            bound = None if self.store is None else await self.store.bound_job(provider.name, attempt.attempt_key)
+            if bound is not None:
+                return provider.adopted_job(attempt.vendor_model, bound)
             try:
                 found = await self._scan_once(provider, attempt, prompt, lister)
             except ProviderError:

@@ -87,6 +87,14 @@ class Gateway(JobTasks):
         self.live = LiveJobs(retain_finished)
         self.jobs = self.live.jobs
         self._tasks: dict[str, asyncio.Task[VideoJob]] = {}
+        #: jobs whose creation is under way here: stored (and leased to this replica) from the
+        #: insert on, their task started only once the store's answer is back. A lease round
+        #: in between must not take one for a job of its own left unfollowed (``resume``)
+        self._creating: set[str] = set()
+        #: how long this replica surely holds each lease it follows (monotonic seconds): from
+        #: before the write that took or renewed it. A submit leaves only well inside it
+        #: (``JobTasks.fence_submit``)
+        self._lease_until: dict[str, float] = {}
         #: polls waiting on a vendor job, woken early by a verified vendor webhook
         self._nudges: dict[tuple[str, str], Nudge] = {}
         self.adoptions = Adoptions(settings, store)
@@ -207,13 +215,19 @@ class Gateway(JobTasks):
         try:
             if self.store is not None:
                 lease = (self.lease_owner, self.lease_s) if self.lease_owner is not None else None
+                self._creating.add(job.id)
+                leased_at = time.monotonic()
                 stored, created = await self.store.create_or_get(job, owner=owner, lease=lease)
+                if created and lease is not None:
+                    self.leases_held([job.id], leased_at)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
                     return replayed(self.jobs.get(stored.id, stored), digest), False
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)
             raise
+        finally:  # launched below with no await in between: no lease round can come first
+            self._creating.discard(job.id)
         # the job keeps its candidates, not every provider's quote (those are for quote reports)
         self.launch(job, plan and Plan(plan.policy, plan.candidates, plan.skipped), ledgers, on_update)
         return job, True
@@ -326,7 +340,9 @@ class Gateway(JobTasks):
             return []
         resumed = []
         for job in await self.store.non_terminal() if jobs is None else jobs:  # jobs: claimed by this replica
-            if job.id in self._tasks or job.parent_id is not None:  # a segment: its parent resumes it
+            # followed here already, or being created here (its task starts once the create
+            # returns: a second task would submit it a second time); a segment: its parent resumes it
+            if job.id in self._tasks or job.id in self._creating or job.parent_id is not None:
                 continue
             try:
                 plan, estimate = self._estimate(job.request)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import httpx
@@ -52,6 +53,9 @@ class JobTasks:
     adoptions: Adoptions
     lease_owner: str | None
     _tasks: dict[str, asyncio.Task[VideoJob]]
+    _creating: set[str]
+    _lease_until: dict[str, float]
+    lease_s: float
     _holds: dict[str, tuple[Ledger, ...]]
     _nudges: dict[tuple[str, str], Nudge]
     _shared_runner: JobRunner | None
@@ -61,7 +65,14 @@ class JobTasks:
 
     def launch(self, job: VideoJob, plan: Plan | None, ledgers: tuple[Ledger, ...], on_update: OnUpdate | None,
                *, resume: bool = False) -> None:
-        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is)."""
+        """Start ``job``'s task, charged to ``ledgers`` (a sequence's segment: none, its parent is).
+
+        One task per job per process: two would each submit the job's next attempt under this
+        replica's (valid) lease, and a vendor without idempotency keys would run, and bill, it
+        twice (docs/service.md, "One task per job")."""
+        running = self._tasks.get(job.id)
+        if running is not None and not running.done():
+            raise RuntimeError(f"job {job.id} is already followed in this process")
         self._holds[job.id] = ledgers
         self.live.add(job, on_update)
         self._tasks[job.id] = asyncio.create_task(self._run(job, plan, resume=resume), name=f"reelgate-{job.id}")
@@ -156,6 +167,7 @@ class JobTasks:
 
     def _retire(self, job: VideoJob) -> None:
         self._tasks.pop(job.id, None)
+        self._lease_until.pop(job.id, None)
         self.live.finished(job.id)
 
     async def _keep(self, job: VideoJob) -> None:
@@ -184,6 +196,33 @@ class JobTasks:
             except StoreUnavailable as exc:
                 await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep, failed=exc)
 
+    def leases_held(self, job_ids: Iterable[str], since: float) -> None:
+        """This replica took or renewed these jobs' leases with a write sent at ``since``
+        (``time.monotonic()``): each is surely its own until ``since + lease_s``."""
+        until = since + self.lease_s
+        for job_id in job_ids:
+            self._lease_until[job_id] = until
+
+    async def fence_submit(self, job: VideoJob) -> None:
+        """Right before a submit leaves (each try): this replica must hold the job's lease
+        with at least half a lease period to go, renewed first when it has less (a submit
+        delayed in the queue, a stalled process: docs/storage.md, "A submit leaves under a
+        live lease"). Lost, ``LeaseLost`` and nothing is sent: the replica that holds the job
+        now resumes its pending attempt (same key where the vendor dedupes, else adoption or
+        unknown), and a POST sent here as well would be a second paid job. Through a store
+        outage the renewal is tried again, as a save is; without leases (one process owns
+        the store) there is nothing to check."""
+        owner, store = self.lease_owner, self.store
+        if owner is None or store is None:
+            return
+        now = time.monotonic()
+        if self._lease_until.get(job.id, 0.0) - now > self.lease_s / 2:
+            return
+        if not await through_outage(lambda: store.renew(job.id, owner, self.lease_s), "job", job.id,
+                                    sleep=self._sleep):
+            raise LeaseLost(f"job {job.id}: {owner} no longer holds its lease; its submit was not sent")
+        self.leases_held([job.id], now)
+
     async def store_step(self, step: Callable[[], Awaitable[T]], job_id: str) -> T:
         """A store read or write in a job's own task that it cannot go on without (a sequence's
         read, creation or lease of its segments): through a store outage it waits, as the
@@ -200,7 +239,8 @@ class JobTasks:
                 self.providers, self.client, self.settings, health=self.health, sleep=self._sleep, rng=self._rng,
                 on_update=self._emit, checkpoint=self.checkpoint, nudges=self._nudges,
                 submit_gate=asyncio.Semaphore(SUBMITS_IN_FLIGHT), limiter=self.shared.limiter,
-                adoptions=self.adoptions, defer_success=self.keep_finished is not None)
+                adoptions=self.adoptions, defer_success=self.keep_finished is not None,
+                fence=self.fence_submit if self.lease_owner is not None else None)
         return runner
 
     def _fail(self, job: VideoJob, error: ReelgateError) -> None:

@@ -31,6 +31,7 @@ from gateway.config import Settings
 from gateway.errors import (
     AmbiguousSubmit,
     ContentRejected,
+    LeaseLost,
     NoRouteAvailable,
     ProviderError,
     ProviderRejected,
@@ -46,7 +47,7 @@ from gateway.routing.health import Health
 from gateway.routing.next_step import hedge_candidate, may_fall_back
 from gateway.routing.plan import latency_key
 from gateway.shared.concurrency import ConcurrencyLimiter, LocalLimiter
-from gateway.vendor_calls import LiveAttempt, Nudge, Sleep, VendorCalls
+from gateway.vendor_calls import Fence, LiveAttempt, Nudge, Sleep, VendorCalls
 
 OnUpdate = Callable[[VideoJob], None]
 #: persists the job; awaited before every vendor call that could create or change a job
@@ -76,12 +77,13 @@ class JobRunner:
         limiter: ConcurrencyLimiter | None = None,
         adoptions: Adoptions | None = None,
         defer_success: bool = False,
+        fence: Fence | None = None,
     ) -> None:
         self.providers = providers
         self.settings = settings
         self.health = health
         self.calls = VendorCalls(client, settings, sleep, rng or random.Random(), {} if nudges is None else nudges,
-                                 estimate=self._expected_s if health is not None else None)
+                                 estimate=self._expected_s if health is not None else None, fence=fence)
         self._sleep = sleep
         self._on_update = on_update
         self._checkpoint = checkpoint
@@ -217,7 +219,11 @@ class JobRunner:
             self._record_outcome(live, exc)
             await self._save(job)
             return exc
-        await self._accepted(job, live)
+        try:
+            await self._accepted(job, live)
+        except LeaseLost:  # the job is another replica's now: it may adopt this vendor job
+            await self.adoptions.leave_bound(name, live.attempt)
+            raise
         return None
 
     async def _accepted(self, job: VideoJob, live: LiveAttempt) -> None:

@@ -42,6 +42,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: tells the job's listeners it changed
 Notify = Callable[[VideoJob], None]
+#: awaited right before each submit try leaves: raises (``LeaseLost``) when this process may
+#: no longer send it (``JobTasks.fence_submit``)
+Fence = Callable[[VideoJob], Awaitable[None]]
 
 
 class Nudge:
@@ -109,11 +112,15 @@ class VendorCalls:
     nudges: dict[tuple[str, str], Nudge] = field(default_factory=dict)
     #: the current expected duration of an attempt's job (seconds), when health learns them
     estimate: Callable[[LiveAttempt], float] | None = None
+    #: replicas sharing a store: the job's lease checked before each submit try
+    fence: Fence | None = None
 
     async def submit(self, live: LiveAttempt, job: VideoJob) -> VendorJob:
         provider, attempt, retry = live.provider, live.attempt, self.settings.retry
         for_attempt(attempt.attempt_key)
         while True:
+            if self.fence is not None:
+                await self.fence(job)
             try:
                 return await self._submit_once(provider, job, live.candidate, attempt)
             except AmbiguousSubmit:

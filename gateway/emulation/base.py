@@ -149,6 +149,10 @@ class Emulator(ABC):
         self.api_keys = api_keys
         self.jobs: dict[str, EmulatedJob] = {}
         self.accepted_submissions = 0
+        #: every accepted submission by the reference its request carried (the attempt key it
+        #: named, else its prompt): (wall time, the client's address, the job made). A second
+        #: one for a reference is what a duplicate payment looks like; ``stats`` names them
+        self.accepted_by: dict[str, list[tuple[float, str, str]]] = {}
         self.rejected_submissions = 0
         self.calls: Counter[str] = Counter()
         #: the most jobs queued or running at once (what a vendor's per-account concurrency
@@ -201,8 +205,11 @@ class Emulator(ABC):
         return None
 
     def new_job(self, *, model: str, aspect_ratio: AspectRatio, resolution: Resolution,
-                duration_s: int, input: dict[str, Any], job_id: str | None = None) -> EmulatedJob:
-        """Create and count an accepted job, with the outcome the active faults decide."""
+                duration_s: int, input: dict[str, Any], job_id: str | None = None,
+                reference: str | None = None, request: Request | None = None) -> EmulatedJob:
+        """Create and count an accepted job, with the outcome the active faults decide;
+        recorded under ``reference`` (the submitter's attempt key, when its request names
+        one; else the prompt) with where ``request`` came from."""
         outcome = Outcome.SUCCESS
         if self.faults.fire(Fault.CONTENT_POLICY) is not None:
             outcome = Outcome.CONTENT_POLICY
@@ -216,6 +223,9 @@ class Emulator(ABC):
         if self.faults.fire(Fault.FORGET) is None:
             self.jobs[job.id] = job
         self.accepted_submissions += 1
+        client = request.client if request is not None else None
+        self.accepted_by.setdefault(reference or str(input.get("prompt") or job.id), []).append(
+            (time.time(), f"{client.host}:{client.port}" if client else "", job.id))
         self._count_active(job)
         return job
 
@@ -252,6 +262,8 @@ class Emulator(ABC):
         phases = Counter(job.phase(now).value for job in self.jobs.values())
         return {
             "accepted_submissions": self.accepted_submissions,
+            # references accepted more than once: {reference: [[unix time, client, job id], ...]}
+            "duplicates": {ref: [list(r) for r in made] for ref, made in self.accepted_by.items() if len(made) > 1},
             "rejected_submissions": self.rejected_submissions,
             "max_active": self.max_active,
             "jobs": dict(phases),

@@ -92,7 +92,9 @@ class Leases:
         """One round: renew what this replica follows, cancel those whose cancel was asked at
         another replica, then claim what no live replica holds."""
         held = self.held()
+        sent = time.monotonic()
         renewed = await self.store.renew_all(sorted(held), self.replica_id, self.lease_s) if held else set()
+        self.gateway.leases_held(renewed & set(self.gateway.following()), sent)
         for job_id in held - renewed:
             if job_id in self.held():  # not finished here meanwhile (a release is no loss)
                 log.warning("job %s: lease lost by replica %s, no longer followed here", job_id, self.replica_id)
@@ -109,6 +111,7 @@ class Leases:
         if room <= 0:
             return
         held = self.held()
+        sent = time.monotonic()
         claimed = [job for job in await self.store.claim(self.replica_id, self.lease_s, room) if job.id not in held]
         for job in (job for job in claimed if job.status.terminal):
             log.info("job %s: finished, claimed by replica %s to finish it off", job.id, self.replica_id)
@@ -117,7 +120,9 @@ class Leases:
         jobs = [job for job in claimed if not job.status.terminal]
         if jobs and self._prepare is not None:
             await self._prepare(jobs)
-        for job in await self.gateway.resume(budget_of=self._budget_of, jobs=jobs):
+        resumed = await self.gateway.resume(budget_of=self._budget_of, jobs=jobs)
+        self.gateway.leases_held((job.id for job in resumed), sent)
+        for job in resumed:
             log.info("job %s: claimed by replica %s", job.id, self.replica_id)
             self.claimed.add(job.id)
             self._follow(job)

@@ -145,7 +145,7 @@ class ApiframeEmulator(Emulator):
         job = self.new_job(
             model=body.model, aspect_ratio=AspectRatio(body.lumaParams.aspect_ratio),
             resolution=catalog.RESOLUTION, duration_s=body.lumaParams.duration,
-            input=body.model_dump(mode="json", exclude_none=True),
+            input=body.model_dump(mode="json", exclude_none=True), reference=idem, request=request,
         )
         job.extra.update(owner=key, cost=cost, created_at=time.time(), refunded=False)
         self.balance -= cost

@@ -30,12 +30,14 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway.adoption import ATTEMPT_PARAM
 from gateway.emulation.base import EmulatedJob, Emulator, JobPhase, Outcome
 from gateway.emulation.outbox import Outbox, RetrySchedule
 from gateway.request import AspectRatio, Resolution
@@ -137,6 +139,7 @@ class FalEmulator(Emulator):
                 model=endpoint, aspect_ratio=AspectRatio(body.get("aspect_ratio", "16:9")),
                 resolution=Resolution(body.get("resolution", "540p")),
                 duration_s=int(body.get("duration", "5s")[:-1]), input=body,
+                reference=_attempt_named(request.query_params.get(webhooks.QUERY_PARAM)), request=request,
             )
         callback = request.query_params.get(webhooks.QUERY_PARAM)
         if callback:  # fal calls back for every request it accepted, whether its answer arrived or not
@@ -329,3 +332,12 @@ def validate(body: Any, *, image_to_video: bool) -> list[dict[str, Any]]:
         elif not isinstance(value, str) or not value.startswith(("http://", "https://", "data:image/")):
             problems.append(_item(["body", name], "Input should be a valid URL or data URI", "url_parsing"))
     return problems
+
+
+def _attempt_named(callback: str | None) -> str | None:
+    """The attempt key a submit's callback URL names (``?attempt=``), if it names one: what the
+    emulator records an accepted submission under (``Emulator.accepted_by``)."""
+    if not callback:
+        return None
+    named = parse_qs(urlsplit(callback).query).get(ATTEMPT_PARAM)
+    return named[0] if named else None

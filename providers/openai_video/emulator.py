@@ -100,7 +100,7 @@ class OpenAIVideoEmulator(Emulator):
         except BadRequest as exc:
             self.rejected_submissions += 1
             return self.error(400, str(exc), code="bad_request", param=exc.param)
-        job = self.new_job(**job_args, job_id=f"video_{uuid.uuid4().hex}")
+        job = self.new_job(**job_args, job_id=f"video_{uuid.uuid4().hex}", request=request)
         job.extra["created_unix"] = int(time.time())
         return self.maybe_drop() or self._json(self._video(job))
 

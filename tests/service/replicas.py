@@ -78,11 +78,18 @@ class Cluster:
         stats = self.http.get(f"{self.sandbox_url}/_sandbox/stats").raise_for_status().json()
         return sum(int(stats[v]["accepted_submissions"]) for v in VENDORS)
 
+    def duplicates(self) -> dict[str, dict[str, list[list[object]]]]:
+        """Per vendor, each reference (attempt key, else prompt) the emulators accepted more
+        than once, with each acceptance's time, client address and vendor job id: a failing
+        ``accepted == jobs`` names the job paid twice (its id is the attempt key's stem)."""
+        stats = self.http.get(f"{self.sandbox_url}/_sandbox/stats").raise_for_status().json()
+        return {v: stats[v]["duplicates"] for v in VENDORS if stats[v]["duplicates"]}
+
 
 def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema: str, prefix: str,
                   timing: dict[str, float], polling: dict[str, float], lease_s: float,
                   public: int | None = None, own_homes: bool = False, max_claimed: int | None = None,
-                  redis_url: str | None = REDIS_URL) -> Cluster:
+                  redis_url: str | None = REDIS_URL, adoption_window_s: float = 30) -> Cluster:
     """``replicas`` serve processes; vendor callbacks go to replica number ``public`` (a load
     balancer that happens to send them there), or nowhere when None. With ``own_homes`` each
     has a ``REELGATE_HOME`` of its own (``replica-<i>-home``), as replicas on separate hosts do.
@@ -94,7 +101,7 @@ def start_cluster(processes: Processes, tmp_path: Path, *, replicas: int, schema
     config.write_text(yaml.safe_dump({
         **({"redis_url": redis_url} if redis_url else {}),
         "polling": polling,
-        "adoption_window_s": 30,
+        "adoption_window_s": adoption_window_s,
         "providers": {"fal": {"options": {"webhook_jwks_url": f"{sandbox_url}/fal/.well-known/jwks.json"}}},
         "storage": {"kind": "local", "path": str(tmp_path / "shared-videos")},  # one directory for all
         "service": {"store_url": PG_DSN, "store_schema": schema, "leases": True, "lease_s": lease_s,

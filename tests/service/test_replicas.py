@@ -86,13 +86,14 @@ def test_three_replicas_one_killed_every_job_ends_paid_once_announced_once_and_s
         survivors = cluster.urls[1:]
         videos = list(pool.map(lambda n: cluster.http.get(f"{survivors[n % 2]}/v1/videos/{ids[n]}/content",
                                                           headers=cluster.auth), range(JOBS)))
-        accepted = cluster.accepted()
+        accepted, duplicates = cluster.accepted(), cluster.duplicates()
 
     assert len(jobs) == JOBS
     assert Counter(j["status"] for j in jobs) == {"succeeded": JOBS}, [
         (j["id"], j["error"]) for j in jobs if j["status"] != "succeeded"]
     assert all(len(j["attempts"]) == 1 for j in jobs)  # never resubmitted after the kill
-    assert accepted == JOBS  # exactly one accepted submission per job at the emulators
+    # exactly one accepted submission per job at the emulators (else: which job, from where, when)
+    assert accepted == JOBS and not duplicates, (accepted, duplicates, {i: ids[i] for i in range(JOBS)})
 
     verifier = Webhook(WEBHOOK_SECRET)
     posts = app.received()
