@@ -121,7 +121,9 @@ class JobStore(ABC):
         replica holds the job's lease; otherwise raise ``LeaseLost`` and write nothing.
         With ``release`` too (the job's last write under its lease, a final state), the
         same write gives the lease up, as ``release`` would after it: one write per job
-        fewer, and no moment where the job is final but still leased."""
+        fewer, and no moment where the job is final but still leased. Tried again after its
+        answer was lost, it finds that write landed (the row unleased, with its status and
+        ``updated_at``) and succeeds writing nothing."""
 
     @abstractmethod
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:

@@ -14,7 +14,11 @@ under a lease update only the rows their replica still holds (a job's last one, 
 clearing the lease as it writes), and a finished job with a webhook queues its message in
 the same transaction (the outbox's promise). Lease releases on their own (a row without a
 document) ride in the same statement. The ids it returns are the rows written; a leased
-save (or a release) missing from them lost its lease. Creates insert what
+save (or a release) missing from them lost its lease. A final save tried again after its
+answer was lost (PostgreSQL went away after the commit, gateway/store/outage.py) finds its
+lease gone, given up by that very write: a row left unleased with the save's status and
+``updated_at`` is that write landed (``landed``), not a lost lease, which would hand the
+job's settled cost over to no one. Creates insert what
 is new; a create missing from the ids met an existing job (its id, or its idempotency key,
 raced by another create of the same batch or made before), which is then read back.
 """
@@ -53,6 +57,10 @@ WITH v AS (
     UPDATE jobs SET lease_owner = NULL, lease_until = NULL
     FROM v WHERE v.doc IS NULL AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
     RETURNING jobs.id
+), landed AS (
+    SELECT jobs.id FROM jobs JOIN v ON jobs.id = v.id
+    WHERE v.release AND v.doc IS NOT NULL AND jobs.lease_owner IS NULL
+        AND jobs.status = v.status AND jobs.updated_at = v.updated
 ), saved AS (
     SELECT id, status FROM upserted UNION ALL SELECT id, status FROM fenced
 ), queued AS (
@@ -61,7 +69,7 @@ WITH v AS (
     WHERE v.message_id IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT id FROM saved UNION ALL SELECT id FROM released
+SELECT id FROM saved UNION ALL SELECT id FROM released UNION ALL SELECT id FROM landed
 """
 
 

@@ -169,6 +169,10 @@ class SqliteJobStore(JobStore):
                               " lease_owner = iif(:release, NULL, lease_owner),"
                               " lease_until = iif(:release, NULL, lease_until)"
                               " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
+            if release and conn.execute(  # this final save landed before (postgres_batches.py)
+                    "SELECT 1 FROM jobs WHERE id = :id AND lease_owner IS NULL AND status = :status"
+                    " AND updated_at = :updated", params).fetchone():
+                return None
             return LeaseLost(f"job {row.id}: {lease_owner} no longer holds its lease")
         if row.announce:  # the finished job and its webhook commit together, or neither
             conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"

@@ -248,13 +248,19 @@ async def test_the_last_save_under_a_lease_releases_it_in_the_same_write(store: 
     assert await store.take_cancels("replica-a") == [] and await store.lease_deliveries("r1", LEASE_S, 10) == []
     await store.save(job, lease_owner="replica-a", release=True)
     assert (await store.get(job.id)).status is JobStatus.FAILED
-    # released: its webhook goes at once, no release is left to make, and nobody claims it
+    # tried again, its answer lost after the commit: that write landed, so no LeaseLost (the
+    # job's cost would be handed over to no one) and nothing written or queued twice
+    await store.save(job, lease_owner="replica-a", release=True)
+    # released: its webhook goes at once, once, no release is left to make, and nobody claims it
     assert [r.job_id for r in await store.lease_deliveries("r1", LEASE_S, 10)] == [job.id]
     assert not await store.release(job.id, "replica-a")
     clock.t += LEASE_S * 2
     assert await store.claim("replica-b", LEASE_S, limit=10) == []
     with pytest.raises(LeaseLost):  # nothing more is written under the lease given up
         await store.save(job, lease_owner="replica-a")
+    job.updated_at += 1  # not the write that landed
+    with pytest.raises(LeaseLost):
+        await store.save(job, lease_owner="replica-a", release=True)
     with pytest.raises(ValueError, match="leased"):
         await store.save(job, release=True)
 

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.api import Gateway
 from gateway.config import Settings
-from gateway.errors import Unavailable
+from gateway.errors import StoreUnavailable, Unavailable
 from gateway.job import JobStatus, VideoJob, VideoOutput
 from gateway.request import VideoRequest
 from gateway.server.leases import Leases
@@ -144,3 +144,29 @@ async def test_a_success_still_to_be_kept_or_a_segment_keeps_its_lease(store, ga
     assert gateway.released == {unkept.id}
     gateway.forget(unkept.id)
     assert gateway.released == set()
+
+
+async def test_a_final_save_whose_answer_was_lost_after_its_commit_is_not_a_lost_lease(
+        store, gateway, monkeypatch) -> None:
+    # PostgreSQL went away after the commit: the save is tried again (gateway/store/outage.py)
+    # and finds the lease gone, given up by that very write. A LeaseLost here would hand the
+    # job (and its cost) over to no one.
+    gateway.lease_owner = "a"
+    mine, _ = await store.create_or_get(job(), lease=("a", LEASE_S))
+    mine.fail(Unavailable("down", provider="fal"))
+    save, cut = store.save, [True]
+
+    async def answer_lost(j: VideoJob, **kw: Any) -> None:
+        await save(j, **kw)
+        if cut and kw.get("release"):
+            cut.clear()
+            raise StoreUnavailable("the job store (PostgreSQL) is unavailable (OperationalError)")
+
+    monkeypatch.setattr(store, "save", answer_lost)
+    clock = FakeClock()
+    monkeypatch.setattr(gateway, "_sleep", clock.sleep)
+    await gateway.checkpoint(mine)
+    assert not cut and len(clock.sleeps) == 1  # tried again once, and that succeeded
+    assert gateway.released == {mine.id}
+    stored = await store.get(mine.id)
+    assert stored is not None and stored.status is JobStatus.FAILED
