@@ -6,6 +6,10 @@ attempt and the deferred success the service keeps a video for; the vendor calls
     PYTHONHASHSEED=0 PYTHONPATH=<tree> valgrind --tool=callgrind .venv/bin/python -m bench.jobpath \\
         --jobs 400 --repeats 1   # and --jobs 200: Ir per job = the difference / 200
 
+``--leased`` runs each job as a replica does (``lease_owner`` set: created under its lease,
+released once over); run this file by its path (``python bench/jobpath.py``) with
+``PYTHONPATH=<baseline tree>`` to count a baseline's lease path too.
+
 Each job is what ``reelgate serve`` does for a create between parsing the request and the
 vendor's answers (section 6): ``Gateway.admit`` on a fresh ``VideoRequest`` with a
 ``SqliteJobStore`` (a fresh file), then the job's task through the real ``JobRunner`` and
@@ -85,15 +89,23 @@ def gateway(store: SqliteJobStore) -> Gateway:
     return gw
 
 
-def measure(jobs: int, concurrency: int, repeats: int) -> list[float]:
-    """Microseconds of CPU per job, each of ``repeats`` runs of ``jobs`` jobs."""
+def measure(jobs: int, concurrency: int, repeats: int, leased: bool = False) -> list[float]:
+    """Microseconds of CPU per job, each of ``repeats`` runs of ``jobs`` jobs. ``leased``: as
+    a replica runs them (each created under its lease, given up once the job is over, as
+    ``Service._finish`` and ``Leases.release`` do: by the final save where the tree's stores
+    take ``save(release=True)``, else by a ``release`` of its own)."""
     spent: list[float] = []
+    owner = "bench-replica"
 
     async def one(gw: Gateway, i: int) -> None:
         request = VideoRequest(prompt=f"a red fox in fresh snow, take {i}", resolution="540p", duration_s=5)
         job, _ = await gw.admit(request)
         done = await gw.wait(job.id)
         assert done.status.value == "succeeded" and done.output is not None and done.output.uri, done.error
+        if leased:  # the watcher's end of the job (Service._release)
+            if job.id not in getattr(gw, "released", ()):
+                assert gw.store is not None and await gw.store.release(job.id, owner)
+            gw.forget(job.id)
 
     async def run(gw: Gateway, count: int) -> None:
         queue = iter(range(count))
@@ -110,6 +122,8 @@ def measure(jobs: int, concurrency: int, repeats: int) -> list[float]:
             store = SqliteJobStore(Path(tmp) / "jobs.db")
             loop.run_until_complete(store.open())
             gw = gateway(store)
+            if leased:
+                gw.lease_owner, gw.lease_s = owner, 30.0
             loop.run_until_complete(run(gw, 2 * concurrency))  # every path warmed
             for _ in range(repeats):
                 started = time.process_time()
@@ -127,12 +141,14 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--leased", action="store_true", help="as a replica: each job under its lease, released")
     args = parser.parse_args()
     import gc
 
     gc.freeze()
-    spent = measure(args.jobs, args.concurrency, args.repeats)
-    print(f"# {machine()}; {args.jobs} jobs x {args.repeats}, {args.concurrency} at once, SQLite, vendor stubbed")
+    spent = measure(args.jobs, args.concurrency, args.repeats, args.leased)
+    print(f"# {machine()}; {args.jobs} jobs x {args.repeats}, {args.concurrency} at once, SQLite, vendor stubbed"
+          + (", leased" if args.leased else ""))
     print("us CPU per job: " + " / ".join(f"{us:.1f}" for us in spent) + f" (best {min(spent):.1f})")
 
 

@@ -13,12 +13,18 @@ on a shared machine.
 ``--baseline DIR`` runs the same rounds from another source tree too (``git archive <commit>
 | tar -x -C DIR``), alternating with this one, and prints this tree's CPU per job as a ratio
 of the baseline's.
+
+``--leased`` writes each job as a replica does (``reelgate serve`` on PostgreSQL, or with
+``--workers``): created leased, saved under the lease, and the lease given up at the end,
+as each tree's service does it: with the last save (``save(release=True)``) where the store
+takes that, else a ``release`` after it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import subprocess
 import sys
@@ -42,28 +48,36 @@ def lifecycle_jobs(n: int) -> list[object]:
     return [VideoJob(VideoRequest(prompt=f"a red fox in fresh snow, take {i}"), plan=dict(plan)) for i in range(n)]
 
 
-async def one_job(store: object, job: object) -> None:
+async def one_job(store: object, job: object, owner: str | None = None) -> None:
+    """A job's writes; with ``owner``, under its lease, released at the end."""
     from gateway.job import Attempt, AttemptOutcome, JobStatus, VideoJob, VideoOutput
     from gateway.provider import VendorJob
 
     assert isinstance(job, VideoJob)
-    await store.create_or_get(job)  # type: ignore[attr-defined]
+    under = {} if owner is None else {"lease_owner": owner}
+    await store.create_or_get(job, **({} if owner is None else {"lease": (owner, 30.0)}))  # type: ignore[attr-defined]
     attempt = Attempt(provider="railwail", vendor_model="luma-ray-flash-2", started_at=time.time(),
                       attempt_key=f"{job.id}.1", estimated_usd=Decimal("0.3"))
     job.attempts.append(attempt)
-    await store.save(job)  # type: ignore[attr-defined]
+    await store.save(job, **under)  # type: ignore[attr-defined]
     attempt.vendor_job = VendorJob(provider="railwail", vendor_model="luma-ray-flash-2", vendor_id=f"video_{job.id}",
                                    base_url="http://127.0.0.1:9/api/v1", credential_ref="env:RAILWAIL_KEY")
     job.move(JobStatus.SUBMITTED)
-    await store.save(job)  # type: ignore[attr-defined]
+    await store.save(job, **under)  # type: ignore[attr-defined]
     attempt.finish(AttemptOutcome.SUCCEEDED)
     job.output = VideoOutput(url="http://127.0.0.1:9/v.mp4")
     job.progress = 1.0
     job.move(JobStatus.SUCCEEDED)
-    await store.save(job)  # type: ignore[attr-defined]
+    if owner is None:
+        await store.save(job)  # type: ignore[attr-defined]
+    elif "release" in inspect.signature(store.save).parameters:  # type: ignore[attr-defined]
+        await store.save(job, lease_owner=owner, release=True)  # type: ignore[attr-defined]
+    else:  # a tree whose stores release in a write of its own
+        await store.save(job, lease_owner=owner)  # type: ignore[attr-defined]
+        await store.release(job.id, owner)  # type: ignore[attr-defined]
 
 
-async def one_round(kind: str, jobs: int, concurrency: int) -> tuple[float, float]:
+async def one_round(kind: str, jobs: int, concurrency: int, owner: str | None = None) -> tuple[float, float]:
     """(CPU seconds, wall seconds) to write ``jobs`` lifecycles."""
     from gateway.store import SqliteJobStore
     from gateway.store.postgres import PostgresJobStore
@@ -75,13 +89,13 @@ async def one_round(kind: str, jobs: int, concurrency: int) -> tuple[float, floa
         async with store:
             try:
                 todo = lifecycle_jobs(jobs)
-                await asyncio.gather(*(one_job(store, j) for j in todo[:concurrency]))  # warm-up
+                await asyncio.gather(*(one_job(store, j, owner) for j in todo[:concurrency]))  # warm-up
                 todo = todo[concurrency:]
                 gate = asyncio.Semaphore(concurrency)
 
                 async def gated(job: object) -> None:
                     async with gate:
-                        await one_job(store, job)
+                        await one_job(store, job, owner)
 
                 cpu, wall = time.process_time(), time.perf_counter()
                 await asyncio.gather(*(gated(j) for j in todo))
@@ -92,14 +106,15 @@ async def one_round(kind: str, jobs: int, concurrency: int) -> tuple[float, floa
                         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def child(kind: str, jobs: int, concurrency: int) -> None:
-    cpu, wall = asyncio.run(one_round(kind, jobs, concurrency))
+def child(kind: str, jobs: int, concurrency: int, owner: str | None) -> None:
+    cpu, wall = asyncio.run(one_round(kind, jobs, concurrency, owner))
     print(f"{cpu * 1e6:.1f} {wall * 1e6:.1f}")
 
 
-def run_tree(tree: Path, kind: str, jobs: int, concurrency: int) -> tuple[float, float]:
+def run_tree(tree: Path, kind: str, jobs: int, concurrency: int, leased: bool = False) -> tuple[float, float]:
     out = subprocess.run([sys.executable, __file__, "--child", kind, "--jobs", str(jobs),
-                          "--concurrency", str(concurrency)], cwd=tree, check=True, capture_output=True, text=True,
+                          "--concurrency", str(concurrency), *(["--leased"] if leased else [])],
+                         cwd=tree, check=True, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
     return float(out[0]), float(out[1])
 
@@ -111,10 +126,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path)
+    parser.add_argument("--leased", action="store_true", help="write each job under a lease, released at its end")
     parser.add_argument("--child", choices=("sqlite", "postgres"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.jobs, args.concurrency)
+        child(args.child, args.jobs, args.concurrency, "bench-replica" if args.leased else None)
         return
     here = Path(__file__).resolve().parent.parent
     trees = [("this", here)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
@@ -122,7 +138,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {name: [] for name, _ in trees}
         for r in range(args.rounds):
             for name, tree in trees if r % 2 == 0 else trees[::-1]:
-                job_cpu, job_wall = run_tree(tree, kind, args.jobs, args.concurrency)
+                job_cpu, job_wall = run_tree(tree, kind, args.jobs, args.concurrency, args.leased)
                 cpu[name].append(job_cpu)
                 print(f"{kind:8s} round {r + 1} {name:8s} CPU {job_cpu:7.1f} us/job"
                       f" ({job_cpu / WRITES_PER_JOB:6.1f} us/write), wall {job_wall:7.1f} us/job", flush=True)

@@ -105,6 +105,8 @@ class Gateway(JobTasks):
         #: the replica id this gateway leases its jobs under (None: one process owns the store)
         self.lease_owner: str | None = None
         self.lease_s = 30.0
+        #: jobs whose final save gave their lease up (``JobTasks.checkpoint``), until forgotten
+        self.released: set[str] = set()
         #: where sequences keep their clips (None: the system's temp); fetch their sources from
         #: public addresses only (the HTTP service)
         self.workdir: Path | None = None
@@ -314,6 +316,7 @@ class Gateway(JobTasks):
     def forget(self, job_id: str) -> None:
         """Let go of a job deleted from the store: its idempotency key is free again."""
         self.live.forget(job_id)
+        self.released.discard(job_id)
 
     def nudge(self, provider: str, vendor_id: str) -> bool:
         """A vendor says its job changed: poll it now. Only a poll's answer changes the job,

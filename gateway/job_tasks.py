@@ -52,6 +52,7 @@ class JobTasks:
     jobs: dict[str, VideoJob]
     adoptions: Adoptions
     lease_owner: str | None
+    released: set[str]
     _tasks: dict[str, asyncio.Task[VideoJob]]
     _creating: set[str]
     _lease_until: dict[str, float]
@@ -182,19 +183,38 @@ class JobTasks:
         except Exception:  # stored unkept: the service's watcher tries again (Service._finish)
             log.exception("job %s: keeping its video failed", job.id)
 
+    def _last_under_lease(self, job: VideoJob) -> bool:
+        """Whether this save of ``job`` is its last under this replica's lease, which it then
+        gives up in the same write (``JobStore.save(release=True)``): one write per job fewer
+        than a save and a release. A final state; not a segment (its parent's driver releases
+        it once it has read it); not a success whose video is still to be kept (the service's
+        watcher keeps it under the lease, saves, then releases)."""
+        return (self.lease_owner is not None and job.status.terminal and job.parent_id is None
+                and not (self.keep_finished is not None and job.output is not None and job.output.uri is None
+                         and job.status is JobStatus.SUCCEEDED))
+
     async def _save(self, job: VideoJob) -> None:
-        if self.store is not None:
-            await self.store.save(job, lease_owner=self.lease_owner)
+        if self.store is not None and job.id not in self.released:  # see ``checkpoint``
+            release = self._last_under_lease(job)
+            await self.store.save(job, lease_owner=self.lease_owner, release=release)
+            if release:
+                self.released.add(job.id)
 
     async def checkpoint(self, job: VideoJob) -> None:
         """A save in the job's own task (a sequence's parent's too, between its segments):
         through a store outage it waits for the store rather than end the job with what the
-        store lacks (gateway/store/outage.py)."""
-        if self.store is not None:
+        store lacks (gateway/store/outage.py). A job whose final save gave its lease up is on
+        record as it ends: nothing more is written to it here (another replica's webhook
+        delivery may be writing its record now)."""
+        if self.store is not None and job.id not in self.released:
+            release = self._last_under_lease(job)
             try:  # the first try without the retry loop's frames: every save of every job makes one
-                await self.store.save(job, lease_owner=self.lease_owner)
+                await self.store.save(job, lease_owner=self.lease_owner, release=release)
             except StoreUnavailable as exc:
-                await save_through_outage(self.store, job, lease_owner=self.lease_owner, sleep=self._sleep, failed=exc)
+                await save_through_outage(self.store, job, lease_owner=self.lease_owner, release=release,
+                                          sleep=self._sleep, failed=exc)
+            if release:
+                self.released.add(job.id)
 
     def leases_held(self, job_ids: Iterable[str], since: float) -> None:
         """This replica took or renewed these jobs' leases with a write sent at ``since``

@@ -2,11 +2,14 @@
 
 Each ``reelgate serve`` replica has an id. A job is leased by the replica that creates it
 (``JobStore.create_or_get`` with ``lease``), renewed while that replica follows it and released at its
-terminal state. Every ``lease_s / 3`` seconds a replica renews its leases and claims jobs
-whose lease has expired (their replica died) or that no one holds, up to a cap, and
-follows them as a restart's resume does: what a vendor accepted is polled, a submit that
-may have left is never resent blindly. A replica whose lease is gone (renew refused, or a
-save raising ``LeaseLost``) stops following that job at once and writes nothing more.
+terminal state, by the save that stores that state (``JobTasks.checkpoint``). Every
+``lease_s / 3`` seconds a replica renews its leases and claims jobs whose lease has expired
+(their replica died) or that no one holds, up to a cap, and follows them as a restart's
+resume does: what a vendor accepted is polled, a submit that may have left is never resent
+blindly. Its own live leases are renewed, never claimed again, except by its first claim:
+a worker restarted under a dead one's id takes back what that id held at once. A replica
+whose lease is gone (renew refused, or a save raising ``LeaseLost``) stops following that
+job at once and writes nothing more.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ class Leases:
         #: replica reaches the store again, live replicas have renewed what they follow.
         self._store_failed = False
         self._claim_after = 0.0
+        #: no claim has run yet: the first also takes what this replica's id holds (a dead
+        #: predecessor's, docs/deploy.md), later ones leave this replica's own leases alone
+        self._first_claim = True
         gateway.lease_owner, gateway.lease_s = replica_id, lease_s
 
     @property
@@ -112,7 +118,9 @@ class Leases:
             return
         held = self.held()
         sent = time.monotonic()
-        claimed = [job for job in await self.store.claim(self.replica_id, self.lease_s, room) if job.id not in held]
+        taken = await self.store.claim(self.replica_id, self.lease_s, room, own=self._first_claim)
+        self._first_claim = False
+        claimed = [job for job in taken if job.id not in held]
         for job in (job for job in claimed if job.status.terminal):
             log.info("job %s: finished, claimed by replica %s to finish it off", job.id, self.replica_id)
             self.claimed.add(job.id)
@@ -134,8 +142,11 @@ class Leases:
         return await self.store.renew(job_id, self.replica_id, self.lease_s)
 
     def held(self) -> set[str]:
-        """The jobs whose leases this replica keeps: those it follows and those it finishes off."""
-        return {*self.gateway.following(), *self._finishing()}
+        """The jobs whose leases this replica keeps: those it follows and those it finishes
+        off, but for those whose final save already gave the lease up (not lost: let go)."""
+        held = {*self.gateway.following(), *self._finishing()}
+        held.difference_update(self.gateway.released)
+        return held
 
     async def drop(self, job_id: str) -> None:
         self.claimed.discard(job_id)
@@ -144,6 +155,8 @@ class Leases:
     async def release(self, job_id: str) -> None:
         """The job is over here (terminal, or deleted): anyone may take the row's lease."""
         self.claimed.discard(job_id)
+        if job_id in self.gateway.released:  # its final save gave the lease up already
+            return
         try:
             await self.store.release(job_id, self.replica_id)
         except Exception:  # a lease left behind only expires: nothing is lost

@@ -231,8 +231,9 @@ class Service:
 
     async def _finish(self, job_id: str, finished: VideoJob | None = None) -> None:
         """After the job ends: keep the video (vendor URLs expire), count it, settle budgets.
-        Its webhook waits in the outbox until the lease is released here (the store's
-        ``lease_deliveries``), so it announces the kept video."""
+        Its webhook waits in the outbox until the lease is released (the store's
+        ``lease_deliveries``), so it announces the kept video: by the job's final save, which
+        names the kept video (``JobTasks.checkpoint``), or here after a video kept late."""
         try:
             job = finished or await self.gateway.wait(job_id)
             # kept by the job's task before it was stored succeeded (``Gateway.keep_finished``);

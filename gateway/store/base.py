@@ -116,9 +116,14 @@ class JobStore(ABC):
         return stored
 
     @abstractmethod
-    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
         """Write the job's full state (upsert). With ``lease_owner``, only while that
-        replica holds the job's lease; otherwise raise ``LeaseLost`` and write nothing."""
+        replica holds the job's lease; otherwise raise ``LeaseLost`` and write nothing.
+        With ``release`` too (the job's last write under its lease, a final state), the
+        same write gives the lease up, as ``release`` would after it: one write per job
+        fewer, and no moment where the job is final but still leased. Tried again after its
+        answer was lost, it finds that write landed (the row unleased, with its status and
+        ``updated_at``) and succeeds writing nothing."""
 
     @abstractmethod
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
@@ -182,13 +187,17 @@ class JobStore(ABC):
 
     # -- leases (scale-out) -----------------------------------------------------------
     @abstractmethod
-    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+    async def claim(self, owner_id: str, lease_s: float, limit: int, *, own: bool = False) -> list[VideoJob]:
         """Lease up to ``limit`` unfinished jobs to ``owner_id`` for ``lease_s`` seconds,
-        oldest first: jobs with no lease, an expired one, or one ``owner_id`` already
-        holds; and finished jobs whose lease expired unreleased (their replica died before
-        finishing them off: keeping the video, releasing). Concurrent claimers never
-        receive the same job. A sequence's segment (``parent_id`` set) is never claimed on
-        its own: its parent's claimer takes it with ``lease_segments``."""
+        oldest first: jobs with no lease or an expired one; and finished jobs whose lease
+        expired unreleased (their replica died before finishing them off: keeping the
+        video, releasing). A live lease is left alone, ``owner_id``'s own too: a replica
+        renews what it follows (``renew_all``), and a claim re-leasing it wrote every
+        followed job's row again each round. With ``own``, jobs leased to ``owner_id`` are
+        taken whatever their lease: a replica restarted under its predecessor's id (a
+        worker the supervisor replaced) takes back what that one held, at its first round.
+        Concurrent claimers never receive the same job. A sequence's segment (``parent_id``
+        set) is never claimed on its own: its parent's claimer takes it with ``lease_segments``."""
 
     @abstractmethod
     async def lease_segments(self, parent_id: str, job_ids: builtins.list[str], owner_id: str,

@@ -43,15 +43,16 @@ SAVE_BACKOFF = Backoff(base_s=0.5, cap_s=5.0)
 SAVE_RETRY_S = 300.0
 
 
-async def save_through_outage(store: JobStore, job: VideoJob, *, lease_owner: str | None,
+async def save_through_outage(store: JobStore, job: VideoJob, *, lease_owner: str | None, release: bool = False,
                               sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                               clock: Callable[[], float] = time.monotonic,
                               failed: StoreUnavailable | None = None) -> None:
     """``store.save(job)``, tried again while the store is unavailable (at most ``SAVE_RETRY_S``).
-    Each try writes the job as it stands then. ``LeaseLost`` and other errors pass at once.
-    ``failed``: the caller's own first try just failed so (``JobTasks.checkpoint``)."""
-    await through_outage(lambda: store.save(job, lease_owner=lease_owner), "job", job.id, sleep=sleep, clock=clock,
-                         failed=failed)
+    Each try writes the job as it stands then (and with ``release`` gives its lease up).
+    ``LeaseLost`` and other errors pass at once. ``failed``: the caller's own first try just
+    failed so (``JobTasks.checkpoint``)."""
+    await through_outage(lambda: store.save(job, lease_owner=lease_owner, release=release), "job", job.id,
+                         sleep=sleep, clock=clock, failed=failed)
 
 
 async def through_outage(write: Callable[[], Awaitable[T]], kind: str, name: str, *,

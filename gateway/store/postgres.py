@@ -75,13 +75,16 @@ RETURNING webhook_outbox.message_id, job_id, status, attempts, next_at, body
 
 # One statement, so one transaction: the oldest claimable jobs are locked, skipping
 # rows another claimer has locked right now, and leased before the locks are released.
-# A finished job still leased was not finished off by its replica (its video kept, its
-# lease released): once that lease expires it is claimed too, to be finished here.
+# A live lease is left alone, the claimer's own too (it renews those: renew_all), unless
+# ``own`` (a restarted replica taking back what its id held). A finished job still leased
+# was not finished off by its replica (its video kept, its lease released): once that
+# lease expires it is claimed too, to be finished here.
 # A sequence's segment goes with its parent (lease_segments), never on its own.
 _CLAIM = f"""
 WITH picked AS (
     SELECT id FROM jobs
-    WHERE (({_ACTIVE} AND (lease_owner IS NULL OR lease_owner = %(owner)s OR lease_until < %(now)s))
+    WHERE (({_ACTIVE} AND (lease_owner IS NULL OR lease_until < %(now)s
+                           OR (%(own)s AND lease_owner = %(owner)s)))
            OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < %(now)s))
       AND doc->>'parent_id' IS NULL
     ORDER BY created_at, id
@@ -184,9 +187,11 @@ class PostgresJobStore(JobStore):
         async with self.connection() as conn:
             return await create_batch(conn, creates)
 
-    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
+        if release and lease_owner is None:
+            raise ValueError("only a leased save can release its lease")
         # saves arriving together share one statement (postgres_batches.py)
-        if not await self._saves(Save(JobRow.of(job), lease_owner)):
+        if not await self._saves(Save(JobRow.of(job), lease_owner, release)):
             raise LeaseLost(f"job {job.id}: {lease_owner} no longer holds its lease")
 
     async def _save(self, writes: list[Save | Release]) -> list[bool]:
@@ -287,10 +292,10 @@ class PostgresJobStore(JobStore):
              "owner": owner_id, "done_at": self.clock() if next_at is None else None})
 
     # -- leases --------------------------------------------------------------------------
-    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+    async def claim(self, owner_id: str, lease_s: float, limit: int, *, own: bool = False) -> list[VideoJob]:
         now = self.clock()
         jobs = await self._docs(_CLAIM, {"owner": owner_id, "now": now, "until": now + lease_s,
-                                         "limit": limit})
+                                         "limit": limit, "own": own})
         return sorted(jobs, key=lambda j: (j.created_at, j.id))
 
     async def lease_segments(self, parent_id: str, job_ids: builtins.list[str], owner_id: str,

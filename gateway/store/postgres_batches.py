@@ -10,10 +10,15 @@ document spliced in as already encoded: as arrays (``unnest``), psycopg escaped 
 character of every document in Python, which cost more than the round trips saved.
 
 One statement does what ``save`` did in up to four: saves without a lease upsert, saves
-under a lease update only the rows their replica still holds, and a finished job with a
-webhook queues its message in the same transaction (the outbox's promise). Lease releases
-ride in the same statement. The ids it returns are the rows written; a leased save (or a
-release) missing from them lost its lease. Creates insert what
+under a lease update only the rows their replica still holds (a job's last one, ``release``,
+clearing the lease as it writes), and a finished job with a webhook queues its message in
+the same transaction (the outbox's promise). Lease releases on their own (a row without a
+document) ride in the same statement. The ids it returns are the rows written; a leased
+save (or a release) missing from them lost its lease. A final save tried again after its
+answer was lost (PostgreSQL went away after the commit, gateway/store/outage.py) finds its
+lease gone, given up by that very write: a row left unleased with the save's status and
+``updated_at`` is that write landed (``landed``), not a lost lease, which would hand the
+job's settled cost over to no one. Creates insert what
 is new; a create missing from the ids met an existing job (its id, or its idempotency key,
 raced by another create of the same batch or made before), which is then read back.
 """
@@ -42,13 +47,20 @@ WITH v AS (
         doc = excluded.doc, at_risk = excluded.at_risk
     RETURNING id, status
 ), fenced AS (
-    UPDATE jobs SET status = v.status, updated_at = v.updated, doc = v.doc, at_risk = v.at_risk
-    FROM v WHERE v.lease_owner IS NOT NULL AND NOT v.release AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
+    UPDATE jobs SET status = v.status, updated_at = v.updated, doc = v.doc, at_risk = v.at_risk,
+        lease_owner = CASE WHEN v.release THEN NULL ELSE jobs.lease_owner END,
+        lease_until = CASE WHEN v.release THEN NULL ELSE jobs.lease_until END
+    FROM v WHERE v.lease_owner IS NOT NULL AND v.doc IS NOT NULL AND jobs.id = v.id
+        AND jobs.lease_owner = v.lease_owner
     RETURNING jobs.id, jobs.status
 ), released AS (
     UPDATE jobs SET lease_owner = NULL, lease_until = NULL
-    FROM v WHERE v.release AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
+    FROM v WHERE v.doc IS NULL AND jobs.id = v.id AND jobs.lease_owner = v.lease_owner
     RETURNING jobs.id
+), landed AS (
+    SELECT jobs.id FROM jobs JOIN v ON jobs.id = v.id
+    WHERE v.release AND v.doc IS NOT NULL AND jobs.lease_owner IS NULL
+        AND jobs.status = v.status AND jobs.updated_at = v.updated
 ), saved AS (
     SELECT id, status FROM upserted UNION ALL SELECT id, status FROM fenced
 ), queued AS (
@@ -57,7 +69,7 @@ WITH v AS (
     WHERE v.message_id IS NOT NULL
     ON CONFLICT DO NOTHING
 )
-SELECT id FROM saved UNION ALL SELECT id FROM released
+SELECT id FROM saved UNION ALL SELECT id FROM released UNION ALL SELECT id FROM landed
 """
 
 
@@ -91,13 +103,17 @@ class Save:
 
     row: JobRow
     lease_owner: str | None
+    #: the job's last save under its lease: it clears the lease too (``JobStore.save``)
+    release: bool = False
 
 
 @dataclass(frozen=True)
 class Release:
-    """One ``release`` waiting for its batch: it rides with the saves. Each job releases its
-    lease once, after its last save, so unbatched this was a statement of its own per job, as
-    many as all the job's batched saves under load (bench/pg_statements.py)."""
+    """One ``release`` on its own waiting for its batch: it rides with the saves. Most jobs
+    give their lease up with their last save (``Save.release``); this is for those finished
+    off after it (a video kept late, a finished job claimed from a dead replica, a segment).
+    Unbatched, releases were a statement of their own per job, as many as all the job's
+    batched saves under load (bench/pg_statements.py)."""
 
     id: str
     lease_owner: str
@@ -136,7 +152,7 @@ async def save_batch(conn: AsyncConnection[TupleRow], writes: list[Save | Releas
         ("null", {"id": w.id, "lease_owner": w.lease_owner, "release": True}) if isinstance(w, Release)
         else (w.row.doc, {"id": w.row.id, "status": w.row.status, "key": w.row.idempotency_key,
                           "created": w.row.created_at, "updated": w.row.updated_at, "at_risk": w.row.at_risk,
-                          "lease_owner": w.lease_owner, "release": False,
+                          "lease_owner": w.lease_owner, "release": w.release,
                           "message_id": new_message_id() if w.row.announce else None})
         for w in writes)})
     return {saved for (saved,) in await cur.fetchall()}

@@ -142,18 +142,22 @@ class SqliteJobStore(JobStore):
         created: tuple[VideoJob, bool] = await self._in_next_commit(create)
         return created
 
-    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
+        if release and lease_owner is None:
+            raise ValueError("only a leased save can release its lease")
         lost = await self._in_next_commit(functools.partial(self._save_row, row=JobRow.of(job),
-                                                            lease_owner=lease_owner))
+                                                            lease_owner=lease_owner, release=release))
         if lost is not None:
             raise lost
 
     async def _commit(self, writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         return await self._run(functools.partial(_in_one_transaction, writes=writes))
 
-    def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None) -> LeaseLost | None:
+    def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None,
+                  release: bool = False) -> LeaseLost | None:
         params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
-                  "updated": row.updated_at, "doc": row.doc, "at_risk": row.at_risk, "lease_owner": lease_owner}
+                  "updated": row.updated_at, "doc": row.doc, "at_risk": row.at_risk, "lease_owner": lease_owner,
+                  "release": release}
         if lease_owner is None:
             conn.execute(
                 "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
@@ -161,7 +165,14 @@ class SqliteJobStore(JobStore):
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
                 " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
         elif not conn.execute("UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc,"
-                              " at_risk = :at_risk WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
+                              " at_risk = :at_risk,"  # the job's last save under its lease gives it up too
+                              " lease_owner = iif(:release, NULL, lease_owner),"
+                              " lease_until = iif(:release, NULL, lease_until)"
+                              " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
+            if release and conn.execute(  # this final save landed before (postgres_batches.py)
+                    "SELECT 1 FROM jobs WHERE id = :id AND lease_owner IS NULL AND status = :status"
+                    " AND updated_at = :updated", params).fetchone():
+                return None
             return LeaseLost(f"job {row.id}: {lease_owner} no longer holds its lease")
         if row.announce:  # the finished job and its webhook commit together, or neither
             conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
@@ -273,7 +284,7 @@ class SqliteJobStore(JobStore):
             (attempts, body, next_at, done_at, delivered, message_id, owner_id))
 
     # -- leases --------------------------------------------------------------------------
-    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+    async def claim(self, owner_id: str, lease_s: float, limit: int, *, own: bool = False) -> list[VideoJob]:
         now = self.clock()
 
         def claim(conn: sqlite3.Connection) -> list[VideoJob]:
@@ -282,15 +293,16 @@ class SqliteJobStore(JobStore):
             with write(conn):
                 rows = conn.execute(
                     "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id IN"
+                    # a live lease is left alone, its own too unless ``own`` (postgres.py)
                     f" (SELECT id FROM jobs WHERE (({_ACTIVE} AND (lease_owner IS NULL"
-                    "   OR lease_owner = :owner OR lease_until < :now))"
+                    "   OR lease_until < :now OR (:own AND lease_owner = :owner)))"
                     # finished, but its replica died before finishing it off (postgres.py)
                     f"  OR (NOT {_ACTIVE} AND lease_owner IS NOT NULL AND lease_until < :now))"
                     # a segment goes with its parent (lease_segments)
                     "  AND json_extract(doc, '$.parent_id') IS NULL"
                     "  ORDER BY created_at, id LIMIT :limit)"
                     " RETURNING doc",
-                    {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit}).fetchall()
+                    {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit, "own": own}).fetchall()
             return sorted((_job(r) for r in rows), key=lambda j: (j.created_at, j.id))
 
         return await self._run(claim)

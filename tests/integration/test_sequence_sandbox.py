@@ -208,9 +208,9 @@ class StoreAwayAfterSegment1(SqliteJobStore):
         self._away()
         return await super().release(job_id, owner_id)
 
-    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
         self._away()
-        await super().save(job, lease_owner=lease_owner)
+        await super().save(job, lease_owner=lease_owner, release=release)
         if job.id.endswith("-s1") and job.status.terminal and self.outage:
             self.down, self.outage = self.outage, 0
 

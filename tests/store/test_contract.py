@@ -219,10 +219,50 @@ async def test_a_cancel_asked_anywhere_reaches_the_lease_holder_once(store: JobS
     assert await store.take_cancels("replica-a") == []
 
 
-async def test_a_claimer_reclaims_its_own_jobs(store: JobStore) -> None:
-    job = await store.create(new_job())
-    assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=1)] == [job.id]
-    assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=1)] == [job.id]
+async def test_a_claim_leaves_its_own_replicas_live_leases_alone(store: JobStore, clock: FakeClock) -> None:
+    # a replica renews what it follows: its claims must not write those rows again every round
+    created, _ = await store.create_or_get(new_job(created_at=1000.0), lease=("replica-a", LEASE_S))
+    unleased = await store.create(new_job(created_at=1001.0))
+    assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=10)] == [unleased.id]
+    clock.t += LEASE_S / 2
+    assert await store.claim("replica-a", LEASE_S, limit=10) == []  # both live and its own
+    clock.t += LEASE_S * 0.6  # past both leases as first given: extended by a claim, they would not be
+    assert [j.id for j in await store.claim("replica-b", LEASE_S, limit=10)] == [created.id, unleased.id]
+
+
+async def test_a_replica_restarted_under_its_id_takes_back_its_live_leases_with_own(store: JobStore) -> None:
+    mine, _ = await store.create_or_get(new_job(created_at=1000.0), lease=("replica-a", LEASE_S))
+    others, _ = await store.create_or_get(new_job(created_at=1001.0), lease=("replica-b", LEASE_S))
+    free = await store.create(new_job(created_at=1002.0))
+    assert [j.id for j in await store.claim("replica-a", LEASE_S, limit=10, own=True)] == [mine.id, free.id]
+    assert await store.claim("replica-c", LEASE_S, limit=10, own=True) == []
+    assert [j.id for j in await store.claim("replica-b", LEASE_S, limit=10, own=True)] == [others.id]
+
+
+async def test_the_last_save_under_a_lease_releases_it_in_the_same_write(store: JobStore, clock: FakeClock) -> None:
+    job, _ = await store.create_or_get(new_job(webhook_url="https://app.example/hook"), lease=("replica-a", LEASE_S))
+    job.fail(Unavailable("down", provider="fal"))
+    with pytest.raises(LeaseLost):  # fenced as any leased save: nothing written, nothing released
+        await store.save(job, lease_owner="replica-b", release=True)
+    assert (await store.get(job.id)).status is JobStatus.QUEUED
+    assert await store.take_cancels("replica-a") == [] and await store.lease_deliveries("r1", LEASE_S, 10) == []
+    await store.save(job, lease_owner="replica-a", release=True)
+    assert (await store.get(job.id)).status is JobStatus.FAILED
+    # tried again, its answer lost after the commit: that write landed, so no LeaseLost (the
+    # job's cost would be handed over to no one) and nothing written or queued twice
+    await store.save(job, lease_owner="replica-a", release=True)
+    # released: its webhook goes at once, once, no release is left to make, and nobody claims it
+    assert [r.job_id for r in await store.lease_deliveries("r1", LEASE_S, 10)] == [job.id]
+    assert not await store.release(job.id, "replica-a")
+    clock.t += LEASE_S * 2
+    assert await store.claim("replica-b", LEASE_S, limit=10) == []
+    with pytest.raises(LeaseLost):  # nothing more is written under the lease given up
+        await store.save(job, lease_owner="replica-a")
+    job.updated_at += 1  # not the write that landed
+    with pytest.raises(LeaseLost):
+        await store.save(job, lease_owner="replica-a", release=True)
+    with pytest.raises(ValueError, match="leased"):
+        await store.save(job, release=True)
 
 
 async def test_concurrent_claimers_never_share_a_job(backend: Backend, store: JobStore) -> None:

@@ -14,6 +14,7 @@ from psycopg import sql
 
 from gateway.job import JobStatus, VideoJob
 from gateway.store import codec, migrations
+from gateway.store.base import LeaseLost
 from gateway.store.postgres import PostgresJobStore
 from gateway.store.postgres_batches import create_batch, save_batch
 from tests.store.conftest import PG_DSN, postgres_backend
@@ -144,6 +145,50 @@ async def test_releases_ride_in_the_saves_statement_and_stay_fenced(
         assert await asyncio.gather(*(store.release(j.id, "replica-a") for j in finished)) == [True] * 10
         assert len(await store.lease_deliveries("r1", 30.0, 100)) == 10
         assert not await store.release(finished[0].id, "replica-a")  # released already
+
+
+async def test_final_saves_release_in_the_batch_beside_saves_and_releases(
+        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job's last save gives its lease up in the batch statement, beside plain leased saves
+    and releases on their own; one that lost its lease writes nothing and releases nothing."""
+    statements = [0]
+    execute = psycopg.AsyncConnection.execute
+
+    async def counted(self: psycopg.AsyncConnection[Any], *args: Any, **kwargs: Any) -> Any:
+        statements[0] += 1
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
+    async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
+        jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
+                                           lease=("replica-a", 30.0)))[0] for i in range(16)]
+        taken = jobs[15]
+        async with store.connection() as conn:  # another replica took this one over
+            await conn.execute("UPDATE jobs SET lease_owner = 'replica-b' WHERE id = %s", (taken.id,))
+        final, ongoing, alone = jobs[:5], jobs[5:10], jobs[10:15]
+        for job in (*final, taken):
+            job.move(JobStatus.SUBMITTED)
+            job.move(JobStatus.SUCCEEDED)
+        for job in ongoing:
+            job.move(JobStatus.SUBMITTED)
+        statements[0] = 0
+        outcomes = await asyncio.gather(*(store.save(j, lease_owner="replica-a", release=True) for j in final),
+                                        *(store.save(j, lease_owner="replica-a") for j in ongoing),
+                                        *(store.release(j.id, "replica-a") for j in alone),
+                                        store.save(taken, lease_owner="replica-a", release=True),
+                                        return_exceptions=True)
+        assert statements[0] <= 2  # the first write goes at once, alone; the rest share the next
+        assert outcomes[:10] == [None] * 10 and outcomes[10:15] == [True] * 5
+        assert isinstance(outcomes[15], LeaseLost)
+        async with store.connection() as conn:
+            cur = await conn.execute("SELECT id, lease_owner, lease_until IS NULL, status FROM jobs")
+            rows = {r[0]: r[1:] for r in await cur.fetchall()}
+        assert [rows[j.id] for j in final] == [(None, True, "succeeded")] * 5
+        assert [rows[j.id] for j in ongoing] == [("replica-a", False, "submitted")] * 5
+        assert [rows[j.id][:2] for j in alone] == [(None, True)] * 5
+        assert rows[taken.id] == ("replica-b", False, "queued")
+        # the released finished jobs' webhooks were queued by that statement and may go now
+        assert sorted(r.job_id for r in await store.lease_deliveries("r1", 30.0, 100)) == sorted(j.id for j in final)
 
 
 async def test_creates_arriving_together_share_a_statement_and_a_raced_key_makes_one_job(

@@ -36,10 +36,10 @@ class FlakyStore(SqliteJobStore):
                 self.down -= 1
             raise StoreUnavailable("the job store (PostgreSQL) is unavailable (PoolTimeout)")
 
-    async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+    async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
         self._maybe_fail()
         self.saved.append(job.status.value)
-        await super().save(job, lease_owner=lease_owner)
+        await super().save(job, lease_owner=lease_owner, release=release)
 
     async def renew_all(self, job_ids: list[str], owner_id: str, lease_s: float) -> set[str]:
         self._maybe_fail()
@@ -49,10 +49,10 @@ class FlakyStore(SqliteJobStore):
         self._maybe_fail()
         return await super().take_cancels(owner_id)
 
-    async def claim(self, owner_id: str, lease_s: float, limit: int) -> list[VideoJob]:
+    async def claim(self, owner_id: str, lease_s: float, limit: int, *, own: bool = False) -> list[VideoJob]:
         self._maybe_fail()
         self.claims += 1
-        return await super().claim(owner_id, lease_s, limit)
+        return await super().claim(owner_id, lease_s, limit, own=own)
 
 
 @pytest.fixture

@@ -266,9 +266,9 @@ async def test_a_delivery_outcome_waits_through_a_store_outage_and_is_not_sent_a
             self._maybe_fail()
             return await super().record_delivery(message_id, owner_id, **outcome)
 
-        async def save(self, job: VideoJob, *, lease_owner: str | None = None) -> None:
+        async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
             self._maybe_fail()
-            await super().save(job, lease_owner=lease_owner)
+            await super().save(job, lease_owner=lease_owner, release=release)
 
     clock = FakeClock(start=NOW)
     posts: list[str] = []
