@@ -116,6 +116,8 @@ class Service:
         gateway.keep_joined = service._keep_joined
         gateway.keep_finished = service._keep_video  # before any job runs: its runner defers successes
         service.metrics.instrument(gateway.client)
+        if gateway.shared.state is not None:  # one name for this replica in its logs, /readyz and Redis
+            gateway.shared.state.replica = service.replica_id
         gateway.shared.connect()
         service.metrics.watch(gateway.health, gateway.shared.in_use, service._watchers.__len__)
         service.callbacks = VendorCallbacks(gateway, store)

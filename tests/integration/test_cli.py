@@ -107,6 +107,31 @@ def test_bad_input_is_one_clean_line(args, field):
     assert field in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # an unclosed flow mapping: where it ends, not only the error's class ("ParserError")
+    ("providers:\n  fal:\n    api_key: sk-held-secret-123\n  apiframe: {\n bad",
+     "is not valid YAML: line 5, column 5: expected ',' or '}'"),
+    ("retry:\n\tsubmit_retries: 2\n", "is not valid YAML: line 2, column 1: found character '\\t' that cannot"),
+    ("- a\n- b\n", "must hold a mapping at the top level"),
+    ("retry: {submit_retries: many}\n", "retry.submit_retries"),
+])
+def test_a_bad_config_file_is_one_line_saying_where(tmp_path, text, expected):
+    config = tmp_path / "reelgate.yaml"
+    config.write_text(text)
+    for command in (["quote", "a fox"], ["serve", "--port", "1"], ["keys", "list"], ["jobs"]):
+        result = run(*command, "--config", str(config))
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (command, result.output)
+        assert "sk-held-secret-123" not in result.output  # PyYAML's own message quotes the line
+
+
+def test_a_config_path_that_is_no_file_says_why(tmp_path):
+    for path, why in ((tmp_path / "missing.yaml", "does not exist"), (tmp_path, "cannot be read: Is a directory")):
+        result = run("quote", "a fox", "--config", str(path))
+        assert result.exit_code == 2 and result.output.strip() == f"error: config file {str(path)!r} {why}"
+
+
 def test_providers_lists_plugins_and_credentials():
     result = run("providers", "--json")
     data = json.loads(result.stdout)
