@@ -91,7 +91,12 @@ async def create_video(request: Request, key: ApiKey | None = Depends(caller)) -
         # OpenAI's Video has a size from the start: fix the one the route chooses now, so
         # the size reported at create is the size delivered (also after a fallback)
         video_request = video_request.model_copy(update={"resolution": service.first_choice(video_request, key)})
-    job = await service.submit(video_request, key)
+    try:
+        job = await service.submit(video_request, key)
+    except InvalidRequest as exc:  # the fetched image (not an image, no such host): named as the caller sent it
+        if exc.field == "start_image" and isinstance(body.get("input_reference"), dict):
+            raise InvalidRequest("input_reference.image_url", exc.reason) from None
+        raise
     return JsonBody(video_object(job))  # plain JSON already: FastAPI's encoder walk costs ~4% of a pair
 
 

@@ -139,3 +139,14 @@ def test_providers_lists_plugins_and_credentials():
     assert {"fal", "apiframe", "railwail"} <= set(names)
     assert names["fal"]["credentials_set"] is False and names["fal"]["credential_env"] == "FAL_KEY"
     assert "1:1" not in names["fal"]["models"]["ray-2-flash"]["aspect_ratios"]
+
+
+def test_serve_says_where_its_state_lives_without_the_store_password(tmp_path):
+    # it said "state in ~/.reelgate" also on PostgreSQL, where jobs and keys are not there
+    from gateway.cli_service import where_state_lives
+    from gateway.config import ServiceConfig, Settings
+
+    pg = Settings(service=ServiceConfig(store_url="postgresql://app:s3cret-pw@db/reelgate", store_schema="prod"))
+    line = where_state_lives(pg, tmp_path)
+    assert line == f"jobs and keys in PostgreSQL, schema prod; home {tmp_path}" and "s3cret" not in line
+    assert where_state_lives(Settings(), tmp_path) == f"state in {tmp_path}"
