@@ -215,12 +215,15 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None) -> None:
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+              config: ConfigOpt = None) -> None:
     """Keys by id and name (never the secret)."""
     keys = [k.to_dict() for k in _with_keys(config, lambda store: store.alist())]
     if as_json:
         typer.echo(json.dumps(keys, indent=2))
         return
+    if not keys:  # on stderr: stdout stays empty for scripts
+        err.print("no keys yet: make one with `reelgate keys create --name NAME`", highlight=False, markup=False)
     for k in keys:
         typer.echo(f"{k['id']}  {k['name']}  {'revoked' if k['revoked'] else 'active'}"
                    + (f"  budget ${k['budget_usd_per_day']}/day" if k["budget_usd_per_day"] else "")

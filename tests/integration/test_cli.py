@@ -150,3 +150,13 @@ def test_serve_says_where_its_state_lives_without_the_store_password(tmp_path):
     line = where_state_lives(pg, tmp_path)
     assert line == f"jobs and keys in PostgreSQL, schema prod; home {tmp_path}" and "s3cret" not in line
     assert where_state_lives(Settings(), tmp_path) == f"state in {tmp_path}"
+
+
+def test_empty_lists_say_so_on_stderr_and_keep_stdout_empty(tmp_path, monkeypatch):
+    # `reelgate jobs --at-risk` with nothing at risk printed nothing at all
+    monkeypatch.setenv("REELGATE_HOME", str(tmp_path / "home"))
+    for args, said in ((["jobs", "--at-risk"], "no jobs at risk"), (["jobs"], "no jobs in this store"),
+                       (["keys", "list"], "no keys yet: make one with `reelgate keys create --name NAME`")):
+        result = run(*args)
+        assert result.exit_code == 0 and result.stdout == "" and result.stderr.strip() == said, result.output
+        assert json.loads(run(*args, "--json").stdout) == []
