@@ -19,6 +19,7 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
+from gateway.server.replica_ids import release_id
 from gateway.server.service import Service
 from gateway.shared import REDIS_PREFIX_ENV
 from tests.shared.conftest import REDIS_URL, prefix  # noqa: F401 (a fixture used below)
@@ -76,6 +77,7 @@ async def die(service: Service) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await service.gateway.aclose()
     await service.store.close()
+    await release_id(service._id_hold)  # a killed process's connections close with it
 
 
 async def all_accepted(service: Service, jobs: list[VideoJob]) -> None:
