@@ -48,6 +48,8 @@ def jobs(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    if not rows:  # said on stderr: stdout stays the (empty) list for scripts
+        err.print("no jobs at risk" if at_risk else "no jobs in this store", highlight=False, markup=False)
     for row in rows:
         risk = "; ".join(f"{r['provider']} {r['vendor_job_id'] or '(no id)'} ${r['usd']:.2f}" for r in row["at_risk"])
         typer.echo(f"{row['id']}  {row['status']:<9}  {row['provider'] or '-':<9}  ${row['cost_usd']:.2f}"

@@ -52,6 +52,15 @@ def start_logging(flag: str | None, *, default: str = "warning") -> None:
     configure(level_from(flag, default=default))
 
 
+def where_state_lives(settings: Settings, home: Path) -> str:
+    """For the start line: the home, or the PostgreSQL schema holding jobs and keys (never the
+    URL, which may carry a password)."""
+    url = settings.service.store_url
+    if url is None or url.startswith("sqlite"):
+        return f"state in {home}" if url is None else f"jobs in {url.split(':///', 1)[-1]}, keys under {home}"
+    return f"jobs and keys in PostgreSQL, schema {settings.service.store_schema}; home {home}"
+
+
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
@@ -86,7 +95,7 @@ def serve(
             settings = settings.model_copy(update={"service": settings.service.model_copy(update={"workers": workers})})
         check_workers(settings)
         check_port(host, port)
-        check_store(settings)
+        check_store(settings, replica_id if settings.service.workers == 1 else None)  # workers: -w<i> ids
         if sandbox and sandbox_url:
             raise InvalidRequest("--sandbox-url", "give --sandbox or --sandbox-url, not both")
     except ReelgateError as exc:
@@ -101,7 +110,7 @@ def serve(
         return await Service.start(settings, sandbox_url=sandbox_url, replica_id=replica_id)
 
     count = settings.service.workers
-    err.print(f"reelgate serving on http://{host}:{port} (state in {reelgate_home()})"
+    err.print(f"reelgate serving on http://{host}:{port} ({where_state_lives(settings, reelgate_home())})"
               + (f" with {count} worker processes" if count > 1 else "")
               + (f"; sandbox emulators at {sandbox_url}" if sandbox_url else ""), highlight=False, markup=False)
     try:
@@ -124,24 +133,30 @@ ConfigOpt = Annotated[Path | None, typer.Option(
     "--config", help="reelgate.yaml: the keys go to the store it names (service.store_url), as `serve` uses.")]
 
 
-def check_store(settings: Settings) -> None:
+def check_store(settings: Settings, replica_id: str | None = None) -> None:
     """Open the job store once before serving: one that cannot be reached (PostgreSQL down, a
     wrong URL) is then one line and exit 3, not uvicorn's start-up traceback. The service
-    opens it again itself; this also runs its migrations, once, before any worker starts."""
+    opens it again itself; this also runs its migrations, once, before any worker starts.
+    A ``--replica-id`` a live replica holds on the store is one line and exit 2 likewise
+    (gateway/server/replica_ids.py; the service then holds it for as long as it runs)."""
     import asyncio
 
     from gateway.home import reelgate_home
     from gateway.permissions import private_dir
+    from gateway.server.replica_ids import ReplicaIdInUse, hold_given_id, release_id
     from gateway.server.service import service_store_url
     from gateway.store import open_store
 
     async def run() -> None:
         url = service_store_url(settings, private_dir(reelgate_home()))
         async with open_store(url, env=os.environ, schema=settings.service.store_schema):
-            pass
+            await release_id(await hold_given_id(settings, url, replica_id))
 
     try:
         asyncio.run(run())
+    except ReplicaIdInUse as exc:
+        error(err, exc.message)
+        raise typer.Exit(2) from None
     except ReelgateError as exc:
         error(err, f"service.store_url: {exc.message}")
         raise typer.Exit(3) from None
@@ -200,12 +215,15 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False, config: ConfigOpt = None) -> None:
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")] = False,
+              config: ConfigOpt = None) -> None:
     """Keys by id and name (never the secret)."""
     keys = [k.to_dict() for k in _with_keys(config, lambda store: store.alist())]
     if as_json:
         typer.echo(json.dumps(keys, indent=2))
         return
+    if not keys:  # on stderr: stdout stays empty for scripts
+        err.print("no keys yet: make one with `reelgate keys create --name NAME`", highlight=False, markup=False)
     for k in keys:
         typer.echo(f"{k['id']}  {k['name']}  {'revoked' if k['revoked'] else 'active'}"
                    + (f"  budget ${k['budget_usd_per_day']}/day" if k["budget_usd_per_day"] else "")

@@ -181,6 +181,15 @@ class Settings(BaseModel):
         return self.providers.get(name) or ProviderConfig()
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """Where and what, as ``line 3, column 5: expected ',' or '}'``. Never the snippet of the
+    file PyYAML's own message quotes: the line may hold a key (``providers.fal.api_key``)."""
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    problem = "".join(c for c in str(problem) if c.isprintable())[:120]
+    mark = getattr(exc, "problem_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
 def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``path``, else ``$REELGATE_CONFIG``, else ./reelgate.yaml, else defaults."""
     env = os.environ if env is None else env
@@ -196,8 +205,10 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
         raise ConfigError(f"config file {str(file)!r} does not exist") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(file)!r} is not UTF-8 text (byte {exc.start})") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {str(file)!r} cannot be read: {type(exc).__name__}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(file)!r} is not valid YAML: {_yaml_problem(exc)}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror or type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(file)!r} must hold a mapping at the top level")
     try:

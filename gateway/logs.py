@@ -18,6 +18,7 @@ import contextvars
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -128,9 +129,24 @@ class KeyValueFormatter(logging.Formatter):
         return redact(" ".join(f"{k}={_value(v)}" for k, v in pairs.items()))
 
 
+#: what makes a value need quotes: a space, a quote, ``=``, a backslash, or any character
+#: that is not printable (control characters, line and paragraph separators...)
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]|[^\x21-\x7e]')
+#: escaped inside quotes: besides ``"`` and ``\``, every C0/C1 control character and the
+#: Unicode line breaks. A caller's text reaches some lines (a URL path, a vendor's error
+#: message); raw, a NUL or an ESC sequence would corrupt the log or a terminal showing it,
+#: and a line break would let it forge a line.
+_ESCAPED = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) <= 0xFF else f"\\u{ord(char):04x}")
+
+
 def _value(value: object) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' "=\\\n\r\t'):
+    if text and not _NEEDS_QUOTES.search(text):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
+    return f'"{_ESCAPED.sub(_escape, text)}"'

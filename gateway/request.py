@@ -228,10 +228,20 @@ class VideoRequest(BaseModel):
             limits.check_idempotency_key(v)
         return v
 
+    @field_validator("max_cost_usd", "deadline_s", mode="before")
+    @classmethod
+    def _no_boolean_amount(cls, v: Any) -> Any:
+        # pydantic's lax mode reads true as 1: max_cost_usd true was a $1 cap, deadline_s true 1 s
+        if isinstance(v, bool):
+            raise ValueError(f"{str(v).lower()} is not a number")
+        return v
+
     @field_validator("duration_s", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
         # "5s" is how two vendors spell it; accept it, reject anything but 5 or 9.
+        if isinstance(v, bool):  # JSON true is no length (it said "True seconds is not offered")
+            raise ValueError(f"{str(v).lower()} is not a number of seconds; choose 5 or 9")
         if isinstance(v, str) and v.strip().rstrip("s").isdigit():
             v = int(v.strip().rstrip("s"))
         if isinstance(v, float) and v.is_integer():

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import uvicorn
 
+from gateway.request_head import http_protocol
+
 
 def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A listening socket with TCP_NODELAY, which accepted connections inherit: without it,
@@ -118,8 +120,10 @@ def serve_forever(app: Callable[..., Any], host: str, port: int, *,
 
     uvloop and httptools when installed (uvicorn's ``auto``; both are dependencies, the
     asyncio loop and h11 the fallback): measured, they cut the service's CPU per request
-    pair (docs/benchmarks.md, section 6.asgi)."""
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="auto", http="auto")
+    pair (docs/benchmarks.md, section 6.asgi); the request head bounded in size and time
+    (gateway/request_head.py)."""
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="auto",
+                            http=http_protocol())
     server = uvicorn.Server(config)
     # full collections walking what lives as long as the process were the p99 of a job
     # through the gateway (docs/benchmarks.md, section 2)

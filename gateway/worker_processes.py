@@ -49,6 +49,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
+from gateway.request_head import http_protocol
 from gateway.serving import WorkerSockets
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ def serve_workers(settings: Settings, host: str, port: int, *, base_id: str, log
     with tempfile.TemporaryDirectory(prefix="reelgate-workers-") as slots, _multiproc_env(Path(slots)) as metrics:
         spec = WorkerSpec(worker_settings(settings), base_id, Path(slots), log_level, sandbox_url)
         config = uvicorn.Config(functools.partial(worker_app, spec), factory=True, workers=spec.workers,
-                                lifespan="on", log_level="warning", access_log=False,
+                                lifespan="on", log_level="warning", access_log=False, http=http_protocol(),
                                 timeout_worker_healthcheck=HEALTH_PING_TIMEOUT_S)
         with WorkerSockets(host, port, spec.workers, backlog=config.backlog) as sockets:
             supervisor = Supervisor(config, sockets, metrics)

@@ -7,6 +7,9 @@
   sends, so the client gets to read the answer; memory stays flat.
 * **Slow bodies time out.** A body that pauses longer than ``body_timeout_s`` gets 408
   and its connection is closed (a half-sent body must not hold a connection forever).
+* **No NUL in the URL.** A path or query parameter holding ``%00`` is a 400 naming it before
+  any route runs: no id or cursor holds one, and PostgreSQL refuses NUL in text outright (the
+  look-up of ``/v1/videos/%00`` was a 500 there).
 * **Cross-origin writes are refused** unless the origin is in ``cors_allow_origins``:
   a page on another origin can send "simple" requests (form posts, ``text/plain``)
   without a preflight, and with ``require_api_key: false`` that would create jobs.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
@@ -106,7 +109,8 @@ class Guard:
         refusal = _refusal(scope, conf)
         # one coroutine for the whole request (this runs on every one): no helper awaited per layer
         if refusal is not None:
-            response = envelope(refusal.status, refusal.message, code=refusal.code, type_=refusal.type)
+            response = envelope(refusal.status, refusal.message, code=refusal.code, type_=refusal.type,
+                                param=refusal.param)
             await response(scope, receive, tracked)
         else:
             try:
@@ -146,8 +150,14 @@ class _Tracked:
 
 
 def _refusal(scope: Scope, conf: ServiceConfig) -> ApiError | None:
-    """A request answered before any route runs: a cross-origin write, or a body whose
-    declared length is over the limit (its bytes are never read)."""
+    """A request answered before any route runs: a NUL in its URL, a cross-origin write, or
+    a body whose declared length is over the limit (its bytes are never read)."""
+    if "\x00" in scope["path"]:
+        return ApiError(400, "the URL path holds a NUL character (%00), which no id or route contains",
+                        code="invalid_path")
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        return _nul_in_query(query)
     # one pass picking the three headers read here, decoding only those (this runs on every
     # request); a repeated header counts as its last value, as a dict of them would
     origin_raw = host_raw = length_raw = None
@@ -167,3 +177,14 @@ def _refusal(scope: Scope, conf: ServiceConfig) -> ApiError | None:
     if length is not None and (not length.isdigit() or int(length) > conf.max_upload_bytes):
         return too_large(conf.max_upload_bytes)
     return None
+
+
+def _nul_in_query(query: bytes) -> ApiError:
+    """The 400 for a query string holding a NUL, naming the parameter that holds it."""
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    name = next((k for k, v in pairs if "\x00" in k + v), "").replace("\x00", "")
+    if not (name.isprintable() and 0 < len(name) <= 64):  # echoed in the answer: only a plain name
+        return ApiError(400, "the query string holds a NUL character (%00), which no value contains",
+                        code="invalid_request")
+    return ApiError(400, f"{name}: holds a NUL character (%00), which no id or value contains",
+                    code="invalid_request", param=name)

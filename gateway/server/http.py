@@ -162,8 +162,14 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         data = _DECODER.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
     except RecursionError:
         raise ApiError(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels", code="too_deep") from None
-    except ValueError:  # UnicodeDecodeError included
-        raise ApiError(400, "the body is not valid JSON", code="invalid_json") from None
+    except json.JSONDecodeError as exc:  # where, never what: the text may be anything
+        raise ApiError(400, f"the body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                       code="invalid_json") from None
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: not {exc.encoding} text at byte {exc.start}",
+                       code="invalid_json") from None
+    except ValueError:  # int(): a number of more digits than Python converts (4300)
+        raise ApiError(400, "the body is not valid JSON: a number has too many digits", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object", code="invalid_json")
     _check_tree(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -10,7 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidKey, InvalidRequest
 from gateway.job import JobStatus
 from gateway.keys import ApiKey
 from gateway.request import sniff_image_type
@@ -29,8 +30,9 @@ from gateway.server.http import (
 )
 from gateway.server.openai_compat import request_from_openai, video_object
 from gateway.server.openai_extend import extension_from_openai
-from gateway.server.service import KEEP_FAILED
+from gateway.server.service import KEEP_FAILED, Service
 
+log = logging.getLogger("reelgate.server")
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
 
 #: form fields that may repeat (lists in the neutral request)
@@ -91,7 +93,12 @@ async def create_video(request: Request, key: ApiKey | None = Depends(caller)) -
         # OpenAI's Video has a size from the start: fix the one the route chooses now, so
         # the size reported at create is the size delivered (also after a fallback)
         video_request = video_request.model_copy(update={"resolution": service.first_choice(video_request, key)})
-    job = await service.submit(video_request, key)
+    try:
+        job = await service.submit(video_request, key)
+    except InvalidRequest as exc:  # the fetched image (not an image, no such host): named as the caller sent it
+        if exc.field == "start_image" and isinstance(body.get("input_reference"), dict):
+            raise InvalidRequest("input_reference.image_url", exc.reason) from None
+        raise
     return JsonBody(video_object(job))  # plain JSON already: FastAPI's encoder walk costs ~4% of a pair
 
 
@@ -174,6 +181,22 @@ async def retrieve_video(video_id: str, request: Request, key: ApiKey | None = D
     return JsonBody(video_object(job))
 
 
+async def _readable_here(service: Service, uri: str) -> None:
+    """Refuse, before the answer starts, a kept video this replica cannot read: once a 200 has
+    started, a failure can only cut it short (it was 200 with 0 bytes and a traceback, at a
+    replica whose default storage is its own directory while another replica kept the video)."""
+    try:
+        found = await service.storage.exists(uri)
+    except InvalidKey:  # another replica's storage: a balancer retries a 503 at another replica
+        log.warning("the video at %s cannot be read here: give every replica one storage "
+                    "(storage.path on a shared directory, or kind: s3; docs/deploy.md)", uri)
+        raise ApiError(503, "the video was kept by another replica, in storage this replica cannot read; "
+                       "try again (the service's storage is not shared: docs/deploy.md)", code="not_here",
+                       type_="server_error", headers={"Retry-After": "1"}) from None
+    if not found:
+        raise ApiError(404, "the kept video is no longer in storage", code="not_kept")
+
+
 @router.get("/{video_id}/content", response_model=None, responses={200: {"content": {"video/mp4": {}}}})
 async def download_video(
     video_id: str, request: Request, key: ApiKey | None = Depends(caller),
@@ -193,6 +216,7 @@ async def download_video(
         if not any(note.startswith(KEEP_FAILED) for note in job.notes):  # another replica is keeping it
             raise ApiError(404, "the video is still being stored: try again in a moment", code="not_ready")
         raise ApiError(404, "the finished video could not be kept", code="not_kept")
+    await _readable_here(service, job.output.uri)
     headers = {"Content-Disposition": f'attachment; filename="{job.id}.mp4"'}
     if job.output.size_bytes is not None:
         headers["Content-Length"] = str(job.output.size_bytes)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -32,6 +33,7 @@ from gateway.safe_fetch import PublicOnlyTransport
 from gateway.server import vetting
 from gateway.server.leases import Leases, new_replica_id
 from gateway.server.metrics import Metrics
+from gateway.server.replica_ids import hold_given_id, release_id
 from gateway.server.vendor_callbacks import VendorCallbacks
 from gateway.shared import Ledger
 from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
@@ -40,6 +42,9 @@ from gateway.store.base import JobStore
 from gateway.store.outage import save_through_outage
 from gateway.webhooks.delivery import DeliveryWorker
 from gateway.webhooks.outbound import secret_bytes
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
 
 log = logging.getLogger("reelgate.server")
 
@@ -91,6 +96,8 @@ class Service:
     #: the lease loop, when replicas share the store (``service.leases``)
     leases: Leases | None = None
     _leasing: asyncio.Task[None] | None = None
+    #: the connection holding this replica's given id on PostgreSQL (gateway/server/replica_ids.py)
+    _id_hold: AsyncConnection[Any] | None = None
     #: vendor callbacks: their keys, their dedupe, and what they do here (or at another replica)
     callbacks: VendorCallbacks = field(init=False)
 
@@ -101,6 +108,11 @@ class Service:
         store_url = service_store_url(settings, home)
         store = open_store(store_url, env=os.environ if env is None else env, schema=settings.service.store_schema)
         await store.open()
+        try:  # a given id is held while this process runs: two live replicas under one id both
+            id_hold = await hold_given_id(settings, store_url, replica_id)  # followed its jobs
+        except BaseException:
+            await store.close()
+            raise
         keys = open_keys(store, home, cache_s=settings.service.key_cache_s)
         gateway = Gateway.from_settings(settings, sandbox_url=sandbox_url, env=env, store=store)
         gateway.workdir = home / "sequences"  # a killed server's sequences resume from their clips here
@@ -112,10 +124,13 @@ class Service:
         storage = build_storage(settings.storage, {**env, HOME_ENV: str(home)})
         service = cls(settings, gateway, store, keys, home, storage,
                       sandbox=sandbox_url is not None, webhook_secret=secret, replica_id=replica_id or new_replica_id())
+        service._id_hold = id_hold
         gateway.open_kept = storage.open  # a video extended by id is read from its kept copy
         gateway.keep_joined = service._keep_joined
         gateway.keep_finished = service._keep_video  # before any job runs: its runner defers successes
         service.metrics.instrument(gateway.client)
+        if gateway.shared.state is not None:  # one name for this replica in its logs, /readyz and Redis
+            gateway.shared.state.replica = service.replica_id
         gateway.shared.connect()
         service.metrics.watch(gateway.health, gateway.shared.in_use, service._watchers.__len__)
         service.callbacks = VendorCallbacks(gateway, store)
@@ -167,6 +182,7 @@ class Service:
             await self._hooks.aclose()
         await self.keys.aclose()
         await self.store.close()
+        await release_id(self._id_hold)
         await self.storage.aclose()
 
     # -- jobs ------------------------------------------------------------------------------

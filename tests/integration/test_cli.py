@@ -107,6 +107,31 @@ def test_bad_input_is_one_clean_line(args, field):
     assert field in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    # an unclosed flow mapping: where it ends, not only the error's class ("ParserError")
+    ("providers:\n  fal:\n    api_key: sk-held-secret-123\n  apiframe: {\n bad",
+     "is not valid YAML: line 5, column 5: expected ',' or '}'"),
+    ("retry:\n\tsubmit_retries: 2\n", "is not valid YAML: line 2, column 1: found character '\\t' that cannot"),
+    ("- a\n- b\n", "must hold a mapping at the top level"),
+    ("retry: {submit_retries: many}\n", "retry.submit_retries"),
+])
+def test_a_bad_config_file_is_one_line_saying_where(tmp_path, text, expected):
+    config = tmp_path / "reelgate.yaml"
+    config.write_text(text)
+    for command in (["quote", "a fox"], ["serve", "--port", "1"], ["keys", "list"], ["jobs"]):
+        result = run(*command, "--config", str(config))
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], (command, result.output)
+        assert "sk-held-secret-123" not in result.output  # PyYAML's own message quotes the line
+
+
+def test_a_config_path_that_is_no_file_says_why(tmp_path):
+    for path, why in ((tmp_path / "missing.yaml", "does not exist"), (tmp_path, "cannot be read: Is a directory")):
+        result = run("quote", "a fox", "--config", str(path))
+        assert result.exit_code == 2 and result.output.strip() == f"error: config file {str(path)!r} {why}"
+
+
 def test_providers_lists_plugins_and_credentials():
     result = run("providers", "--json")
     data = json.loads(result.stdout)
@@ -114,3 +139,24 @@ def test_providers_lists_plugins_and_credentials():
     assert {"fal", "apiframe", "railwail"} <= set(names)
     assert names["fal"]["credentials_set"] is False and names["fal"]["credential_env"] == "FAL_KEY"
     assert "1:1" not in names["fal"]["models"]["ray-2-flash"]["aspect_ratios"]
+
+
+def test_serve_says_where_its_state_lives_without_the_store_password(tmp_path):
+    # it said "state in ~/.reelgate" also on PostgreSQL, where jobs and keys are not there
+    from gateway.cli_service import where_state_lives
+    from gateway.config import ServiceConfig, Settings
+
+    pg = Settings(service=ServiceConfig(store_url="postgresql://app:s3cret-pw@db/reelgate", store_schema="prod"))
+    line = where_state_lives(pg, tmp_path)
+    assert line == f"jobs and keys in PostgreSQL, schema prod; home {tmp_path}" and "s3cret" not in line
+    assert where_state_lives(Settings(), tmp_path) == f"state in {tmp_path}"
+
+
+def test_empty_lists_say_so_on_stderr_and_keep_stdout_empty(tmp_path, monkeypatch):
+    # `reelgate jobs --at-risk` with nothing at risk printed nothing at all
+    monkeypatch.setenv("REELGATE_HOME", str(tmp_path / "home"))
+    for args, said in ((["jobs", "--at-risk"], "no jobs at risk"), (["jobs"], "no jobs in this store"),
+                       (["keys", "list"], "no keys yet: make one with `reelgate keys create --name NAME`")):
+        result = run(*args)
+        assert result.exit_code == 0 and result.stdout == "" and result.stderr.strip() == said, result.output
+        assert json.loads(run(*args, "--json").stdout) == []

@@ -102,3 +102,45 @@ def test_an_error_quotes_a_huge_value_cut_short(harness: Harness, route: str, fi
     assert response.status_code == 400, response.text[:200]
     error = response.json()["error"]
     assert error["param"] == field and len(error["message"]) < 400
+
+
+# (route, body, the field the 400 names): JSON true where a number is meant. pydantic's lax
+# mode read it as 1: max_cost_usd true was a $1 cap, deadline_s true a 1 s deadline, and
+# duration_s true answered "True seconds is not offered"
+BOOLEANS: list[tuple[str, dict[str, Any], str]] = [
+    ("/v1/jobs", {"prompt": "a fox", "max_cost_usd": True}, "max_cost_usd"),
+    ("/v1/jobs", {"prompt": "a fox", "deadline_s": True}, "deadline_s"),
+    ("/v1/jobs", {"prompt": "a fox", "duration_s": True}, "duration_s"),
+    ("/v1/quotes", {"prompt": "a fox", "max_cost_usd": False}, "max_cost_usd"),
+    ("/v1/videos", {"prompt": "a fox", "max_cost_usd": True}, "max_cost_usd"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "field"), BOOLEANS, ids=[f"{r}-{f}" for r, _, f in BOOLEANS])
+def test_a_boolean_is_no_number(harness: Harness, route: str, body: dict[str, Any], field: str) -> None:
+    response = harness.post(route, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and str(body[field]).lower() in error["message"], error
+    assert "True" not in error["message"] and harness.submissions() == 0 and harness.jobs() == []
+
+
+@pytest.mark.parametrize(("raw", "says"), [
+    (b'{"prompt": "a fox",}', "the body is not valid JSON: Expecting property name enclosed in double quotes "
+                              "(line 1, column 20)"),
+    (b'{"prompt": "a\x00fox"}', "the body is not valid JSON: Invalid control character at (line 1, column 14)"),
+    (b'{"prompt": "a fox\xff"}', "the body is not valid JSON: not utf-8 text at byte 17"),
+    (b'{"prompt": "a fox", "duration_s": 1' + b"0" * 5000 + b"}", "the body is not valid JSON: a number has too many"),
+])
+def test_a_body_that_is_not_json_says_where(harness: Harness, raw: bytes, says: str) -> None:
+    response = harness.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["message"].startswith(says), response.text
+
+
+def test_an_input_reference_that_is_no_image_is_named_as_sent(harness: Harness) -> None:
+    # the fetched URL's check said "start_image", a field the OpenAI-style caller never sent
+    response = harness.post("/v1/videos", json={"prompt": "a fox",
+                                                "input_reference": {"image_url": "https://no-such-host.invalid/a.png"}})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "input_reference.image_url" and error["message"].startswith("input_reference.image_url:")

@@ -19,7 +19,10 @@ from gateway.emulation.sandbox import BackgroundServer, Sandbox
 from gateway.job import JobStatus, VideoJob
 from gateway.plugins import discover
 from gateway.request import VideoRequest
+from gateway.server.replica_ids import release_id
 from gateway.server.service import Service
+from gateway.shared import REDIS_PREFIX_ENV
+from tests.shared.conftest import REDIS_URL, prefix  # noqa: F401 (a fixture used below)
 from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
 
 LEASE_S = 0.6
@@ -74,6 +77,7 @@ async def die(service: Service) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await service.gateway.aclose()
     await service.store.close()
+    await release_id(service._id_hold)  # a killed process's connections close with it
 
 
 async def all_accepted(service: Service, jobs: list[VideoJob]) -> None:
@@ -182,6 +186,25 @@ def test_replicas_on_a_shared_store_lease_and_report_it(tmp_path: Path, sandbox:
     with TestClient(app) as client:
         replica = client.get("/readyz").json()["replica"]
     assert replica == {"id": "replica-7", "store": "sqlite", "leases": True, "pid": os.getpid(), "workers": 1}
+
+
+def test_a_replica_goes_by_its_given_id_in_shared_state_too(tmp_path: Path, sandbox: tuple[Sandbox, str],
+                                                          prefix: str) -> None:  # noqa: F811
+    # /readyz said "replica": "replica-7" but "shared_state": {"replica": "host-pid-random"}, and
+    # circuits opened here reached the other replicas' plans under that second name
+    from starlette.testclient import TestClient
+
+    from gateway.server import create_app
+
+    settings = Settings(redis_url=REDIS_URL,
+                        service=ServiceConfig(store_url=f"sqlite:///{tmp_path / 'shared.db'}", leases=True))
+    env = {"REELGATE_HOME": str(tmp_path / "home"), REDIS_PREFIX_ENV: prefix}
+    app = create_app(lambda: Service.start(settings, sandbox_url=sandbox[1], env=env, replica_id="replica-7"))
+    with TestClient(app) as client:
+        ready = client.get("/readyz").json()
+        assert ready["replica"]["id"] == "replica-7"
+        assert ready["shared_state"]["backend"] == "redis" and ready["shared_state"]["replica"] == "replica-7"
+        assert app.state.service.gateway.shared.state.replica == "replica-7"  # what trips and slots carry
 
 
 async def test_any_replica_reads_cancels_and_deletes_any_job(replicas: Start, sandbox: tuple[Sandbox, str]):

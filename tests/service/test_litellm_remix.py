@@ -62,3 +62,27 @@ def test_openai_sdk_remix_and_edit(processes) -> None:
     done = client.videos.poll(edited.id, poll_interval_ms=100)
     assert done.status == "completed"
     assert probe(client.videos.download_content(done.id).content)["codec"] == "h264"
+
+
+def test_litellm_video_generation_status_content_and_list(processes) -> None:
+    # LiteLLM's own create path (``video_generation``) against ``reelgate serve``, as a LiteLLM
+    # user points it at any OpenAI-compatible base URL; its ids wrap ours (base64)
+    litellm = _litellm()
+    key = processes.create_key("litellm-generation")
+    url, _ = processes.start("serve", "--sandbox")
+    common = {"custom_llm_provider": "openai", "api_base": f"{url}/v1", "api_key": key}
+    made = litellm.video_generation(model="ray-2-flash", prompt="a lighthouse at dusk", seconds="5",
+                                    size="1280x720", **common)
+    assert made.status in ("queued", "in_progress") and made.model == "ray-2-flash"
+    for _ in range(300):
+        status = litellm.video_status(video_id=made.id, **common)
+        if status.status in ("completed", "failed"):
+            break
+        time.sleep(0.1)
+    assert status.status == "completed"
+    info = probe(litellm.video_content(video_id=made.id, **common))
+    assert info["codec"] == "h264" and (info["width"], info["height"]) == (1280, 720)
+    listed = litellm.video_list(**common)
+    assert [v["status"] for v in listed["data"]] == ["completed"]
+    with pytest.raises(litellm.BadRequestError, match="model: 'sora-2' is not offered"):
+        litellm.video_generation(model="sora-2", prompt="x", **common)

@@ -74,6 +74,8 @@ def test_the_reference_config_matches_the_services_limits() -> None:
     size = directive("client_max_body_size", text)[0]
     assert size.endswith("m") and int(size[:-1]) * 1024 * 1024 == ServiceConfig().max_upload_bytes
     assert directive("client_body_timeout", text) == [f"{ServiceConfig().body_timeout_s:.0f}s"]
+    # the 413 nginx answers itself names the same limit
+    assert f"request body larger than {ServiceConfig().max_upload_bytes} bytes" in text
     content = text[text.index("location ~ ^/v1/videos/[^/]+/content$"):]
     content = content[:content.index("}")]
     assert "proxy_buffering off" in content
@@ -102,6 +104,11 @@ def test_two_replicas_behind_nginx_serve_a_job_end_to_end(processes: Processes, 
         too_big = lb.post("/v1/videos", content=b"x" * (ServiceConfig().max_upload_bytes + 1),
                           headers={"content-type": "application/json"})
         assert too_big.status_code == 413
+        assert too_big.json()["error"]["code"] == "too_large"  # the service's envelope, not nginx's page
+        too_long = lb.get("/v1/videos", headers={"x-trace": "t" * 10_000})
+        assert too_long.status_code == 431 and too_long.json()["error"]["code"] == "head_too_large"
+        # per-replica counters are scraped at each replica, never through the balancer
+        assert lb.get("/metrics").status_code == 403
         # under it: passed through, and the replica says what is wrong with it
         assert lb.post("/v1/videos", content=b"{" * 1024 * 1024,
                        headers={"content-type": "application/json"}).status_code == 400

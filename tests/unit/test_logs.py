@@ -126,3 +126,22 @@ def test_the_flag_wins_over_the_environment_and_bad_values_name_their_source():
     with pytest.raises(InvalidRequest) as var:
         level_from(None, {"REELGATE_LOG_LEVEL": "verbose"})
     assert var.value.field == "REELGATE_LOG_LEVEL" and "debug, info, warning, error" in var.value.reason
+
+
+def test_control_characters_and_line_breaks_are_escaped_never_written_raw():
+    # a caller's text reaches some lines (the path of a request that failed, a vendor's
+    # message): a NUL, an ESC sequence or a Unicode line break must not reach the log raw
+    stream = io.StringIO()
+    handler = configure(logging.INFO, stream)
+    hostile = "/v1/videos/\x00\x1b[2J\x07\x7f\x85\u2028x\u2029y\tz"
+    try:
+        logging.getLogger("reelgate.test").info("GET %s failed", hostile, extra={FIELDS_ATTR: {"path": hostile}})
+        logging.getLogger("reelgate.test").info("café", extra={FIELDS_ATTR: {"job": "vid_1"}})
+    finally:
+        logging.getLogger("reelgate").removeHandler(handler)
+    text = stream.getvalue()
+    assert len(text.splitlines()) == 2  # splitlines also breaks at \x85, \u2028, \u2029
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]", text), repr(text)
+    escaped = r'"GET /v1/videos/\x00\x1b[2J\x07\x7f\x85\u2028x\u2029y\tz failed"'
+    assert f"event={escaped}" in text
+    assert 'event="café" job=vid_1' in text.splitlines()[1]
