@@ -121,19 +121,24 @@ async def test_a_dead_replicas_jobs_are_taken_over_and_submitted_once(replicas: 
     assert accepted(sandbox[0]) == 6  # polled where they were, never resubmitted
 
 
-async def test_a_replica_that_lost_a_lease_stops_following_the_job(replicas: Start):
-    a, b = await replicas("a"), await replicas("b")
+async def test_a_replica_that_lost_a_lease_stops_following_the_job(replicas: Start,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    a = await replicas("a")
     a.gateway.ledger = ledger = RecordingLedger(None)
     [job] = await submit(a, 1, "a")
     await all_accepted(a, [job])
-    # another replica holds the row now (a's lease expired while a stalled, say)
-    await b.store.release(job.id, "a")
-    assert [j.id for j in await b.store.claim("intruder", 60, limit=10)] == [job.id]
+    # another replica holds the row now (a's lease expired while a stalled, say). a stalls
+    # meanwhile for real: a round of a's between the release and the intruder's claim would
+    # take the unleased row back (under load one did), and a replica started here would too
     assert a.leases is not None
+    stalled = await stall_rounds(a, monkeypatch)
+    await a.store.release(job.id, "a")
+    assert [j.id for j in await a.store.claim("intruder", 60, limit=10)] == [job.id]
+    stalled.set()
     await a.leases.wait_rounds(2)  # a renew is refused: the job is dropped at once
 
     assert job.id not in a.gateway.following()
-    row = await b.store.get(job.id)
+    row = await a.store.get(job.id)
     assert row is not None and not row.status.terminal  # a wrote nothing more
     # nor settles anything: the job's reservation and cost are the new holder's (settling
     # here would drop the new holder's hold in a shared ledger, or count the cost twice)
@@ -152,6 +157,24 @@ class RecordingLedger(SpendLedger):
     def handover(self, key: str) -> None:
         self.calls.append(("handover", key))
         super().handover(key)
+
+
+async def stall_rounds(service: Service, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Hold ``service``'s lease rounds until the event returned is set: once this returns no
+    round is under way (one begun before has ended), and the next waits for the event."""
+    leases = service.leases
+    assert leases is not None
+    parked, go, tick = asyncio.Event(), asyncio.Event(), leases.tick
+
+    async def stalled_tick() -> None:
+        parked.set()
+        await go.wait()
+        await tick()
+
+    monkeypatch.setattr(leases, "tick", stalled_tick)
+    async with asyncio.timeout(30):
+        await parked.wait()
+    return go
 
 
 async def finished(service: Service, job_id: str) -> bool:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
 
 from gateway.shared.concurrency import LocalLimiter
 from gateway.shared.connection import TIMEOUT_S, SharedState
@@ -117,6 +121,24 @@ async def test_a_busy_event_loop_is_not_a_lost_redis(states: Callable[..., Share
     assert (await taking)["held"] == {"fal": 1}
     assert state.available, state.status()
     await limiter.aclose()
+
+
+async def test_a_slot_granted_to_an_acquire_whose_answer_was_lost_is_given_back(
+    states: Callable[..., SharedState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = states()
+    limiter = RedisLimiter(state)
+    acquire = limiter._acquire
+
+    async def answer_lost(**call: Any) -> Any:
+        await acquire(**call)  # Redis granted the slot...
+        raise redis.TimeoutError("Timeout reading from socket")  # ...but its answer came too late
+
+    monkeypatch.setattr(limiter, "_acquire", answer_lost)
+    async with limiter.slot("fal", 1):
+        assert limiter.snapshot()["local"] == {"held": {"fal": 1}}  # this job runs on a local slot
+    holders_key = limiter._keys("fal")[0]
+    await eventually(lambda: state.sync.zcard(holders_key) == 0)  # not held by nobody for a lease
 
 
 async def test_a_dead_replicas_slot_comes_back_when_its_lease_lapses(states: Callable[..., SharedState]) -> None:
