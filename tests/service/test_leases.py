@@ -22,7 +22,11 @@ from gateway.request import VideoRequest
 from gateway.server.service import Service
 from tests.store.conftest import PG_DSN, pg_schema  # noqa: F401 (a fixture used below)
 
-LEASE_S = 0.6
+#: renewed every second (lease_s / 3): a live replica keeps its leases unless a round is two
+#: seconds late. At 0.6 s (renewals 0.2 s apart) rounds late by 0.4 s on the loaded CI host
+#: handed a live replica's jobs to the other (claimed, "lease lost") in 1 of 3 runs; takeovers
+#: of a dead replica's jobs wait for the lease to run out, so a few seconds more each.
+LEASE_S = 3.0
 Start = Callable[[str], Awaitable[Service]]
 
 
