@@ -30,9 +30,17 @@ log = logging.getLogger("reelgate.shared")
 
 #: what a broken or absent Redis raises through redis-py (timeouts and refused connections included)
 REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-#: one Redis call may take this long before Redis counts as gone: a blocked event loop
-#: costs every job in flight, so a slow Redis is treated as an absent one
+#: a call of the synchronous client (budgets) may take this long before Redis counts as
+#: gone: it blocks the event loop, which costs every job in flight, so a slow Redis is
+#: treated as an absent one. The kernel times it (a socket timeout), so it measures Redis.
 TIMEOUT_S = 0.5
+#: the same for a call the event loop awaits (slots, publishing, resyncs). This one is
+#: timed by the loop, so it also counts every other task's turn and the process's wait for
+#: a CPU: on a loaded 2-core host a 10 ms timer fired up to 0.37 s late, and at 0.5 s a
+#: busy replica read as a lost Redis and took slots from its local limiter (N replicas, N x
+#: the vendor's limit; tests/shared/test_concurrency.py). Awaiting blocks nobody else, so
+#: this only has to catch a Redis that stopped answering (a host gone without a reset).
+LOOP_TIMEOUT_S = 5.0
 #: seconds between attempts to reach Redis again while it is away
 RETRY_S = 1.0
 #: seconds between full resynchronisations while connected (a lost event heals by then)
@@ -61,16 +69,17 @@ class SharedState:
     """The Redis side of one replica. ``prefix`` starts every key and the channel name."""
 
     def __init__(self, url: str, *, prefix: str = "reelgate", replica: str | None = None,
-                 timeout_s: float = TIMEOUT_S, retry_s: float = RETRY_S, resync_s: float = RESYNC_S) -> None:
+                 timeout_s: float = TIMEOUT_S, loop_timeout_s: float = LOOP_TIMEOUT_S,
+                 retry_s: float = RETRY_S, resync_s: float = RESYNC_S) -> None:
         self.url = url
         self.prefix = prefix
         self.replica = replica or replica_id()
         self.retry_s, self.resync_s = retry_s, resync_s
-        options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         #: for work the event loop awaits (scripts of the limiter, publishing, resyncs)
-        self.aio: aioredis.Redis = aioredis.Redis.from_url(url, **options)
+        self.aio: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=loop_timeout_s, socket_connect_timeout=loop_timeout_s)
         #: for the synchronous interfaces (budgets): one short round trip, bounded by the timeout
-        self.sync: redis.Redis = redis.Redis.from_url(url, **options)
+        self.sync: redis.Redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         #: Redis answered last time it was asked (optimistic until the first call says otherwise)
         self.available = True
         self.since = time.time()

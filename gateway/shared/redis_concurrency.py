@@ -144,6 +144,9 @@ class RedisLimiter:
                     granted = await self._acquire(keys=keys, args=args)
                 except REDIS_ERRORS as exc:
                     self.shared.failed(exc)
+                    # a call that timed out may have run: a slot granted to it would be held
+                    # by nobody for a whole lease, one fewer for every replica meanwhile
+                    self.shared.spawn(self._release(keys=keys, args=[token]))
                     return None
                 if granted:
                     self._held.setdefault(provider, set()).add(token)

@@ -199,7 +199,10 @@ def test_ctrl_c_during_a_job_says_where_it_runs_and_exits_130(env, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "generate", "a fox", "--sandbox", "--provider", "fal",
          "--sandbox-fault", "fal=slow:delay=5", "-o", "x.mp4"],
-        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a suite started in the background by a script (`cmd &`, nohup) has SIGINT ignored,
+        # and its children inherit that: the CLI never saw this Ctrl-C and made the video
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stderr is not None
         submitted = ""

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
 
 from gateway.shared.concurrency import LocalLimiter
-from gateway.shared.connection import SharedState
+from gateway.shared.connection import TIMEOUT_S, SharedState
 from gateway.shared.redis_concurrency import RedisLimiter
 from tests.shared.conftest import TcpProxy, eventually
 
@@ -94,6 +99,46 @@ async def test_redis_waiters_are_served_first_come_first_served(states: Callable
     release.set()
     await asyncio.gather(holder, *waiters)
     assert order == ["a1", "b1", "a2", "b2"]
+
+
+async def test_a_busy_event_loop_is_not_a_lost_redis(states: Callable[..., SharedState]) -> None:
+    # On a loaded host the loop runs other tasks (or waits for a CPU) for longer than the
+    # synchronous client's timeout while a slot is being asked for; Redis answered in time,
+    # so the replica must stay on shared state and the slot come from Redis (a local slot
+    # there lets N replicas run N x the limit).
+    state = states()
+    limiter = RedisLimiter(state)
+    await state.aio.ping()
+
+    async def take() -> dict[str, object]:
+        async with limiter.slot("fal", 1):
+            return limiter.snapshot()
+
+    taking = asyncio.create_task(take())
+    for _ in range(3):  # the acquire (and the watcher's subscribe) are on the wire
+        await asyncio.sleep(0)
+    time.sleep(2 * TIMEOUT_S)  # noqa: ASYNC251 -- another task holding the loop is the point
+    assert (await taking)["held"] == {"fal": 1}
+    assert state.available, state.status()
+    await limiter.aclose()
+
+
+async def test_a_slot_granted_to_an_acquire_whose_answer_was_lost_is_given_back(
+    states: Callable[..., SharedState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = states()
+    limiter = RedisLimiter(state)
+    acquire = limiter._acquire
+
+    async def answer_lost(**call: Any) -> Any:
+        await acquire(**call)  # Redis granted the slot...
+        raise redis.TimeoutError("Timeout reading from socket")  # ...but its answer came too late
+
+    monkeypatch.setattr(limiter, "_acquire", answer_lost)
+    async with limiter.slot("fal", 1):
+        assert limiter.snapshot()["local"] == {"held": {"fal": 1}}  # this job runs on a local slot
+    holders_key = limiter._keys("fal")[0]
+    await eventually(lambda: state.sync.zcard(holders_key) == 0)  # not held by nobody for a lease
 
 
 async def test_a_dead_replicas_slot_comes_back_when_its_lease_lapses(states: Callable[..., SharedState]) -> None:
