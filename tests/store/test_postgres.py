@@ -105,19 +105,24 @@ async def test_saves_arriving_together_share_a_statement_and_land_in_order(
         assert len(await store.lease_deliveries("r1", 30.0, 100)) == 30
 
 
-async def test_releases_ride_in_the_saves_statement_and_stay_fenced(
-        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every job releases its lease once it is over: unbatched, that was a statement per job,
-    most of the service's statements under load. A release of a lease this replica no longer
-    holds changes nothing and says so, in a batch or not."""
-    statements = [0]
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many statements the store's connections have executed, in ``[0]`` (set it to 0 to count from there)."""
+    count = [0]
     execute = psycopg.AsyncConnection.execute
 
     async def counted(self: psycopg.AsyncConnection[Any], *args: Any, **kwargs: Any) -> Any:
-        statements[0] += 1
+        count[0] += 1
         return await execute(self, *args, **kwargs)
 
     monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
+    return count
+
+
+async def test_releases_ride_in_the_saves_statement_and_stay_fenced(pg_schema: str, statements: list[int]) -> None:
+    """Every job releases its lease once it is over: unbatched, that was a statement per job,
+    most of the service's statements under load. A release of a lease this replica no longer
+    holds changes nothing and says so, in a batch or not."""
     async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
         jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
                                            lease=("replica-a", 30.0)))[0] for i in range(20)]
@@ -147,18 +152,10 @@ async def test_releases_ride_in_the_saves_statement_and_stay_fenced(
         assert not await store.release(finished[0].id, "replica-a")  # released already
 
 
-async def test_final_saves_release_in_the_batch_beside_saves_and_releases(
-        pg_schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_final_saves_release_in_the_batch_beside_saves_and_releases(pg_schema: str,
+                                                                         statements: list[int]) -> None:
     """A job's last save gives its lease up in the batch statement, beside plain leased saves
     and releases on their own; one that lost its lease writes nothing and releases nothing."""
-    statements = [0]
-    execute = psycopg.AsyncConnection.execute
-
-    async def counted(self: psycopg.AsyncConnection[Any], *args: Any, **kwargs: Any) -> Any:
-        statements[0] += 1
-        return await execute(self, *args, **kwargs)
-
-    monkeypatch.setattr(psycopg.AsyncConnection, "execute", counted)
     async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
         jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
                                            lease=("replica-a", 30.0)))[0] for i in range(16)]
