@@ -24,6 +24,16 @@ def _litellm():  # noqa: ANN202 - the module
     return litellm
 
 
+def finished(litellm, video_id: str, common: dict[str, str]):  # noqa: ANN001, ANN201 - LiteLLM's module and object
+    """LiteLLM's ``video_status`` of ``video_id``, polled until it is over (30 s at most)."""
+    for _ in range(300):
+        status = litellm.video_status(video_id=video_id, **common)
+        if status.status in ("completed", "failed"):
+            break
+        time.sleep(0.1)
+    return status
+
+
 def test_litellm_video_remix_gets_a_finished_video(processes, tmp_path) -> None:
     litellm = _litellm()
     key = processes.create_key("litellm")
@@ -35,11 +45,7 @@ def test_litellm_video_remix_gets_a_finished_video(processes, tmp_path) -> None:
     common = {"custom_llm_provider": "openai", "api_base": f"{url}/v1", "api_key": key}
     remix = litellm.video_remix(video_id=source.id, prompt="the boat in a storm", **common)
     assert remix.status in ("queued", "in_progress") and remix.id != source.id
-    for _ in range(300):
-        status = litellm.video_status(video_id=remix.id, **common)
-        if status.status in ("completed", "failed"):
-            break
-        time.sleep(0.1)
+    status = finished(litellm, remix.id, common)
     assert status.status == "completed"
     data = litellm.video_content(video_id=remix.id, **common)
     info = probe(data)
@@ -74,11 +80,7 @@ def test_litellm_video_generation_status_content_and_list(processes) -> None:
     made = litellm.video_generation(model="ray-2-flash", prompt="a lighthouse at dusk", seconds="5",
                                     size="1280x720", **common)
     assert made.status in ("queued", "in_progress") and made.model == "ray-2-flash"
-    for _ in range(300):
-        status = litellm.video_status(video_id=made.id, **common)
-        if status.status in ("completed", "failed"):
-            break
-        time.sleep(0.1)
+    status = finished(litellm, made.id, common)
     assert status.status == "completed"
     info = probe(litellm.video_content(video_id=made.id, **common))
     assert info["codec"] == "h264" and (info["width"], info["height"]) == (1280, 720)

@@ -119,16 +119,22 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return count
 
 
+async def leased_to_a_but_the_last(store: PostgresJobStore, n: int) -> tuple[list[VideoJob], VideoJob]:
+    """``n`` jobs created leased to replica-a, each with a webhook; the last one since taken
+    over by replica-b."""
+    jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
+                                       lease=("replica-a", 30.0)))[0] for i in range(n)]
+    async with store.connection() as conn:  # another replica took this one over
+        await conn.execute("UPDATE jobs SET lease_owner = 'replica-b' WHERE id = %s", (jobs[-1].id,))
+    return jobs, jobs[-1]
+
+
 async def test_releases_ride_in_the_saves_statement_and_stay_fenced(pg_schema: str, statements: list[int]) -> None:
     """Every job releases its lease once it is over: unbatched, that was a statement per job,
     most of the service's statements under load. A release of a lease this replica no longer
     holds changes nothing and says so, in a batch or not."""
     async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
-        jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
-                                           lease=("replica-a", 30.0)))[0] for i in range(20)]
-        taken = jobs[19]
-        async with store.connection() as conn:  # another replica took this one over
-            await conn.execute("UPDATE jobs SET lease_owner = 'replica-b' WHERE id = %s", (taken.id,))
+        jobs, taken = await leased_to_a_but_the_last(store, 20)
         finished, ongoing = jobs[:10], jobs[10:19]
         for job in finished:
             job.move(JobStatus.SUBMITTED)
@@ -157,11 +163,7 @@ async def test_final_saves_release_in_the_batch_beside_saves_and_releases(pg_sch
     """A job's last save gives its lease up in the batch statement, beside plain leased saves
     and releases on their own; one that lost its lease writes nothing and releases nothing."""
     async with PostgresJobStore(PG_DSN, schema=pg_schema) as store:
-        jobs = [(await store.create_or_get(new_job(f"job {i}", webhook_url="https://app.example/hook"),
-                                           lease=("replica-a", 30.0)))[0] for i in range(16)]
-        taken = jobs[15]
-        async with store.connection() as conn:  # another replica took this one over
-            await conn.execute("UPDATE jobs SET lease_owner = 'replica-b' WHERE id = %s", (taken.id,))
+        jobs, taken = await leased_to_a_but_the_last(store, 16)
         final, ongoing, alone = jobs[:5], jobs[5:10], jobs[10:15]
         for job in (*final, taken):
             job.move(JobStatus.SUBMITTED)
