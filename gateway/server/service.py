@@ -36,7 +36,7 @@ from gateway.server.metrics import Metrics
 from gateway.server.replica_ids import hold_given_id, release_id
 from gateway.server.vendor_callbacks import VendorCallbacks
 from gateway.shared import Ledger
-from gateway.storage import MirrorOptions, ResultStorage, build_storage, mirror
+from gateway.storage import ResultStorage, build_storage, capped, mirror
 from gateway.store import open_store
 from gateway.store.base import JobStore
 from gateway.store.outage import save_through_outage
@@ -294,8 +294,7 @@ class Service:
         else:
             provider, request = self.gateway.result_request(job)
             kept = await mirror(self.gateway.client, request, self.storage, f"jobs/{job.id}.mp4",
-                                provider=provider.name,
-                                options=MirrorOptions(max_bytes=self.settings.storage.max_bytes))
+                                provider=provider.name, options=capped(self.settings.storage.max_bytes))
         job.output.uri, job.output.size_bytes, job.output.sha256 = kept.uri, kept.size_bytes, kept.sha256
 
     async def _keep_joined(self, job: VideoJob) -> None:

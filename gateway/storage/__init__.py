@@ -37,7 +37,7 @@ from gateway.storage.base import (
     validate_key,
 )
 from gateway.storage.local import LocalStorage, default_videos_dir
-from gateway.storage.mirror import DEFAULT_MAX_BYTES, MirrorOptions, mirror
+from gateway.storage.mirror import DEFAULT_MAX_BYTES, MirrorOptions, capped, mirror
 
 ACCESS_KEY_ENV = "REELGATE_S3_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "REELGATE_S3_SECRET_ACCESS_KEY"
@@ -46,7 +46,7 @@ SESSION_TOKEN_ENV = "REELGATE_S3_SESSION_TOKEN"
 __all__ = [
     "InvalidKey", "LocalStorage", "MirrorOptions", "ObjectNotFound", "ObjectTooLarge",
     "ResultStorage", "S3Config", "StorageConfig", "StorageError", "StoredObject",
-    "build_storage", "default_videos_dir", "mirror", "validate_key",
+    "build_storage", "capped", "default_videos_dir", "mirror", "validate_key",
 ]
 
 

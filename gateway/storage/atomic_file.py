@@ -96,8 +96,18 @@ async def write_file(target: Path, chunks: Chunks, *, max_bytes: int | None = No
     ``private``: missing directories 0700 and the file 0600 whatever the umask (kept videos
     under ``REELGATE_HOME``); otherwise as the umask says (a caller's own ``--output``).
     ``prepare_dir`` replaces the default making of the target's directory."""
+    return await write_into(target.parent, target.name, chunks, max_bytes=max_bytes, private=private,
+                            prepare_dir=prepare_dir)
+
+
+async def write_into(directory: Path, name: str, chunks: Chunks, *, max_bytes: int | None = None,
+                     private: bool = False, prepare_dir: PrepareDir | None = None) -> ChunkDigest:
+    """:func:`write_file` of the file ``name`` in ``directory``, for a caller that keeps one
+    ``Path`` per directory (``LocalStorage``): a ``Path`` caches its string and hash, so a
+    file costs no ``Path`` of its own (building, hashing and stringifying one per file, and
+    its ``parent`` three times, were a fifth of a small put's Python)."""
     digest = ChunkDigest(max_bytes)
-    file = _TempFile(target, digest, private, prepare_dir or (private_dirs if private else _make_dirs))
+    file = _TempFile(directory, name, digest, private, prepare_dir or (private_dirs if private else _make_dirs))
     try:
         if isinstance(chunks, (bytes, bytearray, memoryview)):  # the whole body: one hop
             digest.count(chunks)
@@ -142,16 +152,18 @@ async def _in_thread(file: _TempFile, step: Callable[[Bytes], None], data: Bytes
 
 
 class _TempFile:
-    """The file that becomes ``target``: created on the first write (unnamed when it can
-    be), named ``target`` by :meth:`finish`. ``write``/``finish`` run in a worker thread,
-    one at a time."""
+    """The file that becomes ``target`` (``name`` in ``parent``): created on the first write
+    (unnamed when it can be), named ``target`` by :meth:`finish`. ``write``/``finish`` run in a
+    worker thread, one at a time (or on the loop, for the keeper's rounds)."""
 
-    def __init__(self, target: Path, digest: ChunkDigest, private: bool, prepare_dir: PrepareDir) -> None:
-        self.target = target
+    def __init__(self, parent: Path, name: str, digest: ChunkDigest, private: bool, prepare_dir: PrepareDir) -> None:
+        self.parent = parent
+        self.name = name
+        self.directory = _directory(parent)
+        self.target = os.path.join(self.directory.path, name)
         self.digest = digest
         self.private = private
         self.prepare_dir = prepare_dir
-        self.directory = _directory(target.parent)
         self.fd: int | None = None
         #: the hidden name beside ``target`` while it has one (``None``: unnamed, or placed)
         self.temp: Path | None = None
@@ -160,17 +172,19 @@ class _TempFile:
 
     def write(self, data: Bytes) -> None:
         if self.fd is None:
-            self.prepare_dir(self.target.parent)
+            self.prepare_dir(self.parent)
             self.fd = self._open()
         self.digest.hash(data)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view):]
+        written = os.write(self.fd, data)  # a small body: all of it, in the one call
+        if written < len(data):
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.fd, view):]
 
     def _open(self) -> int:
         if _O_TMPFILE is not None and self.directory.tmpfile:
             try:
-                return os.open(self.target.parent, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
+                return os.open(self.directory.path, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC,
                                FILE_MODE if self.private else 0o666)
             except OSError as exc:
                 if exc.errno not in _NO_TMPFILE:
@@ -188,7 +202,7 @@ class _TempFile:
         return fd
 
     def _temp_name(self) -> Path:
-        return self.target.with_name(f"{TEMP_PREFIX}{random.getrandbits(64):016x}-{self.target.name}")
+        return self.parent / f"{TEMP_PREFIX}{random.getrandbits(64):016x}-{self.name}"
 
     def finish(self, data: Bytes) -> None:
         self.write(data)
@@ -252,6 +266,7 @@ class _Directory:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.path = os.fspath(directory)
         #: cleared when its filesystem refuses ``O_TMPFILE`` (never set again: one failed try)
         self.tmpfile = True
         self._count = threading.Lock()

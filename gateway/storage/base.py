@@ -24,9 +24,12 @@ from gateway.errors import ObjectNotFound as ObjectNotFound
 from gateway.errors import ObjectTooLarge as ObjectTooLarge
 from gateway.errors import StorageError as StorageError
 
-#: what a key segment may contain: no separators, no shell or URL metacharacters
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 MAX_KEY_SEGMENTS = 8
+#: what a key segment may contain: no separators, no shell or URL metacharacters
+_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+#: a whole key: 1-8 segments (one match, not a split and a match per segment; ``fullmatch``,
+#: so no trailing newline slips through as ``$`` would let it)
+_KEY = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{0,{MAX_KEY_SEGMENTS - 1}}}")
 
 Chunks = AsyncIterable[bytes] | bytes
 _Bytes = TypeVar("_Bytes", bytes, bytearray, memoryview)
@@ -51,8 +54,7 @@ def validate_key(key: str) -> str:
     silently mapped onto one object. The same rule holds in every backend, so a key
     that works on a laptop works on S3.
     """
-    segments = key.split("/")
-    if len(segments) > MAX_KEY_SEGMENTS or not all(_SEGMENT.match(s) for s in segments):
+    if _KEY.fullmatch(key) is None:
         raise InvalidKey(f"key {key!r} must be 1-{MAX_KEY_SEGMENTS} '/'-separated names of "
                          "letters, digits, '.', '_' and '-', none starting with '.'")
     return key

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import queue
 import re
 import sys
 import threading
@@ -110,9 +111,10 @@ class Keeper:
     """The rounds of one process (see the module's note)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting = threading.Condition(self._lock)
-        self._queue: list[_Small] = []
+        #: files waiting for a round, in either stage (a C queue: a put from the loop takes no
+        #: Python-level lock or condition, two per file before)
+        self._queue: queue.SimpleQueue[_Small] = queue.SimpleQueue()
+        self._starting = threading.Lock()
         self._thread: threading.Thread | None = None
         #: rounds failed so far, and the last one's error
         self.failures = 0
@@ -131,22 +133,27 @@ class Keeper:
         await item.future  # cancelled: write_file's clean-up closes the file; the round skips it
 
     def _submit(self, item: _Small) -> None:
-        with self._lock:
-            self._queue.append(item)
+        self._queue.put(item)
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._starting:  # one thread, whichever event loop (thread) puts first
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="reelgate-keeper", daemon=True)
                 self._thread.start()
-            self._waiting.notify()
 
     def _run(self) -> None:
-        started = 0.0
+        started = -ROUND_GAP_S
         while True:
+            batch = [self._queue.get()]  # waits for a file
             time.sleep(max(0.0, started + ROUND_GAP_S - time.monotonic()))
             started = time.monotonic()
-            with self._lock:
-                while not self._queue:
-                    self._waiting.wait()
-                batch, self._queue = self._queue, []
+            while True:  # and takes every file waiting by now
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             error: BaseException | None = None
             try:
                 for device in dict.fromkeys(item.device for item in batch):
@@ -159,10 +166,10 @@ class Keeper:
     def _sync(self, device: int, item: _Small) -> None:
         witness = self._witnesses.get(device)
         if witness is None:
-            witness = os.open(item.file.target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            witness = os.open(item.file.directory.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             if os.fstat(witness).st_dev != device:  # the directory was swapped for a mount meanwhile
                 os.close(witness)
-                raise OSError(f"{item.file.target.parent} moved to another filesystem while being written")
+                raise OSError(f"{item.file.directory.path} moved to another filesystem while being written")
             self._witnesses[device] = witness
         assert syncfs is not None
         syncfs(witness)

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 from gateway.home import reelgate_home
 from gateway.permissions import private_dirs
-from gateway.storage.atomic_file import write_file
+from gateway.storage.atomic_file import write_into
 from gateway.storage.base import (
     Chunks,
     InvalidKey,
@@ -44,18 +44,32 @@ def default_videos_dir(env: Mapping[str, str]) -> Path:
 class LocalStorage(ResultStorage):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
+        #: the root's URI: a key's characters need no quoting, so an object's URI is this, ``/``
+        #: and the key (what ``Path.as_uri`` gives, without quoting the whole path per put)
+        self._root_uri = self.root.as_uri().rstrip("/")
         #: directory -> (st_dev, st_ino) when it was found under the root
         self._checked: dict[Path, tuple[int, int]] = {}
+        #: a key's directory part (``jobs``) -> that directory: one ``Path`` each, whose string
+        #: and hash are computed once (see :func:`write_into`)
+        self._folders: dict[str, Path] = {}
 
     def uri_for(self, key: str) -> str:
         return self._path_for_key(key).as_uri()
 
     async def put(self, key: str, chunks: Chunks, content_type: str, *,
                   max_bytes: int | None = None) -> StoredObject:
-        target = self.root.joinpath(*validate_key(key).split("/"))  # its directory is checked in the write
+        folder, _, name = validate_key(key).rpartition("/")
+        directory = self._folders.get(folder) or self._folder(folder)  # checked in the write
         # a caller's video is for that caller: 0600 from the first byte (its link or rename keeps it)
-        digest = await write_file(target, chunks, max_bytes=max_bytes, private=True, prepare_dir=self._ready_dir)
-        return StoredObject(target.as_uri(), digest.size, digest.sha256, content_type)
+        digest = await write_into(directory, name, chunks, max_bytes=max_bytes, private=True,
+                                  prepare_dir=self._ready_dir)
+        return StoredObject(f"{self._root_uri}/{key}", digest.size, digest.sha256, content_type)
+
+    def _folder(self, folder: str) -> Path:
+        if len(self._folders) >= _MAX_CHECKED_DIRS:
+            self._folders.clear()
+        directory = self._folders[folder] = self.root.joinpath(*folder.split("/")) if folder else self.root
+        return directory
 
     async def open(self, uri: str) -> AsyncIterator[bytes]:
         path = self._path_for_uri(uri)

@@ -7,16 +7,20 @@ into storage with a size cap, hashed on the way, and retried from the start on a
 transient failure -- storage writes are all-or-nothing, so a retry never appends to
 a broken copy. A body declared at most ``transport.WHOLE_BODY_BYTES`` and not compressed
 (``transport.small_body``) is read in one piece -- by the gateway's transport, before httpx
-sees it -- and handed to storage as ``bytes`` (one write call, none of the streaming layers'
-per-chunk cost); the cap and the MP4 check hold the same.
+sees it, which hands back a closed response -- and handed to storage as ``bytes`` (one write
+call, none of the streaming layers' per-chunk cost); the cap and the MP4 check hold the same.
+Per kept video (the service keeps every one) the attempt's deadline is one timer handle
+(:func:`_within`) and the headers are read once (``bench/keep.py``, docs/benchmarks.md 6.keep2).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 import httpx
 
@@ -48,6 +52,13 @@ class MirrorOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
     #: refuse bodies that are not MP4/MOV (an HTML error page served with 200, say)
     require_mp4: bool = True
+
+
+@functools.lru_cache(maxsize=16)
+def capped(max_bytes: int) -> MirrorOptions:
+    """``MirrorOptions(max_bytes=max_bytes)``, one (frozen) object per cap: the service keeps
+    every video with the same options, and a frozen dataclass costs a ``setattr`` per field."""
+    return MirrorOptions(max_bytes=max_bytes)
 
 
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -109,8 +120,7 @@ async def _fetch(client: httpx.AsyncClient, request: httpx.Request, put: Put, pr
                  options: MirrorOptions, sleep: Sleep) -> StoredObject:
     for attempt in range(options.retries + 1):
         try:
-            async with asyncio.timeout(options.timeout_s):
-                return await _fetch_once(client, request, put, provider, options)
+            return await _within(options.timeout_s, _fetch_once(client, request, put, provider, options))
         except (Unavailable, RateLimited) as exc:
             if attempt == options.retries:
                 raise
@@ -122,6 +132,39 @@ async def _fetch(client: httpx.AsyncClient, request: httpx.Request, put: Put, pr
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+async def _within(timeout_s: float, attempt: Coroutine[Any, Any, StoredObject]) -> StoredObject:
+    """``await attempt``, cut off by ``TimeoutError`` after ``timeout_s``: what ``asyncio.timeout``
+    does, with one timer handle and no more (its context manager, state enum and reschedule
+    were ~3x the CPU of the timer itself, paid by every kept video). A cancel from outside
+    stays a cancel; only this timer's own becomes ``TimeoutError``."""
+    task = asyncio.current_task()
+    if task is None:  # not in a task (never in the gateway): the stock context manager says why
+        async with asyncio.timeout(timeout_s):
+            return await attempt
+    loop = asyncio.get_running_loop()
+    cancelling = task.cancelling()
+    expired: list[bool] = []
+    timer = loop.call_at(loop.time() + timeout_s, _expire, task, expired)
+    try:
+        return await attempt
+    except asyncio.CancelledError as exc:
+        # ours only if it fired and no other cancel is pending on the task (as asyncio.timeout)
+        if expired:
+            expired.clear()
+            if task.uncancel() <= cancelling:
+                raise TimeoutError from exc
+        raise
+    finally:
+        timer.cancel()
+        if expired:  # fired, but the attempt ended some other way: its cancel is withdrawn
+            task.uncancel()
+
+
+def _expire(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
+
+
 async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Put, provider: str,
                       options: MirrorOptions) -> StoredObject:
     try:
@@ -129,15 +172,30 @@ async def _fetch_once(client: httpx.AsyncClient, request: httpx.Request, put: Pu
     except httpx.TransportError as exc:
         raise Unavailable(f"download failed ({type(exc).__name__})", provider=provider) from exc
     try:
-        _check_response(response, provider, options.max_bytes)
-        if small_body(response.headers):  # the transport has read it already
+        status = response.status_code
+        if status < 200 or status >= 300:
+            _refuse(response, provider)
+        if response.is_closed:  # read whole by the transport (a small body): its bytes are here
+            body = response.content
+            if len(body) > options.max_bytes:
+                raise ObjectTooLarge(f"{provider}: the video is {len(body)} bytes, "
+                                     f"over the {options.max_bytes}-byte limit")
+            if options.require_mp4:
+                _check_mp4_head(body, provider, whole=True)
+            return await put(body, _content_type(response.headers))
+        headers = response.headers
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > options.max_bytes:
+            raise ObjectTooLarge(f"{provider}: the video is {declared} bytes, over the {options.max_bytes}-byte limit")
+        if small_body(headers):  # another client's response: read it in one piece here
             body = await _read_whole(response, provider)
             if options.require_mp4:
                 _check_mp4_head(body, provider, whole=True)
-            return await put(body, _content_type(response))
-        return await put(_body(response, provider, options.require_mp4), _content_type(response))
+            return await put(body, _content_type(headers))
+        return await put(_body(response, provider, options.require_mp4), _content_type(headers))
     finally:
-        await response.aclose()
+        if not response.is_closed:
+            await response.aclose()
         unbound(response)
 
 
@@ -148,23 +206,25 @@ async def _read_whole(response: httpx.Response, provider: str) -> bytes:
         raise Unavailable(f"download cut off ({type(exc).__name__})", provider=provider) from exc
 
 
-def _check_response(response: httpx.Response, provider: str, max_bytes: int) -> None:
+def _refuse(response: httpx.Response, provider: str) -> NoReturn:
+    """The error for an answer that is not a 2xx."""
     status = response.status_code
     if status == 429:
         raise RateLimited("download rate-limited (HTTP 429)", provider=provider, status_code=status,
                           retry_after=retry_after_s(response.headers))
     if status >= 500:
         raise Unavailable(f"download failed with HTTP {status}", provider=provider, status_code=status)
-    if not response.is_success:
-        raise ProviderError(f"download refused with HTTP {status}", provider=provider, status_code=status)
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise ObjectTooLarge(f"{provider}: the video is {declared} bytes, over the {max_bytes}-byte limit")
+    raise ProviderError(f"download refused with HTTP {status}", provider=provider, status_code=status)
 
 
-def _content_type(response: httpx.Response) -> str:
-    declared = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    return declared if declared.startswith("video/") else DEFAULT_CONTENT_TYPE
+def _content_type(headers: httpx.Headers) -> str:
+    """The declared ``video/...`` type, else MP4. One pass over the raw headers: httpx's
+    ``get`` decodes every header of the answer on first use, then scans them again per name."""
+    for name, value in headers.raw:
+        if name.lower() == b"content-type":
+            declared = value.decode("latin-1").split(";")[0].strip().lower()
+            return declared if declared.startswith("video/") else DEFAULT_CONTENT_TYPE
+    return DEFAULT_CONTENT_TYPE
 
 
 async def _body(response: httpx.Response, provider: str, require_mp4: bool) -> AsyncIterator[bytes]:

@@ -98,7 +98,7 @@ async def test_names_follow_a_round_that_began_after_the_write_and_puts_return_a
 
     def write(self, data):  # type: ignore[no-untyped-def]
         real_write(self, data)
-        written.append(self.target.name)
+        written.append(self.name)
 
     tasks: dict[str, asyncio.Task[object]] = {}
     #: at each syncfs' start: (files written, names on disk, puts returned)
@@ -159,7 +159,7 @@ async def test_a_failed_syncfs_fails_every_file_of_its_round(tmp_path, gate, fre
     first = await put_held_at_syncfs(storage, gate, "jobs/first.mp4")
     others = [asyncio.ensure_future(storage.put(f"jobs/{n}.mp4", VIDEO, "video/mp4")) for n in range(5)]
     await asyncio.sleep(0.05)
-    assert len(fresh._queue) == 5 and not any(task.done() for task in [first, *others])
+    assert fresh._queue.qsize() == 5 and not any(task.done() for task in [first, *others])
     gate.open_wide = True
     for _ in range(3):
         gate.release()

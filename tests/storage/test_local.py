@@ -157,3 +157,21 @@ async def test_a_write_cancelled_while_its_file_is_being_opened_leaves_nothing_o
         await task
     gc.collect()
     assert list(target.parent.iterdir()) == []
+
+
+async def test_a_puts_uri_is_its_paths_uri_under_a_root_that_needs_quoting(tmp_path: Path) -> None:
+    """The URI is the root's (quoted once) plus the key, which needs no quoting: the same
+    string as ``Path.as_uri()`` of the file, for any root."""
+    storage = LocalStorage(tmp_path / "vidéos 100%#?")
+    for key in ("jobs/job_1.mp4", "a.mp4", "a/b-c/d_e.f.mp4"):
+        stored = await storage.put(key, b"x", "video/mp4")
+        assert stored.uri == storage.root.joinpath(*key.split("/")).as_uri() == storage.uri_for(key)
+        assert b"".join(await read_all(storage, stored.uri)) == b"x"
+
+
+@pytest.mark.parametrize("key", ["a.mp4\n", "jobs/a.mp4\n", "a/b/c/d/e/f/g/h/i.mp4", "x" * 201])
+async def test_a_trailing_newline_too_many_segments_or_a_long_name_are_rejected(storage: LocalStorage,
+                                                                                tmp_path: Path, key: str) -> None:
+    with pytest.raises(InvalidKey):
+        await storage.put(key, b"x", "video/mp4")
+    assert files_under(tmp_path) == []

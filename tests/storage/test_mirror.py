@@ -240,3 +240,59 @@ async def test_mirrors_a_real_rendered_video_through_the_adapters_download(serve
     video = await stored_bytes(storage, stored.uri)
     assert hashlib.sha256(video).hexdigest() == stored.sha256
     assert probe(video)["codec"] == "h264"
+
+
+async def test_a_small_download_reaches_storage_as_bytes_with_its_declared_video_type(storage: LocalStorage) -> None:
+    """Read whole by the transport, the body goes to storage in one piece (no stream to
+    drain), its type from the raw headers: a ``video/`` type as declared (lower case, no
+    parameters), anything else MP4."""
+    puts: list[tuple[object, str]] = []
+    real_put = storage.put
+
+    async def put(key, chunks, content_type, **kwargs):  # type: ignore[no-untyped-def]
+        puts.append((chunks, content_type))
+        return await real_put(key, chunks, content_type, **kwargs)
+
+    storage.put = put  # type: ignore[method-assign]
+    answers = [b"HTTP/1.1 200 OK\r\nContent-Type: Video/QuickTime; codecs=avc1\r\nContent-Length: %d\r\n\r\n"
+               % len(SMALL) + SMALL,
+               b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+               % len(SMALL) + SMALL,
+               b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(SMALL) + SMALL]
+    for answer, expected in zip(answers, ["video/quicktime", "video/mp4", "video/mp4"], strict=True):
+        async with raw_cdn([answer]) as url:
+            stored = await run_mirror(url, "/video.mp4", storage, FakeClock())
+        assert stored.content_type == expected and puts[-1] == (SMALL, expected)
+        assert isinstance(puts[-1][0], bytes) and await stored_bytes(storage, stored.uri) == SMALL
+
+
+async def test_a_small_download_over_the_cap_is_refused_before_storage(storage: LocalStorage) -> None:
+    async with raw_cdn([head(len(SMALL)) + SMALL]) as url:
+        with pytest.raises(ObjectTooLarge, match=f"{len(SMALL)} bytes"):
+            await run_mirror(url, "/video.mp4", storage, FakeClock(), MirrorOptions(max_bytes=len(SMALL) - 1))
+    assert not storage.root.exists() or not any(storage.root.rglob("*"))
+
+
+async def test_a_cancel_from_outside_stays_a_cancel_and_a_timeout_leaves_no_cancel_behind(
+        storage: LocalStorage) -> None:
+    """The attempt's deadline is the mirror's own timer (not ``asyncio.timeout``): only its
+    own firing becomes a ``TimeoutError`` (then ``Unavailable``); the caller's cancel goes
+    through as a cancel, and a timed-out download leaves its task with no cancel pending."""
+    async with raw_cdn([head(len(SMALL)) + SMALL[:100]] * 2, hang=True) as url:
+        task = asyncio.ensure_future(run_mirror(url, "/video.mp4", storage, FakeClock(),
+                                                MirrorOptions(timeout_s=30, retries=0)))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        async def timed_out() -> int:
+            with pytest.raises(Unavailable, match="longer than 0.2 s"):
+                await run_mirror(url, "/video.mp4", storage, FakeClock(), MirrorOptions(timeout_s=0.2, retries=0))
+            current = asyncio.current_task()
+            assert current is not None
+            await asyncio.sleep(0)  # a cancel left pending would land here
+            return current.cancelling()
+
+        assert await asyncio.ensure_future(timed_out()) == 0
+    assert not await storage.exists(storage.uri_for(KEY))
