@@ -112,7 +112,7 @@ async def write_into(directory: Path, name: str, chunks: Chunks, *, max_bytes: i
         if isinstance(chunks, (bytes, bytearray, memoryview)):  # the whole body: one hop
             digest.count(chunks)
             if _in_rounds(file, chunks):
-                await keeper().keep(file, chunks)
+                await keeper().keep(file, chunks)  # the round's future itself: no coroutine of its own
             else:
                 await _in_thread(file, file.finish, chunks)
             return digest
@@ -160,7 +160,7 @@ class _TempFile:
         self.parent = parent
         self.name = name
         self.directory = _directory(parent)
-        self.target = os.path.join(self.directory.path, name)
+        self.target = f"{self.directory.prefix}{name}"
         self.digest = digest
         self.private = private
         self.prepare_dir = prepare_dir
@@ -267,6 +267,8 @@ class _Directory:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = os.fspath(directory)
+        #: what a file's name follows to make its path (``os.path.join`` without its checks)
+        self.prefix = self.path if self.path.endswith("/") else f"{self.path}/"
         #: cleared when its filesystem refuses ``O_TMPFILE`` (never set again: one failed try)
         self.tmpfile = True
         self._count = threading.Lock()
@@ -295,6 +297,9 @@ _directories_lock = threading.Lock()
 
 
 def _directory(directory: Path) -> _Directory:
+    known = _directories.get(directory)  # a dict read is atomic: no lock for a directory known
+    if known is not None:
+        return known
     with _directories_lock:
         known = _directories.get(directory)
         if known is None:

@@ -123,14 +123,16 @@ class Keeper:
         #: fd per filesystem for the process's life, so no error falls between two fds' checks
         self._witnesses: dict[int, int] = {}
 
-    async def keep(self, file: _TempFile, data: Bytes) -> None:
-        """``file`` written with ``data``, then durable and named (two rounds)."""
+    def keep(self, file: _TempFile, data: Bytes) -> asyncio.Future[None]:
+        """``file`` written with ``data``; the future is done once it is durable and named
+        (two rounds). Cancelled (its awaiting task cancelled), write_file's clean-up closes
+        the file and the round skips it."""
         item = _Small(file, asyncio.get_running_loop(), self.failures)  # counted before the bytes exist
         file.write(data)  # on this thread: the directory check, the unnamed open, the write
         assert file.fd is not None
         item.device = os.fstat(file.fd).st_dev
         self._submit(item)
-        await item.future  # cancelled: write_file's clean-up closes the file; the round skips it
+        return item.future
 
     def _submit(self, item: _Small) -> None:
         self._queue.put(item)
