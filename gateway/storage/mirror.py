@@ -10,7 +10,7 @@ a broken copy. A body declared at most ``transport.WHOLE_BODY_BYTES`` and not co
 sees it, which hands back a closed response -- and handed to storage as ``bytes`` (one write
 call, none of the streaming layers' per-chunk cost); the cap and the MP4 check hold the same.
 Per kept video (the service keeps every one) the attempt's deadline is one timer handle
-(:func:`_within`) and the headers are read once (``bench/keep.py``, docs/benchmarks.md 6.keep2).
+(:func:`_within`) and the headers are read once (``bench/keep.py``, docs/benchmarks.md 6.keep, the last section).
 """
 
 from __future__ import annotations
