@@ -236,6 +236,15 @@ class VideoRequest(BaseModel):
             raise ValueError(f"{str(v).lower()} is not a number")
         return v
 
+    @field_validator("loop", "fallback", mode="before")
+    @classmethod
+    def _flag(cls, v: Any) -> Any:
+        # pydantic's lax mode reads "yes", "on", "1" and 1 as true: a typo or a client that
+        # does not send JSON booleans would change the job unseen (a loop, no fallback)
+        if not isinstance(v, bool):
+            raise ValueError(f"must be true or false, not {limits.shown(v)}")
+        return v
+
     @field_validator("duration_s", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> Any:
