@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
@@ -143,7 +144,9 @@ class VideoRequest(BaseModel):
     aspect_ratio: AspectRatio = AspectRatio.R16_9
     resolution: Resolution | None = None
     duration_s: Literal[5, 9] = 5
-    loop: bool = False
+    # strict: pydantic's lax mode read "yes", "on", "1" and 1 as true, so a typo or a client
+    # not sending JSON booleans changed the job unseen (a loop, no fallback); now a 400
+    loop: StrictBool = False
     concepts: tuple[Concept, ...] = ()
     allow: frozenset[Degradation] = frozenset()
     # routing hints
@@ -151,7 +154,7 @@ class VideoRequest(BaseModel):
     providers: tuple[str, ...] | None = None
     max_cost_usd: float | None = Field(default=None, gt=0)
     deadline_s: float | None = Field(default=None, gt=0, le=limits.MAX_DEADLINE_S)
-    fallback: bool = True
+    fallback: StrictBool = True
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=limits.MAX_IDEMPOTENCY_KEY_CHARS)
     webhook_url: str | None = Field(default=None, max_length=limits.MAX_URL_CHARS)
     metadata: dict[str, str] = Field(default_factory=dict)
@@ -327,6 +330,8 @@ def invalid_request_from(exc: ValidationError) -> InvalidRequest:
         reason = f"{given} is not one of {expected}"
     elif kind == "extra_forbidden":
         reason = "is not a known field"
+    elif kind == "bool_type":
+        reason = f"must be true or false, not {given}"
     elif kind == "literal_error":
         reason = f"{given} is not allowed; expected {err.get('ctx', {}).get('expected', '')}"
     else:

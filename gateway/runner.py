@@ -247,12 +247,15 @@ class JobRunner:
         if hedge is None:
             return await self._follow(job, primary)
         racers = {asyncio.create_task(self._poll(job, primary)): primary}
-        if hedge is not None:
+        try:
             tried, second = await self._maybe_hedge(job, primary, next(iter(racers)), hedge)
-            if tried:
-                remaining.remove(hedge)  # attempted (even if it refused): not a fallback any more
-            if second is not None:
-                racers[asyncio.create_task(self._poll(job, second))] = second
+        except BaseException:  # LeaseLost storing or submitting the hedge, or the job cancelled
+            await self._stop(racers)
+            raise
+        if tried:
+            remaining.remove(hedge)  # attempted (even if it refused): not a fallback any more
+        if second is not None:
+            racers[asyncio.create_task(self._poll(job, second))] = second
         return await self._race(job, racers)
 
     def _poll(self, job: VideoJob, live: LiveAttempt) -> Coroutine[Any, Any, VideoResult]:
@@ -295,9 +298,16 @@ class JobRunner:
                         await self._save(job)
                     return None
         finally:
-            for task in racers:  # only reached on cancellation of the whole job
-                task.cancel()
+            await self._stop(racers)  # left only by LeaseLost from a save, or the job cancelled
         return last
+
+    @staticmethod
+    async def _stop(racers: dict[asyncio.Task[VideoResult], LiveAttempt]) -> None:
+        """End the job's polls, and wait for it: after ``LeaseLost`` none may poll or announce it."""
+        for task in racers:
+            task.cancel()
+        if racers:
+            await asyncio.gather(*racers, return_exceptions=True)
 
     async def _cancel_losers(self, job: VideoJob, racers: dict[asyncio.Task[VideoResult], LiveAttempt]) -> None:
         for task, live in list(racers.items()):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -98,6 +99,32 @@ class Sandbox:
         return JSONResponse(self.stats())
 
 
+def run_to_end(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run(main)``, but the tasks ``main`` leaves running (an emulator's callbacks
+    still being sent) are ended while the loop runs, not by ``asyncio.run``'s shutdown.
+
+    That shutdown cancels every task left, also one spawned in the loop's last step and never
+    started: anyio's ``connect_tcp`` (httpx's connections) races its attempts in such tasks,
+    and anyio (4.16) leaves the coroutine of an attempt cancelled before it started unclosed,
+    so it later warns "coroutine 'connect_tcp.<locals>.try_connect' was never awaited" (a
+    test failure under ``filterwarnings = error``, in whichever test collects it). Here each
+    task left takes its first step before anything cancels it."""
+    async def run() -> None:
+        try:
+            await main
+        finally:
+            me = asyncio.current_task()
+            while left := asyncio.all_tasks() - {me}:
+                await asyncio.sleep(0)  # those spawned in the last step start: ended below, not unstarted
+                for task in left:
+                    task.cancel()
+                _, pending = await asyncio.wait(left, timeout=5)
+                if pending:  # stuck: asyncio.run's shutdown has them
+                    break
+
+    asyncio.run(run())
+
+
 class BackgroundServer:
     """An ASGI app served by uvicorn on loopback in a daemon thread (for the CLI and tests)."""
 
@@ -113,7 +140,7 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._sock]))
+        run_to_end(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> BackgroundServer:
         self._thread.start()

@@ -43,7 +43,9 @@ class Leases:
                  follow: Callable[[VideoJob], None], cancel: Callable[[str], Awaitable[None]],
                  finish: Callable[[VideoJob], None], finishing: Callable[[], Iterable[str]] = tuple,
                  budget_of: Callable[[str | None], Ledger | None] | None = None,
-                 prepare: Callable[[list[VideoJob]], Awaitable[None]] | None = None) -> None:
+                 prepare: Callable[[list[VideoJob]], Awaitable[None]] | None = None,
+                 keep_id: Callable[[], Awaitable[bool]] | None = None,
+                 id_changed: Callable[[bool], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.gateway = gateway
         self.replica_id = replica_id
@@ -73,6 +75,11 @@ class Leases:
         #: no claim has run yet: the first also takes what this replica's id holds (a dead
         #: predecessor's, docs/deploy.md), later ones leave this replica's own leases alone
         self._first_claim = True
+        #: whether this process still holds its given id (``replica_ids.IdHold.check``), and
+        #: what else stops while another process holds it (the service's finishing, deliveries)
+        self._keep_id, self._id_changed = keep_id, id_changed
+        #: another process holds this replica's id: this one claims and follows nothing
+        self.id_taken = False
         gateway.lease_owner, gateway.lease_s = replica_id, lease_s
 
     @property
@@ -97,6 +104,8 @@ class Leases:
     async def tick(self) -> None:
         """One round: renew what this replica follows, cancel those whose cancel was asked at
         another replica, then claim what no live replica holds."""
+        if self._keep_id is not None and not await self._still_own_id():
+            return
         held = self.held()
         sent = time.monotonic()
         renewed = await self.store.renew_all(sorted(held), self.replica_id, self.lease_s) if held else set()
@@ -134,6 +143,30 @@ class Leases:
             log.info("job %s: claimed by replica %s", job.id, self.replica_id)
             self.claimed.add(job.id)
             self._follow(job)
+
+    async def _still_own_id(self) -> bool:
+        """Whether this process holds its id (its lock's connection may have dropped: a
+        PostgreSQL restart). Another process that took it claims every job leased under the
+        id, as its own: two processes would follow them, each saving over the other. So this
+        one stops all it does under the id, at once, until it holds the id again."""
+        assert self._keep_id is not None
+        if await self._keep_id():  # StoreUnavailable: the round fails as in any outage
+            if self.id_taken:
+                log.warning("replica %s: holds its id again; claiming jobs again", self.replica_id)
+                self.id_taken, self._first_claim = False, True  # takes back what is leased under its id
+                if self._id_changed is not None:
+                    await self._id_changed(True)
+            return True
+        if not self.id_taken:
+            log.error("replica %s: another process took this replica's id (its PostgreSQL lock was lost with "
+                      "its connection); this one stops following and claiming jobs, and is not ready, until "
+                      "it holds the id again", self.replica_id)
+        self.id_taken = True
+        if self._id_changed is not None:  # first: a finishing job's watcher would release its lease
+            await self._id_changed(False)
+        for job_id in self.held():
+            await self.drop(job_id)
+        return False
 
     async def still_held(self, job_id: str) -> bool:
         """Renew one lease now: before a cancel stops a job here, the store must answer (else

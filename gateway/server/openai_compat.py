@@ -31,6 +31,9 @@ EXTRA_FIELDS = ("aspect_ratio", "resolution", "loop", "end_image", "start_image"
                 "max_cost_usd", "deadline_s", "concepts", "allow", "fallback", "idempotency_key",
                 "webhook_url", "metadata", "duration_s")
 OPENAI_FIELDS = ("model", "prompt", "seconds", "size", "input_reference")
+#: the request's true/false fields: JSON booleans only (``VideoRequest._flag``), so a form's text
+#: "true" or "false" (what httpx, and so the openai SDK, sends for a boolean) is read here
+_FORM_FLAGS = {"true": True, "false": False}
 
 _STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.SUBMITTED: "queued", JobStatus.RUNNING: "in_progress",
@@ -72,6 +75,14 @@ def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_
     elif reference is not None:
         raise InvalidRequest("input_reference", "must be an uploaded image or {\"image_url\": \"...\"}")
     return VideoRequest.parse(fields, local_files=False, checked=True)  # made of the checked body
+
+
+def form_value(name: str, text: str) -> Any:
+    """A multipart form field's text as the JSON body would give it: a flag's "true" or
+    "false" as the boolean; anything else as sent (``"yes"`` is then refused, naming the field)."""
+    if name in ("loop", "fallback"):
+        return _FORM_FLAGS.get(text.strip().lower(), text)
+    return text
 
 
 def _model(model: Any, settings: Settings) -> dict[str, Any]:

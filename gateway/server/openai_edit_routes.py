@@ -31,7 +31,7 @@ from gateway.operations import MAX_VIDEO_DATA_URI_BYTES, sniff_video_type
 from gateway.request import VideoRequest
 from gateway.request_limits import check_strings
 from gateway.server.http import SPOOL_BYTES, ApiError, caller, json_body, not_found, service_of
-from gateway.server.openai_compat import _model, video_object
+from gateway.server.openai_compat import _model, form_value, video_object
 
 router = APIRouter(prefix="/v1/videos", tags=["OpenAI-compatible videos"])
 
@@ -120,7 +120,7 @@ async def _read_body(request: Request) -> dict[str, Any]:
             elif name == "providers" or name == "providers[]":
                 body["providers"] = [v for v in form.getlist(name) if isinstance(v, str)]
             else:
-                body[name] = value if isinstance(value, str) else None
+                body[name] = form_value(name, value) if isinstance(value, str) else None
     return body
 
 

@@ -28,7 +28,7 @@ from gateway.server.http import (
     read_body,
     service_of,
 )
-from gateway.server.openai_compat import request_from_openai, video_object
+from gateway.server.openai_compat import form_value, request_from_openai, video_object
 from gateway.server.openai_extend import extension_from_openai
 from gateway.server.service import KEEP_FAILED, Service
 
@@ -143,7 +143,7 @@ async def _read_create_body(request: Request, limit: int) -> tuple[dict[str, Any
             elif name.startswith("metadata[") and name.endswith("]"):  # the SDK's form of a mapping
                 body.setdefault("metadata", {})[name[len("metadata["):-1]] = values[0]
             else:
-                body[name] = values[0] if isinstance(values[0], str) else None
+                body[name] = form_value(name, values[0]) if isinstance(values[0], str) else None
     return body, image
 
 

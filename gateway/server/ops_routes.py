@@ -21,7 +21,8 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", response_model=None)
 async def readyz(request: Request) -> JSONResponse:
-    """Ready to take jobs: the store answers and at least one provider is configured."""
+    """Ready to take jobs: the store answers, at least one provider is configured, and no other
+    process has taken this replica's id (gateway/server/replica_ids.py)."""
     service = service_of(request)
     checks: dict[str, str] = {}
     try:
@@ -32,6 +33,9 @@ async def readyz(request: Request) -> JSONResponse:
     configured = [n for n, p in service.gateway.providers.items() if p.configured]
     checks["providers"] = ", ".join(configured) if configured else "none configured"
     ready = checks["store"] == "ok" and bool(configured)
+    if service.leases is not None and service.leases.id_taken:  # it follows and takes no jobs now
+        checks["replica_id"] = "held by another process"
+        ready = False
     # shared state on local fallback still serves: reported, not a reason to leave the pool
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks,
                          "shared_state": service.gateway.shared.status(),

@@ -15,14 +15,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from gateway import sequence
 from gateway.api import Gateway
 from gateway.config import Settings
-from gateway.errors import InvalidRequest, LeaseLost, ReelgateError
+from gateway.errors import InvalidRequest, LeaseLost, ReelgateError, StoreUnavailable
 from gateway.home import HOME_ENV, reelgate_home
 from gateway.job import JobStatus, VideoJob
 from gateway.keys import ApiKey, Keys, open_keys
@@ -33,7 +32,7 @@ from gateway.safe_fetch import PublicOnlyTransport
 from gateway.server import vetting
 from gateway.server.leases import Leases, new_replica_id
 from gateway.server.metrics import Metrics
-from gateway.server.replica_ids import hold_given_id, release_id
+from gateway.server.replica_ids import IdHold, hold_given_id, release_id
 from gateway.server.vendor_callbacks import VendorCallbacks
 from gateway.shared import Ledger
 from gateway.storage import ResultStorage, build_storage, capped, mirror
@@ -42,9 +41,6 @@ from gateway.store.base import JobStore
 from gateway.store.outage import save_through_outage
 from gateway.webhooks.delivery import DeliveryWorker
 from gateway.webhooks.outbound import secret_bytes
-
-if TYPE_CHECKING:
-    from psycopg import AsyncConnection
 
 log = logging.getLogger("reelgate.server")
 
@@ -97,7 +93,7 @@ class Service:
     leases: Leases | None = None
     _leasing: asyncio.Task[None] | None = None
     #: the connection holding this replica's given id on PostgreSQL (gateway/server/replica_ids.py)
-    _id_hold: AsyncConnection[Any] | None = None
+    _id_hold: IdHold | None = None
     #: vendor callbacks: their keys, their dedupe, and what they do here (or at another replica)
     callbacks: VendorCallbacks = field(init=False)
 
@@ -158,13 +154,28 @@ class Service:
             self.leases = Leases(self.store, self.gateway, self.replica_id, lease_s=self.settings.service.lease_s,
                                  max_claimed=self.settings.service.max_claimed_jobs, follow=self._watch,
                                  cancel=self._cancel_here, finish=self._finish_claimed,
-                                 finishing=self._watchers.keys, budget_of=budget_of, prepare=self._know_owners)
+                                 finishing=self._watchers.keys, budget_of=budget_of, prepare=self._know_owners,
+                                 keep_id=self._id_hold.check if self._id_hold is not None else None,
+                                 id_changed=self._id_changed)
             self._leasing = asyncio.create_task(self.leases.run(), name="leases")  # its first round claims
         else:  # the one process on this store: every unfinished job is its own
             for job in await self.gateway.resume(budget_of=budget_of):
                 self._watch(job)
         log.info("replica %s started (store: %s, leases: %s)", self.replica_id, self.store_kind,
                  "on" if self.leases else "off")
+
+    async def _id_changed(self, held: bool) -> None:
+        """This replica's id is another process's (leases.py), or its own again: finishing jobs
+        off and webhook deliveries (leased as ``<id>-deliveries``) stop, or start again."""
+        if held:
+            if self.deliveries is not None and self._delivering is None:
+                self._delivering = asyncio.create_task(self.deliveries.run(), name="webhook-deliveries")
+            return
+        tasks = [*self._watchers.values(), *([self._delivering] if self._delivering is not None else [])]
+        self._delivering = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _know_owners(self, jobs: list[VideoJob]) -> None:
         """Before jobs taken over resume: their keys' budgets, for keys made since the start."""
@@ -190,6 +201,9 @@ class Service:
         """Start (or replay, for a known idempotency key) a caller's job. The key's daily
         budget and the gateway's are both charged by the gateway, before any vendor call."""
         owner = key.id if key else None
+        if self.leases is not None and self.leases.id_taken:  # its jobs would be another's too
+            raise StoreUnavailable(f"replica {self.replica_id}'s id is held by another process: "
+                                   "send this to another replica")
         vetting.refuse_local_files(request)
         if request.webhook_url and self.webhook_secret is None:
             raise InvalidRequest("webhook_url", f"this service signs no webhooks: set {WEBHOOK_SECRET_ENV}")

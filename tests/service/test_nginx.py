@@ -1,15 +1,18 @@
 """docs/deploy/nginx.conf, run: nginx in front of two ``reelgate serve --sandbox`` replicas
 sharing one PostgreSQL store and one home (so one directory of kept videos). Through the
 balancer a caller creates a job, polls it, downloads its video; a body over the service's
-limit is refused; both replicas take traffic; with one replica killed, requests go on.
+limit is refused; both replicas take traffic; with one replica killed, requests go on; what
+nginx answers itself is JSON in the service's error envelope.
 
 nginx is required, not optional: .ci/run installs it (Debian's nginx-light) when missing,
 and this test fails, never skips, without it."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -119,3 +122,64 @@ def test_two_replicas_behind_nginx_serve_a_job_end_to_end(processes: Processes, 
             assert answer.status_code == 200 and answer.json()["status"] == "completed"
         assert lb.get(f"/v1/videos/{video_id}/content").content == content.content
         assert lb.get("/readyz").json()["replica"]["id"] == "replica-2"
+
+
+#: every error nginx itself may answer in front of the replicas (494: its "header too large")
+NGINX_ERRORS = (400, 403, 404, 405, 408, 413, 414, 494, 500, 501, 502, 503, 504, 505)
+
+
+def envelope_of(response: httpx.Response) -> dict:
+    """The service's error envelope, from nginx as from a replica (never nginx's HTML page)."""
+    assert response.headers["content-type"] == "application/json", response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"], error
+    return error
+
+
+def test_every_error_nginx_makes_is_in_the_services_envelope() -> None:
+    text = CONFIG.read_text()
+    pages = dict(d.split(None, 1) for d in directive("error_page", text))
+    assert set(map(int, pages)) == set(NGINX_ERRORS), pages
+    for status, target in pages.items():
+        answered = target.split()[0].lstrip("=") if target.startswith("=") else status
+        uri = target.split()[-1]
+        assert uri == f"/_reelgate_error/{answered}", target  # a URI: nginx answers 500 for a named location
+        block = text[text.index(f"location = {uri} {{"):]
+        code, body = re.match(r"location = \S+ \{\s*return (\d+) '(.*)\\n';", block).groups()  # type: ignore[union-attr]
+        assert code == answered
+        error = json.loads(body)["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+
+
+def raw_request(url: str, request: bytes) -> bytes:
+    """What nginx answers to bytes no HTTP client would send."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_nginxs_own_errors_are_json_behind_the_real_nginx(processes: Processes, balancer) -> None:
+    url, replicas = balancer
+    auth = {"Authorization": f"Bearer {processes.env['REELGATE_TEST_KEY']}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=30) as lb:
+        # a URL past nginx's header buffers: 414 before nginx has a URI (was its HTML page)
+        too_long = lb.get("/v1/videos/" + "v" * 10_000)
+        assert too_long.status_code == 414 and envelope_of(too_long)["code"] == "uri_too_long"
+        assert lb.get("/metrics").status_code == 403 and envelope_of(lb.get("/metrics"))["code"] == "forbidden"
+        hidden = lb.get("/_reelgate_error/502")  # the error pages are nginx's own, not a path
+        assert hidden.status_code == 404 and envelope_of(hidden)["code"] == "not_found"
+        # a request line nginx cannot read: 400, and the same envelope
+        head, _, body = raw_request(url, b"NOT HTTP AT ALL\r\n\r\n").partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, head
+        assert json.loads(body)["error"]["code"] == "invalid_request"
+        # no replica left to answer: nginx's 502, in the envelope SDKs read
+        for _, replica in replicas:
+            processes.kill(replica)
+        down = lb.get("/v1/videos")
+        assert down.status_code == 502, down.text
+        error = envelope_of(down)
+        assert error["code"] == "bad_gateway" and error["type"] == "unavailable_error"

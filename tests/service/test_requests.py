@@ -30,6 +30,14 @@ def error_of(response) -> dict:
     ({"json": {"prompt": "x", "aspect_ratio": "1:1", "resolution": "1080p"}}, 400, None),
     ({"json": {"prompt": "x", "max_cost_usd": 0.01}}, 402, None),
     ({"content": b"prompt=x", "headers": {"content-type": "text/plain"}}, 415, None),
+    # booleans: JSON true or false only (pydantic's lax mode read all of these as one)
+    ({"json": {"prompt": "x", "loop": "yes"}}, 400, "loop"),
+    ({"json": {"prompt": "x", "loop": 1}}, 400, "loop"),
+    ({"json": {"prompt": "x", "fallback": "off"}}, 400, "fallback"),
+    ({"json": {"prompt": "x", "fallback": 0}}, 400, "fallback"),
+    # a multipart form's flag (files=: multipart, (None, text) a plain field): "true" or "false"
+    ({"files": {"prompt": (None, "x"), "loop": (None, "on")}}, 400, "loop"),
+    ({"files": {"prompt": (None, "x"), "fallback": (None, "1")}}, 400, "fallback"),
 ])
 def test_malformed_create_requests(service, kwargs, status, param):
     headers = {**service.auth, **kwargs.pop("headers", {})}
@@ -75,6 +83,20 @@ def test_multipart_create_with_image_and_native_job_record(service):
     job = service.client.get(f"/v1/jobs/{video['id']}", headers=service.auth).json()
     assert job["request"]["start_image"].startswith("data URI (")
     assert job["plan"]["candidates"][0]["provider"] in ("fal", "railwail")
+
+
+def test_flags_are_json_booleans_or_a_forms_true_and_false(service):
+    for path in ("/v1/jobs", "/v1/quotes"):
+        refused = service.client.post(path, headers=service.auth, json={"prompt": "a", "loop": "yes"})
+        assert refused.status_code == 400 and error_of(refused)["param"] == "loop", refused.text
+        assert "must be true or false" in error_of(refused)["message"]
+    # the openai SDK (httpx) sends a boolean form field as "true" / "false"
+    fields = {"prompt": "a fox", "loop": "true", "fallback": "False", "providers[]": "fal"}
+    made = service.client.post("/v1/videos", headers=service.auth,
+                               files={name: (None, value) for name, value in fields.items()})
+    assert made.status_code == 200, made.text
+    request = service.client.get(f"/v1/jobs/{made.json()['id']}", headers=service.auth).json()["request"]
+    assert request["loop"] is True and request["fallback"] is False
 
 
 def test_native_quote_job_cancel_and_metrics(service):

@@ -93,6 +93,18 @@ def test_public_dict_summarises_inlined_images():
     assert data["start_image"].startswith("data URI (")
 
 
+@pytest.mark.parametrize("value", ["yes", "on", "1", "true", 1, 0, None, [True]])
+@pytest.mark.parametrize("name", ["loop", "fallback"])
+def test_a_flag_is_true_or_false_only(name, value):
+    # pydantic's lax mode took all of these: "yes" looped the video, 0 turned fallback off
+    e = invalid(**{name: value})
+    assert e.field == name and e.reason.startswith("must be true or false")
+
+
+def test_a_flag_takes_a_boolean():
+    assert VideoRequest(prompt="a", loop=True).loop and not VideoRequest(prompt="a", fallback=False).fallback
+
+
 def test_budget_and_deadline_must_be_positive():
     assert invalid(max_cost_usd=0).field == "max_cost_usd"
     assert invalid(deadline_s=-1).field == "deadline_s"
