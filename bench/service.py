@@ -2,14 +2,19 @@
 
     python -m bench.service [--store sqlite postgres] [--seconds 20] [--concurrency 64]
                             [--rounds 1] [--workers 1 2] [--direct] [--baseline DIR] [--no-litellm] [--profile]
+                            [--loadgen httptools|aiohttp]
 
 Three processes besides this one, as a deployment would have them: one OpenAI-style
 upstream that does no work (:func:`bench.upstream.upstream_app`: every video is ``completed`` at once,
 its content a few bytes of MP4 header, so the upstream is never the bottleneck);
 ``reelgate serve`` (uvicorn) routed to it as the railwail vendor; and one load generator
-(aiohttp, ``--concurrency`` workers) each doing ``POST /v1/videos`` then
-``GET /v1/videos/{id}`` for ``--seconds``, after a warm-up. It prints pairs/s and the
-pair latency's p50 / p99, per store: SQLite in a fresh ``REELGATE_HOME``, and PostgreSQL
+(bench/loadgen.py: ``--concurrency`` workers, each on its own HTTP/1.1 keep-alive
+connection, doing ``POST /v1/videos`` then ``GET /v1/videos/{id}`` for ``--seconds``,
+after a warm-up; ``--loadgen aiohttp`` for the aiohttp client the figures before
+2026-12-01 17:00 UTC were taken with). It prints pairs/s and the pair latency's p50 / p99,
+the service's CPU per pair and, in brackets, where the rest of the two cores went per
+pair: the upstream's CPU, the load generator's own, and the service's share of the three,
+per store: SQLite in a fresh ``REELGATE_HOME``, and PostgreSQL
 (``postgresql://postgres@127.0.0.1:5432/test`` or ``$REELGATE_BENCH_PG``: a throwaway
 database is created beside ``test`` and dropped afterwards).
 
