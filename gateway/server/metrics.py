@@ -75,7 +75,7 @@ class Observed:
     until :meth:`flush` adds them to the child's values (``Histogram.observe`` adds the
     amount to ``_sum`` and 1 to the first bucket whose bound is >= it; this does the same,
     batched). :meth:`usable` says whether a child has those values (prometheus-client's
-    layout since 0.4; tests/unit/test_metrics_tally.py fails if it changes)."""
+    layout in 0.26, the version installed; tests/unit/test_metrics_tally.py fails if it changes)."""
 
     __slots__ = ("child", "bounds", "counts", "sum", "dirty")
 
