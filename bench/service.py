@@ -2,14 +2,19 @@
 
     python -m bench.service [--store sqlite postgres] [--seconds 20] [--concurrency 64]
                             [--rounds 1] [--workers 1 2] [--direct] [--baseline DIR] [--no-litellm] [--profile]
+                            [--loadgen httptools|aiohttp]
 
 Three processes besides this one, as a deployment would have them: one OpenAI-style
 upstream that does no work (:func:`bench.upstream.upstream_app`: every video is ``completed`` at once,
 its content a few bytes of MP4 header, so the upstream is never the bottleneck);
 ``reelgate serve`` (uvicorn) routed to it as the railwail vendor; and one load generator
-(aiohttp, ``--concurrency`` workers) each doing ``POST /v1/videos`` then
-``GET /v1/videos/{id}`` for ``--seconds``, after a warm-up. It prints pairs/s and the
-pair latency's p50 / p99, per store: SQLite in a fresh ``REELGATE_HOME``, and PostgreSQL
+(bench/loadgen.py: ``--concurrency`` workers, each on its own HTTP/1.1 keep-alive
+connection, doing ``POST /v1/videos`` then ``GET /v1/videos/{id}`` for ``--seconds``,
+after a warm-up; ``--loadgen aiohttp`` for the aiohttp client the figures before
+2026-12-01 17:00 UTC were taken with). It prints pairs/s and the pair latency's p50 / p99,
+the service's CPU per pair and, in brackets, where the rest of the two cores went per
+pair: the upstream's CPU, the load generator's own, and the service's share of the three,
+per store: SQLite in a fresh ``REELGATE_HOME``, and PostgreSQL
 (``postgresql://postgres@127.0.0.1:5432/test`` or ``$REELGATE_BENCH_PG``: a throwaway
 database is created beside ``test`` and dropped afterwards).
 
@@ -51,7 +56,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import free_port, machine, median, run_event_loop, stop_process
-from bench.loadgen import load
+from bench.loadgen import CLIENTS, load
 from bench.upstream import UPSTREAM_KEY, upstream_app
 
 #: how long the service may take to answer before we give up
@@ -125,16 +130,22 @@ def cpu_s(pid: int) -> dict[int, float]:
 
 
 def run_load(url: str, key: str, args: argparse.Namespace, pid: int,
-             model: str = "ray-2-flash") -> dict[str, object]:
+             model: str = "ray-2-flash", upstream_pid: int | None = None) -> dict[str, object]:
     """The load generator's figures, and the service's CPU time per pair: on a machine
-    shared with other work that is the steadier measure of what a pair costs."""
+    shared with other work that is the steadier measure of what a pair costs. Also where
+    the rest of the cores went per pair: the load generator's own CPU (it measures it) and,
+    given ``upstream_pid``, the upstream's."""
     before = cpu_s(pid)
+    upstream_before = sum(cpu_s(upstream_pid).values()) if upstream_pid else 0.0
     out = subprocess.run([sys.executable, "-m", "bench.service", "--load", url, key, str(args.seconds),
-                          str(args.concurrency), str(args.warmup), model],
+                          str(args.concurrency), str(args.warmup), model, getattr(args, "loadgen", CLIENTS[0])],
                          check=True, capture_output=True, text=True)
     result: dict[str, object] = json.loads(out.stdout)
     used = {p: cpu - before.get(p, 0.0) for p, cpu in cpu_s(pid).items()}
-    result["cpu_ms_per_pair"] = sum(used.values()) * 1000 / max(int(result["all_pairs"]), 1)  # type: ignore[call-overload]
+    all_pairs = max(int(result["all_pairs"]), 1)  # type: ignore[call-overload]
+    result["cpu_ms_per_pair"] = sum(used.values()) * 1000 / all_pairs
+    if upstream_pid:
+        result["upstream_cpu_ms_per_pair"] = (sum(cpu_s(upstream_pid).values()) - upstream_before) * 1000 / all_pairs
     # how the work was shared between the worker processes (those that used more than 1 %)
     busy = sorted((cpu for cpu in used.values() if cpu > 0.01 * sum(used.values())), reverse=True)
     result["cpu_split"] = [round(cpu / sum(busy) * 100) for cpu in busy] if len(busy) > 1 else []
@@ -142,7 +153,7 @@ def run_load(url: str, key: str, args: argparse.Namespace, pid: int,
 
 
 def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Path,
-                   tree: str | None = None, workers: int = 1) -> dict[str, object]:
+                   tree: str | None = None, workers: int = 1, upstream_pid: int | None = None) -> dict[str, object]:
     """One round against ``reelgate serve`` (from ``tree``'s sources when given), with
     ``workers`` worker processes (``--workers``; 1: the one process of before)."""
     home = tmp / f"home-{store}-{uuid.uuid4().hex[:6]}"
@@ -169,7 +180,7 @@ def reelgate_round(store: str, upstream: str, args: argparse.Namespace, tmp: Pat
             wait_for_workers(url, workers)
             if args.profile:
                 print(f"  (profile the service: py-spy record --pid {proc.pid} -o /tmp/service.svg)", flush=True)
-            return run_load(url, key, args, proc.pid)
+            return run_load(url, key, args, proc.pid, upstream_pid=upstream_pid)
 
 
 def wait_for_workers(url: str, workers: int) -> None:
@@ -205,7 +216,8 @@ def throwaway_database() -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def litellm_round(upstream: str, args: argparse.Namespace, tmp: Path) -> dict[str, object] | str:
+def litellm_round(upstream: str, args: argparse.Namespace, tmp: Path,
+                  upstream_pid: int | None = None) -> dict[str, object] | str:
     """LiteLLM's proxy in front of the same upstream, or why it was not run."""
     exe = (os.environ.get("REELGATE_BENCH_LITELLM") or shutil.which("litellm")
            or str(Path(sys.executable).with_name("litellm")))
@@ -223,7 +235,7 @@ def litellm_round(upstream: str, args: argparse.Namespace, tmp: Path) -> dict[st
     try:
         with process([exe, "--config", str(config), "--port", str(port), "--host", "127.0.0.1", "--num_workers",
                       "1"], f"{url}/health/liveliness", env, log=tmp / "litellm.log") as proc:
-            return run_load(url, "sk-litellm-bench", args, proc.pid, model="ray-2-flash")
+            return run_load(url, "sk-litellm-bench", args, proc.pid, model="ray-2-flash", upstream_pid=upstream_pid)
     except RuntimeError as exc:  # its start-up (seconds on a quiet machine) is optional here
         return f"skipped: {exc}"
 
@@ -239,8 +251,22 @@ def line(name: str, r: dict[str, object] | str) -> str:
     return (f"{name:<30} {pairs_per_s(r):7.0f} pairs/s  p50 {float(r['p50_ms']):6.1f} ms"  # type: ignore[arg-type]
             f"  p99 {float(r['p99_ms']):6.1f} ms  POST p99 {float(r['post_p99_ms']):6.1f} ms"  # type: ignore[arg-type]
             f"  service CPU {float(r['cpu_ms_per_pair']):5.2f} ms/pair"  # type: ignore[arg-type]
-            f"  failed {r['failed']}{errors}"
+            + cpu_shares(r)
+            + f"  failed {r['failed']}{errors}"
             + (f"  CPU split {'/'.join(map(str, r['cpu_split']))} %" if r.get("cpu_split") else ""))  # type: ignore[call-overload]
+
+
+def cpu_shares(r: dict[str, object]) -> str:
+    """The other processes' CPU per pair, and the service's share of the three: what the
+    machine's cores did for each pair (the upstream's is absent for ``--direct``, where it
+    is the service)."""
+    others = {"upstream": r.get("upstream_cpu_ms_per_pair"), "loadgen": r.get("loadgen_cpu_ms_per_pair")}
+    known = {name: float(v) for name, v in others.items() if v is not None}  # type: ignore[arg-type]
+    if not known:
+        return ""
+    service = float(r["cpu_ms_per_pair"])  # type: ignore[arg-type]
+    share = f", service {service / (service + sum(known.values())) * 100:.0f} %" if len(known) == 2 else ""
+    return " (" + ", ".join(f"{name} {v:4.2f}" for name, v in known.items()) + share + ")"
 
 
 def main() -> None:
@@ -257,8 +283,11 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="DIR", help="another source tree to run side by side")
     parser.add_argument("--no-litellm", action="store_true", help="do not run LiteLLM's proxy even if installed")
     parser.add_argument("--profile", action="store_true", help="print the service's pid (for py-spy)")
+    parser.add_argument("--loadgen", choices=CLIENTS, default=CLIENTS[0],
+                        help="the load generator's HTTP client (bench/loadgen.py; aiohttp: as before 2026-12-01)")
     args = parser.parse_args()
-    print(f"{machine()}; {args.concurrency} concurrent create+retrieve pairs, {args.seconds:g} s per round")
+    print(f"{machine()}; {args.concurrency} concurrent create+retrieve pairs, {args.seconds:g} s per round, "
+          f"load generator on {args.loadgen}")
     ratios: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -273,16 +302,18 @@ def main() -> None:
                 for store, workers in ((store, w) for store in args.store for w in args.workers):
                     name = store if workers == 1 else f"{store}/{workers} workers"
                     if args.baseline:
-                        base = reelgate_round(store, upstream, args, tmp, tree=args.baseline, workers=workers)
+                        base = reelgate_round(store, upstream, args, tmp, tree=args.baseline, workers=workers,
+                                              upstream_pid=upstream_proc.pid)
                         print(line(f"baseline/{name}", base), flush=True)
-                    result = reelgate_round(store, upstream, args, tmp, workers=workers)
+                    result = reelgate_round(store, upstream, args, tmp, workers=workers, upstream_pid=upstream_proc.pid)
                     print(line(f"reelgate/{name}", result), flush=True)
                     if args.baseline and pairs_per_s(base):
                         ratios.setdefault(name, []).append(pairs_per_s(result) / pairs_per_s(base))
                         cpu = float(base["cpu_ms_per_pair"]) / float(result["cpu_ms_per_pair"])  # type: ignore[arg-type]
                         ratios.setdefault(f"{name} (CPU per pair, baseline / this)", []).append(cpu)
                 if not args.no_litellm:
-                    print(line("litellm proxy", litellm_round(upstream, args, tmp)), flush=True)
+                    litellm = litellm_round(upstream, args, tmp, upstream_pid=upstream_proc.pid)
+                    print(line("litellm proxy", litellm), flush=True)
                 if args.rounds > 1 and n < args.rounds - 1:
                     print("--")
     for store, values in ratios.items():
@@ -298,7 +329,8 @@ if __name__ == "__main__":
                     log_level="warning", access_log=False, loop="auto", http="auto")
     elif "--load" in sys.argv:
         at = sys.argv.index("--load")
-        url, key, seconds, concurrency, warmup, model = sys.argv[at + 1:at + 7]
-        print(json.dumps(run_event_loop(load(url, key, float(seconds), int(concurrency), float(warmup), model))))
+        url, key, seconds, concurrency, warmup, model, client = sys.argv[at + 1:at + 8]
+        print(json.dumps(run_event_loop(load(url, key, float(seconds), int(concurrency), float(warmup), model,
+                                             client))))
     else:
         main()

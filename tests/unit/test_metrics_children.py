@@ -26,7 +26,7 @@ def test_a_kept_child_is_the_metrics_own_and_counts_under_its_labels() -> None:
     m = Metrics()
     first = m.requests_of("GET", "/v1/videos/{video_id}", "200")
     assert m.requests_of("GET", "/v1/videos/{video_id}", "200") is first
-    assert first is m.requests.labels("GET", "/v1/videos/{video_id}", "200")
+    assert first.child is m.requests.labels("GET", "/v1/videos/{video_id}", "200")  # its tally's
     assert m.requests_of("GET", "/v1/videos/{video_id}", "404") is not first
     for _ in range(3):
         m.requests_of("GET", "/v1/videos/{video_id}", "200").inc()
