@@ -263,7 +263,8 @@ def _yarl_url(url: httpx.URL) -> yarl.URL:
     (~3 µs). (httpx's ``_uri_reference``, as :class:`gateway.transport.URLPrefix` reads it:
     pinned by tests/unit/test_transport_direct.py.)"""
     ref = url._uri_reference
-    if ref.userinfo or ref.query is not None or ref.fragment is not None or not ref.path.startswith("/"):
+    if (not ref.host or ref.userinfo or ref.query is not None or ref.fragment is not None
+            or not ref.path.startswith("/")):
         return yarl.URL(str(url), encoded=True)
     key = (ref.scheme, ref.host, ref.port)
     origin = _ORIGINS.get(key)

@@ -33,6 +33,7 @@ from tests.unit.test_transport import BODY, OK, client, keep_alive, poll, read_r
     "http://h.example/v#frag",                                       # a fragment: likewise
     "http://user:p%40ss@h.example/v",                                # user info: likewise
     "http://h.example/v?",                                           # an empty query
+    "/v1/videos/x",                                                  # relative: aiohttp refuses it
 ])
 def test_aiohttps_url_is_the_one_yarl_parses_from_httpxs(url: str) -> None:
     parsed = httpx.URL(url)
@@ -159,3 +160,10 @@ async def test_a_body_cut_off_after_its_head_is_a_protocol_error() -> None:
     async with server(cut) as url, client() as http:
         with pytest.raises(Unavailable):
             await send(http, "vendor", poll(url), Phase.POLL)
+
+
+async def test_a_url_aiohttp_cannot_send_to_is_still_refused_as_never_sent() -> None:
+    async with client() as http:
+        for url in ("/v1/videos/x", "ftp://h.example/v"):
+            with pytest.raises(Unavailable, match="UnsupportedProtocol"):
+                await send(http, "vendor", httpx.Request("GET", url), Phase.SUBMIT)
