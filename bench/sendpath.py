@@ -17,8 +17,8 @@ aiohttp GET of the same URL read whole -- one call at a time, CPU of this proces
 ``--adapters`` measures a whole vendor call's client side as the gateway makes it: the
 adapter builds the request (fal, and railwail's OpenAI shape), ``send()`` takes it through
 ``make_client()``'s layers (httpx's ``client.send``, ``TimedTransport``, the aiohttp
-transport's own code) and the adapter parses the answer; only aiohttp's network call is
-replaced by an answer from memory. Run it as a file with ``PYTHONPATH`` at another tree to
+transport's own code) and the adapter parses the answer; only aiohttp's session is
+replaced by one answering from memory. Run it as a file with ``PYTHONPATH`` at another tree to
 compare two trees (``PYTHONPATH=/tmp/base python bench/sendpath.py --adapters``).
 """
 
@@ -33,6 +33,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import httpx
+import yarl
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from bench.common import machine, stub_process
 from gateway.config import Settings
@@ -135,9 +137,13 @@ ANSWERS: dict[tuple[str, str], tuple[int, object]] = {
 class _Answer:
     """What the aiohttp transport reads of aiohttp's response."""
 
+    #: read whole, its connection is back in the pool (aiohttp's ``connection`` then)
+    connection = None
+
     def __init__(self, status: int, body: bytes) -> None:
         self.status, self._body = status, body
         self.raw_headers = ((b"Content-Type", b"application/json"), (b"Content-Length", str(len(body)).encode()))
+        self.headers = CIMultiDictProxy(CIMultiDict((k.decode(), v.decode()) for k, v in self.raw_headers))
 
     async def read(self) -> bytes:
         return self._body
@@ -146,16 +152,25 @@ class _Answer:
         pass
 
 
-class AnswerFromMemory(AiohttpTransport):
-    """The gateway's aiohttp transport with aiohttp's network call replaced by ``ANSWERS``."""
+class _Session:
+    """aiohttp's session as the transport calls it, answering from ``ANSWERS``: everything
+    of the transport's own code runs (the URL and headers made for aiohttp included)."""
 
-    async def _answer(self, request: httpx.Request) -> _Answer:
-        status, body = ANSWERS[request.method, request.url.path]
+    async def _request(self, method: str, url: yarl.URL, **_options: object) -> _Answer:
+        status, body = ANSWERS[method, url.path]
         return _Answer(status, json.dumps(body).encode())
 
-    def _request(self, request: httpx.Request, timeout: object) -> Awaitable[_Answer]:  # type: ignore[override]
-        _ = request.content
-        return self._answer(request)
+    request = _request  # what an older transport called
+
+    async def close(self) -> None:
+        pass
+
+
+class AnswerFromMemory(AiohttpTransport):
+    """The gateway's aiohttp transport with aiohttp's session replaced by ``ANSWERS``."""
+
+    def session(self) -> aiohttp.ClientSession:
+        return _Session()  # type: ignore[return-value]
 
 
 async def measure_adapters(calls: int, repeats: int) -> dict[str, float]:

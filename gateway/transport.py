@@ -283,6 +283,10 @@ def _plain_post(headers: httpx.Headers) -> bool:
     return not any(name in headers for name in ("host", "content-length", "content-type", "transfer-encoding"))
 
 
+#: httpx's JSON body encoding (its ``json.dumps`` arguments), made once: ``json.dumps`` with
+#: arguments makes its encoder anew per call
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
 #: for :func:`post_json`: which headers objects are :func:`_plain_post`
 _PLAIN_POST: dict[int, tuple[httpx.Headers, bool]] = {}
 
@@ -296,7 +300,7 @@ def post_json(url: httpx.URL, body: Any, headers: httpx.Headers) -> httpx.Reques
     same object call after call; any it sets itself leave the request to httpx."""
     if not _per_headers(_PLAIN_POST, headers, _plain_post) or not url.host:
         return httpx.Request("POST", url, json=body, headers=headers)
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    content = _JSON.encode(body).encode("utf-8")
     request = httpx.Request("POST", url, stream=httpx.ByteStream(content), headers=httpx.Headers([
         (b"Host", url.netloc), *headers.raw,
         (b"Content-Length", str(len(content)).encode()), (b"Content-Type", b"application/json")]))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import aiohttp
 import httpx
+import multidict
 import yarl
 
 from gateway.transport_tags import CALL_EXTENSION, Phase
@@ -109,11 +111,41 @@ def _read_whole(response: aiohttp.ClientResponse, body: bytes, request: httpx.Re
     raw = response.raw_headers
     if "Content-Length" not in headers:  # chunked: httpx's content= would declare the length
         raw = (*raw, (b"Content-Length", str(len(body)).encode()))
-    answer = httpx.Response(response.status, headers=raw, stream=CLOSED_STREAM, request=request,
+    answer = httpx.Response(response.status, headers=_headers(raw), stream=CLOSED_STREAM, request=request,
                             extensions=_EXTENSIONS)
     answer._content = body  # what read() would set; pinned by tests/unit/test_transport_direct.py
     answer.is_stream_consumed = answer.is_closed = True
     return answer
+
+
+async def _body(response: aiohttp.ClientResponse) -> bytes:
+    """The whole body, the connection back in the pool. A small answer has usually come in
+    with its head: aiohttp's parser has then put all of it in the body's buffer and its
+    end released the connection, and the buffer is taken as it is (``read()`` would walk
+    its read loop, chunk joins and release checks for the same bytes)."""
+    content = response.content
+    if content.is_eof() and response.connection is None:
+        return content.read_nowait(-1)  # raises what the body failed with, as read() does
+    try:
+        body = await response.read()
+    except BaseException:
+        response.release()
+        raise
+    if response.connection is not None:  # not back in the pool by itself (read() saw to it)
+        response.release()
+    return body
+
+
+def _headers(raw: tuple[tuple[bytes, bytes], ...]) -> httpx.Headers:
+    """``httpx.Headers(raw)`` for aiohttp's raw header list (bytes names and values, as
+    read off the wire): the same entries (name, lowercased name, value; encoding left to
+    be guessed), without httpx's per-header type checks and coercions, which were ~70 %
+    of an answer's ``httpx.Response``. (httpx's ``_list``/``_encoding``: pinned by
+    tests/unit/test_transport_direct.py.)"""
+    made = httpx.Headers.__new__(httpx.Headers)
+    made._list = [(name, name.lower(), value) for name, value in raw]
+    made._encoding = None
+    return made
 
 
 def small_body(headers: Mapping[str, str]) -> bool:
@@ -156,11 +188,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._request(request, timeout)
             if call is not None and (call[1] is not Phase.DOWNLOAD or small_body(response.headers)):
-                try:
-                    body = await response.read()
-                finally:
-                    response.release()
-                return _read_whole(response, body, request)
+                return _read_whole(response, await _body(response), request)
         except aiohttp.ClientError as exc:
             raise _mapped(exc) from exc
         return httpx.Response(response.status, headers=response.raw_headers, stream=_AiohttpStream(response),
@@ -175,11 +203,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:
             data = request.stream  # a streamed upload; aiohttp frames it itself
             request.headers.pop("transfer-encoding", None)
-        return self.session().request(
+        # the session's own coroutine, not ``request()``'s wrapper around it (an awaitable
+        # context manager and every keyword packed again, per call)
+        return self.session()._request(
             request.method,
-            # httpx has already parsed and percent-encoded the URL: tell yarl not to redo it
-            yarl.URL(str(request.url), encoded=True),
-            headers=request.headers.multi_items(),
+            _yarl_url(request.url),
+            headers=_aiohttp_headers(request.headers),
             data=data,
             allow_redirects=False,
             auto_decompress=False,  # httpx decodes by Content-Encoding
@@ -205,12 +234,66 @@ _TIMEOUTS: dict[tuple[float | None, float | None, float | None], aiohttp.ClientT
 
 def _aiohttp_timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
     """httpx's timeouts in aiohttp's terms (no total: a long download is not a failure)."""
+    if _last_timeout and _last_timeout[0][0] is timeout:  # the client's one mapping, call after call
+        return _last_timeout[0][1]
     key = (timeout.get("connect"), timeout.get("read"), timeout.get("pool"))
     made = _TIMEOUTS.get(key)
     if made is None:
         if len(_TIMEOUTS) >= 64:  # per-request timeouts of every value: keep the table small
             _TIMEOUTS.clear()
         made = _TIMEOUTS[key] = aiohttp.ClientTimeout(sock_connect=key[0], sock_read=key[1], connect=key[2])
+    if isinstance(timeout, MappingProxyType):  # read-only: its figures cannot change under it
+        _last_timeout[:] = [(timeout, made)]
+    return made
+
+
+#: the last read-only timeout mapping seen (``GatewayClient``'s) and its aiohttp timeout
+_last_timeout: list[tuple[Mapping[str, float | None], aiohttp.ClientTimeout]] = []
+
+
+#: origin (scheme, host, port) -> its yarl URL, for :func:`_yarl_url`
+_ORIGINS: dict[tuple[str, str, int | None], yarl.URL] = {}
+
+
+def _yarl_url(url: httpx.URL) -> yarl.URL:
+    """yarl's URL of httpx's, which has already parsed and percent-encoded it (so yarl
+    must not redo that). yarl parses a URL string in Python (~9 µs for a job's status or
+    content URL: a new string each job, past yarl's cache); a URL without user info, query
+    or fragment is its origin's yarl URL, made once, with httpx's encoded path put in
+    (~3 µs). (httpx's ``_uri_reference``, as :class:`gateway.transport.URLPrefix` reads it:
+    pinned by tests/unit/test_transport_direct.py.)"""
+    ref = url._uri_reference
+    if (not ref.host or ref.userinfo or ref.query is not None or ref.fragment is not None
+            or not ref.path.startswith("/")):
+        return yarl.URL(str(url), encoded=True)
+    key = (ref.scheme, ref.host, ref.port)
+    origin = _ORIGINS.get(key)
+    if origin is None:
+        if len(_ORIGINS) >= 64:
+            _ORIGINS.clear()
+        origin = _ORIGINS[key] = yarl.URL(str(url), encoded=True).origin()
+    return origin.with_path(ref.path, encoded=True)
+
+
+#: (encoding, a request's header entries) -> aiohttp's read-only copy of them, for
+#: :func:`_aiohttp_headers`
+_HEADERS: dict[tuple[str | None, tuple[tuple[bytes, bytes, bytes], ...]], multidict.CIMultiDictProxy[str]] = {}
+
+
+def _aiohttp_headers(headers: httpx.Headers) -> multidict.CIMultiDictProxy[str]:
+    """``headers.multi_items()`` as aiohttp takes them. A vendor's requests carry the same
+    few header lists call after call (its key, Accept, Host; a submit's Content-Length
+    varies with its body), and httpx decodes every name and value again per call (a
+    list and an encoding guess each time): the decoded copy is kept per list of entries
+    and the encoding they are decoded with (set, or else guessed from those entries),
+    read-only (aiohttp copies it into each request's own). (httpx's ``_list`` and
+    ``_encoding``: pinned by tests/unit/test_transport_direct.py.)"""
+    key = (headers._encoding, tuple(headers._list))
+    made = _HEADERS.get(key)
+    if made is None:
+        if len(_HEADERS) >= 256:
+            _HEADERS.clear()
+        made = _HEADERS[key] = multidict.CIMultiDictProxy(multidict.CIMultiDict(headers.multi_items()))
     return made
 
 

@@ -17,6 +17,7 @@ vendor's objects are read as the models in ``models.py``.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Any, ClassVar, Literal
@@ -60,6 +61,9 @@ from providers.openai_video.offer import Offer
 Phase = Literal["submit", "status", "content", "model", "list"]
 #: a list page's size when scanning for a lost job (the OpenAI shape allows 0-100)
 LIST_LIMIT = 100
+
+#: ``video_size``, made once per (aspect ratio, resolution): a handful of pairs, asked per submit
+_video_size = functools.cache(video_size)
 
 STATES: dict[str, VendorState] = {
     "queued": VendorState.QUEUED,
@@ -171,7 +175,7 @@ class OpenAIVideoAdapter(Provider):
             "model": self.cat.models[request.model],
             "prompt": request.prompt,
             "seconds": str(request.duration_s),
-            "size": video_size(request.aspect_ratio, resolution),
+            "size": _video_size(request.aspect_ratio, resolution),
         }
         if request.start_image is not None:
             body["input_reference"] = {"image_url": _image_ref(request.start_image)}
