@@ -153,4 +153,6 @@ class ThreadGroupCommit(Generic[_W]):
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 if not done.done():  # its caller may have been cancelled meanwhile
                     done.set_result(outcome)
-        self._next()  # what arrived meanwhile goes at once, as one batch
+        # what arrived meanwhile goes as one batch, on the next turn: the callers just settled,
+        # and whatever else was ready, may add to it first (as a flusher task resumed then did)
+        asyncio.get_running_loop().call_soon(self._next)
