@@ -11,9 +11,9 @@ so one bad write fails alone instead of taking its batchmates (other callers' jo
 
 ``ThreadGroupCommit`` is the same for a store whose commits run in its own thread (SQLite's
 ``OneThread``), without a task: a batch is sent from a loop callback and settled by the one
-callback the thread hands back. The task per batch and the four coroutines between it and
-the thread were ~9 % of a job's own CPU on the loop (bench/jobpath.py, docs/benchmarks.md
-6.jobstore).
+callback the thread hands back. The flusher task per batch and the four coroutines between
+it and the thread were ~9 % of the loop thread's samples in bench/jobpath.py (py-spy --gil;
+docs/benchmarks.md 6.jobstore).
 """
 
 from __future__ import annotations
