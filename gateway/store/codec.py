@@ -137,7 +137,7 @@ def fingerprint(request: VideoRequest) -> str:
 
 
 #: ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``'s own encoder,
-#: made once: ``dumps`` with arguments builds one per call, ~13 % of each job's digest
+#: made once: ``dumps`` with arguments builds one per call, ~10 % of each digest (docs/benchmarks.md 6.jobstore)
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
