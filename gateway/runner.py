@@ -399,9 +399,9 @@ class JobRunner:
         attempt.vendor_units = Decimal(str(billed_units))
         return usd(per_unit * attempt.vendor_units)
 
-    async def _save(self, job: VideoJob) -> None:
-        if self._checkpoint is not None:
-            await self._checkpoint(job)
+    def _save(self, job: VideoJob) -> Awaitable[None]:
+        # the checkpoint's own coroutine, handed back: no frame of this one per save (as ``_poll``)
+        return _unsaved() if self._checkpoint is None else self._checkpoint(job)
 
     def _notify(self, job: VideoJob) -> None:
         job.updated_at = time.time()
@@ -410,3 +410,7 @@ class JobRunner:
 
     async def cancel_at_vendor(self, attempt: Attempt) -> bool:
         return await self.calls.cancel(self.providers[attempt.provider], attempt)
+
+
+async def _unsaved() -> None:
+    """A runner without a checkpoint (no store) saves nothing."""

@@ -34,13 +34,15 @@ from gateway.webhooks.outbound import new_message_id as new_message_id  # the st
 DEFAULT_PAGE = 50
 #: the states ``non_terminal`` and ``claim`` return, as stored
 ACTIVE_STATES = tuple(s.value for s in JobStatus if not s.terminal)
+_TERMINAL = frozenset(s for s in JobStatus if s.terminal)
 
 Clock = Callable[[], float]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class JobRow:
-    """A job as the columns a store indexes, plus its document."""
+    """A job as the columns a store indexes, plus its document. (Not frozen: a frozen
+    dataclass sets each field through ``object.__setattr__``, and every save makes one.)"""
 
     id: str
     status: str
@@ -55,10 +57,15 @@ class JobRow:
 
     @classmethod
     def of(cls, job: VideoJob) -> JobRow:
-        status = job.status
-        return cls(job.id, str(status), job.request.idempotency_key, job.created_at,  # str(): as codec's
-                   job.updated_at, codec.job_json(job), job.at_risk_usd > 0,
-                   status.terminal and job.request.webhook_url is not None)
+        status, request = job.status, job.request
+        at_risk = False
+        for attempt in job.attempts:  # the sum's Decimal arithmetic only when some attempt has any
+            if attempt.at_risk_usd:
+                at_risk = job.at_risk_usd > 0
+                break
+        return cls(job.id, str(status), request.idempotency_key, job.created_at,  # str(): as codec's
+                   job.updated_at, codec.job_json(job), at_risk,
+                   status in _TERMINAL and request.webhook_url is not None)
 
 
 @dataclass(frozen=True)

@@ -136,10 +136,14 @@ def fingerprint(request: VideoRequest) -> str:
     return digest(encode_request(request))
 
 
+#: ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``'s own encoder,
+#: made once: ``dumps`` with arguments builds one per call, ~10 % of each digest (docs/benchmarks.md 6.jobstore)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def digest(encoded: dict[str, Any]) -> str:
     """``fingerprint`` of a request already encoded (``encode_request``), which it leaves as it is."""
-    canonical = json.dumps(encoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(encoded).encode()).hexdigest()
 
 
 def remember_request(job: VideoJob, encoded: dict[str, Any]) -> None:
@@ -163,13 +167,14 @@ def encode_attempt(attempt: Attempt) -> dict[str, Any]:
         "ended_at": attempt.ended_at,
         "vendor_job": None if attempt.vendor_job is None else attempt.vendor_job.to_dict(),
         "error": attempt.error,
-        "estimated_usd": _money(attempt.estimated_usd),
-        "cost_usd": _money(attempt.cost_usd),
-        "vendor_units": _money(attempt.vendor_units),
+        # money as exact decimal strings (inline, not a function call each: every save encodes every attempt)
+        "estimated_usd": str(attempt.estimated_usd),
+        "cost_usd": str(attempt.cost_usd),
+        "vendor_units": None if attempt.vendor_units is None else str(attempt.vendor_units),
         "unit_name": attempt.unit_name,
         "submit_retries": attempt.submit_retries,
         "polls": attempt.polls,
-        "at_risk_usd": _money(attempt.at_risk_usd),
+        "at_risk_usd": str(attempt.at_risk_usd),
     }
 
 
@@ -205,6 +210,3 @@ def encode_output(output: VideoOutput) -> dict[str, Any]:
         "sha256": output.sha256,
     }
 
-
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)

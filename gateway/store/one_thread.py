@@ -22,7 +22,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
-_Call = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[[], Any]]
+#: what to call on the loop with a call's outcome: ``settle(target, outcome, failed)``
+Settle = Callable[[Any, Any, bool], object]
+_Call = tuple[asyncio.AbstractEventLoop, Settle, Any, Callable[[], Any]]
 
 
 class OneThread:
@@ -38,8 +40,14 @@ class OneThread:
         Cancelling the future does not stop ``fn``: only its outcome is dropped."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[_T] = loop.create_future()
-        self._calls.put((loop, done, fn))
+        self._calls.put((loop, _settle, done, fn))
         return done
+
+    def call(self, fn: Callable[[], Any], settle: Settle, target: Any) -> None:
+        """``run`` without a future: ``settle(target, outcome, failed)`` on the running loop
+        once ``fn()`` has run (the store's group commit settles a whole batch so, in one
+        callback: gateway/store/group_commit.py ``ThreadGroupCommit``)."""
+        self._calls.put((asyncio.get_running_loop(), settle, target, fn))
 
     def stop(self) -> None:
         """End the thread once the calls already made have run."""
@@ -47,14 +55,14 @@ class OneThread:
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            loop, done, fn = call
+            loop, settle, target, fn = call
             try:
                 outcome, failed = fn(), False
             except BaseException as exc:  # handed to the caller, as an executor would
                 outcome, failed = exc, True
             with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: no one is waiting
-                loop.call_soon_threadsafe(_settle, done, outcome, failed)
-            del call, done, fn, outcome  # not held while waiting for the next call
+                loop.call_soon_threadsafe(settle, target, outcome, failed)
+            del call, settle, target, fn, outcome  # not held while waiting for the next call
 
 
 def _settle(done: asyncio.Future[Any], outcome: Any, failed: bool) -> None:

@@ -39,8 +39,8 @@ from gateway.store.base import (
     OutboxRow,
     new_message_id,
 )
-from gateway.store.group_commit import GroupCommit
-from gateway.store.one_thread import OneThread
+from gateway.store.group_commit import ThreadGroupCommit
+from gateway.store.one_thread import OneThread, Settle
 from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
@@ -65,9 +65,9 @@ class SqliteJobStore(JobStore):
         self._conn: sqlite3.Connection | None = None
         #: the one thread that touches the connection (made at open, gone at close)
         self._thread: OneThread | None = None
-        #: creates and saves: each batch of them is one transaction (group_commit.py)
-        self._in_next_commit: GroupCommit[Callable[[sqlite3.Connection], Any]] = GroupCommit(
-            self._commit, name="sqlite-group-commit")
+        #: creates, saves and releases: each batch of them is one transaction (group_commit.py)
+        self._in_next_commit: ThreadGroupCommit[Callable[[sqlite3.Connection], Any]] = ThreadGroupCommit(
+            self._send)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -150,8 +150,12 @@ class SqliteJobStore(JobStore):
         if lost is not None:
             raise lost
 
-    async def _commit(self, writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
-        return await self._run(functools.partial(_in_one_transaction, writes=writes))
+    def _send(self, writes: list[Callable[[sqlite3.Connection], Any]], settle: Settle, batch: Any) -> None:
+        """A batch of writes to the store's thread, as one transaction (``ThreadGroupCommit``)."""
+        if self._conn is None:
+            raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
+        assert self._thread is not None
+        self._thread.call(functools.partial(_in_one_transaction, self._conn, writes), settle, batch)
 
     def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None,
                   release: bool = False) -> LeaseLost | None:

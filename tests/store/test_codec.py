@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +15,7 @@ from gateway.job import Attempt, VideoJob, VideoOutput
 from gateway.provider import VendorJob
 from gateway.request import ImageKind
 from gateway.store import codec
+from gateway.store.base import JobRow
 from tests.store.jobs import BILLED, CREDITS, ESTIMATE, finished_job, new_job, vendor_job
 
 # a 1x1 PNG
@@ -149,3 +151,20 @@ def test_states_are_written_as_their_plain_values() -> None:
         assert type(str(member)) is str and str(member) == member.value
     doc = json.loads(codec.job_json(finished_job()))
     assert doc["status"] == "succeeded" and [a["outcome"] for a in doc["attempts"]] == ["rejected", "succeeded"]
+
+
+@pytest.mark.parametrize("prompt", ["a red fox", "un café 🦊 \u2028", 'quotes " and \\ \x01'])
+def test_a_fingerprint_is_the_same_bytes_as_before(prompt: str) -> None:
+    # fingerprints are stored and compared across processes and versions (a retried
+    # idempotency key at another replica): the canonical JSON must not change with the encoder
+    encoded = codec.encode_request(new_job(prompt, key="k").request)
+    canonical = json.dumps(encoded, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert codec.digest(encoded) == hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_a_row_is_at_risk_when_any_attempt_is() -> None:
+    job = finished_job()
+    assert JobRow.of(job).at_risk is False and job.at_risk_usd == 0
+    job.attempts[-1].at_risk_usd = ESTIMATE  # the last of several: every attempt is looked at
+    assert JobRow.of(job).at_risk is True
+    assert JobRow.of(new_job()).at_risk is False  # no attempt yet
