@@ -31,6 +31,8 @@ EXTRA_FIELDS = ("aspect_ratio", "resolution", "loop", "end_image", "start_image"
                 "max_cost_usd", "deadline_s", "concepts", "allow", "fallback", "idempotency_key",
                 "webhook_url", "metadata", "duration_s")
 OPENAI_FIELDS = ("model", "prompt", "seconds", "size", "input_reference")
+_EXTRA = frozenset(EXTRA_FIELDS)
+_KNOWN_FIELDS = _EXTRA | frozenset(OPENAI_FIELDS)
 
 _STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.SUBMITTED: "queued", JobStatus.RUNNING: "in_progress",
@@ -41,10 +43,11 @@ _STATUS = {
 def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_uri: str | None = None) -> VideoRequest:
     """A ``VideoRequest`` from an OpenAI-shaped create body (JSON or form fields)."""
     check_strings(body)  # before any of it is echoed in an error or parsed
-    unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(EXTRA_FIELDS))
+    unknown = body.keys() - _KNOWN_FIELDS
     if unknown:
-        raise InvalidRequest(unknown[0], "is not a known field")
-    fields: dict[str, Any] = {k: body[k] for k in EXTRA_FIELDS if body.get(k) is not None}
+        raise InvalidRequest(min(unknown), "is not a known field")
+    # the body's own keys walked (a few), not every extra field looked up in it (16)
+    fields: dict[str, Any] = {k: v for k, v in body.items() if v is not None and k in _EXTRA}
     fields["prompt"] = body.get("prompt") if body.get("prompt") is not None else ""
     fields.update(_model(body.get("model"), settings))
     if body.get("size") is not None:
@@ -110,7 +113,7 @@ def video_object(job: VideoJob) -> dict[str, Any]:
     return {
         "id": job.id,
         "object": "video",
-        "model": request.model.value,
+        "model": str(request.model),  # a StrEnum's value: str() is a C call, ``.value`` a Python property
         "status": _STATUS[job.status],
         "progress": 100 if job.status is JobStatus.SUCCEEDED else int(round((job.progress or 0) * 100)),
         "created_at": int(job.created_at),
@@ -124,8 +127,8 @@ def video_object(job: VideoJob) -> dict[str, Any]:
         "reelgate": {
             "provider": job.provider,
             "cost_usd": float(job.cost_usd),
-            "aspect_ratio": request.aspect_ratio.value,
-            "resolution": resolution.value,
+            "aspect_ratio": str(request.aspect_ratio),
+            "resolution": str(resolution),
             "attempts": [a.to_dict() for a in job.attempts],
         },
     }
