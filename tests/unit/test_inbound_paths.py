@@ -3,7 +3,9 @@ exactly as the long way did."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +17,14 @@ from gateway.provider import ProviderSettings, Secret
 from gateway.request import VideoRequest
 from gateway.server import openai_compat
 from gateway.store import codec
+from gateway.store.base import JobStore
+from gateway.store.sqlite import SqliteJobStore
 from providers.railwail import RailwailAdapter
 
 
-def gateway() -> Gateway:
+def gateway(store: JobStore | None = None) -> Gateway:
     adapter = RailwailAdapter(ProviderSettings("railwail", Secret("k"), "env:RAILWAIL_API_KEY"))
-    gw = Gateway(Settings(), {"railwail": adapter})
+    gw = Gateway(Settings(), {"railwail": adapter}, store=store)
     # planned, admitted and known by its key, never sent
     gw.launch = lambda job, _plan, _ledgers, on_update, **_k: gw.live.add(job, on_update)  # type: ignore[method-assign]
     return gw
@@ -65,3 +69,30 @@ def test_a_video_object_holds_plain_strings_as_before() -> None:
     for value in (video["model"], details["aspect_ratio"], details["resolution"]):
         assert type(value) is str  # not the enum: any encoder writes it the same
     assert json.loads(json.dumps(video)) == video
+
+
+async def test_submits_in_a_loop_let_the_loop_run_with_a_store_and_without(tmp_path: Path) -> None:
+    """The pacing ``admit`` promises: a caller submitting job after job does not hold the loop.
+    Without a store ``admit`` yields itself; with one, the job's first write is the pause."""
+    store = SqliteJobStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        for gw in (gateway(), gateway(store)):
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            ticker = asyncio.create_task(tick())
+            await asyncio.sleep(0)
+            start = ticks
+            for i in range(20):
+                await gw.submit(VideoRequest(prompt=f"a fox, take {i}", resolution="540p", duration_s=5))
+            ticker.cancel()
+            assert ticks - start >= 20, (gw.store, ticks - start)
+            await gw.aclose()
+    finally:
+        await store.close()
