@@ -197,13 +197,20 @@ class Gateway(JobTasks):
         """``submit``, also saying whether this call started the job (False: a replay of its
         idempotency key, which reserves and costs nothing)."""
         # Pacing: let the loop run once per submit, so a caller submitting thousands of jobs
-        # in a loop does not hold it (for seconds) until the last one is planned.
-        await asyncio.sleep(0)
+        # in a loop does not hold it (for seconds) until the last one is planned. With a store,
+        # the job's first write below waits for the store each time: that is the pause, and a
+        # second one costs every create of the service a pass of the loop (6.inbound3).
+        if self.store is None:
+            await asyncio.sleep(0)
         sent = request
         encoded = codec.encode_request(sent)  # once for the fingerprint and the job's first write
-        digest = codec.digest(encoded)
         key = request.idempotency_key
+        # a fingerprint is only ever compared under an idempotency key (``replayed``): a job
+        # without one cannot be replayed, so none is made for it (a canonical dump and a
+        # SHA-256, ~10 us of every create; docs/benchmarks.md, 6.inbound3)
+        digest: str | None = None
         if key is not None:
+            digest = codec.digest(encoded)
             existing = await self._by_key(key, owner)
             if existing is not None:
                 return replayed(existing, digest), False
@@ -224,7 +231,8 @@ class Gateway(JobTasks):
                     self.leases_held([job.id], leased_at)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
-                    return replayed(self.jobs.get(stored.id, stored), digest), False
+                    known = codec.digest(encoded) if digest is None else digest  # a keyed job's: made above
+                    return replayed(self.jobs.get(stored.id, stored), known), False
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)
             raise

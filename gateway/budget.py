@@ -52,6 +52,8 @@ class SpendLedger:
     def __init__(self, per_day_usd: float | None, *, clock: Callable[[], float] = time.time) -> None:
         self.limit = Decimal(str(per_day_usd)) if per_day_usd is not None else None
         self._clock = clock
+        #: the UTC day ``_today`` last named, and the clock's span of it [from, until)
+        self._named: tuple[float, float, str] = (0.0, 0.0, "")
         self._day = self._today()
         self._settled = Decimal(0)
         self._at_risk = Decimal(0)
@@ -59,7 +61,17 @@ class SpendLedger:
         self._lock = threading.Lock()
 
     def _today(self) -> str:
-        return datetime.fromtimestamp(self._clock(), UTC).date().isoformat()
+        """The UTC date now. Named from the clock once per day: every reserve and settle asks
+        (a ``datetime`` and an ISO date per call were ~2 % of a create's CPU)."""
+        now = self._clock()
+        start, until, day = self._named
+        if start <= now < until:
+            return day
+        moment = datetime.fromtimestamp(now, UTC)
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        day = moment.date().isoformat()
+        self._named = (start, start + 86_400, day)  # POSIX time: every UTC day is 86,400 s
+        return day
 
     def _roll(self) -> None:
         today = self._today()

@@ -34,6 +34,8 @@ OPENAI_FIELDS = ("model", "prompt", "seconds", "size", "input_reference")
 #: the request's true/false fields: JSON booleans only (``VideoRequest._flag``), so a form's text
 #: "true" or "false" (what httpx, and so the openai SDK, sends for a boolean) is read here
 _FORM_FLAGS = {"true": True, "false": False}
+_EXTRA = frozenset(EXTRA_FIELDS)
+_KNOWN_FIELDS = _EXTRA | frozenset(OPENAI_FIELDS)
 
 _STATUS = {
     JobStatus.QUEUED: "queued", JobStatus.SUBMITTED: "queued", JobStatus.RUNNING: "in_progress",
@@ -44,10 +46,11 @@ _STATUS = {
 def request_from_openai(body: dict[str, Any], settings: Settings, *, image_data_uri: str | None = None) -> VideoRequest:
     """A ``VideoRequest`` from an OpenAI-shaped create body (JSON or form fields)."""
     check_strings(body)  # before any of it is echoed in an error or parsed
-    unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(EXTRA_FIELDS))
+    unknown = body.keys() - _KNOWN_FIELDS
     if unknown:
-        raise InvalidRequest(unknown[0], "is not a known field")
-    fields: dict[str, Any] = {k: body[k] for k in EXTRA_FIELDS if body.get(k) is not None}
+        raise InvalidRequest(min(unknown), "is not a known field")
+    # the body's own keys walked (a few), not every extra field looked up in it (16)
+    fields: dict[str, Any] = {k: v for k, v in body.items() if v is not None and k in _EXTRA}
     fields["prompt"] = body.get("prompt") if body.get("prompt") is not None else ""
     fields.update(_model(body.get("model"), settings))
     if body.get("size") is not None:
@@ -121,7 +124,7 @@ def video_object(job: VideoJob) -> dict[str, Any]:
     return {
         "id": job.id,
         "object": "video",
-        "model": request.model.value,
+        "model": str(request.model),  # a StrEnum's value: str() is a C call, ``.value`` a Python property
         "status": _STATUS[job.status],
         "progress": 100 if job.status is JobStatus.SUCCEEDED else int(round((job.progress or 0) * 100)),
         "created_at": int(job.created_at),
@@ -135,8 +138,8 @@ def video_object(job: VideoJob) -> dict[str, Any]:
         "reelgate": {
             "provider": job.provider,
             "cost_usd": float(job.cost_usd),
-            "aspect_ratio": request.aspect_ratio.value,
-            "resolution": resolution.value,
+            "aspect_ratio": str(request.aspect_ratio),
+            "resolution": str(resolution),
             "attempts": [a.to_dict() for a in job.attempts],
         },
     }

@@ -131,3 +131,25 @@ def test_a_body_sent_with_its_head_does_not_count_as_head(quick_server: int) -> 
                 while not answer.endswith(b"ok"):
                     answer += sock.recv(65536)
                 assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+
+
+def test_one_timer_times_each_head_of_a_kept_alive_connection_from_its_own_start(quick_server: int) -> None:
+    """The connection's timer, armed at its start (fires at 0.5 s), finds the second head
+    begun at ~0.4 s and times that one from its own start: cut off ~0.5 s after it began,
+    neither at the first firing nor never."""
+    with socket.create_connection(("127.0.0.1", quick_server), timeout=10) as sock:
+        time.sleep(0.3)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"ok"):
+            answer += sock.recv(65536)
+        time.sleep(0.1)
+        began = time.monotonic()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - began
+    status, error = _error(answer)
+    assert status == 408 and error["code"] == "head_timeout"
+    assert 0.45 <= waited < 2.0, waited

@@ -25,6 +25,28 @@ def test_ledger_refuses_past_the_daily_limit_and_rolls_over_at_midnight():
     assert ledger.spent_today() == Decimal("0")
 
 
+def test_the_day_a_ledger_names_is_the_utc_date_of_its_clock_at_every_moment():
+    """``_today`` names the day once and answers from the span it covers: at the last
+    microsecond before midnight, at midnight, after it, and with a clock that goes back."""
+    from datetime import UTC, datetime
+
+    midnight = datetime(2026, 12, 2, tzinfo=UTC).timestamp()
+    now = [midnight - 3600]
+    ledger = SpendLedger(1.0, clock=lambda: now[0])
+    for moment in (midnight - 1e-6, midnight - 7200, midnight, midnight + 86_399.999, midnight + 86_400,
+                   midnight - 1, midnight + 0.5, midnight - 86_400, midnight - 86_400.5):
+        now[0] = moment
+        assert ledger._today() == datetime.fromtimestamp(moment, UTC).date().isoformat(), moment
+    ledger.reserve("a", Decimal("0.60"))
+    now[0] = midnight  # the next day: the limit is whole again, the reservation carries over
+    ledger.reserve("b", Decimal("0.30"))
+    assert ledger.spent_today() == Decimal("0.90")
+    ledger.settle("a", Decimal("0.60"))
+    ledger.settle("b", Decimal("0.30"))
+    now[0] = midnight + 86_400
+    assert ledger.spent_today() == Decimal("0")
+
+
 def test_an_at_risk_amount_is_kept_apart_from_spend_and_still_counts_against_the_limit():
     now = [1_700_000_000.0]
     ledger = SpendLedger(1.0, clock=lambda: now[0])
