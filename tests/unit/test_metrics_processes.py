@@ -5,11 +5,9 @@ this process by giving prometheus-client two process ids in turn."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.routing.health import InProcessHealth
@@ -46,17 +44,6 @@ def test_one_process_renders_its_own_registry_as_before(monkeypatch: pytest.Monk
     assert posts(one.render()) == 3 and posts(other.render()) == 1
     assert got[("reelgate_shared_state_up", ())] == 1
     assert got[("reelgate_jobs_in_flight", ())] == 4
-
-
-@pytest.fixture
-def as_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[int], None]]:
-    """Calling it with a pid makes the metrics built next write as that process."""
-    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(tmp_path))
-
-    def become(pid: int) -> None:
-        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: pid))
-
-    yield become
 
 
 async def test_several_workers_read_as_one_host_and_a_dead_ones_gauges_leave(as_process, tmp_path: Path) -> None:

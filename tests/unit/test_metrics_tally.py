@@ -6,11 +6,7 @@ scrape, or its clean close)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
-from prometheus_client import values
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.routing.health import InProcessHealth
@@ -73,17 +69,6 @@ def test_jobs_requests_and_cost_are_counted_after_a_flush(one_process: None) -> 
     assert samples(m, "reelgate_jobs_submitted_total") == {(): 3.0}  # a flush moves each count once
     with pytest.raises(ValueError):
         m.jobs_submitted.inc(-1)
-
-
-@pytest.fixture
-def as_process(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Callable[[int], None]]:
-    """Calling it with a pid makes the metrics built next write as that process."""
-    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(tmp_path))
-
-    def become(pid: int) -> None:
-        monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue(lambda: pid))
-
-    yield become
 
 
 def posts(m: Metrics) -> float:
