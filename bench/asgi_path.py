@@ -31,14 +31,13 @@ import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine
+from bench.common import against_trees, machine
 
 
 async def call(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
@@ -145,15 +144,8 @@ _CHILD = ("import asyncio, json; from bench.asgi_path import measure; "
 def against(baseline: str, requests: int, rounds: int) -> dict[str, list[float]]:
     """The hot routes of ``baseline``'s tree and of this one, a child process per tree and
     round (in the tree's directory: ``-c`` puts it first on ``sys.path``)."""
-    here = str(Path(__file__).resolve().parent.parent)
-    results: dict[str, list[float]] = {"baseline": [], "this tree": []}
-    for _ in range(rounds):
-        for name, tree in (("baseline", str(Path(baseline).resolve())), ("this tree", here)):
-            env = {**os.environ, "PYTHONPATH": tree}
-            out = subprocess.run([sys.executable, "-c", _CHILD.format(requests=requests)], cwd=tree, env=env,
-                                 check=True, capture_output=True, text=True).stdout
-            results[name].append(float(out.strip().splitlines()[-1]))
-    return results
+    return against_trees(baseline, str(Path(__file__).resolve().parent.parent), rounds,
+                         [sys.executable, "-c", _CHILD.format(requests=requests)], float)
 
 
 def main() -> None:

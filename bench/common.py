@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -166,3 +167,17 @@ if __name__ == "__main__":  # the stub server, as a child process of a benchmark
 
     web.run_app(stub_app(), host="127.0.0.1", port=int(sys.argv[sys.argv.index("--stub-port") + 1]),
                 print=None, access_log=None)
+
+
+def against_trees(baseline: str, here: str, rounds: int, argv: Sequence[str],
+                  figure: Callable[[str], float]) -> dict[str, list[float]]:
+    """``argv`` run in a child process per tree and round, baseline first, each in its tree's
+    directory with that tree on ``PYTHONPATH``; ``figure`` reads the round's figure from the
+    child's last line of output."""
+    results: dict[str, list[float]] = {"baseline": [], "this tree": []}
+    for _ in range(rounds):
+        for name, tree in (("baseline", str(Path(baseline).resolve())), ("this tree", here)):
+            out = subprocess.run(list(argv), cwd=tree, env={**os.environ, "PYTHONPATH": tree},
+                                 check=True, capture_output=True, text=True).stdout
+            results[name].append(figure(out.strip().splitlines()[-1]))
+    return results

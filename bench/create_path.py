@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,15 +120,13 @@ async def measure(pairs: int, rounds: int, callgrind: bool = False) -> list[floa
 
 
 def against(baseline: str, pairs: int, rounds: int) -> dict[str, list[float]]:
+    # imported here, not at the top: a child runs this file on the baseline tree's ``bench``
+    from bench.common import against_trees
+
     here = Path(__file__).resolve()
-    results: dict[str, list[float]] = {"baseline": [], "this tree": []}
-    for _ in range(rounds):
-        for name, tree in (("baseline", str(Path(baseline).resolve())), ("this tree", str(here.parent.parent))):
-            env = {**os.environ, "PYTHONPATH": tree}
-            out = subprocess.run([sys.executable, str(here), "--pairs", str(pairs), "--rounds", "1", "--json"],
-                                 cwd=tree, env=env, check=True, capture_output=True, text=True).stdout
-            results[name].append(json.loads(out.strip().splitlines()[-1])[0])
-    return results
+    return against_trees(baseline, str(here.parent.parent), rounds,
+                         [sys.executable, str(here), "--pairs", str(pairs), "--rounds", "1", "--json"],
+                         lambda line: float(json.loads(line)[0]))
 
 
 def main() -> None:
