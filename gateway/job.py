@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.errors import ReelgateError
 from gateway.logs import job_moved
+from gateway.pricing import usd
 from gateway.provider import VendorJob
 from gateway.request import VideoRequest
 
@@ -93,6 +94,15 @@ class Attempt:
         self.ended_at = time.time()
         if error is not None:
             self.error = error.to_dict()
+
+    def settle(self, billed_units: float | None) -> None:
+        """Set what the attempt cost: its quote, adjusted when the vendor reported what it billed."""
+        if billed_units is None or not self.vendor_units:
+            self.cost_usd = self.estimated_usd
+            return
+        per_unit = self.estimated_usd / self.vendor_units
+        self.vendor_units = Decimal(str(billed_units))
+        self.cost_usd = usd(per_unit * self.vendor_units)
 
     def finish_unknown(self, error: ReelgateError) -> None:
         """End the attempt without knowing whether the vendor runs (and bills) a job: its

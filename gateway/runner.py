@@ -40,7 +40,6 @@ from gateway.errors import (
     VendorLostJob,
 )
 from gateway.job import Attempt, AttemptOutcome, JobStatus, VideoJob, VideoOutput
-from gateway.pricing import usd
 from gateway.provider import Provider, VideoResult
 from gateway.routing import Candidate, Plan
 from gateway.routing.health import Health
@@ -330,7 +329,7 @@ class JobRunner:
 
     def _succeeded(self, job: VideoJob, live: LiveAttempt, result: VideoResult) -> None:
         attempt = live.attempt
-        attempt.cost_usd = self._settle(attempt, result.billed_units)
+        attempt.settle(result.billed_units)
         attempt.finish(AttemptOutcome.SUCCEEDED)
         if self.health:
             quote = live.candidate.quote
@@ -390,14 +389,6 @@ class JobRunner:
     def _finished(self, live: LiveAttempt) -> None:
         if self.health and live.attempt.vendor_job is not None:
             self.health.finished(live.provider.name)
-
-    def _settle(self, attempt: Attempt, billed_units: float | None) -> Decimal:
-        """What the attempt cost: the quote, adjusted when the vendor reported what it billed."""
-        if billed_units is None or not attempt.vendor_units:
-            return attempt.estimated_usd
-        per_unit = attempt.estimated_usd / attempt.vendor_units
-        attempt.vendor_units = Decimal(str(billed_units))
-        return usd(per_unit * attempt.vendor_units)
 
     def _save(self, job: VideoJob) -> Awaitable[None]:
         # the checkpoint's own coroutine, handed back: no frame of this one per save (as ``_poll``)
