@@ -144,7 +144,7 @@ _CHILD = ("import asyncio, json; from bench.asgi_path import measure; "
 def against(baseline: str, requests: int, rounds: int) -> dict[str, list[float]]:
     """The hot routes of ``baseline``'s tree and of this one, a child process per tree and
     round (in the tree's directory: ``-c`` puts it first on ``sys.path``)."""
-    return against_trees(baseline, str(Path(__file__).resolve().parent.parent), rounds,
+    return against_trees([("baseline", baseline), ("this tree", Path(__file__).resolve().parent.parent)], rounds,
                          [sys.executable, "-c", _CHILD.format(requests=requests)], float)
 
 

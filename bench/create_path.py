@@ -124,7 +124,7 @@ def against(baseline: str, pairs: int, rounds: int) -> dict[str, list[float]]:
     from bench.common import against_trees
 
     here = Path(__file__).resolve()
-    return against_trees(baseline, str(here.parent.parent), rounds,
+    return against_trees([("baseline", baseline), ("this tree", here.parent.parent)], rounds,
                          [sys.executable, str(here), "--pairs", str(pairs), "--rounds", "1", "--json"],
                          lambda line: float(json.loads(line)[0]))
 
