@@ -199,6 +199,16 @@ def against_trees(trees: Sequence[tuple[str, str | Path]], rounds: int, argv: Se
     return results
 
 
+def against_lines(ab: Mapping[str, Sequence[float]], unit: str) -> list[str]:
+    """An :func:`against_trees` run of figures in ``unit`` as lines to print: each tree's
+    median and rounds, then the median of the rounds' ratios baseline / this tree (the two
+    runs of a round shared the machine's load, so their ratio is steadier than the medians')."""
+    lines = [f"{name:10} {statistics.median(values):7.1f} {unit} (rounds: {', '.join(f'{v:.1f}' for v in values)})"
+             for name, values in ab.items()]
+    ratio = statistics.median(b / t for b, t in zip(ab["baseline"], ab["this tree"], strict=True))
+    return [*lines, f"baseline / this tree: x{ratio:.2f} (median of the rounds' ratios)"]
+
+
 if __name__ == "__main__":  # the stub server, as a child process of a benchmark
     from aiohttp import web
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import against_trees, in_tree, in_turn
+from bench.common import against_lines, against_trees, in_tree, in_turn
 
 #: appends where it ran to the file ``$RUNS_LOG`` names, prints a line of noise, then its figure
 CHILD = ("import os, sys\n"
@@ -78,3 +78,13 @@ def test_a_child_that_prints_nothing_is_a_clear_error(tmp_path: Path) -> None:
 def test_in_turn_reverses_the_order_every_other_round() -> None:
     assert [list(in_turn(["a", "b", "c"], r)) for r in range(3)] == [["a", "b", "c"], ["c", "b", "a"],
                                                                       ["a", "b", "c"]]
+
+
+def test_the_report_gives_each_trees_median_and_rounds_then_the_median_of_the_rounds_ratios() -> None:
+    ab = {"baseline": [300.0, 120.0, 330.0], "this tree": [100.0, 100.0, 300.0]}
+    # ratios 3.0, 1.2, 1.1: their median 1.2, not the medians' ratio (300 / 100)
+    assert against_lines(ab, "us CPU per pair") == [
+        "baseline     300.0 us CPU per pair (rounds: 300.0, 120.0, 330.0)",
+        "this tree    100.0 us CPU per pair (rounds: 100.0, 100.0, 300.0)",
+        "baseline / this tree: x1.20 (median of the rounds' ratios)",
+    ]
