@@ -46,7 +46,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -154,14 +153,8 @@ def sides_of(args: argparse.Namespace) -> list[Side]:
     return [Side("this tree", None, threads[0])]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
-    from bench.common import in_turn  # here, not at the top: see child()
+    from bench.common import free_port, in_turn  # here, not at the top: see child()
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=2000)
