@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import against_trees, machine
+from bench.common import against_lines, against_trees, machine
 
 
 async def call(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> int:
@@ -144,7 +144,7 @@ _CHILD = ("import asyncio, json; from bench.asgi_path import measure; "
 def against(baseline: str, requests: int, rounds: int) -> dict[str, list[float]]:
     """The hot routes of ``baseline``'s tree and of this one, a child process per tree and
     round (in the tree's directory: ``-c`` puts it first on ``sys.path``)."""
-    return against_trees(baseline, str(Path(__file__).resolve().parent.parent), rounds,
+    return against_trees([("baseline", baseline), ("this tree", Path(__file__).resolve().parent.parent)], rounds,
                          [sys.executable, "-c", _CHILD.format(requests=requests)], float)
 
 
@@ -161,11 +161,7 @@ def main() -> None:
     if args.baseline:
         ab = against(args.baseline, args.requests, args.rounds)
         print(machine())
-        for name, values in ab.items():
-            print(f"{name:10} {statistics.median(values):7.1f} us CPU per request (rounds: "
-                  f"{', '.join(f'{v:.1f}' for v in values)})")
-        ratio = statistics.median(b / t for b, t in zip(ab["baseline"], ab["this tree"], strict=True))
-        print(f"baseline / this tree: x{ratio:.2f} (median of the rounds' ratios)")
+        print("\n".join(against_lines(ab, "us CPU per request")))
         return
     results = asyncio.run(measure(args.requests, args.rounds))
     print(machine())

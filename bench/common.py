@@ -18,11 +18,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 #: how long a fresh sandbox process may take to answer before we give up
 SANDBOX_START_TIMEOUT_S = 30.0
@@ -162,22 +163,55 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def in_turn(sides: Sequence[S], round_: int) -> Sequence[S]:
+    """The order ``sides`` run in in round ``round_`` (from 0) when they alternate: as given,
+    then reversed, so that no side always goes first (the first run of a round can find the
+    page cache, the file system or the CPU's clock in another state than the next)."""
+    return sides if round_ % 2 == 0 else sides[::-1]
+
+
+def in_tree(tree: str | Path, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The last line ``argv`` prints, run in a child process in ``tree``'s directory with that
+    tree on ``PYTHONPATH`` (over ``env``, this process's environment by default), so that it
+    imports that tree's sources."""
+    tree = str(Path(tree).resolve())
+    out = subprocess.run(list(argv), cwd=tree, env={**(os.environ if env is None else env), "PYTHONPATH": tree},
+                         check=True, capture_output=True, text=True).stdout
+    lines = out.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"{' '.join(argv)!r} printed nothing in {tree}: its last line is the figure")
+    return lines[-1]
+
+
+def against_trees(trees: Sequence[tuple[str, str | Path]], rounds: int, argv: Sequence[str],
+                  figure: Callable[[str], T], *, alternate: bool = False, env: Mapping[str, str] | None = None,
+                  each: Callable[[int, str, T], object] | None = None) -> dict[str, list[T]]:
+    """``argv`` run ``in_tree`` for each named tree, in the order given, ``rounds`` times
+    (with ``alternate``, that order reversed every other round: :func:`in_turn`); ``figure``
+    reads a run's figure from the child's last line, and ``each(round, name, figure)`` is
+    called after each run (a progress line). The figures by tree name, in round order."""
+    results: dict[str, list[T]] = {name: [] for name, _ in trees}
+    for round_ in range(rounds):
+        for name, tree in in_turn(trees, round_) if alternate else trees:
+            results[name].append(figure(in_tree(tree, argv, env)))
+            if each is not None:
+                each(round_, name, results[name][-1])
+    return results
+
+
+def against_lines(ab: Mapping[str, Sequence[float]], unit: str) -> list[str]:
+    """An :func:`against_trees` run of figures in ``unit`` as lines to print: each tree's
+    median and rounds, then the median of the rounds' ratios baseline / this tree (the two
+    runs of a round shared the machine's load, so their ratio is steadier than the medians')."""
+    lines = [f"{name:10} {statistics.median(values):7.1f} {unit} (rounds: {', '.join(f'{v:.1f}' for v in values)})"
+             for name, values in ab.items()]
+    ratio = statistics.median(b / t for b, t in zip(ab["baseline"], ab["this tree"], strict=True))
+    return [*lines, f"baseline / this tree: x{ratio:.2f} (median of the rounds' ratios)"]
+
+
 if __name__ == "__main__":  # the stub server, as a child process of a benchmark
     from aiohttp import web
 
     web.run_app(stub_app(), host="127.0.0.1", port=int(sys.argv[sys.argv.index("--stub-port") + 1]),
                 print=None, access_log=None)
 
-
-def against_trees(baseline: str, here: str, rounds: int, argv: Sequence[str],
-                  figure: Callable[[str], float]) -> dict[str, list[float]]:
-    """``argv`` run in a child process per tree and round, baseline first, each in its tree's
-    directory with that tree on ``PYTHONPATH``; ``figure`` reads the round's figure from the
-    child's last line of output."""
-    results: dict[str, list[float]] = {"baseline": [], "this tree": []}
-    for _ in range(rounds):
-        for name, tree in (("baseline", str(Path(baseline).resolve())), ("this tree", here)):
-            out = subprocess.run(list(argv), cwd=tree, env={**os.environ, "PYTHONPATH": tree},
-                                 check=True, capture_output=True, text=True).stdout
-            results[name].append(figure(out.strip().splitlines()[-1]))
-    return results

@@ -124,7 +124,7 @@ def against(baseline: str, pairs: int, rounds: int) -> dict[str, list[float]]:
     from bench.common import against_trees
 
     here = Path(__file__).resolve()
-    return against_trees(baseline, str(here.parent.parent), rounds,
+    return against_trees([("baseline", baseline), ("this tree", here.parent.parent)], rounds,
                          [sys.executable, str(here), "--pairs", str(pairs), "--rounds", "1", "--json"],
                          lambda line: float(json.loads(line)[0]))
 
@@ -141,12 +141,10 @@ def main() -> None:
         asyncio.run(measure(args.pairs, 1, callgrind=True))
         return
     if args.baseline:
+        from bench.common import against_lines  # here, not at the top: see against()
+
         ab = against(args.baseline, args.pairs, args.rounds)
-        for name, values in ab.items():
-            print(f"{name:10} {statistics.median(values):7.1f} us CPU per pair (rounds: "
-                  f"{', '.join(f'{v:.1f}' for v in values)})")
-        ratio = statistics.median(b / t for b, t in zip(ab["baseline"], ab["this tree"], strict=True))
-        print(f"baseline / this tree: x{ratio:.2f} (median of the rounds' ratios)")
+        print("\n".join(against_lines(ab, "us CPU per pair")))
         return
     spent = asyncio.run(measure(args.pairs, args.rounds))
     if args.json:

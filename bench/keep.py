@@ -46,7 +46,6 @@ import asyncio
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -118,14 +117,17 @@ def kthreads_cpu() -> float:
 
 
 def child(side: Side, kind: str, args: argparse.Namespace, upstream: str, root: Path) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": side.tree or str(HERE)}
+    # imported here, not at the top: a child runs this file on another tree's sources
+    from bench.common import in_tree
+
+    env = dict(os.environ)
     if side.threads is not None:
         env["REELGATE_BENCH_FILE_THREADS"] = str(side.threads)
     if not side.rounds:
         env["REELGATE_BENCH_NO_ROUNDS"] = "1"
-    out = subprocess.run([sys.executable, __file__, "--child", kind, str(args.videos), str(args.concurrency), upstream,
-                          str(root)], env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+    out = in_tree(side.tree or HERE, [sys.executable, __file__, "--child", kind, str(args.videos),
+                                      str(args.concurrency), upstream, str(root)], env)
+    return json.loads(out)  # type: ignore[no-any-return]
 
 
 class Side(NamedTuple):
@@ -151,13 +153,9 @@ def sides_of(args: argparse.Namespace) -> list[Side]:
     return [Side("this tree", None, threads[0])]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
+    from bench.common import free_port, in_turn  # here, not at the top: see child()
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -189,7 +187,7 @@ def main() -> None:
             for round_ in range(args.rounds):
                 for kind in args.kinds:
                     results: dict[str, dict[str, float]] = {}
-                    for side in sides if round_ % 2 == 0 else sides[::-1]:  # no side always first
+                    for side in in_turn(sides, round_):
                         runs += 1
                         results[side.name] = r = child(side, kind, args, upstream, Path(tmp) / f"run-{runs}")
                         print(f"{kind:7s} {side.name:10s} {r['cpu_us']:7.1f} us CPU/video (user {r['user_us']:6.1f}, "

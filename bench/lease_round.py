@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -128,18 +127,6 @@ def _rows_updated(store_url: str) -> float:
     return float(row[0]) if row else 0.0
 
 
-def child(tree: str | None, store_kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, float]:
-    """``measure`` in a child process importing ``tree``'s sources (this one's when None).
-    This file runs by its path, so the baseline needs no copy of it."""
-    cwd = str(Path(tree or Path(__file__).parent.parent).resolve())
-    env = {**os.environ, "PYTHONPATH": cwd}
-    out = subprocess.run([sys.executable, __file__, "--child", store_kind, "--jobs", str(args.jobs),
-                          "--rounds", str(args.rounds), "--tmp", str(tmp)],
-                         env=env, cwd=cwd, check=True, capture_output=True, text=True).stdout
-    figures: dict[str, float] = json.loads(out.strip().splitlines()[-1])
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", nargs="+", default=["postgres", "sqlite"], choices=["postgres", "sqlite"])
@@ -153,14 +140,18 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(measure(args.child, args.jobs, args.rounds, Path(args.tmp)))))
         return
-    trees = ([("baseline", args.baseline)] if args.baseline else []) + [("this tree", None)]
+    # imported here, not at the top: a child runs this file on another tree's sources
+    from bench.common import against_trees
+
+    trees = ([("baseline", args.baseline)] if args.baseline else []) + [("this tree", Path(__file__).parent.parent)]
     print(f"one replica following {args.jobs} jobs, {args.rounds} lease rounds per run")
     with tempfile.TemporaryDirectory() as tmp_dir:
         for store_kind in args.store:
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
-            for _ in range(args.repeat):
-                for name, tree in trees:
-                    runs[name].append(child(tree, store_kind, args, Path(tmp_dir)))
+            # ``measure`` in a child process importing each tree's sources; this file runs by
+            # its path, so the baseline needs no copy of it
+            runs: dict[str, list[dict[str, float]]] = against_trees(
+                trees, args.repeat, [sys.executable, __file__, "--child", store_kind, "--jobs", str(args.jobs),
+                                     "--rounds", str(args.rounds), "--tmp", tmp_dir], json.loads)
             for name, figures in runs.items():
                 print(f"{store_kind}, {name}: " + "; ".join(
                     f"{k} " + ", ".join(f"{f[k]:.1f}" for f in figures) for k in figures[0]))

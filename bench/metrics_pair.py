@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,27 +53,24 @@ def child(pairs: int) -> float:
     return (time.process_time() - started) / pairs * 1e6
 
 
-def run(tree: str | None, pairs: int) -> float:
-    cwd = tree or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": cwd}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", str(pairs)], cwd=cwd, env=env,
-                         check=True, capture_output=True, text=True)
-    return float(out.stdout)
-
-
 def main() -> None:
+    # imported here, not at the top: a child runs this file on another tree's sources
+    from bench.common import against_trees
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", metavar="DIR")
     args = parser.parse_args()
-    sides = [("baseline", args.baseline), ("this tree", None)] if args.baseline else [("this tree", None)]
-    got: dict[str, list[float]] = {name: [] for name, _ in sides}
-    for n in range(args.rounds):
-        for name, tree in sides if n % 2 == 0 else sides[::-1]:
-            got[name].append(run(tree, args.pairs))
-            print(f"round {n + 1} {name:<10} {got[name][-1]:6.2f} µs CPU per pair", flush=True)
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sides = [("baseline", args.baseline), ("this tree", here)] if args.baseline else [("this tree", here)]
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}  # each child makes its own
+
+    def progress(n: int, name: str, pair_us: float) -> None:
+        print(f"round {n + 1} {name:<10} {pair_us:6.2f} µs CPU per pair", flush=True)
+
+    got = against_trees(sides, args.rounds, [sys.executable, os.path.abspath(__file__), "--child", str(args.pairs)],
+                        float, alternate=True, env=env, each=progress)
     for name, values in got.items():
         print(f"{name:<10} median {statistics.median(values):6.2f} µs CPU per pair")
     if args.baseline:

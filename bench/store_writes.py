@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import inspect
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -111,12 +111,16 @@ def child(kind: str, jobs: int, concurrency: int, owner: str | None) -> None:
     print(f"{cpu * 1e6:.1f} {wall * 1e6:.1f}")
 
 
-def run_tree(tree: Path, kind: str, jobs: int, concurrency: int, leased: bool = False) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, __file__, "--child", kind, "--jobs", str(jobs),
-                          "--concurrency", str(concurrency), *(["--leased"] if leased else [])],
-                         cwd=tree, check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
-    return float(out[0]), float(out[1])
+def cpu_and_wall(line: str) -> tuple[float, float]:
+    """What :func:`child` printed: microseconds of CPU and of wall time per job."""
+    cpu, wall = line.split()
+    return float(cpu), float(wall)
+
+
+def print_round(kind: str, r: int, name: str, per_job: tuple[float, float]) -> None:
+    job_cpu, job_wall = per_job
+    print(f"{kind:8s} round {r + 1} {name:8s} CPU {job_cpu:7.1f} us/job"
+          f" ({job_cpu / WRITES_PER_JOB:6.1f} us/write), wall {job_wall:7.1f} us/job", flush=True)
 
 
 def main() -> None:
@@ -132,17 +136,17 @@ def main() -> None:
     if args.child:
         child(args.child, args.jobs, args.concurrency, "bench-replica" if args.leased else None)
         return
+    # imported here, not at the top: a child runs this file on another tree's sources
+    from bench.common import against_trees
+
     here = Path(__file__).resolve().parent.parent
-    trees = [("this", here)] + ([("baseline", args.baseline.resolve())] if args.baseline else [])
+    trees = [("this", here)] + ([("baseline", args.baseline)] if args.baseline else [])
     for kind in args.store:
-        cpu: dict[str, list[float]] = {name: [] for name, _ in trees}
-        for r in range(args.rounds):
-            for name, tree in trees if r % 2 == 0 else trees[::-1]:
-                job_cpu, job_wall = run_tree(tree, kind, args.jobs, args.concurrency, args.leased)
-                cpu[name].append(job_cpu)
-                print(f"{kind:8s} round {r + 1} {name:8s} CPU {job_cpu:7.1f} us/job"
-                      f" ({job_cpu / WRITES_PER_JOB:6.1f} us/write), wall {job_wall:7.1f} us/job", flush=True)
-        best = {name: min(values) for name, values in cpu.items()}
+        argv = [sys.executable, __file__, "--child", kind, "--jobs", str(args.jobs),
+                "--concurrency", str(args.concurrency), *(["--leased"] if args.leased else [])]
+        runs = against_trees(trees, args.rounds, argv, cpu_and_wall, alternate=True,
+                             each=functools.partial(print_round, kind))
+        best = {name: min(job_cpu for job_cpu, _ in per_job) for name, per_job in runs.items()}
         line = f"{kind:8s} best CPU per job: this {best['this']:.1f} us"
         if args.baseline:
             line += f", baseline {best['baseline']:.1f} us, ratio {best['this'] / best['baseline']:.2f}"
