@@ -28,20 +28,18 @@ from typing import Any, TypeVar
 from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.home import reelgate_home
 from gateway.job import VideoJob
-from gateway.store import codec
 from gateway.store.base import (
     ACTIVE_STATES,
     DEFAULT_PAGE,
     Clock,
     JobRow,
     JobStore,
-    LeaseLost,
     OutboxRow,
-    new_message_id,
 )
 from gateway.store.group_commit import ThreadGroupCommit
 from gateway.store.one_thread import OneThread, Settle
-from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
+from gateway.store.sqlite_batch import Create, NotTogether, Release, Save, Write, independent, job_of, together
+from gateway.store.sqlite_setup import StoreConnection, create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
@@ -66,8 +64,7 @@ class SqliteJobStore(JobStore):
         #: the one thread that touches the connection (made at open, gone at close)
         self._thread: OneThread | None = None
         #: creates, saves and releases: each batch of them is one transaction (group_commit.py)
-        self._in_next_commit: ThreadGroupCommit[Callable[[sqlite3.Connection], Any]] = ThreadGroupCommit(
-            self._send)
+        self._in_next_commit: ThreadGroupCommit[Write] = ThreadGroupCommit(self._send)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -96,10 +93,12 @@ class SqliteJobStore(JobStore):
     def _connect(self) -> sqlite3.Connection:
         create_private(self.path)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                               check_same_thread=False)
+                               check_same_thread=False, factory=StoreConnection)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             until_unlocked(lambda: set_up(conn), self.busy_timeout_s)
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                conn.lock_wait_s = self.busy_timeout_s
         except BaseException:
             conn.close()
             raise
@@ -117,72 +116,24 @@ class SqliteJobStore(JobStore):
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
                             lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
-        row = JobRow.of(job)
         lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
-
-        def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
-            inserted = conn.execute(
-                "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
-                " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
-                 row.at_risk, lease_owner, lease_until),
-            ).rowcount
-            if inserted:
-                return job, True
-            # in the same transaction as any earlier write of the batch: a job created just
-            # before with the same key is seen here
-            existing = conn.execute(
-                "SELECT doc FROM jobs WHERE id = ? OR"
-                " (coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?)"
-                " ORDER BY id = ? DESC LIMIT 1",
-                (row.id, owner, row.idempotency_key, row.id),
-            ).fetchone()
-            return _job(existing), False
-
-        created: tuple[VideoJob, bool] = await self._in_next_commit(create)
+        created: tuple[VideoJob, bool] = await self._in_next_commit(
+            Create(job, JobRow.of(job), owner, lease_owner, lease_until))
         return created
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
         if release and lease_owner is None:
             raise ValueError("only a leased save can release its lease")
-        lost = await self._in_next_commit(functools.partial(self._save_row, row=JobRow.of(job),
-                                                            lease_owner=lease_owner, release=release))
+        lost = await self._in_next_commit(Save(JobRow.of(job), lease_owner, release, self.clock))
         if lost is not None:
             raise lost
 
-    def _send(self, writes: list[Callable[[sqlite3.Connection], Any]], settle: Settle, batch: Any) -> None:
+    def _send(self, writes: list[Write], settle: Settle, batch: Any) -> None:
         """A batch of writes to the store's thread, as one transaction (``ThreadGroupCommit``)."""
         if self._conn is None:
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         assert self._thread is not None
-        self._thread.call(functools.partial(_in_one_transaction, self._conn, writes), settle, batch)
-
-    def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None,
-                  release: bool = False) -> LeaseLost | None:
-        params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
-                  "updated": row.updated_at, "doc": row.doc, "at_risk": row.at_risk, "lease_owner": lease_owner,
-                  "release": release}
-        if lease_owner is None:
-            conn.execute(
-                "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
-                " VALUES (:id, :status, :key, :created, :updated, :doc, :at_risk)"
-                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
-        elif not conn.execute("UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc,"
-                              " at_risk = :at_risk,"  # the job's last save under its lease gives it up too
-                              " lease_owner = iif(:release, NULL, lease_owner),"
-                              " lease_until = iif(:release, NULL, lease_until)"
-                              " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
-            if release and conn.execute(  # this final save landed before (postgres_batches.py)
-                    "SELECT 1 FROM jobs WHERE id = :id AND lease_owner IS NULL AND status = :status"
-                    " AND updated_at = :updated", params).fetchone():
-                return None
-            return LeaseLost(f"job {row.id}: {lease_owner} no longer holds its lease")
-        if row.announce:  # the finished job and its webhook commit together, or neither
-            conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
-                         " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                         (new_message_id(), row.id, row.status, self.clock()))
-        return None
+        self._thread.call(functools.partial(_in_one_transaction, self._conn, writes, self.clock), settle, batch)
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         return await self._one("SELECT doc FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
@@ -212,7 +163,7 @@ class SqliteJobStore(JobStore):
                 f" AND (? IS NULL OR (created_at, id) {beyond} (?, ?)) AND (NOT ? OR at_risk = 1)"
                 f" ORDER BY created_at {direction}, id {direction} LIMIT ?",
                 (owner, owner, after, *cursor, at_risk, limit)).fetchall()
-            return [_job(r) for r in rows]
+            return [job_of(r) for r in rows]
 
         return await self._run(page)
 
@@ -307,7 +258,7 @@ class SqliteJobStore(JobStore):
                     "  ORDER BY created_at, id LIMIT :limit)"
                     " RETURNING doc",
                     {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit, "own": own}).fetchall()
-            return sorted((_job(r) for r in rows), key=lambda j: (j.created_at, j.id))
+            return sorted((job_of(r) for r in rows), key=lambda j: (j.created_at, j.id))
 
         return await self._run(claim)
 
@@ -352,18 +303,17 @@ class SqliteJobStore(JobStore):
         # in the next batch with the saves (as PostgreSQL's): a service releases every job it
         # finishes, and alone each release was a transaction and a thread hop of its own,
         # taking the write lock from the other workers (docs/benchmarks.md 6.tail)
-        released: bool = await self._in_next_commit(functools.partial(_release_row, job_id=job_id,
-                                                                       owner_id=owner_id))
+        released: bool = await self._in_next_commit(Release(job_id, owner_id))
         return released
 
     # -- helpers ---------------------------------------------------------------------------
     async def _one(self, query: str, params: tuple[Any, ...]) -> VideoJob | None:
         row = await self._run(lambda conn: conn.execute(query, params).fetchone())
-        return None if row is None else _job(row)
+        return None if row is None else job_of(row)
 
     async def _all(self, query: str, params: tuple[Any, ...]) -> list[VideoJob]:
         rows = await self._run(lambda conn: conn.execute(query, params).fetchall())
-        return [_job(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     async def _change(self, query: str, params: tuple[Any, ...]) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
@@ -373,16 +323,15 @@ class SqliteJobStore(JobStore):
         return await self._run(change)
 
 
-def _in_one_transaction(conn: sqlite3.Connection,
-                        writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+def _in_one_transaction(conn: sqlite3.Connection, writes: list[Write], clock: Clock) -> list[Any]:
+    """A batch in one transaction: in a few multi-row statements where that gives every write
+    the outcome it would have alone (gateway/store/sqlite_batch.py), else one by one."""
+    if len(writes) > 1 and independent(writes):
+        try:
+            with write(conn):
+                return together(conn, writes, clock)
+        except NotTogether:
+            pass  # rolled back: nothing of it is on record
     with write(conn):
-        return [one(conn) for one in writes]
+        return [one.alone(conn) for one in writes]
 
-
-def _release_row(conn: sqlite3.Connection, job_id: str, owner_id: str) -> bool:
-    return conn.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                        (job_id, owner_id)).rowcount > 0
-
-
-def _job(row: tuple[str]) -> VideoJob:
-    return codec.decode_job(json.loads(row[0]))
