@@ -9,9 +9,10 @@ thread, not ``asyncio.to_thread``'s pool: a commit never queues behind the servi
 copies in that pool, and a hop costs no task and no context copy (bench/store_writes.py).
 
 Sharing the file: WAL mode lets readers run beside the one writer; every write
-takes the write lock up front (``BEGIN IMMEDIATE``), and ``busy_timeout`` makes a
-second process wait for it instead of failing. That single-writer lock is also what
-makes ``claim`` exclusive, the role ``FOR UPDATE SKIP LOCKED`` plays in PostgreSQL.
+takes the write lock up front (``BEGIN IMMEDIATE``), and a second process waits for it
+(in tries of ``LOCK_TRY_MS``, up to ``busy_timeout_s``) instead of failing. That
+single-writer lock is also what makes ``claim`` exclusive, the role ``FOR UPDATE SKIP
+LOCKED`` plays in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -39,10 +40,17 @@ from gateway.store.base import (
 from gateway.store.group_commit import ThreadGroupCommit
 from gateway.store.one_thread import OneThread, Settle
 from gateway.store.sqlite_batch import Create, NotTogether, Release, Save, Write, independent, job_of, together
-from gateway.store.sqlite_setup import StoreConnection, create_private, set_up, until_unlocked, write
+from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
+#: how long SQLite's own busy handler waits for another process's lock before a call is
+#: tried again from the start (``_try``). Left to wait the whole ``busy_timeout``, the handler
+#: sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100, 100 ... ms between its tries: a worker
+#: of ``serve --workers 2`` whose first tries met the other's transactions then slept through
+#: many of the gaps between them, 330-730 ms where a transaction holds the lock ~1 ms
+#: (docs/benchmarks.md, 6.sqlbatch). Asked for 2 ms, it sleeps 1 and 1 ms.
+LOCK_TRY_MS = 2
 DB_NAME = "reelgate.db"
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
@@ -93,12 +101,12 @@ class SqliteJobStore(JobStore):
     def _connect(self) -> sqlite3.Connection:
         create_private(self.path)
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                               check_same_thread=False, factory=StoreConnection)
+                               check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             until_unlocked(lambda: set_up(conn), self.busy_timeout_s)
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                conn.lock_wait_s = self.busy_timeout_s
+            # from now on every call waits for another process's lock in short tries (``_try``)
+            conn.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
         except BaseException:
             conn.close()
             raise
@@ -111,7 +119,7 @@ class SqliteJobStore(JobStore):
         # a caller cancelled meanwhile drops the outcome only: the call still runs whole, and
         # ``close`` queues behind it (a connection freed under a running COMMIT crashes the
         # process inside SQLite)
-        return await self._thread.run(functools.partial(fn, self._conn))
+        return await self._thread.run(functools.partial(self._try, functools.partial(fn, self._conn)))
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
@@ -133,7 +141,14 @@ class SqliteJobStore(JobStore):
         if self._conn is None:
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         assert self._thread is not None
-        self._thread.call(functools.partial(_in_one_transaction, self._conn, writes, self.clock), settle, batch)
+        self._thread.call(functools.partial(self._try, functools.partial(_in_one_transaction, self._conn, writes,
+                                                                         self.clock)), settle, batch)
+
+    def _try(self, call: Callable[[], _T]) -> _T:
+        """``call`` in the store's thread, again from its start while another process holds
+        the lock it needs, for up to ``busy_timeout_s``. A call is a read, or a transaction
+        that has rolled back when the lock stopped it: running it again is safe."""
+        return until_unlocked(call, self.busy_timeout_s, pause_s=(0.0, 0.0))
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         return await self._one("SELECT doc FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",

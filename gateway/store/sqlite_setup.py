@@ -11,64 +11,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.store import migrations
 
-#: how long SQLite's own busy handler waits for another process's write lock before a write
-#: tries again from here (``write``). Left to wait the whole ``busy_timeout``, the handler
-#: sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100, 100 ... ms between its tries: a worker
-#: of ``serve --workers 2`` whose first tries met the other's transactions then slept through
-#: many of the next gaps between them, 330-730 ms where a transaction holds the lock ~1 ms
-#: (docs/benchmarks.md, 6.sqlbatch). Asked for 2 ms at a time, it sleeps 1 and 1 ms.
-LOCK_TRY_MS = 2
-
-
-class StoreConnection(sqlite3.Connection):
-    """The job store's connection: ``lock_wait_s`` is how long a write waits for the write
-    lock, tried every ``LOCK_TRY_MS``; None (a file not in WAL mode) leaves it to SQLite's
-    ``busy_timeout`` whole, as a COMMIT there may have to wait for readers too."""
-
-    lock_wait_s: float | None = None
+_T = TypeVar("_T")
 
 
 @contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction holding the write lock from its start (waits up to busy_timeout)."""
-    wait_s = getattr(conn, "lock_wait_s", None)
-    if wait_s is None:
-        conn.execute("BEGIN IMMEDIATE")
-    else:
-        _begin_trying(conn, wait_s)
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        try:
-            yield
-        except BaseException:
-            if conn.in_transaction:  # SQLite rolls back by itself on some errors
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    finally:
-        if wait_s is not None:  # reads wait the whole busy_timeout (a WAL recovery by another process)
-            conn.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
-
-
-def _begin_trying(conn: sqlite3.Connection, wait_s: float) -> None:
-    """``BEGIN IMMEDIATE``, tried every LOCK_TRY_MS until ``wait_s`` has passed. In WAL mode
-    the write lock taken here is the only one the transaction's statements and COMMIT need,
-    so none of them waits under the short timeout (``write`` restores the long one after)."""
-    conn.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
-    deadline = None
-    while True:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + wait_s
-            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or now >= deadline:
-                conn.execute(f"PRAGMA busy_timeout = {int(wait_s * 1000)}")
-                raise
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLite rolls back by itself on some errors
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def create_private(path: Path) -> None:
@@ -85,12 +45,14 @@ def set_up(conn: sqlite3.Connection) -> None:
     _migrate(conn)
 
 
-def until_unlocked(step: Callable[[], None], timeout_s: float) -> None:
-    """Run ``step``, again while another process holds a lock it needs.
+def until_unlocked(step: Callable[[], _T], timeout_s: float, *, pause_s: tuple[float, float] = (0.01, 0.05)) -> _T:
+    """Run ``step``, again while another process holds a lock it needs, for up to
+    ``timeout_s``, pausing a random ``pause_s`` (from, to) between tries.
 
     When two processes open a new file at once, switching it to WAL needs an exclusive
     lock, and SQLite answers SQLITE_BUSY at once, without the busy handler, where waiting
-    could deadlock; ``busy_timeout`` alone does not cover opening."""
+    could deadlock; ``busy_timeout`` alone does not cover opening. The job store runs every
+    call so too (``SqliteJobStore``), with a short ``busy_timeout`` and no pause."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -98,7 +60,8 @@ def until_unlocked(step: Callable[[], None], timeout_s: float) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        time.sleep(0.01 + 0.04 * random.random())
+        if pause_s[1]:
+            time.sleep(pause_s[0] + (pause_s[1] - pause_s[0]) * random.random())
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -22,9 +22,9 @@ import pytest
 from gateway.job import JobStatus, VideoJob
 from gateway.store import SqliteJobStore
 from gateway.store.base import JobRow, LeaseLost
-from gateway.store.sqlite import _in_one_transaction
+from gateway.store.sqlite import LOCK_TRY_MS, _in_one_transaction
 from gateway.store.sqlite_batch import Create, Release, Save, Write, _chunks, independent, together
-from gateway.store.sqlite_setup import LOCK_TRY_MS, StoreConnection, write
+from gateway.store.sqlite_setup import write
 from tests.store.jobs import new_job
 
 LEASE_S = 30.0
@@ -79,16 +79,14 @@ async def test_a_burst_of_creates_and_saves_is_a_few_statements(tmp_path: Path) 
             assert (await store.get(job.id)).status is JobStatus.SUBMITTED  # type: ignore[union-attr]
 
 
-def _fresh(path: Path) -> StoreConnection:
-    """A migrated store file and its connection, as the store opens it."""
+def _fresh(path: Path) -> sqlite3.Connection:
+    """A migrated store file and a connection to it."""
     async def made() -> None:
         async with SqliteJobStore(path):
             pass
 
     asyncio.run(made())
-    conn = sqlite3.connect(path, isolation_level=None, factory=StoreConnection)
-    conn.lock_wait_s = 5.0
-    return conn
+    return sqlite3.connect(path, isolation_level=None)
 
 
 def _rows(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -210,30 +208,32 @@ def test_a_lost_lease_in_a_batch_fails_that_save_alone(tmp_path: Path) -> None:
     assert [statuses[j.id] for j in jobs] == ["submitted"] * 2 + ["queued"] + ["submitted"] * 3
 
 
-def test_a_write_waits_for_the_lock_in_short_tries(tmp_path: Path) -> None:
-    """Another process's transaction holding the write lock 0.2 s: the write tries every
-    LOCK_TRY_MS, not on SQLite's sleeps that grow to 100 ms, gets the lock once it is free,
-    and leaves the long busy_timeout for reads."""
-    conn = _fresh(tmp_path / "jobs.db")
-    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.2, lambda: other.execute("COMMIT")).start()
-    seen = Recorder(conn)
-    with write(conn):
-        conn.execute("INSERT INTO cancel_requests (job_id) VALUES ('x')")
-    tries = seen.statements.count("BEGIN IMMEDIATE")
-    assert tries >= 0.2 / (LOCK_TRY_MS / 1000) / 4  # tens of tries, where SQLite's handler made ~8
-    assert conn.execute("PRAGMA busy_timeout").fetchone() == (5000,)
+async def test_a_write_waits_for_the_lock_in_short_tries(tmp_path: Path) -> None:
+    """Another process's transaction holding the write lock 0.2 s: the store tries every
+    LOCK_TRY_MS, not on SQLite's sleeps that grow to 100 ms, and writes once it is free."""
+    async with SqliteJobStore(tmp_path / "jobs.db") as store:
+        assert store._conn is not None
+        assert store._conn.execute("PRAGMA busy_timeout").fetchone() == (LOCK_TRY_MS,)
+        other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        seen = Recorder(store._conn)
+        threading.Timer(0.2, lambda: other.execute("COMMIT")).start()
+        job = new_job()
+        await store.create(job)
+        assert (await store.get(job.id)) is not None
+        # tens of tries (0.2 s / 2 ms = 100), where SQLite's handler alone made ~8
+        assert seen.statements.count("BEGIN IMMEDIATE") >= 0.2 / (LOCK_TRY_MS / 1000) / 4
 
 
-def test_a_write_still_fails_once_its_wait_is_over(tmp_path: Path) -> None:
-    conn = _fresh(tmp_path / "jobs.db")
-    conn.lock_wait_s = 0.1
-    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-    began = time.monotonic()
-    with pytest.raises(sqlite3.OperationalError, match="locked"), write(conn):
-        pass
-    assert time.monotonic() - began >= 0.1
-    assert conn.execute("PRAGMA busy_timeout").fetchone() == (100,)
-    other.execute("ROLLBACK")
+async def test_a_write_still_fails_once_its_wait_is_over(tmp_path: Path) -> None:
+    async with SqliteJobStore(tmp_path / "jobs.db", busy_timeout_s=0.1) as store:
+        other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        began = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await store.create(new_job())
+        assert time.monotonic() - began >= 0.1
+        other.execute("ROLLBACK")
+        job = new_job()  # and the next write, once the lock is free, goes through
+        await store.create(job)
+        assert (await store.get(job.id)) is not None
