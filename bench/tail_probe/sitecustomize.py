@@ -143,9 +143,9 @@ if FOLDER:
             transactions.append((began, t1 - t0, t2 - t1, time.perf_counter() - t2, batch[0]))
             batch[0] = 0
 
-        def counted(conn, writes):  # type: ignore[no-untyped-def]
+        def counted(conn, writes, *rest):  # type: ignore[no-untyped-def]
             batch[0] = len(writes)
-            return in_one(conn, writes)
+            return in_one(conn, writes, *rest)
 
         sqlite.write = timed_write
         sqlite._in_one_transaction = counted

@@ -9,9 +9,10 @@ thread, not ``asyncio.to_thread``'s pool: a commit never queues behind the servi
 copies in that pool, and a hop costs no task and no context copy (bench/store_writes.py).
 
 Sharing the file: WAL mode lets readers run beside the one writer; every write
-takes the write lock up front (``BEGIN IMMEDIATE``), and ``busy_timeout`` makes a
-second process wait for it instead of failing. That single-writer lock is also what
-makes ``claim`` exclusive, the role ``FOR UPDATE SKIP LOCKED`` plays in PostgreSQL.
+takes the write lock up front (``BEGIN IMMEDIATE``), and a second process waits for it
+(in tries of ``LOCK_TRY_MS``, up to ``busy_timeout_s``) instead of failing. That
+single-writer lock is also what makes ``claim`` exclusive, the role ``FOR UPDATE SKIP
+LOCKED`` plays in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -28,23 +29,28 @@ from typing import Any, TypeVar
 from gateway.errors import InvalidRequest, StoreUnavailable
 from gateway.home import reelgate_home
 from gateway.job import VideoJob
-from gateway.store import codec
 from gateway.store.base import (
     ACTIVE_STATES,
     DEFAULT_PAGE,
     Clock,
     JobRow,
     JobStore,
-    LeaseLost,
     OutboxRow,
-    new_message_id,
 )
 from gateway.store.group_commit import ThreadGroupCommit
 from gateway.store.one_thread import OneThread, Settle
+from gateway.store.sqlite_batch import Create, NotTogether, Release, Save, Write, independent, job_of, together
 from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
 BUSY_TIMEOUT_S = 10.0
+#: how long SQLite's own busy handler waits for another process's lock before a call is
+#: tried again from the start (``_try``). Left to wait the whole ``busy_timeout``, the handler
+#: sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100, 100 ... ms between its tries: a worker
+#: of ``serve --workers 2`` whose first tries met the other's transactions then slept through
+#: many of the gaps between them, 330-730 ms where a transaction holds the lock ~1 ms
+#: (docs/benchmarks.md, 6.sqlbatch). Asked for 2 ms, it sleeps 1 and 1 ms.
+LOCK_TRY_MS = 2
 DB_NAME = "reelgate.db"
 
 _ACTIVE = f"status IN ({', '.join(repr(s) for s in ACTIVE_STATES)})"
@@ -66,8 +72,7 @@ class SqliteJobStore(JobStore):
         #: the one thread that touches the connection (made at open, gone at close)
         self._thread: OneThread | None = None
         #: creates, saves and releases: each batch of them is one transaction (group_commit.py)
-        self._in_next_commit: ThreadGroupCommit[Callable[[sqlite3.Connection], Any]] = ThreadGroupCommit(
-            self._send)
+        self._in_next_commit: ThreadGroupCommit[Write] = ThreadGroupCommit(self._send)
 
     # -- lifecycle ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -100,6 +105,8 @@ class SqliteJobStore(JobStore):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             until_unlocked(lambda: set_up(conn), self.busy_timeout_s)
+            # from now on every call waits for another process's lock in short tries (``_try``)
+            conn.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
         except BaseException:
             conn.close()
             raise
@@ -112,77 +119,36 @@ class SqliteJobStore(JobStore):
         # a caller cancelled meanwhile drops the outcome only: the call still runs whole, and
         # ``close`` queues behind it (a connection freed under a running COMMIT crashes the
         # process inside SQLite)
-        return await self._thread.run(functools.partial(fn, self._conn))
+        return await self._thread.run(functools.partial(self._try, functools.partial(fn, self._conn)))
 
     # -- jobs --------------------------------------------------------------------------
     async def create_or_get(self, job: VideoJob, *, owner: str | None = None,
                             lease: tuple[str, float] | None = None) -> tuple[VideoJob, bool]:
-        row = JobRow.of(job)
         lease_owner, lease_until = (lease[0], self.clock() + lease[1]) if lease else (None, None)
-
-        def create(conn: sqlite3.Connection) -> tuple[VideoJob, bool]:
-            inserted = conn.execute(
-                "INSERT INTO jobs (id, status, owner, idempotency_key, created_at, updated_at, doc, at_risk,"
-                " lease_owner, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (row.id, row.status, owner, row.idempotency_key, row.created_at, row.updated_at, row.doc,
-                 row.at_risk, lease_owner, lease_until),
-            ).rowcount
-            if inserted:
-                return job, True
-            # in the same transaction as any earlier write of the batch: a job created just
-            # before with the same key is seen here
-            existing = conn.execute(
-                "SELECT doc FROM jobs WHERE id = ? OR"
-                " (coalesce(owner, '') = coalesce(?, '') AND idempotency_key = ?)"
-                " ORDER BY id = ? DESC LIMIT 1",
-                (row.id, owner, row.idempotency_key, row.id),
-            ).fetchone()
-            return _job(existing), False
-
-        created: tuple[VideoJob, bool] = await self._in_next_commit(create)
+        created: tuple[VideoJob, bool] = await self._in_next_commit(
+            Create(job, JobRow.of(job), owner, lease_owner, lease_until))
         return created
 
     async def save(self, job: VideoJob, *, lease_owner: str | None = None, release: bool = False) -> None:
         if release and lease_owner is None:
             raise ValueError("only a leased save can release its lease")
-        lost = await self._in_next_commit(functools.partial(self._save_row, row=JobRow.of(job),
-                                                            lease_owner=lease_owner, release=release))
+        lost = await self._in_next_commit(Save(JobRow.of(job), lease_owner, release, self.clock))
         if lost is not None:
             raise lost
 
-    def _send(self, writes: list[Callable[[sqlite3.Connection], Any]], settle: Settle, batch: Any) -> None:
+    def _send(self, writes: list[Write], settle: Settle, batch: Any) -> None:
         """A batch of writes to the store's thread, as one transaction (``ThreadGroupCommit``)."""
         if self._conn is None:
             raise RuntimeError("the store is not open (use `async with store:` or `await store.open()`)")
         assert self._thread is not None
-        self._thread.call(functools.partial(_in_one_transaction, self._conn, writes), settle, batch)
+        self._thread.call(functools.partial(self._try, functools.partial(_in_one_transaction, self._conn, writes,
+                                                                         self.clock)), settle, batch)
 
-    def _save_row(self, conn: sqlite3.Connection, row: JobRow, lease_owner: str | None,
-                  release: bool = False) -> LeaseLost | None:
-        params = {"id": row.id, "status": row.status, "key": row.idempotency_key, "created": row.created_at,
-                  "updated": row.updated_at, "doc": row.doc, "at_risk": row.at_risk, "lease_owner": lease_owner,
-                  "release": release}
-        if lease_owner is None:
-            conn.execute(
-                "INSERT INTO jobs (id, status, idempotency_key, created_at, updated_at, doc, at_risk)"
-                " VALUES (:id, :status, :key, :created, :updated, :doc, :at_risk)"
-                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
-                " updated_at = excluded.updated_at, doc = excluded.doc, at_risk = excluded.at_risk", params)
-        elif not conn.execute("UPDATE jobs SET status = :status, updated_at = :updated, doc = :doc,"
-                              " at_risk = :at_risk,"  # the job's last save under its lease gives it up too
-                              " lease_owner = iif(:release, NULL, lease_owner),"
-                              " lease_until = iif(:release, NULL, lease_until)"
-                              " WHERE id = :id AND lease_owner = :lease_owner", params).rowcount:
-            if release and conn.execute(  # this final save landed before (postgres_batches.py)
-                    "SELECT 1 FROM jobs WHERE id = :id AND lease_owner IS NULL AND status = :status"
-                    " AND updated_at = :updated", params).fetchone():
-                return None
-            return LeaseLost(f"job {row.id}: {lease_owner} no longer holds its lease")
-        if row.announce:  # the finished job and its webhook commit together, or neither
-            conn.execute("INSERT INTO webhook_outbox (message_id, job_id, status, next_at)"
-                         " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                         (new_message_id(), row.id, row.status, self.clock()))
-        return None
+    def _try(self, call: Callable[[], _T]) -> _T:
+        """``call`` in the store's thread, again from its start while another process holds
+        the lock it needs, for up to ``busy_timeout_s``. A call is a read, or a transaction
+        that has rolled back when the lock stopped it: running it again is safe."""
+        return until_unlocked(call, self.busy_timeout_s, pause_s=(0.0, 0.0))
 
     async def get(self, job_id: str, *, owner: str | None = None) -> VideoJob | None:
         return await self._one("SELECT doc FROM jobs WHERE id = ? AND (? IS NULL OR owner = ?)",
@@ -212,7 +178,7 @@ class SqliteJobStore(JobStore):
                 f" AND (? IS NULL OR (created_at, id) {beyond} (?, ?)) AND (NOT ? OR at_risk = 1)"
                 f" ORDER BY created_at {direction}, id {direction} LIMIT ?",
                 (owner, owner, after, *cursor, at_risk, limit)).fetchall()
-            return [_job(r) for r in rows]
+            return [job_of(r) for r in rows]
 
         return await self._run(page)
 
@@ -307,7 +273,7 @@ class SqliteJobStore(JobStore):
                     "  ORDER BY created_at, id LIMIT :limit)"
                     " RETURNING doc",
                     {"owner": owner_id, "until": now + lease_s, "now": now, "limit": limit, "own": own}).fetchall()
-            return sorted((_job(r) for r in rows), key=lambda j: (j.created_at, j.id))
+            return sorted((job_of(r) for r in rows), key=lambda j: (j.created_at, j.id))
 
         return await self._run(claim)
 
@@ -352,18 +318,17 @@ class SqliteJobStore(JobStore):
         # in the next batch with the saves (as PostgreSQL's): a service releases every job it
         # finishes, and alone each release was a transaction and a thread hop of its own,
         # taking the write lock from the other workers (docs/benchmarks.md 6.tail)
-        released: bool = await self._in_next_commit(functools.partial(_release_row, job_id=job_id,
-                                                                       owner_id=owner_id))
+        released: bool = await self._in_next_commit(Release(job_id, owner_id))
         return released
 
     # -- helpers ---------------------------------------------------------------------------
     async def _one(self, query: str, params: tuple[Any, ...]) -> VideoJob | None:
         row = await self._run(lambda conn: conn.execute(query, params).fetchone())
-        return None if row is None else _job(row)
+        return None if row is None else job_of(row)
 
     async def _all(self, query: str, params: tuple[Any, ...]) -> list[VideoJob]:
         rows = await self._run(lambda conn: conn.execute(query, params).fetchall())
-        return [_job(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     async def _change(self, query: str, params: tuple[Any, ...]) -> bool:
         def change(conn: sqlite3.Connection) -> bool:
@@ -373,16 +338,15 @@ class SqliteJobStore(JobStore):
         return await self._run(change)
 
 
-def _in_one_transaction(conn: sqlite3.Connection,
-                        writes: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+def _in_one_transaction(conn: sqlite3.Connection, writes: list[Write], clock: Clock) -> list[Any]:
+    """A batch in one transaction: in a few multi-row statements where that gives every write
+    the outcome it would have alone (gateway/store/sqlite_batch.py), else one by one."""
+    if len(writes) > 1 and independent(writes):
+        try:
+            with write(conn):
+                return together(conn, writes, clock)
+        except NotTogether:
+            pass  # rolled back: nothing of it is on record
     with write(conn):
-        return [one(conn) for one in writes]
+        return [one.alone(conn) for one in writes]
 
-
-def _release_row(conn: sqlite3.Connection, job_id: str, owner_id: str) -> bool:
-    return conn.execute("UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                        (job_id, owner_id)).rowcount > 0
-
-
-def _job(row: tuple[str]) -> VideoJob:
-    return codec.decode_job(json.loads(row[0]))

@@ -11,8 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.store import migrations
+
+_T = TypeVar("_T")
 
 
 @contextmanager
@@ -42,12 +45,14 @@ def set_up(conn: sqlite3.Connection) -> None:
     _migrate(conn)
 
 
-def until_unlocked(step: Callable[[], None], timeout_s: float) -> None:
-    """Run ``step``, again while another process holds a lock it needs.
+def until_unlocked(step: Callable[[], _T], timeout_s: float, *, pause_s: tuple[float, float] = (0.01, 0.05)) -> _T:
+    """Run ``step``, again while another process holds a lock it needs, for up to
+    ``timeout_s``, pausing a random ``pause_s`` (from, to) between tries.
 
     When two processes open a new file at once, switching it to WAL needs an exclusive
     lock, and SQLite answers SQLITE_BUSY at once, without the busy handler, where waiting
-    could deadlock; ``busy_timeout`` alone does not cover opening."""
+    could deadlock; ``busy_timeout`` alone does not cover opening. The job store runs every
+    call so too (``SqliteJobStore``), with a short ``busy_timeout`` and no pause."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -55,7 +60,8 @@ def until_unlocked(step: Callable[[], None], timeout_s: float) -> None:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
-        time.sleep(0.01 + 0.04 * random.random())
+        if pause_s[1]:
+            time.sleep(pause_s[0] + (pause_s[1] - pause_s[0]) * random.random())
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
