@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gateway.cli_flags import Flags, as_flags
+
 if TYPE_CHECKING:
     from gateway.api import Gateway, QuoteReport
     from gateway.errors import ReelgateError
@@ -196,8 +198,11 @@ def print_providers(gateway: Gateway) -> None:
         console.print("No vendor keys set: `reelgate generate` uses the built-in sandbox.")
 
 
-def fail(console: Console, exc: ReelgateError, as_json: bool) -> NoReturn:
-    """A command's bad input or refusal: one line (or the JSON error), exit 2."""
+def fail(console: Console, exc: ReelgateError, as_json: bool, flags: Flags | None = None) -> NoReturn:
+    """A command's bad input or refusal: one line (or the JSON error), exit 2; a bad field
+    named by the flag that filled it, when ``flags`` (gateway.cli_flags) has it."""
+    if flags is not None:
+        exc = as_flags(exc, flags)
     if as_json:
         typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
     else:
