@@ -192,12 +192,7 @@ def quote(
             asyncio.run(gateway.aclose())
     except ReelgateError as exc:
         out.fail(err, exc, as_json, flags=quote_flags(sources[0] if sources else None))
-        return
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        out.print_quote(report)
-    raise typer.Exit(0 if report.chosen else 2)
+    out.finish_quote(report, as_json, quote_flags(sources[0] if sources else None))
 
 
 def _check_quote_flags(sources: list[str], *, mode: str | None, seconds: int | None) -> None:

@@ -8,7 +8,6 @@ quote`` does for a generation): who can do it, for how much, and why the others 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -73,11 +72,7 @@ def _run(operation: str, source: str, opts: dict[str, Any]) -> None:
                               announce=not as_json) as gateway:
                 report = gateway.quote(request)
                 asyncio.run(gateway.aclose())
-            if as_json:
-                typer.echo(json.dumps(report.to_dict(), indent=2))
-            else:
-                out.print_quote(report)
-            raise typer.Exit(0 if report.chosen else 2)
+            out.finish_quote(report, as_json, EDIT)
         job = make_video(settings, request, opts.get("output"), err, sandbox=bool(opts.get("sandbox")),
                          sandbox_fault=opts.get("sandbox_fault"), as_json=as_json)
     except ReelgateError as exc:

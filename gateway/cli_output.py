@@ -210,6 +210,18 @@ def fail(console: Console, exc: ReelgateError, as_json: bool, flags: Flags | Non
     raise typer.Exit(2)
 
 
+def finish_quote(report: QuoteReport | SequenceQuote, as_json: bool, flags: Flags) -> NoReturn:
+    """A command's quote: printed (or its JSON), its error naming the flag the user typed;
+    exit 0 when a provider would be chosen, else 2."""
+    if report.error is not None:
+        report.error = as_flags(report.error, flags)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_quote(report)
+    raise typer.Exit(0 if report.chosen else 2)
+
+
 def finish(job: VideoJob, as_json: bool) -> NoReturn:
     """A command's job at its end: printed (or its JSON), exit 0 when it succeeded, else 1."""
     from gateway.job import JobStatus
