@@ -102,7 +102,7 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
     }
     if opts.get("duration") is not None:
         edit = opts.get("edit")
-        source_flag = "--extend" if opts.get("extend") is not None else edit and f"--{edit['operation']}"
+        source_flag = "--extend" if opts.get("extend") is not None else f"--{edit['operation']}" if edit else None
         fields.update(_duration_fields(opts["duration"], source_flag))
     if opts.get("extend") is not None:
         from gateway.cli_extend import extend_request
@@ -177,6 +177,7 @@ def quote(
     """Price a request at every provider: who can do it, for how much, and who would be chosen."""
     opts = {k: v for k, v in locals().items() if k not in ("prompt", "modify", "reframe", "mode")}
     sources = [f for f, v in (("--modify", modify), ("--reframe", reframe), ("--extend", extend)) if v is not None]
+    flags = quote_flags(sources[0] if sources else None)
     from gateway.config import load_settings
 
     try:
@@ -191,8 +192,8 @@ def quote(
             report = gateway.quote(request)
             asyncio.run(gateway.aclose())
     except ReelgateError as exc:
-        out.fail(err, exc, as_json, flags=quote_flags(sources[0] if sources else None))
-    out.finish_quote(report, as_json, quote_flags(sources[0] if sources else None))
+        out.fail(err, exc, as_json, flags=flags)
+    out.finish_quote(report, as_json, flags)
 
 
 def _check_quote_flags(sources: list[str], *, mode: str | None, seconds: int | None) -> None:
