@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway import cli_output as out
 from gateway.cli_edit import modify, reframe
 from gateway.cli_extend import extend as extend_cmd
+from gateway.cli_flags import GENERATE, quote_flags
 from gateway.cli_jobs import jobs
 from gateway.cli_run import make_video, open_gateway, parse_faults
 from gateway.cli_service import LogLevelOpt, check_port, keys_app, serve, start_logging
@@ -61,7 +62,7 @@ EndImageOpt = Annotated[str | None, typer.Option("--end-image", help="End frame:
 AspectOpt = Annotated[str | None, typer.Option("--aspect-ratio", help="16:9 9:16 1:1 4:3 3:4 21:9 9:21")]
 ResolutionOpt = Annotated[str | None, typer.Option("--resolution", help="540p 720p 1080p (default: the provider's)")]
 DurationOpt = Annotated[int | None, typer.Option("--duration",
-                                                 help="Seconds: 5 or 9, or up to 30 as a chain of clips.")]
+                                                 help="Seconds: 5 or 9, or 10 to 30 as a chain of clips.")]
 LoopOpt = Annotated[bool, typer.Option("--loop", help="Blend the end back into the start.")]
 ConceptOpt = Annotated[list[str] | None, typer.Option("--concept",
                                                       help="Camera concept, e.g. dolly_zoom (repeatable).")]
@@ -93,22 +94,45 @@ def _request(prompt: str, **opts: Any) -> VideoRequest:
     fields = {
         "prompt": prompt, "start_image": opts.get("image"), "end_image": opts.get("end_image"),
         "aspect_ratio": opts.get("aspect_ratio"), "resolution": opts.get("resolution"),
-        "duration_s": opts.get("duration"), "loop": opts.get("loop") or None,
+        "loop": opts.get("loop") or None,
         "concepts": opts.get("concept") or None, "model": opts.get("model"),
         "providers": opts.get("provider") or None, "route": opts.get("route"),
         "max_cost_usd": opts.get("max_cost"), "allow": opts.get("allow") or None,
         "deadline_s": opts.get("deadline"), "edit": opts.get("edit"),
     }
-    duration = opts.get("duration")
-    if isinstance(duration, int) and duration > 9:
-        # longer than any clip: a chain of clips (gateway.sequence)
-        fields["edit"] = {"operation": "extend", "target_seconds": fields.pop("duration_s")}
+    if opts.get("duration") is not None:
+        edit = opts.get("edit")
+        source_flag = "--extend" if opts.get("extend") is not None else f"--{edit['operation']}" if edit else None
+        fields.update(_duration_fields(opts["duration"], source_flag))
     if opts.get("extend") is not None:
         from gateway.cli_extend import extend_request
 
-        return extend_request(opts["extend"], opts.get("seconds") or 0, [prompt],  # type: ignore[no-any-return]
+        # no PROMPT is extend's default prompt, as in `reelgate extend` (an empty one was refused)
+        return extend_request(opts["extend"], opts.get("seconds") or 0, [prompt] if prompt else [],  # type: ignore[no-any-return]
                               config=opts.get("config"), **{k: v for k, v in fields.items() if k != "prompt"})
     return VideoRequest(**{k: v for k, v in fields.items() if v is not None})
+
+
+def _duration_fields(seconds: int, source_flag: str | None) -> dict[str, Any]:
+    """``--duration`` as request fields: one clip, or past the longest clip the length of a chain
+    of clips (gateway.sequence). Its range is checked here, where it is made of two fields'
+    ranges, so the error gives the whole of it; either field alone would give half."""
+    from gateway.operations import MAX_EXTEND_SECONDS
+    from gateway.sequence import CLIP_SECONDS
+
+    longest = max(CLIP_SECONDS)
+    if seconds in CLIP_SECONDS:
+        return {"duration_s": seconds}
+    if not longest < seconds <= MAX_EXTEND_SECONDS:
+        clips = " or ".join(map(str, CLIP_SECONDS))
+        raise InvalidRequest("--duration", f"{seconds} seconds is not offered; choose {clips} for one clip, "
+                                           f"or {longest + 1} to {MAX_EXTEND_SECONDS} for a chain of clips")
+    if source_flag is not None:  # the chain would replace the edit: the source would be dropped unseen
+        raise InvalidRequest("--duration", f"more than {longest} seconds is a chain of clips made from the prompt "
+                                           f"and cannot go with {source_flag}"
+                                           + ("; give the whole length with --seconds" if source_flag == "--extend"
+                                              else ""))
+    return {"edit": {"operation": "extend", "target_seconds": seconds}}
 
 
 @app.command()
@@ -132,13 +156,13 @@ def generate(
         job = make_video(settings, request, output, err, sandbox=sandbox, sandbox_fault=sandbox_fault,
                          as_json=as_json)
     except ReelgateError as exc:
-        out.fail(err, exc, as_json)
+        out.fail(err, exc, as_json, flags=GENERATE)
     out.finish(job, as_json)
 
 
 @app.command()
 def quote(
-    prompt: Annotated[str, typer.Argument(help="What to generate (optional with --modify/--reframe).")] = "",
+    prompt: Annotated[str, typer.Argument(help="What to generate (optional with --modify/--reframe/--extend).")] = "",
     image: ImageOpt = None, end_image: EndImageOpt = None, aspect_ratio: AspectOpt = None,
     resolution: ResolutionOpt = None, duration: DurationOpt = None, loop: LoopOpt = False,
     concept: ConceptOpt = None, model: ModelOpt = None, provider: ProviderOpt = None, route: RouteOpt = None,
@@ -152,30 +176,37 @@ def quote(
 ) -> None:
     """Price a request at every provider: who can do it, for how much, and who would be chosen."""
     opts = {k: v for k, v in locals().items() if k not in ("prompt", "modify", "reframe", "mode")}
+    sources = [f for f, v in (("--modify", modify), ("--reframe", reframe), ("--extend", extend)) if v is not None]
+    flags = quote_flags(sources[0] if sources else None)
     from gateway.config import load_settings
 
     try:
         settings = load_settings(config)
-        if modify is not None and reframe is not None:
-            raise InvalidRequest("--modify", "give --modify or --reframe, not both")
+        _check_quote_flags(sources, mode=mode, seconds=seconds)
         if modify is not None or reframe is not None:
             # an operation on a source video: any generation-only flag given is a reason, not dropped
             opts["edit"] = {"operation": "modify" if modify is not None else "reframe",
                             "source": modify or reframe, **({"mode": mode} if mode is not None else {})}
-        elif mode is not None:
-            raise InvalidRequest("--mode", "only goes with --modify")
         request = _request(prompt, **opts)
         with open_gateway(settings, err, sandbox=sandbox, faults={}, announce=not as_json) as gateway:
             report = gateway.quote(request)
             asyncio.run(gateway.aclose())
     except ReelgateError as exc:
-        out.fail(err, exc, as_json)
-        return
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        out.print_quote(report)
-    raise typer.Exit(0 if report.chosen else 2)
+        out.fail(err, exc, as_json, flags=flags)
+    out.finish_quote(report, as_json, flags)
+
+
+def _check_quote_flags(sources: list[str], *, mode: str | None, seconds: int | None) -> None:
+    """At most one operation on a source, with only its own options: a second one, or an option
+    of another, was dropped unseen and a different request priced."""
+    if len(sources) > 1:
+        raise InvalidRequest(sources[0], f"give one of --modify, --reframe or --extend, not {' and '.join(sources)}")
+    if mode is not None and sources != ["--modify"]:
+        raise InvalidRequest("--mode", "only goes with --modify")
+    if seconds is None and sources == ["--extend"]:
+        raise InvalidRequest("--seconds", "must be given with --extend: the whole length, the source included")
+    if seconds is not None and sources != ["--extend"]:
+        raise InvalidRequest("--seconds", "only goes with --extend (a generation's length is --duration)")
 
 
 @app.command()

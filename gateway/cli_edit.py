@@ -8,13 +8,13 @@ quote`` does for a generation): who can do it, for how much, and why the others 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gateway import cli_output as out
+from gateway.cli_flags import EDIT
 from gateway.cli_run import make_video, open_gateway
 from gateway.cli_service import start_logging
 from gateway.errors import ReelgateError
@@ -44,7 +44,8 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config",
 
 
 def edit_request(operation: str, source: str, **opts: Any) -> VideoRequest:
-    """The neutral request for one CLI operation (bad input raises InvalidRequest naming the flag's field)."""
+    """The neutral request for one CLI operation (bad input raises InvalidRequest naming the flag's field;
+    gateway.cli_flags.EDIT says which flag that is)."""
     from gateway.request import VideoRequest
 
     edit: dict[str, Any] = {"operation": operation, "source": source}
@@ -71,15 +72,11 @@ def _run(operation: str, source: str, opts: dict[str, Any]) -> None:
                               announce=not as_json) as gateway:
                 report = gateway.quote(request)
                 asyncio.run(gateway.aclose())
-            if as_json:
-                typer.echo(json.dumps(report.to_dict(), indent=2))
-            else:
-                out.print_quote(report)
-            raise typer.Exit(0 if report.chosen else 2)
+            out.finish_quote(report, as_json, EDIT)
         job = make_video(settings, request, opts.get("output"), err, sandbox=bool(opts.get("sandbox")),
                          sandbox_fault=opts.get("sandbox_fault"), as_json=as_json)
     except ReelgateError as exc:
-        out.fail(err, exc, as_json)
+        out.fail(err, exc, as_json, flags=EDIT)
     out.finish(job, as_json)
 
 

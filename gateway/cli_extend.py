@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from gateway import cli_output as out
+from gateway.cli_flags import EXTEND
 from gateway.errors import InvalidRequest, ReelgateError
 
 #: the prompt of every clip when none is given
@@ -105,7 +106,7 @@ def extend(
         job = make_video(settings, request, output, err, sandbox=sandbox, sandbox_fault=sandbox_fault,
                          as_json=as_json)
     except ReelgateError as exc:
-        out.fail(err, exc, as_json)
+        out.fail(err, exc, as_json, flags=EXTEND)
     out.finish(job, as_json)
 
 

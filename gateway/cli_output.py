@@ -16,6 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gateway.cli_flags import Flags, as_flags
+
 if TYPE_CHECKING:
     from gateway.api import Gateway, QuoteReport
     from gateway.errors import ReelgateError
@@ -196,13 +198,28 @@ def print_providers(gateway: Gateway) -> None:
         console.print("No vendor keys set: `reelgate generate` uses the built-in sandbox.")
 
 
-def fail(console: Console, exc: ReelgateError, as_json: bool) -> NoReturn:
-    """A command's bad input or refusal: one line (or the JSON error), exit 2."""
+def fail(console: Console, exc: ReelgateError, as_json: bool, flags: Flags | None = None) -> NoReturn:
+    """A command's bad input or refusal: one line (or the JSON error), exit 2; a bad field
+    named by the flag that filled it, when ``flags`` (gateway.cli_flags) has it."""
+    if flags is not None:
+        exc = as_flags(exc, flags)
     if as_json:
         typer.echo(json.dumps({"error": exc.to_dict()}, indent=2))
     else:
         error(console, exc.message)
     raise typer.Exit(2)
+
+
+def finish_quote(report: QuoteReport | SequenceQuote, as_json: bool, flags: Flags) -> NoReturn:
+    """A command's quote: printed (or its JSON), its error naming the flag the user typed;
+    exit 0 when a provider would be chosen, else 2."""
+    if report.error is not None:
+        report.error = as_flags(report.error, flags)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_quote(report)
+    raise typer.Exit(0 if report.chosen else 2)
 
 
 def finish(job: VideoJob, as_json: bool) -> NoReturn:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
+from gateway.cli_flags import KEYS, as_flags
 from gateway.cli_output import error, make_console
 from gateway.errors import InvalidRequest, ReelgateError, StoreUnavailable
 from gateway.logs import LEVELS, LOG_LEVEL_ENV, configure, level_from
@@ -190,7 +191,7 @@ def _with_keys(config: Path | None, act: Callable[[Keys], Awaitable[T]]) -> T:
         error(err, f"--config: the key store cannot be used: {exc.message}")
         raise typer.Exit(2) from None
     except ReelgateError as exc:
-        error(err, exc.message)
+        error(err, as_flags(exc, KEYS).message)
         raise typer.Exit(2) from None
     except Exception as exc:
         if not (isinstance(exc, OSError) or type(exc).__module__.startswith(("psycopg", "sqlite3"))):

@@ -95,16 +95,17 @@ def test_with_a_key_it_never_silently_uses_the_sandbox(monkeypatch, tmp_path):
     assert "test-fal-key-123456" not in result.output
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    (("--duration", "7"), "duration_s"),
-    (("--aspect-ratio", "2:1"), "aspect_ratio"),
-    (("--concept", "moonwalk"), "concepts"),
-    (("--image", "/no/such/file.png"), "start_image"),
+@pytest.mark.parametrize(("args", "flag", "field"), [
+    (("--duration", "7"), "--duration", "duration_s"),
+    (("--aspect-ratio", "2:1"), "--aspect-ratio", "aspect_ratio"),
+    (("--concept", "moonwalk"), "--concept", "concepts"),
+    (("--image", "/no/such/file.png"), "--image", "start_image"),
 ])
-def test_bad_input_is_one_clean_line(args, field):
+def test_bad_input_is_one_clean_line_naming_the_flag(args, flag, field):
     result = run("generate", "a fox", "--sandbox", *args)
     assert result.exit_code == 2
-    assert field in result.output and "Traceback" not in result.output
+    assert result.output.startswith(f"error: {flag}: ") and len(result.output.strip().splitlines()) == 1
+    assert field not in result.output and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -157,7 +157,7 @@ def test_bad_sandbox_faults_are_one_line(fault, reason, env, tmp_path):
 def test_long_messages_are_not_wrapped_into_a_pipe(env, tmp_path):
     missing = "/" + "/".join(["a-rather-long-directory-name"] * 6) + "/frame.png"
     result = cli("generate", "a fox", "--sandbox", "--image", missing, env=env, cwd=tmp_path)
-    line = one_line_exit_2(result, "start_image", missing)
+    line = one_line_exit_2(result, "error: --image: ", missing)
     assert len(line) > 200
 
 
