@@ -173,7 +173,8 @@ class VideoJob:
     #: an edit's source length in seconds, when known at submit (a modify or reframe keeps it)
     source_s: float | None = None
     #: the request as the stores write it (JSON), made once per job by gateway/store/codec.py
-    #: and keyed by the request object; not state: never stored, compared or shown
+    #: (or ``Gateway.admit``: ``VideoRequest.document_json``) and keyed by the request object;
+    #: not state: never stored, compared or shown
     request_json: tuple[VideoRequest, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- state machine ---------------------------------------------------------------
