@@ -1,14 +1,17 @@
-"""The create path's cheaper dumps (docs/benchmarks.md 6.pydreq): each gives
+"""The create path's cheaper dumps and plan pieces (docs/benchmarks.md 6.pydreq): each gives
 what the long way gave."""
 
 from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 
 import pytest
 
-from gateway.request import Degradation, VideoRequest
+from gateway.pricing import Quote
+from gateway.request import Degradation, ModelFamily, Resolution, VideoRequest
+from gateway.routing.plan import _budget, latency_key
 from gateway.store import codec
 from tests.unit.test_inbound_paths import gateway
 
@@ -67,3 +70,14 @@ async def test_a_job_without_a_key_is_written_from_the_one_dump() -> None:
         assert keyed.request_json[1] == codec.dumps(codec.encode_request(keyed.request))  # the fingerprint's dump
     finally:
         await gw.aclose()
+
+
+def test_a_latency_key_spells_the_shape_by_its_values() -> None:
+    quote = Quote("railwail", ModelFamily.RAY_2, "ray-2", Resolution.P540, 5, Decimal("0.5"))
+    assert latency_key(quote) == "ray-2/540p/5s"
+
+
+def test_the_tightest_cost_cap_is_the_budget() -> None:
+    assert _budget(None, None) is None
+    assert _budget(0.5, None) == Decimal("0.5") and _budget(None, 0.25) == Decimal("0.25")
+    assert _budget(0.5, 0.25) == Decimal("0.25") == _budget(0.25, 0.5)
