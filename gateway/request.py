@@ -179,10 +179,11 @@ class VideoRequest(BaseModel):
             return cls(**data)
         if not checked:
             limits.check_strings(data)  # before any value is looked at
-        data = {**data, **_remote_images(data)}
+        if data.get("start_image") is not None or data.get("end_image") is not None:  # most requests: neither
+            data = {**data, **_remote_images(data)}
         if data.get("edit") is not None:
             try:
-                data["edit"] = remote_only_spec(data["edit"])
+                data = {**data, "edit": remote_only_spec(data["edit"])}
             except ValueError as exc:
                 raise InvalidRequest("edit.source", str(exc)) from None
         # what was added above is made of checked text: validated without __init__'s second walk

@@ -9,9 +9,13 @@ from decimal import Decimal
 
 import pytest
 
+from gateway import request_limits
+from gateway.config import Settings
+from gateway.errors import InvalidRequest
 from gateway.pricing import Quote
 from gateway.request import Degradation, ModelFamily, Resolution, VideoRequest
 from gateway.routing.plan import _budget, latency_key
+from gateway.server import openai_compat
 from gateway.store import codec
 from tests.unit.test_inbound_paths import gateway
 
@@ -81,3 +85,34 @@ def test_the_tightest_cost_cap_is_the_budget() -> None:
     assert _budget(None, None) is None
     assert _budget(0.5, None) == Decimal("0.5") and _budget(None, 0.25) == Decimal("0.25")
     assert _budget(0.5, 0.25) == Decimal("0.25") == _budget(0.25, 0.5)
+
+
+@pytest.mark.parametrize(("body", "field", "reason"), [
+    ({"prompt": "a\x00fox"}, "prompt", "NUL"),
+    ({"pro\x00mpt": "a fox"}, "pro\x00mpt", "NUL"),  # an ASCII value under a bad name
+    ({"prompt": "a fox \ud83d"}, "prompt", "lone surrogate"),
+    ({"metadata": {"k": "v\x00"}}, "metadata", "NUL"),
+])
+def test_the_quick_pass_over_plain_fields_still_refuses_bad_text(body: dict[str, object], field: str,
+                                                                   reason: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        request_limits.check_strings({"model": "ray-2", **body})
+    assert refused.value.field == field.encode("ascii", "backslashreplace").decode() and reason in refused.value.reason
+    request_limits.check_strings({"model": "ray-2", "prompt": "un renard déjà vu 🦊", "seconds": 5})  # fine
+
+
+def test_a_remote_parse_leaves_the_callers_data_as_it_was() -> None:
+    data = {"prompt": "", "start_image": "https://example.com/a.png",
+            "edit": {"operation": "modify", "source": "https://example.com/v.mp4"}}
+    before = json.dumps(data)
+    request = VideoRequest.parse(data, local_files=False)
+    assert json.dumps(data) == before and request.start_image is not None and request.edit is not None
+    assert VideoRequest.parse({"prompt": "a fox"}, local_files=False) == VideoRequest(prompt="a fox")
+
+
+def test_a_model_is_read_by_its_name_or_refused_naming_the_choices() -> None:
+    assert openai_compat.request_from_openai({"prompt": "a fox", "model": "ray-2"}, Settings()).model \
+        is ModelFamily.RAY_2
+    with pytest.raises(InvalidRequest) as refused:
+        openai_compat.request_from_openai({"prompt": "a fox", "model": "RAY-2"}, Settings())
+    assert refused.value.field == "model" and "ray-2-flash, ray-2" in refused.value.reason
