@@ -50,6 +50,9 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+_ZERO = Decimal(0)
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -215,7 +218,10 @@ class VideoJob:
 
     @property
     def cost_usd(self) -> Decimal:
-        return sum((a.cost_usd for a in self.attempts), Decimal(0))
+        total = _ZERO  # a loop, not sum() over a generator: every video object answered reads it
+        for attempt in self.attempts:
+            total += attempt.cost_usd
+        return total
 
     @property
     def at_risk_usd(self) -> Decimal:

@@ -12,6 +12,7 @@ import pytest
 from gateway import request_limits
 from gateway.config import Settings
 from gateway.errors import InvalidRequest
+from gateway.job import Attempt, VideoJob
 from gateway.pricing import Quote
 from gateway.request import Degradation, ModelFamily, Resolution, VideoRequest
 from gateway.routing.plan import _budget, latency_key
@@ -116,3 +117,11 @@ def test_a_model_is_read_by_its_name_or_refused_naming_the_choices() -> None:
     with pytest.raises(InvalidRequest) as refused:
         openai_compat.request_from_openai({"prompt": "a fox", "model": "RAY-2"}, Settings())
     assert refused.value.field == "model" and "ray-2-flash, ray-2" in refused.value.reason
+
+
+def test_a_jobs_cost_is_the_exact_sum_of_its_attempts() -> None:
+    job = VideoJob(request=VideoRequest(prompt="a fox"))
+    assert job.cost_usd == Decimal(0) and isinstance(job.cost_usd, Decimal)
+    for usd in ("0.1", "0.2"):
+        job.attempts.append(Attempt("railwail", "ray-2", 0.0, "k", cost_usd=Decimal(usd)))
+    assert job.cost_usd == Decimal("0.3")  # not 0.30000000000000004
