@@ -8,9 +8,10 @@ import json
 from decimal import Decimal
 
 import pytest
+from pydantic import ValidationError
 
 from gateway import request_limits
-from gateway.config import Settings
+from gateway.config import ProviderConfig, Settings
 from gateway.errors import InvalidRequest
 from gateway.job import Attempt, VideoJob
 from gateway.pricing import Quote
@@ -125,3 +126,12 @@ def test_a_jobs_cost_is_the_exact_sum_of_its_attempts() -> None:
     for usd in ("0.1", "0.2"):
         job.attempts.append(Attempt("railwail", "ray-2", 0.0, "k", cost_usd=Decimal(usd)))
     assert job.cost_usd == Decimal("0.3")  # not 0.30000000000000004
+
+
+def test_a_provider_the_file_does_not_name_reads_the_defaults_which_none_can_change() -> None:
+    settings = Settings(providers={"fal": ProviderConfig(enabled=False)})
+    assert settings.provider("fal").enabled is False
+    unnamed = settings.provider("railwail")
+    assert unnamed.model_dump() == ProviderConfig().model_dump() and isinstance(unnamed, ProviderConfig)
+    with pytest.raises(ValidationError):  # shared by every read: frozen
+        unnamed.concurrency_limit = 1
