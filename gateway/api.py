@@ -203,13 +203,14 @@ class Gateway(JobTasks):
         if self.store is None:
             await asyncio.sleep(0)
         sent = request
-        encoded = codec.encode_request(sent)  # once for the fingerprint and the job's first write
         key = request.idempotency_key
         # a fingerprint is only ever compared under an idempotency key (``replayed``): a job
         # without one cannot be replayed, so none is made for it (a canonical dump and a
         # SHA-256, ~10 us of every create; docs/benchmarks.md, 6.inbound3)
+        encoded: dict[str, Any] | None = None
         digest: str | None = None
         if key is not None:
+            encoded = codec.encode_request(sent)  # once for the fingerprint and the job's first write
             digest = codec.digest(encoded)
             existing = await self._by_key(key, owner)
             if existing is not None:
@@ -217,8 +218,10 @@ class Gateway(JobTasks):
         request, source_s = await resolve_source(self, request, owner)  # a job-id source becomes its video
         plan, estimate = self._estimate(request)
         job = VideoJob(request=request, owner=owner, fingerprint=digest, source_s=source_s)
-        if request is sent:
+        if encoded is not None and request is sent:  # made for the fingerprint: kept for the first write
             codec.remember_request(job, encoded)
+        elif encoded is None and (text := request.document_json()) is not None:
+            job.request_json = (request, text)  # what the store's first write would encode
         # the caller's budget, then the gateway's, refuse before any vendor call
         ledgers = reserve_all((budget, self.ledger), job.id, estimate)
         try:
@@ -231,7 +234,7 @@ class Gateway(JobTasks):
                     self.leases_held([job.id], leased_at)
                 if not created:  # another request with this key won the race
                     release_all(ledgers, job.id)
-                    known = codec.digest(encoded) if digest is None else digest  # a keyed job's: made above
+                    known = codec.fingerprint(sent) if digest is None else digest  # a keyed job's: made above
                     return replayed(self.jobs.get(stored.id, stored), known), False
         except BaseException:  # e.g. the store is down: nothing was started, nothing is held
             release_all(ledgers, job.id)

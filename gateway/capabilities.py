@@ -48,7 +48,9 @@ class Capabilities:
     reframe_aspect_ratios: frozenset[AspectRatio] | None = None
 
 
-@dataclass(frozen=True)
+# not frozen (a value made and read inside ``Provider.quote``): a frozen dataclass sets each
+# field through ``object.__setattr__``, a third of a ``match`` (every provider, every plan)
+@dataclass(slots=True)
 class Match:
     """The outcome of matching one request against one provider's capabilities."""
 
@@ -70,10 +72,11 @@ def match(provider: str, caps_by_model: dict[ModelFamily, Capabilities], request
     caps = caps_by_model.get(request.model)
     if caps is None:
         return Match(provider, (f"model {request.model} is not offered by {provider}",))
-    if request.operation not in caps.operations:
-        reason = f"{provider} cannot {request.operation.value} (model {request.model})"
+    operation = request.operation  # a property that builds the enum: read once
+    if operation not in caps.operations:
+        reason = f"{provider} cannot {operation.value} (model {request.model})"
         return Match(provider, (reason,), capabilities=caps)
-    if request.operation in (Operation.MODIFY, Operation.REFRAME):
+    if operation in (Operation.MODIFY, Operation.REFRAME):
         return _match_edit(provider, caps, request)
     reasons: list[str] = []
     degradations: list[str] = []

@@ -50,6 +50,9 @@ _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
 }
 
 
+_ZERO = Decimal(0)
+
+
 class InvalidTransition(RuntimeError):
     pass
 
@@ -173,7 +176,8 @@ class VideoJob:
     #: an edit's source length in seconds, when known at submit (a modify or reframe keeps it)
     source_s: float | None = None
     #: the request as the stores write it (JSON), made once per job by gateway/store/codec.py
-    #: and keyed by the request object; not state: never stored, compared or shown
+    #: (or ``Gateway.admit``: ``VideoRequest.document_json``) and keyed by the request object;
+    #: not state: never stored, compared or shown
     request_json: tuple[VideoRequest, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- state machine ---------------------------------------------------------------
@@ -214,7 +218,10 @@ class VideoJob:
 
     @property
     def cost_usd(self) -> Decimal:
-        return sum((a.cost_usd for a in self.attempts), Decimal(0))
+        total = _ZERO  # a loop, not sum() over a generator: every video object answered reads it
+        for attempt in self.attempts:
+            total += attempt.cost_usd
+        return total
 
     @property
     def at_risk_usd(self) -> Decimal:

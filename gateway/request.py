@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -178,10 +179,11 @@ class VideoRequest(BaseModel):
             return cls(**data)
         if not checked:
             limits.check_strings(data)  # before any value is looked at
-        data = {**data, **_remote_images(data)}
+        if data.get("start_image") is not None or data.get("end_image") is not None:  # most requests: neither
+            data = {**data, **_remote_images(data)}
         if data.get("edit") is not None:
             try:
-                data["edit"] = remote_only_spec(data["edit"])
+                data = {**data, "edit": remote_only_spec(data["edit"])}
             except ValueError as exc:
                 raise InvalidRequest("edit.source", str(exc)) from None
         # what was added above is made of checked text: validated without __init__'s second walk
@@ -275,6 +277,12 @@ class VideoRequest(BaseModel):
             raise ValueError("must be an http(s) URL")
         return v
 
+    @field_serializer("allow", when_used="json")
+    def _allow_in_order(self, allow: frozenset[Degradation]) -> list[str]:
+        # a frozenset dumps in hash order; sorted, equal requests give equal documents (a
+        # fingerprint, or the JSON a store writes, is the same however the caller spelled it)
+        return sorted(map(str, allow)) if allow else []
+
     @model_validator(mode="after")
     def _frames(self) -> VideoRequest:
         if self.end_image is not None and self.start_image is None and self.loop:
@@ -293,6 +301,16 @@ class VideoRequest(BaseModel):
     @property
     def is_image_to_video(self) -> bool:
         return self.start_image is not None or self.end_image is not None
+
+    def document_json(self) -> str | None:
+        """The request as the stores write it (``codec.dumps(codec.encode_request(self))``'s
+        text) in one pydantic dump, not a dump to dicts and an encode of those (~25 k
+        instructions of a create; docs/benchmarks.md 6.pydreq). None when pydantic-core
+        refuses a string (a lone surrogate, which parsing refuses first): the codec writes it."""
+        try:
+            return self.model_dump_json()
+        except ValueError:  # PydanticSerializationError
+            return None
 
     def public_dict(self) -> dict[str, Any]:
         """The request as JSON-safe data, with inlined images summarised (for job records)."""

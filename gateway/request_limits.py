@@ -39,6 +39,9 @@ def check_strings(data: Mapping[str, Any]) -> None:
     """Raise ``InvalidRequest`` naming the first field whose text (at any depth, keys
     included) holds a NUL byte or a lone surrogate."""
     for name, value in data.items():
+        if value.__class__ is str and value.isascii() and name.isascii() and "\x00" not in value \
+                and "\x00" not in name:
+            continue  # ASCII without NUL (the usual field): nothing to refuse, no call per string
         problem = _text_problem(name) or _first_problem(value)
         if problem is not None:  # the name made printable only then: each create checks every field
             raise InvalidRequest(_printable(str(name)), problem)

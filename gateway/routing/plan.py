@@ -22,7 +22,8 @@ _V = TypeVar("_V")
 
 def latency_key(quote: Quote) -> str:
     """What a latency observation is kept under: the shape that decides render time."""
-    return f"{quote.model.value}/{quote.resolution.value}/{quote.duration_s}s"
+    # a StrEnum formats as its value: ``.value`` is a Python-level property, read twice per plan
+    return f"{quote.model}/{quote.resolution}/{quote.duration_s}s"
 
 
 @dataclass(frozen=True)
@@ -147,13 +148,13 @@ def _wanted(request: VideoRequest, providers: Mapping[str, Provider]) -> list[st
     return wanted
 
 
-def _budget(*caps: float | None) -> Decimal | None:
+def _budget(asked: float | None, configured: float | None) -> Decimal | None:
     """The tightest of the request's and the configuration's cost caps."""
-    given = [c for c in caps if c is not None]
-    return Decimal(str(min(given))) if given else None
+    cap = configured if asked is None else asked if configured is None else min(asked, configured)
+    return None if cap is None else Decimal(str(cap))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen init sets each field through object.__setattr__, per plan
 class _Checks:
     """One check per reason a provider is left out, in the order they are asked."""
 

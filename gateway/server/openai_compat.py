@@ -25,6 +25,7 @@ SIZES: dict[str, tuple[AspectRatio, Resolution]] = {
 _SIZE_OF: dict[tuple[AspectRatio, Resolution], str] = {pair: size for size, pair in SIZES.items()}
 #: a job's ``resolution`` (a string) as the enum, without an enum call per answer
 _RESOLUTIONS: dict[str, Resolution] = {r.value: r for r in Resolution}
+_MODELS: dict[str, ModelFamily] = {m.value: m for m in ModelFamily}
 
 #: body fields beyond OpenAI's that map straight onto ``VideoRequest``
 EXTRA_FIELDS = ("aspect_ratio", "resolution", "loop", "end_image", "start_image", "route", "providers",
@@ -95,11 +96,11 @@ def _model(model: Any, settings: Settings) -> dict[str, Any]:
     alias = settings.aliases.get(name)
     if alias is not None:
         return alias.model_dump(exclude_none=True)
-    try:
-        return {"model": ModelFamily(name)}
-    except ValueError:
+    family = _MODELS.get(name)  # a dict read, not an enum call (EnumType.__call__ is Python)
+    if family is None:
         known = [m.value for m in ModelFamily] + sorted(settings.aliases)
-        raise InvalidRequest("model", f"{shown(name)} is not offered; choose one of {', '.join(known)}") from None
+        raise InvalidRequest("model", f"{shown(name)} is not offered; choose one of {', '.join(known)}")
+    return {"model": family}
 
 
 def _seconds(value: Any) -> int:
