@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,16 @@ def wait_until_up(url: str, proc: subprocess.Popen, path: str = "/healthz", log:
     state = "did not come up" if proc.poll() is None else f"exited with {proc.returncode}"
     tail = f"; last lines of {log}:\n{log_tail(log)}" if log is not None else ""
     raise AssertionError(f"{url}: the process {state} (last answer to {path}: {answer}){tail}")
+
+
+def stored_at_vendor(home: Path, ids: Collection[str]) -> bool:
+    """Every one of ``ids`` has its vendor job in the SQLite store under ``home``. What the API
+    shows is not enough before a kill: a process answers with its own copy of a job it
+    follows, whose vendor id is set a moment before it is stored; killed in that moment, the
+    submit is rightly taken as in flight (and, where the vendor cannot be asked, failed)."""
+    with contextlib.closing(sqlite3.connect(home / "reelgate.db")) as db:
+        docs = {i: json.loads(doc) for i, doc in db.execute("SELECT id, doc FROM jobs")}
+    return all(i in docs and docs[i]["attempts"] and docs[i]["attempts"][-1]["vendor_job"] for i in ids)
 
 
 @dataclass

@@ -8,6 +8,8 @@ import time
 import httpx
 import yaml
 
+from tests.service.conftest import stored_at_vendor
+
 
 def test_server_killed_mid_flight_finishes_every_job_once(processes, tmp_path):
     sandbox_url, _ = processes.start("sandbox", health_path="/_sandbox/stats")
@@ -32,7 +34,7 @@ def test_server_killed_mid_flight_finishes_every_job_once(processes, tmp_path):
         return [httpx.get(f"{base}/v1/jobs/{i}", headers=auth).raise_for_status().json() for i in ids]
 
     deadline = time.monotonic() + 20
-    while not all(j["attempts"] and j["attempts"][-1]["vendor_job_id"] for j in jobs(url)):
+    while not stored_at_vendor(processes.home, ids):
         assert time.monotonic() < deadline, "jobs never reached their vendors"
         time.sleep(0.1)
     assert not any(j["status"] == "succeeded" for j in jobs(url))  # killed while they run

@@ -21,7 +21,7 @@ import yaml
 from standardwebhooks.webhooks import Webhook
 
 from gateway.emulation.sandbox import BackgroundServer
-from tests.service.conftest import WEBHOOK_SECRET, Processes, wait_until_up
+from tests.service.conftest import WEBHOOK_SECRET, Processes, stored_at_vendor, wait_until_up
 from tests.service.replicas import TERMINAL, VENDORS, Receiver, wait_until
 
 JOBS = 48
@@ -85,8 +85,8 @@ def test_two_workers_one_killed_every_job_ends_paid_once_announced_once_and_serv
             page = http.get(f"{url}/v1/jobs", params={"limit": 100}, headers=auth).raise_for_status().json()
             return {j["id"]: j for j in page["data"]}
 
-        wait_until("every job reached its vendor", lambda: all(
-            j["attempts"] and j["attempts"][-1]["vendor_job_id"] for j in jobs().values()), 60, 0.5)
+        wait_until("every job reached its vendor, as the store says",
+                   lambda: stored_at_vendor(processes.home, ids), 60, 0.5)
         with sqlite3.connect(processes.home / "reelgate.db") as db:  # who follows what, as the store says
             held = Counter(owner for owner, in db.execute(
                 "SELECT lease_owner FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled')"))
