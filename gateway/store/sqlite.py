@@ -40,6 +40,7 @@ from gateway.store.base import (
 from gateway.store.group_commit import ThreadGroupCommit
 from gateway.store.one_thread import OneThread, Settle
 from gateway.store.sqlite_batch import Create, NotTogether, Release, Save, Write, independent, job_of, together
+from gateway.store.sqlite_checkpoint import Checkpointer
 from gateway.store.sqlite_setup import create_private, set_up, until_unlocked, write
 
 #: how long a write waits for another process's write lock before failing
@@ -71,6 +72,8 @@ class SqliteJobStore(JobStore):
         self._conn: sqlite3.Connection | None = None
         #: the one thread that touches the connection (made at open, gone at close)
         self._thread: OneThread | None = None
+        #: the WAL's checkpoints, off the thread that commits (gateway/store/sqlite_checkpoint.py)
+        self._checkpointer: Checkpointer | None = None
         #: creates, saves and releases: each batch of them is one transaction (group_commit.py)
         self._in_next_commit: ThreadGroupCommit[Write] = ThreadGroupCommit(self._send)
 
@@ -84,13 +87,17 @@ class SqliteJobStore(JobStore):
             self._thread = None
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreUnavailable(f"the job store (SQLite) cannot be opened at {self.path}: {reason}") from None
+        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer.start()
 
     async def close(self) -> None:
-        thread, conn = self._thread, self._conn
-        self._thread = self._conn = None
+        thread, conn, checkpointer = self._thread, self._conn, self._checkpointer
+        self._thread = self._conn = self._checkpointer = None
         if thread is None:
             return
         try:
+            if checkpointer is not None:  # joined in the store's thread, not the loop's
+                await thread.run(checkpointer.stop)
             if conn is not None:
                 # queued behind every call made before (a cancelled caller's COMMIT too): the
                 # connection is never freed under a running statement
@@ -105,6 +112,8 @@ class SqliteJobStore(JobStore):
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
             until_unlocked(lambda: set_up(conn), self.busy_timeout_s)
+            # commits never checkpoint: the store's ``Checkpointer`` does, in its own thread
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             # from now on every call waits for another process's lock in short tries (``_try``)
             conn.execute(f"PRAGMA busy_timeout = {LOCK_TRY_MS}")
         except BaseException:
