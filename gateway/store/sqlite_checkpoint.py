@@ -61,6 +61,7 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
+        failing: str | None = None  # the last failure, logged once rather than every round
         try:
             while not self._stopping.wait(self.every_s):
                 try:
@@ -69,7 +70,17 @@ class Checkpointer:
                         conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
                     self.checkpoint(conn)
                 except sqlite3.Error as exc:  # a full disk, a file removed: the next round tries again
-                    log.warning("SQLite checkpoint of %s failed: %s", self.path, exc)
+                    if str(exc) != failing:
+                        log.warning("SQLite checkpoint of %s failed (tried again every %g s): %s",
+                                    self.path, self.every_s, exc)
+                    failing = str(exc)
+                    if conn is not None:  # opened afresh next round: the file may have been replaced
+                        conn.close()
+                        conn = None
+                    continue
+                if failing is not None:
+                    log.warning("SQLite checkpoint of %s works again", self.path)
+                    failing = None
         finally:
             if conn is not None:
                 conn.close()
