@@ -66,8 +66,7 @@ from gateway.provider import ProviderSettings, Secret
 from gateway.request import VideoRequest
 from gateway.routing import Candidate
 from gateway.storage.mirror import mirror
-from gateway.transport import (CLOSED_STREAM, AiohttpTransport, ConnectionLimits, GatewayClient, Phase, make_client,
-                               send)
+from gateway.transport import CLOSED_STREAM, AiohttpTransport, ConnectionLimits, GatewayClient, Phase, make_client, send
 from gateway.transport_aiohttp import _headers as httpx_headers
 from gateway.vendor_calls import LiveAttempt, VendorCalls
 from providers.railwail.adapter import RailwailAdapter
@@ -250,7 +249,7 @@ class Capture(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-def capture(upstream: str) -> list[tuple[str, str, list[tuple[str, str]], bytes]]:
+def capture(upstream: str) -> list[tuple[str, str, list[tuple[str, str]], bytes]]:  # (method, URL, headers, body)
     """The three requests of one gateway job: (method, URL, headers, body)."""
     transport = Capture(AiohttpTransport(LIMITS))
 
@@ -263,7 +262,11 @@ def capture(upstream: str) -> list[tuple[str, str, list[tuple[str, str]], bytes]
     return transport.seen
 
 
-def direct_jobs(upstream: str, seen: list[tuple[str, str, list[tuple[str, str]], bytes]]) -> dict[str, Callable[[], tuple[Job, Callable[[], Awaitable[None]]]]]:
+Seen = list[tuple[str, str, list[tuple[str, str]], bytes]]
+Mode = Callable[[], tuple[Job, Callable[[], Awaitable[None]]]]
+
+
+def direct_jobs(upstream: str, seen: Seen) -> dict[str, Mode]:
     """Factories of ``b:`` modes: each gives (job, close)."""
     (_, post_url, post_h, body), (_, status_url, status_h, _), (_, content_url, content_h, _) = seen
     vid = status_url.rsplit("/", 1)[1]
@@ -622,7 +625,7 @@ def main() -> None:
             base = results[(f"a:gateway{part}", width)]
             for (name, w), values in results.items():
                 if w == width and name.endswith(part) and (part or "[" not in name):
-                    ratio = statistics.median(b / v for b, v in zip(base, values))
+                    ratio = statistics.median(b / v for b, v in zip(base, values, strict=True))
                     print(f"{name:34s} {statistics.median(values):7.1f}  x{ratio:4.2f}   "
                           f"{' '.join(f'{v:.0f}' for v in values)}")
 
