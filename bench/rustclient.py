@@ -42,13 +42,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import json
 import random
-import socket
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -58,6 +55,19 @@ import aiohttp
 import httpx
 
 from bench.common import machine
+from bench.rustclient_errors import errors
+from bench.rustclient_transports import (
+    LIMITS,
+    TIMEOUT,
+    ClientBuilder,
+    plain_headers,
+    pyqwest,
+    pyqwest_transport,
+    pyreqwest_client,
+    rnet,
+    rnet_client,
+    transports,
+)
 from bench.service import UPSTREAM_KEY
 from bench.vendorcalls import HashOnly, no_sleep, upstream_process
 from gateway.config import PollingConfig, Settings
@@ -66,147 +76,9 @@ from gateway.provider import ProviderSettings, Secret
 from gateway.request import VideoRequest
 from gateway.routing import Candidate
 from gateway.storage.mirror import mirror
-from gateway.transport import CLOSED_STREAM, AiohttpTransport, ConnectionLimits, GatewayClient, Phase, make_client, send
-from gateway.transport_aiohttp import _headers as httpx_headers
+from gateway.transport import AiohttpTransport, GatewayClient, make_client
 from gateway.vendor_calls import LiveAttempt, VendorCalls
 from providers.railwail.adapter import RailwailAdapter
-
-try:
-    import pyreqwest.exceptions as pyreqwest_exc
-    from pyreqwest.client import ClientBuilder
-    from pyreqwest.compatibility.httpx import HttpxTransport as PyreqwestStock
-except ImportError:  # pragma: no cover
-    ClientBuilder = None
-try:
-    import pyqwest
-    from pyqwest.httpx import AsyncPyqwestTransport
-except ImportError:  # pragma: no cover
-    pyqwest = None
-try:
-    import rnet
-except ImportError:  # pragma: no cover
-    rnet = None
-try:
-    from httpx_pycurl import AsyncPyCurlTransport
-except ImportError:  # pragma: no cover
-    AsyncPyCurlTransport = None
-
-TIMEOUT = httpx.Timeout(30.0, connect=10.0)  # make_client()'s
-LIMITS = ConnectionLimits()
-_EXT = {"http_version": b"HTTP/1.1"}
-_SKIP = {"host", "content-length"}  # the clients set these themselves
-
-
-def whole(status: int, raw: list[tuple[bytes, bytes]], body: bytes, request: httpx.Request) -> httpx.Response:
-    """An answer read whole as ``transport_aiohttp._read_whole`` makes it (no encoding here)."""
-    answer = httpx.Response(status, headers=httpx_headers(tuple(raw)), stream=CLOSED_STREAM, request=request,
-                            extensions=_EXT)
-    answer._content = body
-    answer.is_stream_consumed = answer.is_closed = True
-    return answer
-
-
-_HDRS: dict[tuple[Any, ...], list[tuple[str, str]]] = {}
-
-
-def plain_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
-    """A request's headers as str pairs, less Host and Content-Length, kept per header list."""
-    key = tuple(headers._list)
-    made = _HDRS.get(key)
-    if made is None:
-        made = _HDRS[key] = [(k, v) for k, v in headers.multi_items() if k.lower() not in _SKIP]
-    return made
-
-
-# -- transports on each client (``own``): read whole, errors mapped by "may have been sent" ---
-
-class PyreqwestTransport(httpx.AsyncBaseTransport):
-    """httpx over pyreqwest; timeouts are the client's (connect / read), set once."""
-
-    def __init__(self) -> None:
-        self.client = pyreqwest_client()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        builder = self.client.request(request.method, str(request.url)).headers(plain_headers(request.headers))
-        if request.content:
-            builder = builder.body_bytes(request.content)
-        try:
-            response = await builder.build().send()
-            body = bytes(await response.bytes())
-        except pyreqwest_exc.PyreqwestError as exc:
-            raise pyreqwest_mapped(exc) from exc
-        return whole(response.status, [(k.encode(), v.encode()) for k, v in response.headers.items()], body, request)
-
-    async def aclose(self) -> None:
-        await self.client.close()
-
-
-def pyreqwest_client() -> Any:
-    return (ClientBuilder().connect_timeout(datetime.timedelta(seconds=10))
-            .read_timeout(datetime.timedelta(seconds=30)).pool_idle_timeout(datetime.timedelta(seconds=4))
-            .pool_max_idle_per_host(64).max_connections(LIMITS.total).follow_redirects(False)
-            .gzip(False).brotli(False).zstd(False).deflate(False).build())
-
-
-def pyreqwest_mapped(exc: Exception) -> httpx.TransportError:
-    e = pyreqwest_exc
-    for source, target in ((e.ConnectTimeoutError, httpx.ConnectTimeout), (e.PoolTimeoutError, httpx.PoolTimeout),
-                           (e.ConnectError, httpx.ConnectError), (e.ReadTimeoutError, httpx.ReadTimeout),
-                           (e.WriteTimeoutError, httpx.WriteTimeout), (e.RequestTimeoutError, httpx.ReadTimeout),
-                           (e.ReadError, httpx.ReadError), (e.WriteError, httpx.WriteError)):
-        if isinstance(exc, source):
-            return target(str(exc))
-    return httpx.TransportError(f"{type(exc).__name__}: {exc}")  # ambiguous for a submit
-
-
-class PyqwestTransport(httpx.AsyncBaseTransport):
-    """httpx over pyqwest's transport."""
-
-    def __init__(self) -> None:
-        self.transport = pyqwest_transport()
-        self.client = pyqwest.Client(self.transport)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            response = await self.client.execute(request.method, str(request.url), plain_headers(request.headers),
-                                                 request.content or None)
-        except (ConnectionError, TimeoutError, pyqwest.ReadError, pyqwest.WriteError,
-                pyqwest.RemoteProtocolError) as exc:
-            raise pyqwest_mapped(exc) from exc
-        return whole(response.status, [(k.encode(), v.encode()) for k, v in response.headers.items()],
-                     response.content, request)
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(AttributeError):
-            await self.transport.aclose()
-
-
-def pyqwest_transport() -> Any:
-    return pyqwest.HTTPTransport(connect_timeout=10.0, read_timeout=30.0, pool_idle_timeout=4.0,
-                                 pool_max_idle_per_host=64, max_connections_per_address=LIMITS.per_host,
-                                 follow_redirects=False, enable_gzip=False, enable_brotli=False, enable_zstd=False,
-                                 enable_otel=False)
-
-
-def pyqwest_mapped(exc: Exception) -> httpx.TransportError:
-    # pyqwest.ConnectTimeout is both ConnectionError and TimeoutError; a reset after sending is
-    # a ConnectionResetError -- a ConnectionError too: only the connect phase is "not sent"
-    if isinstance(exc, pyqwest.ConnectTimeout):
-        return httpx.ConnectTimeout(str(exc))
-    if isinstance(exc, ConnectionRefusedError) or (type(exc) is ConnectionError):
-        return httpx.ConnectError(str(exc))
-    if isinstance(exc, TimeoutError):
-        return httpx.ReadTimeout(str(exc))
-    if isinstance(exc, pyqwest.RemoteProtocolError):
-        return httpx.RemoteProtocolError(str(exc))
-    return httpx.ReadError(f"{type(exc).__name__}: {exc}")
-
-
-def rnet_client() -> Any:
-    return rnet.Client(connect_timeout=10, read_timeout=30, pool_idle_timeout=4, pool_max_idle_per_host=64,
-                       pool_max_size=LIMITS.total, allow_redirects=False, gzip=False, brotli=False, deflate=False,
-                       zstd=False)
-
 
 # -- jobs ----------------------------------------------------------------------------------
 
@@ -356,20 +228,6 @@ def direct_jobs(upstream: str, seen: Seen) -> dict[str, Mode]:
     return modes
 
 
-def transports() -> dict[str, Callable[[], httpx.AsyncBaseTransport]]:
-    """``c:`` modes: the transport behind ``GatewayClient``."""
-    made: dict[str, Callable[[], httpx.AsyncBaseTransport]] = {}
-    if ClientBuilder is not None:
-        made["c:pyreqwest own"] = PyreqwestTransport
-        made["c:pyreqwest stock"] = lambda: PyreqwestStock(pyreqwest_client())
-    if pyqwest is not None:
-        made["c:pyqwest own"] = PyqwestTransport
-        made["c:pyqwest stock"] = lambda: AsyncPyqwestTransport(pyqwest_transport())
-    if AsyncPyCurlTransport is not None:
-        made["c:pycurl stock"] = AsyncPyCurlTransport
-    return made
-
-
 def measure(upstream: str, jobs: int, rounds: int, concurrency: list[int],
             only: list[str] | None) -> dict[tuple[str, int], list[float]]:
     seen = capture(upstream)
@@ -427,175 +285,6 @@ def measure(upstream: str, jobs: int, rounds: int, concurrency: list[int],
 
 async def _made(factory: Callable[[], tuple[Job, Any]]) -> tuple[Job, Any]:
     return factory()  # inside the loop: some clients bind to the running loop
-
-
-# -- failures: does the error say whether the request may have left? ----------------------
-
-class Server:
-    """A loopback TCP server in a thread that does ``behaviour`` with each connection."""
-
-    def __init__(self, behaviour: str) -> None:
-        self.behaviour = behaviour
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.requests = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        data = b""
-        conn.settimeout(5)
-        with contextlib.suppress(OSError):
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    conn.close()
-                    return
-                data += chunk
-            self.requests += 1
-            if self.behaviour == "close after reading":
-                conn.close()
-            elif self.behaviour == "reset after reading":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                conn.close()
-            elif self.behaviour == "half an answer":
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nContent-Type: application/json\r\n\r\n{\"id\"")
-                conn.close()
-            elif self.behaviour == "never answers":
-                self.held.append(conn)
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def full_backlog() -> tuple[int, list[socket.socket]]:
-    """A port whose accept queue is full (listen(0), never accepted): a SYN gets no answer,
-    so connecting times out -- a connect timeout on loopback."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(0)
-    port = s.getsockname()[1]
-    fillers = []
-    for _ in range(4):
-        c = socket.socket()
-        c.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            c.connect(("127.0.0.1", port))
-        fillers.append(c)
-    time.sleep(0.2)
-    return port, [s, *fillers]
-
-
-BODY = b'{"model":"m","prompt":"p"}'
-HEADERS = [("Authorization", "Bearer sk-bench"), ("Accept", "application/json"), ("Content-Type", "application/json")]
-
-
-async def direct_post(client: str, url: str) -> str:
-    """POST with the client's own API (short timeouts); what it raised."""
-    try:
-        if client == "aiohttp":
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=1, sock_read=1)) as s:
-                async with s.post(url, headers=HEADERS, data=BODY) as r:
-                    await r.read()
-        elif client == "pyreqwest":
-            c = (ClientBuilder().connect_timeout(datetime.timedelta(seconds=1))
-                 .read_timeout(datetime.timedelta(seconds=1)).build())
-            try:
-                r = await c.post(url).headers(HEADERS).body_bytes(BODY).build().send()
-                await r.bytes()
-            finally:
-                await c.close()
-        elif client == "pyqwest":
-            c = pyqwest.Client(pyqwest.HTTPTransport(connect_timeout=1.0, read_timeout=1.0, enable_otel=False))
-            await c.post(url, HEADERS, BODY)
-        elif client == "rnet":
-            c = rnet.Client(connect_timeout=1, read_timeout=1)
-            r = await c.post(url, headers=dict(HEADERS), body=BODY)
-            await r.bytes()
-        else:
-            return "-"
-    except Exception as exc:  # noqa: BLE001 (what it raised is the finding)
-        return _describe(exc)
-    return "no error"
-
-
-def _describe(exc: BaseException) -> str:
-    mro = [c.__name__ for c in type(exc).__mro__ if c not in (object, BaseException, Exception)]
-    text = str(exc).replace("\n", " ")[:110]
-    return f"{type(exc).__module__}.{' < '.join(mro[:4])}: {text}"
-
-
-async def gateway_post(transport: Callable[[], httpx.AsyncBaseTransport] | None, url: str) -> str:
-    """The submit through ``GatewayClient`` and ``gateway.transport.send``: what the gateway decided."""
-    client = (GatewayClient(AiohttpTransport(LIMITS), httpx.Timeout(1.0)) if transport is None
-              else GatewayClient(transport(), httpx.Timeout(1.0)))
-    request = httpx.Request("POST", url, content=BODY, headers=HEADERS)
-    try:
-        await send(client, "x", request, Phase.SUBMIT)
-    except Exception as exc:  # noqa: BLE001
-        cause = exc.__cause__
-        return f"{type(exc).__name__} ({type(cause).__name__ if cause else ''})"
-    finally:
-        with contextlib.suppress(Exception):
-            await client.aclose()
-    return "no error"
-
-
-def errors() -> None:
-    """Each client at each failure; short timeouts so the timeouts show in ~1 s."""
-    scenarios: list[tuple[str, Callable[[], tuple[str, Callable[[], None]]]]] = []
-
-    def refused() -> tuple[str, Callable[[], None]]:
-        return f"http://127.0.0.1:{closed_port()}/v1/videos", lambda: None
-
-    def backlog() -> tuple[str, Callable[[], None]]:
-        port, socks = full_backlog()
-        return f"http://127.0.0.1:{port}/v1/videos", lambda: [s.close() for s in socks]
-
-    def serving(behaviour: str) -> Callable[[], tuple[str, Callable[[], None]]]:
-        def make() -> tuple[str, Callable[[], None]]:
-            server = Server(behaviour)
-            return f"http://127.0.0.1:{server.port}/v1/videos", server.close
-        return make
-
-    scenarios = [("connection refused (closed port)", refused), ("connect timeout (full backlog)", backlog),
-                 ("server closes after reading", serving("close after reading")),
-                 ("server resets after reading", serving("reset after reading")),
-                 ("answer cut off mid-body", serving("half an answer")),
-                 ("read timeout (never answers)", serving("never answers"))]
-    gateway_modes: dict[str, Callable[[], httpx.AsyncBaseTransport] | None] = {"aiohttp (make_client)": None}
-    gateway_modes.update({k[2:]: v for k, v in transports().items()})
-    for title, make in scenarios:
-        print(f"\n## {title}")
-        for client in ("aiohttp", "pyreqwest", "pyqwest", "rnet"):
-            url, done = make()
-            print(f"  direct  {client:22s} {asyncio.run(direct_post(client, url))}")
-            done()
-        for name, transport in gateway_modes.items():
-            url, done = make()
-            print(f"  gateway {name:22s} {asyncio.run(gateway_post(transport, url))}")
-            done()
 
 
 def main() -> None:
