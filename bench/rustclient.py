@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import random
 import statistics
 import sys
 import time
@@ -68,17 +67,12 @@ from bench.rustclient_transports import (
     rnet_client,
     transports,
 )
-from bench.service import UPSTREAM_KEY
-from bench.vendorcalls import HashOnly, no_sleep, upstream_process
-from gateway.config import PollingConfig, Settings
+from bench.vendorcalls import railwail_job_parts, upstream_process
 from gateway.job import Attempt, VideoJob
-from gateway.provider import ProviderSettings, Secret
-from gateway.request import VideoRequest
 from gateway.routing import Candidate
 from gateway.storage.mirror import mirror
 from gateway.transport import AiohttpTransport, GatewayClient, make_client
-from gateway.vendor_calls import LiveAttempt, VendorCalls
-from providers.railwail.adapter import RailwailAdapter
+from gateway.vendor_calls import LiveAttempt
 
 # -- jobs ----------------------------------------------------------------------------------
 
@@ -87,15 +81,7 @@ Job = Callable[[], Awaitable[None]]
 
 def gateway_job(upstream: str, client: GatewayClient) -> Job:
     """``bench/vendorcalls.py``'s job, through ``client``."""
-    settings = Settings(polling=PollingConfig(initial_s=0.01, max_s=0.01))
-    adapter = RailwailAdapter(ProviderSettings("railwail", api_key=Secret(UPSTREAM_KEY), credential_ref="env:K",
-                                               base_url=f"{upstream}/api/v1"))
-    client.timing.observers.append(lambda *_call: None)  # as in the service: every call is timed
-    calls = VendorCalls(client, settings, no_sleep, random.Random(0))
-    storage = HashOnly()
-    request = VideoRequest(prompt="a red fox in fresh snow", resolution="540p")
-    quote = adapter.quote(request).quote
-    assert quote is not None
+    adapter, calls, storage, quote, request = railwail_job_parts(upstream, client)
 
     async def job() -> None:
         vjob = VideoJob(request)

@@ -38,12 +38,13 @@ from bench.common import free_port, machine
 from bench.service import UPSTREAM_KEY, process
 from gateway.config import PollingConfig, Settings
 from gateway.job import Attempt, VideoJob
+from gateway.pricing import Quote
 from gateway.provider import ProviderSettings, Secret
 from gateway.request import VideoRequest
 from gateway.routing import Candidate
 from gateway.storage.base import Chunks, ResultStorage, StoredObject, iter_chunks
 from gateway.storage.mirror import mirror
-from gateway.transport import make_client
+from gateway.transport import GatewayClient, make_client
 from gateway.vendor_calls import LiveAttempt, VendorCalls
 from providers.railwail.adapter import RailwailAdapter
 
@@ -81,21 +82,29 @@ async def no_sleep(_seconds: float) -> None:
     pass
 
 
+def railwail_job_parts(upstream: str, client: GatewayClient
+                       ) -> tuple[RailwailAdapter, VendorCalls, HashOnly, Quote, VideoRequest]:
+    """What one job's three calls need: the railwail adapter at ``upstream``, the service's call
+    code on ``client`` (its timing observed, as in the service), a storage that only hashes,
+    and a request with its quote (also ``bench/rustclient.py``'s)."""
+    settings = Settings(polling=PollingConfig(initial_s=0.01, max_s=0.01))
+    adapter = RailwailAdapter(ProviderSettings("railwail", api_key=Secret(UPSTREAM_KEY), credential_ref="env:K",
+                                               base_url=f"{upstream}/api/v1"))
+    client.timing.observers.append(lambda *_call: None)  # as in the service: every call is timed
+    calls = VendorCalls(client, settings, no_sleep, random.Random(0))
+    request = VideoRequest(prompt="a red fox in fresh snow", resolution="540p")
+    quote = adapter.quote(request).quote
+    assert quote is not None
+    return adapter, calls, HashOnly(), quote, request
+
+
 def measure(upstream: str, jobs: int, repeats: int) -> dict[str, float]:
     """Microseconds of CPU per call of each kind, best of ``repeats`` runs of ``jobs`` jobs.
 
     The measured runs go through ``functools.reduce`` (a C function) so that callgrind can
     count them alone: ``--collect-atstart=no --toggle-collect=functools_reduce``."""
-    settings = Settings(polling=PollingConfig(initial_s=0.01, max_s=0.01))
-    adapter = RailwailAdapter(ProviderSettings("railwail", api_key=Secret(UPSTREAM_KEY), credential_ref="env:K",
-                                               base_url=f"{upstream}/api/v1"))
     client = make_client()
-    client.timing.observers.append(lambda *_call: None)  # as in the service: every call is timed
-    calls = VendorCalls(client, settings, no_sleep, random.Random(0))
-    storage = HashOnly()
-    request = VideoRequest(prompt="a red fox in fresh snow", resolution="540p")
-    quote = adapter.quote(request).quote
-    assert quote is not None
+    adapter, calls, storage, quote, request = railwail_job_parts(upstream, client)
     spent = {"submit": 0.0, "status": 0.0, "download": 0.0}
     best = dict.fromkeys(spent, float("inf"))
 
