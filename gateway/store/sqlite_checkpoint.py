@@ -66,7 +66,9 @@ class Checkpointer:
             while not self._stopping.wait(self.every_s):
                 try:
                     if conn is None:
-                        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                        # ``mode=rw``: a database file removed meanwhile is not made anew, empty
+                        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                                               isolation_level=None, check_same_thread=False)
                         conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
                     self.checkpoint(conn)
                 except sqlite3.Error as exc:  # a full disk, a file removed: the next round tries again

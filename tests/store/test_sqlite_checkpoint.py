@@ -108,6 +108,15 @@ def test_a_failing_checkpoint_is_logged_once_tried_again_and_its_recovery_logged
     assert caplog.text.count("file is not a database") == 1, caplog.text
 
 
+def test_a_database_file_removed_is_not_made_anew(
+        tmp_path: Path, checkpointers: list[Checkpointer], caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "db"
+    with caplog.at_level(logging.WARNING, logger="reelgate.store"):
+        started(checkpointers, path, every_s=0.02)
+        until(lambda: "unable to open database file" in caplog.text)
+    assert not path.exists()
+
+
 def test_stop_ends_the_thread_at_once_and_twice_is_harmless(tmp_path: Path) -> None:
     wal_database(tmp_path / "db")
     checkpointer = Checkpointer(tmp_path / "db", every_s=3600)
