@@ -5,8 +5,9 @@ database file and syncs both. Left to SQLite (``wal_autocheckpoint``), the commi
 the WAL past 1,000 pages runs the checkpoint itself, in the store's one thread, before that
 thread answers anyone: its two ``fdatasync`` calls, which wait behind whatever else the disk
 is writing (the keeper's ``syncfs`` of finished videos, another program), held up every write
-of the process. Traced under ``bench.service``: 35 and 185 ms in 15 s, and a commit of 224 ms
-in the same batch of ~50 creates (docs/benchmarks.md, 6.checkpoint).
+of the process. Traced under ``bench.service`` (strace, one worker, 15 s): the store's thread
+spent 35 and 185 ms in two of them (docs/benchmarks.md, 6.checkpoint). A commit's own WAL
+write can still wait behind the disk; this takes the checkpoints' syncs out of its way only.
 
 So the store's connection checkpoints never (``wal_autocheckpoint = 0``), and this thread
 does: a ``PASSIVE`` checkpoint every :data:`EVERY_S`, which takes no lock writers wait for.
